@@ -147,7 +147,7 @@ class SpectrumResult:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         for m in self.matrices:
-            row = [m.name, m.layer, m.module, m.shape[0], m.shape[1], m.kind]
+            row: list[object] = [m.name, m.layer, m.module, m.shape[0], m.shape[1], m.kind]
             row += [m.ranks.get(k) for k in rank_keys]
             row += [m.delta_norm, m.base_norm, m.erased_fraction, m.random_energy_90, m.noise_edge]
             row += [m.at_noise_level, m.lora_rank, m.base_dtype, m.tuned_dtype]

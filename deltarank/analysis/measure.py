@@ -1,0 +1,113 @@
+"""From one loaded tensor pair to its `MatrixSpectrum`: the delta, its σ, every rank and the noise edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deltarank.analysis.noise import noise_edge, noise_variance
+from deltarank.analysis.ranks import all_ranks, numerical_threshold
+from deltarank.analysis.reference import random_energy_rank
+from deltarank.analysis.results import MatrixSpectrum
+from deltarank.analysis.spectrum import dense_delta, dora_delta, lora_singular_values, singular_values
+from deltarank.io.naming import layer_index, module_type
+from deltarank.io.pairing import AdapterPair, DensePair
+
+
+@dataclass
+class LoadedDense:
+    """A dense pair read from disk (stored dtypes, on the compute device)."""
+
+    pair: DensePair
+    base: torch.Tensor
+    tuned: torch.Tensor
+
+
+@dataclass
+class LoadedAdapter:
+    """LoRA/DoRA factors read from disk; `base` only for DoRA."""
+
+    pair: AdapterPair
+    b: torch.Tensor
+    a: torch.Tensor
+    magnitude: torch.Tensor | None
+    base: torch.Tensor | None
+
+
+Loaded = LoadedDense | LoadedAdapter
+
+
+def measure(loaded: Loaded, dtype: torch.dtype, thresholds: tuple[float, ...]) -> MatrixSpectrum:
+    """Compute the spectrum record of one loaded pair in compute dtype `dtype`."""
+    if isinstance(loaded, LoadedDense):
+        return _measure_dense(loaded, dtype, thresholds)
+    return _measure_adapter(loaded, dtype, thresholds)
+
+
+def _measure_dense(loaded: LoadedDense, dtype: torch.dtype, thresholds: tuple[float, ...]) -> MatrixSpectrum:
+    pair = loaded.pair
+    delta = dense_delta(loaded.base, loaded.tuned, dtype)  # (m, n)
+    sigma = singular_values(delta).cpu().numpy().astype(np.float64)
+    variance = noise_variance(loaded.tuned, pair.tuned_dtype)
+    edge = noise_edge(variance) if variance is not None else 0.0
+    erased = float((delta == 0).sum()) / delta.numel()
+    base_norm = float(torch.linalg.vector_norm(loaded.base.to(dtype)))
+    return _record(pair, "dense", sigma, dtype, thresholds, edge, base_norm, erased, None)
+
+
+def _measure_adapter(
+    loaded: LoadedAdapter, dtype: torch.dtype, thresholds: tuple[float, ...]
+) -> MatrixSpectrum:
+    pair = loaded.pair
+    scale = pair.module.scale
+    if pair.dora:
+        assert loaded.base is not None and loaded.magnitude is not None
+        base = loaded.base.T if pair.fan_in_fan_out else loaded.base  # DoRA maths on (out, in)
+        delta = dora_delta(base, loaded.b, loaded.a, loaded.magnitude, scale, dtype)
+        sigma = singular_values(delta).cpu().numpy().astype(np.float64)
+        base_norm: float | None = float(torch.linalg.vector_norm(base.to(dtype)))
+        kind = "dora"
+    else:
+        r_sigma = lora_singular_values(loaded.b, loaded.a, scale, dtype).cpu().numpy().astype(np.float64)
+        sigma = np.zeros(min(pair.shape))
+        sigma[: r_sigma.size] = r_sigma  # the other σ of a rank-r product are exactly 0
+        base_norm = None
+        kind = "lora"
+    return _record(pair, kind, sigma, dtype, thresholds, 0.0, base_norm, None, pair.module.rank)
+
+
+def _record(
+    pair: DensePair | AdapterPair,
+    kind: str,
+    sigma: np.ndarray,
+    dtype: torch.dtype,
+    thresholds: tuple[float, ...],
+    edge: float,
+    base_norm: float | None,
+    erased: float | None,
+    lora_rank: int | None,
+) -> MatrixSpectrum:
+    n = min(pair.shape)
+    numerical_edge = numerical_threshold(sigma, n, float(torch.finfo(dtype).eps))
+    ranks = all_ranks(sigma, thresholds, numerical_edge, edge)
+    delta_norm = float(np.sqrt(np.sum(sigma**2)))
+    return MatrixSpectrum(
+        name=pair.name,
+        layer=layer_index(pair.name),
+        module=module_type(pair.name),
+        shape=pair.shape,
+        kind=kind,
+        singular_values=tuple(float(s) for s in sigma),
+        ranks=ranks,
+        delta_norm=delta_norm,
+        base_norm=base_norm,
+        erased_fraction=erased,
+        random_energy_90=random_energy_rank(pair.shape[0], pair.shape[1], 0.9),
+        base_dtype=pair.base_dtype,
+        tuned_dtype=pair.tuned_dtype,
+        noise_edge=max(edge, numerical_edge),
+        at_noise_level=delta_norm > 0 and ranks["noise_floor"] == 0,
+        lora_rank=lora_rank,
+    )

@@ -1,0 +1,88 @@
+"""One naming table: canonical tensor names, layer/module parsing and the default selection.
+
+Base and tuned tensors are paired by canonical name, never by order. Canonicalisation strips wrappers that
+training tools add around a Hugging Face name (PEFT's `base_model.model.` prefix and `.base_layer` infix,
+torch.compile's `_orig_mod.`, DDP's `module.`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# (pattern, replacement) applied in order to every name from every source.
+CANONICAL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^base_model\.model\."), ""),
+    (re.compile(r"^_orig_mod\."), ""),
+    (re.compile(r"^module\."), ""),
+    (re.compile(r"\.base_layer\."), "."),
+)
+# A transformer block: `layers.N.`, GPT-2 `h.N.`, `blocks.N.`, `block.N.`.
+LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
+# Outside the blocks and never analysed by default (only when --include asks).
+EMBEDDING_PATTERN = re.compile(r"(embed|wte|wpe|lm_head|shared|output\.weight$)")
+
+
+def canonical_name(name: str) -> str:
+    """Strip training wrappers from a tensor name (e.g. PEFT's `base_model.model.` prefix)."""
+    for pattern, replacement in CANONICAL_RULES:
+        name = pattern.sub(replacement, name)
+    return name
+
+
+def layer_index(name: str) -> int | None:
+    """The transformer block index in a name, or None outside the blocks."""
+    match = LAYER_PATTERN.search(name)
+    return int(match.group(1)) if match else None
+
+
+def module_type(name: str) -> str:
+    """The module type of a weight name: `model.layers.0.self_attn.q_proj.weight` -> `q_proj`."""
+    parts = name.split(".")
+    if parts[-1] in {"weight", "bias"} and len(parts) > 1:
+        parts = parts[:-1]
+    return parts[-1]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tensors to analyse.
+
+    Attributes:
+        include: Regex; when set, matching 2-D tensors are selected (embeddings and LM head too).
+        exclude: Regex; matching tensors are dropped after `include`.
+    """
+
+    include: str | None = None
+    exclude: str | None = None
+
+    def __post_init__(self) -> None:
+        from deltarank.errors import DeltarankError
+
+        for label, pattern in (("--include", self.include), ("--exclude", self.exclude)):
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise DeltarankError(
+                        f"{label} {pattern!r} is not a valid regular expression ({exc})"
+                    ) from None
+
+    def wants(self, name: str, ndim: int) -> bool:
+        """True when a tensor of this canonical name and rank is selected.
+
+        Default: 2-D weights inside the transformer blocks (attention and MLP projections).
+        """
+        if ndim != 2:
+            return False
+        if self.include is not None:
+            chosen = re.search(self.include, name) is not None
+        else:
+            chosen = (
+                layer_index(name) is not None
+                and name.endswith(".weight")
+                and not EMBEDDING_PATTERN.search(name)
+            )
+        if chosen and self.exclude is not None and re.search(self.exclude, name):
+            return False
+        return chosen

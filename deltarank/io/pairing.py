@@ -1,0 +1,141 @@
+"""Pair base and tuned tensors by canonical name into a plan of deltas to analyse.
+
+Never pairs by order and never guesses orientation from shape: a name missing on one side or a shape that
+differs is skipped and listed; no common tensor at all is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deltarank.analysis.results import SkippedTensor
+from deltarank.errors import InputError, PairingError
+from deltarank.io.adapter import AdapterSource, LoraModule
+from deltarank.io.naming import Selection, canonical_name
+from deltarank.io.source import TensorSource
+
+
+@dataclass(frozen=True)
+class DensePair:
+    """Two stored tensors of the same canonical name and shape."""
+
+    name: str
+    base_key: str
+    tuned_key: str
+    shape: tuple[int, int]
+    base_dtype: str
+    tuned_dtype: str
+
+
+@dataclass(frozen=True)
+class AdapterPair:
+    """A base weight and the LoRA/DoRA factors that modify it."""
+
+    name: str
+    base_key: str
+    module: LoraModule
+    shape: tuple[int, int]
+    base_dtype: str
+    tuned_dtype: str
+    fan_in_fan_out: bool
+    dora: bool
+
+
+Pair = DensePair | AdapterPair
+
+
+def _canonical_index(source: TensorSource) -> dict[str, str]:
+    """canonical name -> source key."""
+    return {canonical_name(key): key for key in source.names()}
+
+
+def plan_dense(
+    base: TensorSource, tuned: TensorSource, selection: Selection
+) -> tuple[list[DensePair], list[SkippedTensor]]:
+    """Pair two checkpoints by canonical name (in base order)."""
+    base_index, tuned_index = _canonical_index(base), _canonical_index(tuned)
+    pairs: list[DensePair] = []
+    skipped: list[SkippedTensor] = []
+    common = 0
+    for name, base_key in base_index.items():
+        base_info = base.info(base_key)
+        if name not in tuned_index:
+            if selection.wants(name, len(base_info.shape)):
+                skipped.append(SkippedTensor(name, "missing in tuned checkpoint"))
+            continue
+        common += 1
+        tuned_info = tuned.info(tuned_index[name])
+        if not selection.wants(name, len(base_info.shape)):
+            continue
+        if tuned_info.shape != base_info.shape:
+            skipped.append(
+                SkippedTensor(name, f"shape mismatch: base {base_info.shape}, tuned {tuned_info.shape}")
+            )
+            continue
+        rows, cols = base_info.shape
+        pairs.append(
+            DensePair(name, base_key, tuned_index[name], (rows, cols), base_info.dtype, tuned_info.dtype)
+        )
+    for name in tuned_index.keys() - base_index.keys():
+        if selection.wants(name, len(tuned.info(tuned_index[name]).shape)):
+            skipped.append(SkippedTensor(name, "missing in base checkpoint"))
+    if common == 0:
+        raise PairingError(
+            f"{base.path} and {tuned.path} have no tensor name in common (different architectures?)"
+        )
+    if not pairs and all(s.reason.startswith("shape mismatch") for s in skipped) and skipped:
+        raise PairingError(
+            f"{base.path} and {tuned.path}: every selected tensor differs in shape (different architectures?)"
+        )
+    return pairs, skipped
+
+
+def plan_adapter(
+    base: TensorSource, adapter: AdapterSource, selection: Selection
+) -> tuple[list[AdapterPair], list[SkippedTensor]]:
+    """Pair each adapted module with the base weight it modifies, checking that the factors fit it."""
+    base_index = _canonical_index(base)
+    pairs: list[AdapterPair] = []
+    skipped = [
+        SkippedTensor(key, "not a LoRA factor (modules_to_save or unsupported)")
+        for key in adapter.unsupported
+    ]
+    for name, module in adapter.modules.items():
+        if name not in base_index:
+            skipped.append(SkippedTensor(name, "adapted module missing in base checkpoint"))
+            continue
+        base_info = base.info(base_index[name])
+        if not selection.wants(name, len(base_info.shape)):
+            continue
+        shape = _check_factor_fit(adapter, name, base_info.shape, adapter.config.fan_in_fan_out)
+        pairs.append(
+            AdapterPair(
+                name=name,
+                base_key=base_index[name],
+                module=module,
+                shape=shape,
+                base_dtype=base_info.dtype,
+                tuned_dtype=adapter.factor_dtype(name),
+                fan_in_fan_out=adapter.config.fan_in_fan_out,
+                dora=module.magnitude_key is not None,
+            )
+        )
+    if not pairs and not any(name in base_index for name in adapter.modules):
+        raise PairingError(f"adapter {adapter.path} modifies no weight of {base.path} (wrong base model?)")
+    return pairs, skipped
+
+
+def _check_factor_fit(
+    adapter: AdapterSource, name: str, base_shape: tuple[int, ...], fan_in_fan_out: bool
+) -> tuple[int, int]:
+    """B (out, r) and A (r, in) must match the base weight (out, in), or (in, out) with fan_in_fan_out."""
+    b_shape, a_shape = adapter.factor_shapes(name)
+    out_in = (b_shape[0], a_shape[1])
+    expected = (out_in[1], out_in[0]) if fan_in_fan_out else out_in
+    if len(base_shape) != 2 or tuple(base_shape) != expected or b_shape[1] != a_shape[0]:
+        raise InputError(
+            Path(adapter.path),
+            f"factors of {name!r} (B {b_shape}, A {a_shape}) do not fit the base weight {tuple(base_shape)}",
+        )
+    return int(base_shape[0]), int(base_shape[1])
