@@ -129,7 +129,7 @@ def read_entry(path: Path, name: str, entry: _Entry) -> torch.Tensor:
     try:
         with path.open("rb") as handle:
             handle.seek(entry.start)
-            got = handle.readinto(memoryview(buffer.numpy())) if entry.nbytes else 0
+            got = handle.readinto(buffer.numpy().data) if entry.nbytes else 0
     except OSError as exc:
         raise InputError(path, f"cannot read tensor {name!r} ({exc.strerror or exc})") from None
     if got != entry.nbytes:
