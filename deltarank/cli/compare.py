@@ -1,0 +1,47 @@
+"""`deltarank compare`: a terminal table of median ranks per module type across runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Column name per result file, in order (default: from the tuned path).",
+)
+@click.option(
+    "--lora-rank",
+    type=click.IntRange(min=1),
+    help="Divide each run's median r0.9 by this LoRA rank instead of by the first run's.",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the table as CSV (atomically) to this path.",
+)
+def compare(
+    results: tuple[Path, ...], labels: tuple[str, ...], lora_rank: int | None, csv_path: Path | None
+) -> None:
+    """Compare result files: per module type, median energy_90 (r0.9) and noise-floor rank per run, and
+    the ratio of each run's r0.9 to the first run's (or to --lora-rank R).
+
+    The row `all` takes the medians over every matrix; `n` is min(rows, cols), `gauss_e90` the r0.9 of a
+    Gaussian matrix of the same shape.
+    """
+    from deltarank.analysis.results import SpectrumResult, check_writable, write_atomic
+    from deltarank.figures.tables import compare_table
+
+    if csv_path is not None:
+        check_writable(csv_path)
+    loaded = [SpectrumResult.from_json(path) for path in results]
+    table = compare_table(loaded, list(labels) or None, lora_rank=lora_rank)
+    click.echo(table.to_text(), nl=False)
+    if csv_path is not None:
+        write_atomic(csv_path, table.to_csv())

@@ -1,0 +1,100 @@
+"""`deltarank plot`: figures from result files (never decomposes, never loads a model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+KIND_HELP = "spectrum, ranks, ratio (the headline), steps, learning, or all (every kind the inputs allow)."
+
+
+@click.command()
+@click.argument("results", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (created when missing).",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    default=("all",),
+    show_default=True,
+    help=f"Figure(s) to draw, repeatable or comma-separated: {KIND_HELP}",
+)
+@click.option(
+    "--format",
+    "formats",
+    default="pdf,png",
+    show_default=True,
+    help="Comma-separated file formats: pdf, png, svg.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="Legend name per result file, in order (default: from the tuned path). Checkpoint "
+    "results with the same label form one run in the steps figure.",
+)
+@click.option(
+    "--summary",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The reproduction's summary.json, for the learning-vs-forgetting figure.",
+)
+@click.option(
+    "--lora-rank",
+    type=click.IntRange(min=1),
+    help="LoRA rank r to compare against when no LoRA result is given.",
+)
+@click.option(
+    "--x-axis",
+    type=click.Choice(["step", "tokens"]),
+    default="step",
+    show_default=True,
+    help="Training axis of the steps figure (tokens need a train_log.jsonl in the run directory).",
+)
+def plot(
+    results: tuple[Path, ...],
+    out_dir: Path,
+    kinds: tuple[str, ...],
+    formats: str,
+    labels: tuple[str, ...],
+    summary: Path | None,
+    lora_rank: int | None,
+    x_axis: str,
+) -> None:
+    """Draw paper figures from RESULTS (deltarank.spectrum/1 JSON files) into a directory.
+
+    \b
+    Files written (per format):
+      spectra              normalised singular values and cumulative energy, per module type
+      ranks_by_layer       r0.9 against layer, one panel per module type
+      headline             full fine-tuning r0.9 next to the LoRA rank, ratio on the bars
+      rank_over_training   median r0.9 against step, from checkpoint results (.../checkpoint-N)
+      learning_forgetting  learning vs forgetting with the Pareto front (needs --summary)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a window
+
+    from deltarank.analysis.results import SpectrumResult
+    from deltarank.figures.render import render_figures
+
+    loaded = [SpectrumResult.from_json(path) for path in results]
+    written = render_figures(
+        loaded,
+        out_dir,
+        kinds=kinds,
+        formats=formats,
+        labels=list(labels) or None,
+        summary=summary,
+        lora_rank=lora_rank,
+        x_axis=x_axis,
+    )
+    for path in written:
+        click.echo(str(path))

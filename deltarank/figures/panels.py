@@ -1,0 +1,68 @@
+"""Panel grids shared by the per-module figures: one panel per module type, wrapped into rows."""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from deltarank.figures.style import DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, new_figure
+
+MAX_COLUMNS = 4
+
+
+def grid_shape(panels: int, max_columns: int = MAX_COLUMNS) -> tuple[int, int]:
+    """(rows, columns) for `panels` panels, at most `max_columns` wide."""
+    columns = max(1, min(panels, max_columns))
+    return math.ceil(panels / columns), columns
+
+
+def figure_width(columns: int) -> float:
+    """Single-column width for one or two panels in a row, double-column width for more."""
+    return SINGLE_COLUMN_IN if columns <= 2 else DOUBLE_COLUMN_IN
+
+
+def module_grid(
+    modules: list[str], panel_height: float, sharey: bool = True
+) -> tuple[Figure, list[Axes], Axes | None]:
+    """A figure with one axes per module type and, when the grid has a free cell, an axes for the legend.
+
+    Returns:
+        The figure, the axes in module order, and the spare axes (turned off) or None.
+    """
+    rows, columns = grid_shape(len(modules))
+    fig = new_figure(figure_width(columns), panel_height * rows + 0.35)
+    grid = fig.add_gridspec(rows, columns)
+    axes: list[Axes] = []
+    for i, module in enumerate(modules):
+        share = axes[0] if (sharey and axes) else None
+        ax = fig.add_subplot(grid[i // columns, i % columns], sharey=share)
+        ax.set_title(module)
+        axes.append(ax)
+    spare = None
+    if len(modules) < rows * columns:
+        spare = fig.add_subplot(grid[rows - 1, columns - 1])
+        spare.set_axis_off()
+    for i, ax in enumerate(axes):
+        if sharey and i % columns != 0:
+            ax.tick_params(labelleft=False)
+    return fig, axes, spare
+
+
+def place_legend(fig: Figure, axes: list[Axes], spare: Axes | None) -> None:
+    """Put one legend for the whole figure in the spare cell, else below the panels (never over data)."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles, strict=True))
+    for ax in axes[1:]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if not seen:
+        return
+    if spare is not None:
+        spare.legend(list(seen.values()), list(seen.keys()), loc="center")
+    else:
+        columns = 2 if fig.get_figwidth() < DOUBLE_COLUMN_IN else 4
+        fig.legend(
+            list(seen.values()), list(seen.keys()), loc="outside lower center", ncols=min(len(seen), columns)
+        )

@@ -1,0 +1,114 @@
+"""Figure 2: rank by layer. r₀.₉ of ΔW against the layer index, one panel per module type, one line per run.
+
+Horizontal references: the LoRA rank r (black, dotted) and r₀.₉ of a Gaussian matrix of the same shape
+(grey, dashed; the `random_energy_90` stored with each matrix, median over the module type's layers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from deltarank.analysis.results import SpectrumResult
+from deltarank.figures.panels import grid_shape, module_grid, place_legend
+from deltarank.figures.runs import ENERGY_KEY, Run, as_runs, display_labels, energy_rank, lora_rank_by_module
+from deltarank.figures.runs import module_order as _module_order
+from deltarank.figures.style import (
+    LORA_RANK_COLOR,
+    REFERENCE_COLOR,
+    paper_style,
+    plain_log_axis,
+    run_color,
+    run_marker,
+)
+
+PANEL_HEIGHT_IN = 1.45
+MARKERS_PER_LINE = 8  # markers only tell runs apart in greyscale; more would blot the line
+GAUSSIAN_LABEL = "Gaussian r₀.₉"
+
+
+def layer_ranks(run: Run, module: str, key: str = ENERGY_KEY) -> tuple[np.ndarray, np.ndarray]:
+    """(layer indices, ranks) of one module type in one run, sorted by layer; matrices outside blocks skipped."""
+    pairs = sorted(
+        (m.layer, energy_rank(m, key))
+        for m in run.result.matrices
+        if m.module == module and m.layer is not None
+    )
+    layers = np.array([p[0] for p in pairs], dtype=np.int64)
+    values = np.array([p[1] for p in pairs], dtype=np.float64)
+    return layers, values
+
+
+def plot_ranks_by_layer(
+    results: SpectrumResult | Sequence[SpectrumResult] | Sequence[Run],
+    labels: Sequence[str] | None = None,
+    *,
+    lora_rank: int | None = None,
+    modules: Sequence[str] | None = None,
+    key: str = ENERGY_KEY,
+) -> Figure:
+    """r₀.₉ (or another stored rank `key`) against layer index, per module type, one line per run.
+
+    Args:
+        results: One result, several (one per run), or prepared runs.
+        labels: Legend names, one per result; derived from the tuned paths when omitted.
+        lora_rank: LoRA rank r to mark; taken from an adapter result among `results` when omitted.
+        modules: Module types to draw, in order; all found when omitted.
+        key: Rank measure to plot (`energy_90`, `noise_floor`, ...).
+
+    Returns:
+        The figure, log-scaled rank axis shared by all panels.
+    """
+    runs = as_runs(results, labels)
+    names = list(modules) if modules is not None else _module_order([r.result for r in runs])
+    shown = display_labels(runs)
+    r_by_module = lora_rank_by_module(runs, lora_rank)
+    with paper_style():
+        fig, axes, spare = module_grid(names, PANEL_HEIGHT_IN)
+        columns = grid_shape(len(names))[1]
+        for j, (ax, module) in enumerate(zip(axes, names, strict=True)):
+            for i, (run, label) in enumerate(zip(runs, shown, strict=True)):
+                layers, values = layer_ranks(run, module, key)
+                if layers.size:
+                    ax.plot(
+                        layers,
+                        values,
+                        color=run_color(i),
+                        marker=run_marker(i),
+                        markersize=3,
+                        markevery=max(1, layers.size // MARKERS_PER_LINE),
+                        linewidth=1.0,
+                        label=label,
+                    )
+            reference = [m.random_energy_90 for r in runs for m in r.result.matrices if m.module == module]
+            if reference:
+                ax.axhline(
+                    float(np.median(reference)),
+                    color=REFERENCE_COLOR,
+                    linestyle=(0, (3, 1.5)),
+                    linewidth=1.0,
+                    zorder=1,
+                    label=GAUSSIAN_LABEL,
+                )
+            if module in r_by_module:
+                ax.axhline(
+                    r_by_module[module],
+                    color=LORA_RANK_COLOR,
+                    linestyle=":",
+                    linewidth=1.0,
+                    zorder=1,
+                    label=f"LoRA r = {r_by_module[module]}"
+                    if len(set(r_by_module.values())) == 1
+                    else "LoRA r",
+                )
+            ax.set_yscale("log")
+            plain_log_axis(ax.yaxis)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+            ax.set_xlabel("layer")
+            if j % columns == 0:
+                ax.set_ylabel("r₀.₉" if key == ENERGY_KEY else key)
+        place_legend(fig, axes, spare)
+    return fig

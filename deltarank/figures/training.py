@@ -1,0 +1,186 @@
+"""Figure 4: rank across training. Median r₀.₉ per module type against step (or tokens), one line per run.
+
+The input is a series of results of checkpoints. A result's step is the N of `checkpoint-<N>` in its tuned
+path; results with the same label (given, or derived from the run directory) form one run's line. A final
+model (no `checkpoint-<N>` in its path) is placed at the last step of its run — the last `step` of the
+run's `train_log.jsonl` when there is one, else its latest checkpoint — drawn as an open marker, and it
+replaces a checkpoint at that same step. Tokens come from `train_log.jsonl` (see `runs.tokens_at`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from deltarank.analysis.results import SpectrumResult
+from deltarank.errors import DeltarankError
+from deltarank.figures.panels import grid_shape, module_grid, place_legend
+from deltarank.figures.runs import (
+    TRAIN_LOG,
+    Run,
+    as_runs,
+    lora_rank_by_module,
+    medians,
+    module_order,
+    tokens_at,
+)
+from deltarank.figures.style import LORA_RANK_COLOR, paper_style, plain_log_axis, run_color, run_marker
+
+PANEL_HEIGHT_IN = 1.45
+X_AXES = ("step", "tokens")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One checkpoint on the training axis."""
+
+    run: Run
+    x: float
+    final: bool
+
+
+def training_series(runs: Sequence[Run], x_axis: str = "step") -> dict[str, list[Point]]:
+    """Checkpoints grouped by run label and sorted along `x_axis` (step or tokens).
+
+    Raises:
+        DeltarankError: a run has no step at all, or tokens were asked for and a log is missing.
+    """
+    if x_axis not in X_AXES:
+        raise DeltarankError(f"unknown x axis {x_axis!r}; choose step or tokens")
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.label, []).append(run)
+    series: dict[str, list[Point]] = {}
+    for label, members in groups.items():
+        by_step: dict[int, Point] = {}
+        for run in sorted(members, key=lambda r: float("inf") if r.step is None else r.step):  # final last
+            final = run.step is None
+            placed = _place_final(run, members) if final else run
+            if x_axis == "tokens" and placed.tokens is None:
+                raise DeltarankError(
+                    f"{run.result.tuned}: no token count; put a {TRAIN_LOG} with 'step' and "
+                    "'tokens' in the run directory, or plot against step"
+                )
+            assert placed.step is not None
+            value = placed.step if x_axis == "step" else placed.tokens
+            by_step[placed.step] = Point(run=placed, x=float(value or 0), final=final)
+        series[label] = [by_step[k] for k in sorted(by_step)]
+    return series
+
+
+def _place_final(run: Run, members: Sequence[Run]) -> Run:
+    """Give a final model the last step of its run (from the train log, else its latest checkpoint)."""
+    steps = [m.step for m in members if m.step is not None]
+    logged = _last_logged_step(Path(run.result.tuned))
+    candidates = [s for s in [*steps, logged] if s is not None]
+    if not candidates:
+        raise DeltarankError(
+            f"{run.result.tuned}: cannot place this model on the training axis (no "
+            f"checkpoint-<N> in its path, no other checkpoint of run {run.label!r}, no {TRAIN_LOG})"
+        )
+    step = max(candidates)
+    return replace(run, step=step, tokens=tokens_at(run.result.tuned, step))
+
+
+def _last_logged_step(directory: Path) -> int | None:
+    log = directory / TRAIN_LOG
+    if not log.is_file():
+        return None
+    steps = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int | float):
+            steps.append(int(record["step"]))
+    return max(steps) if steps else None
+
+
+def can_plot_training(runs: Sequence[Run]) -> bool:
+    """True when some run label has two or more checkpoints with a step (a line, not a point)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run.step is not None:
+            counts[run.label] = counts.get(run.label, 0) + 1
+    return any(count >= 2 for count in counts.values())
+
+
+def plot_rank_over_training(
+    results: SpectrumResult | Sequence[SpectrumResult] | Sequence[Run],
+    labels: Sequence[str] | None = None,
+    *,
+    x_axis: str = "step",
+    lora_rank: int | None = None,
+    modules: Sequence[str] | None = None,
+) -> Figure:
+    """Median r₀.₉ per module type against training step or tokens, one line per run.
+
+    Args:
+        results: Results of checkpoints (`.../checkpoint-<N>`), of one run or several.
+        labels: One per result; results with the same label form one line. Derived from the run directory
+            (the path without `checkpoint-<N>`) when omitted.
+        x_axis: `step` or `tokens` (tokens need a `train_log.jsonl`).
+        lora_rank: LoRA rank r to mark; taken from an adapter result when omitted.
+        modules: Module types to draw, in order; all found when omitted.
+
+    Returns:
+        The figure, one panel per module type, log-scaled rank axis.
+    """
+    runs = as_runs(results, labels)
+    series = training_series(runs, x_axis)
+    names = list(modules) if modules is not None else module_order([r.result for r in runs])
+    r_by_module = lora_rank_by_module(runs, lora_rank)
+    with paper_style():
+        fig, axes, spare = module_grid(names, PANEL_HEIGHT_IN)
+        columns = grid_shape(len(names))[1]
+        for j, (ax, module) in enumerate(zip(axes, names, strict=True)):
+            for i, (label, points) in enumerate(series.items()):
+                x = np.array([p.x for p in points])
+                y = np.array([medians(p.run.result).get(module, np.nan) for p in points])
+                ax.plot(x, y, color=run_color(i), marker=run_marker(i), markersize=3.5, label=label)
+                final = np.array([p.final for p in points])
+                if final.any():
+                    ax.plot(
+                        x[final],
+                        y[final],
+                        linestyle="none",
+                        marker=run_marker(i),
+                        markersize=5,
+                        markerfacecolor="white",
+                        color=run_color(i),
+                        zorder=3,
+                        label="_final",
+                    )
+            if module in r_by_module:
+                ax.axhline(
+                    r_by_module[module],
+                    color=LORA_RANK_COLOR,
+                    linestyle=":",
+                    linewidth=1.0,
+                    label=f"LoRA r = {r_by_module[module]}",
+                )
+            ax.set_yscale("log")
+            plain_log_axis(ax.yaxis)
+            ax.set_xlabel("training step" if x_axis == "step" else "tokens seen")
+            if x_axis == "tokens":
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
+            if j % columns == 0:
+                ax.set_ylabel("median r₀.₉")
+        if any(p.final for points in series.values() for p in points):
+            axes[0].plot(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markerfacecolor="white",
+                color="black",
+                label="final model",
+            )
+        place_legend(fig, axes, spare)
+    return fig

@@ -1,0 +1,170 @@
+"""Synthetic spectrum results with planted answers, for the figure and plot/compare CLI tests.
+
+No model, no decomposition: singular values are written down directly, so every rank is known.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
+
+# A scaled-down SmolLM2 block: (out, in) per module type.
+SHAPES: dict[str, tuple[int, int]] = {"q_proj": (48, 48), "k_proj": (16, 48), "down_proj": (48, 128)}
+
+
+def mp_singular_values(rows: int, cols: int) -> np.ndarray:
+    """Marchenko–Pastur quantiles of a rows × cols Gaussian matrix's σ (descending, σ of X/√max)."""
+    n, m = min(rows, cols), max(rows, cols)
+    lam = n / m
+    lo, hi = (1 - np.sqrt(lam)) ** 2, (1 + np.sqrt(lam)) ** 2
+    x = np.linspace(lo, hi, 20001)[1:]  # the density has a pole at 0 for square shapes
+    density = np.sqrt(np.clip((hi - x) * (x - lo), 0, None)) / (2 * np.pi * lam * x)
+    cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(x))])
+    cdf /= cdf[-1]
+    quantiles = np.interp((np.arange(n) + 0.5) / n, cdf, x)
+    return np.sqrt(quantiles)[::-1].copy()
+
+
+def energy_90(sigma: Sequence[float]) -> int:
+    """r₀.₉ of a spectrum: smallest k with Σ_{i≤k} σ_i² ≥ 0.9 Σ σ_i²."""
+    energy = np.cumsum(np.square(np.asarray(sigma, dtype=np.float64)))
+    return int(np.searchsorted(energy, 0.9 * energy[-1] * (1 - 1e-12)) + 1)
+
+
+def matrix(
+    module: str,
+    layer: int,
+    sigma: Sequence[float],
+    shape: tuple[int, int],
+    kind: str = "dense",
+    lora_rank: int | None = None,
+    noise_floor: int | None = None,
+) -> MatrixSpectrum:
+    """A MatrixSpectrum record with the ranks of the given σ."""
+    values = tuple(float(v) for v in sigma)
+    return MatrixSpectrum(
+        name=f"model.layers.{layer}.{module}.weight",
+        layer=layer,
+        module=module,
+        shape=shape,
+        kind=kind,
+        singular_values=values,
+        ranks={"energy_90": float(energy_90(values)), "noise_floor": float(noise_floor or energy_90(values))},
+        delta_norm=float(np.linalg.norm(values)),
+        base_norm=1.0,
+        erased_fraction=None if kind != "dense" else 0.0,
+        random_energy_90=energy_90(mp_singular_values(*shape)),
+        base_dtype="float32",
+        tuned_dtype="float32",
+        lora_rank=lora_rank,
+    )
+
+
+def full_spectrum(n: int, decay: float, layer: int, seed: int = 0) -> np.ndarray:
+    """A slowly decaying full-rank spectrum σ_i ∝ i^-decay with small layer-dependent jitter."""
+    rng = np.random.default_rng(seed * 1000 + layer)
+    sigma = (np.arange(n) + 1.0) ** -decay * (1 + 0.05 * rng.random(n))
+    return np.sort(sigma)[::-1]
+
+
+def full_result(
+    tuned: str = "runs/code/full",
+    layers: int = 4,
+    decay: float = 0.35,
+    shapes: dict[str, tuple[int, int]] | None = None,
+    seed: int = 0,
+) -> SpectrumResult:
+    """A dense (full fine-tuning) result with `layers` blocks of the given module shapes."""
+    mats = [
+        matrix(module, layer, full_spectrum(min(shape), decay + 0.004 * layer, layer, seed), shape)
+        for layer in range(layers)
+        for module, shape in (shapes or SHAPES).items()
+    ]
+    return SpectrumResult(
+        base="base", tuned=tuned, device="cpu", precision="float32", thresholds=(0.9,), matrices=tuple(mats)
+    )
+
+
+def lora_result(
+    tuned: str = "runs/code/lora",
+    rank: int = 4,
+    layers: int = 4,
+    shapes: dict[str, tuple[int, int]] | None = None,
+) -> SpectrumResult:
+    """A LoRA result: r non-zero σ per matrix (the fast path), lora_rank = r."""
+    mats = []
+    for layer in range(layers):
+        for module, shape in (shapes or SHAPES).items():
+            sigma = np.zeros(min(shape))
+            sigma[:rank] = np.linspace(1.0, 0.3, rank) * (1 + 0.1 * layer)
+            mats.append(matrix(module, layer, sigma, shape, kind="lora", lora_rank=rank, noise_floor=rank))
+    return SpectrumResult(
+        base="base", tuned=tuned, device="cpu", precision="float32", thresholds=(0.9,), matrices=tuple(mats)
+    )
+
+
+def planted_result(
+    tuned: str, energy: dict[str, float], noise: dict[str, float] | None = None
+) -> SpectrumResult:
+    """A result whose stored energy_90 per module type is exactly `energy` (one matrix each, 256 × 256)."""
+    mats = []
+    for module, value in energy.items():
+        base = matrix(module, 0, np.ones(256), (256, 256))
+        ranks = {"energy_90": float(value), "noise_floor": float((noise or energy)[module])}
+        mats.append(MatrixSpectrum(**{**base.__dict__, "ranks": ranks}))
+    return SpectrumResult(
+        base="base", tuned=tuned, device="cpu", precision="float32", thresholds=(0.9,), matrices=tuple(mats)
+    )
+
+
+def summary_dict(points: bool = True) -> dict[str, object]:
+    """A reproduction summary.json (schema deltarank.reproduce/1) with a known Pareto front."""
+    base = {"target_loss": 2.0, "general_loss": 3.0}
+    rows = [
+        ("full", 20, 1.6, 3.10),
+        ("full", 40, 1.3, 3.25),
+        ("full", 60, 1.1, 3.40),
+        ("lora", 20, 1.8, 3.02),
+        ("lora", 40, 1.7, 3.05),
+        ("lora", 60, 1.65, 3.20),  # dominated by full @ 20 (learns less, forgets more)
+    ]
+    return {
+        "schema": "deltarank.reproduce/1",
+        "domain": "code",
+        "lora_r": 16,
+        "modules": {"q_proj": {"full_energy_90_median": 224, "lora_energy_90_median": 12, "dim": 576}},
+        "learning": {"base": 2.0, "full": 1.1, "lora": 1.65},
+        "forgetting": {"full": 0.40, "lora": 0.20},
+        "cost": {"full": {}, "lora": {}},
+        "base": base,
+        "points": [
+            {"run": r, "step": s, "tokens": s * 512, "target_loss": t, "general_loss": g}
+            for r, s, t, g in rows
+        ]
+        if points
+        else [],
+    }
+
+
+def write_summary(path: Path, points: bool = True) -> Path:
+    """Write `summary_dict()` to `path` and return it."""
+    path.write_text(json.dumps(summary_dict(points)))
+    return path
+
+
+def install_reference_stub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Provide `deltarank.analysis.reference.gaussian_singular_values` when the real module is missing."""
+    try:
+        import deltarank.analysis.reference  # noqa: F401
+    except ModuleNotFoundError:
+        stub = types.ModuleType("deltarank.analysis.reference")
+        stub.gaussian_singular_values = mp_singular_values  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "deltarank.analysis.reference", stub)
