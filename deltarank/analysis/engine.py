@@ -1,31 +1,42 @@
-"""The streaming spectrum run: plan pairs, read one pair at a time (the next one prefetched on a thread while
-the current one is decomposed), measure it, and collect the records into a `SpectrumResult`.
+"""The streaming spectrum run.
 
-Peak memory is one tensor pair being decomposed plus at most one pair being read, whatever the model size.
+Plan the pairs of every tuned checkpoint against one base, then walk the base tensors in file order: each base
+tensor is read once for all tuned checkpoints, the next pair is read on a background thread while the current
+one is decomposed, and finished records go to the optional resume cache. Peak memory is one base tensor, the
+tuned tensor being decomposed and the one being read, whatever the model size or number of checkpoints.
+Under torchrun, ranks share the base tensors round-robin and rank 0 gathers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from deltarank import __version__
-from deltarank.analysis.measure import Loaded, LoadedAdapter, LoadedDense, measure
+from deltarank.analysis.cache import RecordCache
+from deltarank.analysis.distributed import World, gather, joined, local_device
+from deltarank.analysis.loading import Job, JobLoader, load_pair, prefetched
+from deltarank.analysis.measure import Loaded, MeasureSettings, measure_batch
 from deltarank.analysis.results import MatrixSpectrum, SkippedTensor, SpectrumResult
-from deltarank.errors import DeltarankError, InputError
+from deltarank.analysis.solvers import resolve_solver
+from deltarank.errors import DeltarankError
 from deltarank.io.adapter import AdapterSource, is_adapter_dir
 from deltarank.io.naming import Selection
-from deltarank.io.pairing import AdapterPair, DensePair, Pair, plan_adapter, plan_dense
+from deltarank.io.pairing import Pair, plan_adapter, plan_dense
 from deltarank.io.source import TensorSource, open_checkpoint
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DEFAULT_THRESHOLDS", "load_pair", "spectrum", "spectrum_many"]
+
 DEFAULT_THRESHOLDS = (0.5, 0.9, 0.99)
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+# Same-shape dense deltas decomposed together on CUDA (one batched kernel call).
+CUDA_BATCH = 8
 ProgressHook = Callable[[int, int, str], None]
 
 
@@ -35,7 +46,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DeltarankError("--device cuda asked for, but no CUDA device is available")
-    if device not in {"cpu"} and not device.startswith("cuda"):
+    if device != "cpu" and not device.startswith("cuda"):
         raise DeltarankError(f"unknown device {device!r} (auto, cpu or cuda)")
     return torch.device(device)
 
@@ -48,6 +59,16 @@ def check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
     return values
 
 
+@dataclass
+class _Plan:
+    """Pairs and skipped tensors of one tuned checkpoint."""
+
+    tuned: str
+    source: TensorSource | AdapterSource
+    pairs: Sequence[Pair]
+    skipped: list[SkippedTensor]
+
+
 def spectrum(
     base: str | Path,
     tuned: str | Path,
@@ -57,7 +78,10 @@ def spectrum(
     include: str | None = None,
     exclude: str | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    solver: str = "auto",
+    top_k: int | None = None,
     progress: ProgressHook | None = None,
+    cache: RecordCache | None = None,
 ) -> SpectrumResult:
     """The SVD spectrum and effective ranks of every selected weight delta ΔW = W_tuned − W_base.
 
@@ -69,107 +93,152 @@ def spectrum(
         include: Regex of tensor names to analyse instead of the default (transformer-block 2-D weights).
         exclude: Regex of tensor names to leave out.
         thresholds: Energy thresholds τ of the energy ranks (keys `energy_<percent>`).
+        solver: auto, svd, gram (exact) or randomized (approximate top-k, needs `top_k`).
+        top_k: Number of singular values for the randomized solver.
         progress: Called as progress(done, total, name) after each matrix.
+        cache: Resume cache of finished matrices (see `deltarank.analysis.cache`).
 
     Returns:
-        A SpectrumResult with one MatrixSpectrum per analysed matrix.
+        A SpectrumResult with one MatrixSpectrum per analysed matrix (on rank 0 under torchrun).
+    """
+    results = spectrum_many(
+        base,
+        [tuned],
+        device=device,
+        precision=precision,
+        include=include,
+        exclude=exclude,
+        thresholds=thresholds,
+        solver=solver,
+        top_k=top_k,
+        progress=progress,
+        cache=cache,
+    )
+    return results[0]
+
+
+def spectrum_many(
+    base: str | Path,
+    tuned: Sequence[str | Path],
+    *,
+    device: str = "auto",
+    precision: str = "float32",
+    include: str | None = None,
+    exclude: str | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    solver: str = "auto",
+    top_k: int | None = None,
+    progress: ProgressHook | None = None,
+    cache: RecordCache | None = None,
+) -> list[SpectrumResult]:
+    """`spectrum` for several tuned checkpoints of one base, reading each base tensor once for all of them.
+
+    Returns one SpectrumResult per tuned checkpoint, in order (an empty list on ranks other than 0).
     """
     if precision not in PRECISIONS:
         raise DeltarankError(f"unknown precision {precision!r} (float32 or float64)")
+    if solver == "randomized" and not top_k:
+        raise DeltarankError("the randomized solver needs --top-k K")
     taus = check_thresholds(thresholds)
-    dev = resolve_device(device)
-    selection = Selection(include=include, exclude=exclude)
+    dev = local_device(resolve_device(device))
+    settings = MeasureSettings(
+        PRECISIONS[precision], taus, resolve_solver(solver, dev, PRECISIONS[precision]), top_k
+    )
     base_source = open_checkpoint(base)
-    tuned_source: TensorSource | AdapterSource
-    pairs: Sequence[Pair]
-    skipped: list[SkippedTensor]
+    plans = [_plan(base_source, str(t), Selection(include=include, exclude=exclude)) for t in tuned]
+    with joined(dev) as world:
+        records = _run(base_source, plans, dev, settings, world, progress, cache)
+        gathered = gather(records, world)
+    if gathered is None:
+        return []
+    method = "randomized" if settings.solver == "randomized" else "exact"
+    return [
+        SpectrumResult(
+            base=str(base),
+            tuned=plan.tuned,
+            device=str(dev),
+            precision=precision,
+            thresholds=taus,
+            matrices=_in_plan_order(plan, [r for t, r in gathered if t == index]),
+            skipped=tuple(plan.skipped),
+            method=method,
+            solver=settings.solver,
+            deltarank_version=__version__,
+        )
+        for index, plan in enumerate(plans)
+    ]
+
+
+def _plan(base: TensorSource, tuned: str, selection: Selection) -> _Plan:
     if is_adapter_dir(tuned):
-        tuned_source = AdapterSource(tuned)
-        pairs, skipped = plan_adapter(base_source, tuned_source, selection)
+        adapter = AdapterSource(tuned)
+        adapter_pairs, skipped = plan_adapter(base, adapter, selection)
+        plan = _Plan(tuned, adapter, adapter_pairs, skipped)
     else:
-        tuned_source = open_checkpoint(tuned)
-        pairs, skipped = plan_dense(base_source, tuned_source, selection)
-    if not pairs:
-        raise DeltarankError(f"no tensor of {base} is selected for analysis (check --include/--exclude)")
+        source = open_checkpoint(tuned)
+        dense_pairs, skipped = plan_dense(base, source, selection)
+        plan = _Plan(tuned, source, dense_pairs, skipped)
+    if not plan.pairs:
+        raise DeltarankError(f"no tensor of {tuned} is selected for analysis (check --include/--exclude)")
     for item in skipped:
-        log.warning("skipped %s: %s", item.name, item.reason)
-    matrices = []
-    for index, record in enumerate(
-        _stream(pairs, base_source, tuned_source, dev, PRECISIONS[precision], taus)
-    ):
-        matrices.append(record)
-        if progress is not None:
-            progress(index + 1, len(pairs), record.name)
-    return SpectrumResult(
-        base=str(base),
-        tuned=str(tuned),
-        device=str(dev),
-        precision=precision,
-        thresholds=taus,
-        matrices=tuple(matrices),
-        skipped=tuple(skipped),
-        deltarank_version=__version__,
-    )
+        log.warning("%s: skipped %s: %s", tuned, item.name, item.reason)
+    return plan
 
 
-def _stream(
-    pairs: Sequence[Pair],
+def _jobs(plans: list[_Plan], world: World) -> list[Job]:
+    """Jobs grouped by base tensor (base file order), this rank's share of the groups only."""
+    by_key: dict[str, list[Job]] = {}
+    for index, plan in enumerate(plans):
+        for pair in plan.pairs:
+            by_key.setdefault(pair.base_key, []).append(Job(index, pair))
+    # Insertion order is the base file order (plans list pairs in base order).
+    return [job for g, jobs in enumerate(by_key.values()) if world.owns(g) for job in jobs]
+
+
+def _run(
     base: TensorSource,
-    tuned: TensorSource | AdapterSource,
+    plans: list[_Plan],
     device: torch.device,
-    dtype: torch.dtype,
-    thresholds: tuple[float, ...],
-) -> Iterator[MatrixSpectrum]:
-    """Measure pairs in order while a single background thread reads the next one."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltarank-prefetch") as pool:
-        pending: Future[Loaded] | None = pool.submit(load_pair, pairs[0], base, tuned, device)
-        for index in range(len(pairs)):
-            assert pending is not None
-            loaded = pending.result()
-            nxt = index + 1
-            pending = pool.submit(load_pair, pairs[nxt], base, tuned, device) if nxt < len(pairs) else None
-            try:
-                yield measure(loaded, dtype, thresholds)
-            except BaseException:
-                if pending is not None:
-                    pending.cancel()
-                raise
-            del loaded
+    settings: MeasureSettings,
+    world: World,
+    progress: ProgressHook | None,
+    cache: RecordCache | None,
+) -> list[tuple[int, MatrixSpectrum]]:
+    """Measure this rank's jobs, reusing cached records; returns (tuned index, record) pairs."""
+    jobs = _jobs(plans, world)
+    done: list[tuple[int, MatrixSpectrum]] = []
+    todo = []
+    for job in jobs:
+        cached = cache.get(job.tuned_index, job.pair.name) if cache else None
+        if cached is not None:
+            done.append((job.tuned_index, cached))
+        else:
+            todo.append(job)
+    loader = JobLoader(base, [plan.source for plan in plans], device)
+    batch_size = CUDA_BATCH if device.type == "cuda" else 1
+    for batch in _batches(prefetched(todo, loader), batch_size):
+        records = measure_batch([loaded for _, loaded in batch], settings)
+        for (job, _), record in zip(batch, records, strict=True):
+            if cache is not None:
+                cache.put(job.tuned_index, record)
+            done.append((job.tuned_index, record))
+            if progress is not None and world.is_main:
+                progress(len(done), len(jobs), record.name)
+    return done
 
 
-def load_pair(
-    pair: Pair, base: TensorSource, tuned: TensorSource | AdapterSource, device: torch.device
-) -> Loaded:
-    """Read one pair in its stored dtypes, check it is finite, and move it to the compute device."""
-    if isinstance(pair, DensePair):
-        assert not isinstance(tuned, AdapterSource)
-        base_t = _checked(base.read(pair.base_key), base, pair.base_key)
-        tuned_t = _checked(tuned.read(pair.tuned_key), tuned, pair.tuned_key)
-        return LoadedDense(pair, _to(base_t, device), _to(tuned_t, device))
-    assert isinstance(pair, AdapterPair) and isinstance(tuned, AdapterSource)
-    b, a, magnitude = tuned.read_factors(pair.name)
-    for label, factor in (("lora_B", b), ("lora_A", a), ("magnitude", magnitude)):
-        if factor is not None:
-            _checked(factor, tuned, f"{pair.name} ({label})")
-    dora_base = _checked(base.read(pair.base_key), base, pair.base_key) if pair.dora else None
-    return LoadedAdapter(
-        pair,
-        _to(b, device),
-        _to(a, device),
-        None if magnitude is None else _to(magnitude, device),
-        None if dora_base is None else _to(dora_base, device),
-    )
+def _batches(items: Iterator[tuple[Job, Loaded]], size: int) -> Iterator[list[tuple[Job, Loaded]]]:
+    """Consecutive same-shape items, at most `size` at a time."""
+    batch: list[tuple[Job, Loaded]] = []
+    for item in items:
+        if batch and (len(batch) == size or batch[-1][0].pair.shape != item[0].pair.shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
 
 
-def _checked(tensor: torch.Tensor, source: TensorSource | AdapterSource, name: str) -> torch.Tensor:
-    """Refuse tensors holding NaN or Inf, naming them."""
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        raise InputError(source.path, f"tensor {name!r} contains NaN or Inf")
-    return tensor
-
-
-def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move to the compute device; pinned host memory and a non-blocking copy on CUDA."""
-    if device.type == "cpu":
-        return tensor
-    return tensor.pin_memory().to(device, non_blocking=True)
+def _in_plan_order(plan: _Plan, records: list[MatrixSpectrum]) -> tuple[MatrixSpectrum, ...]:
+    position = {pair.name: i for i, pair in enumerate(plan.pairs)}
+    return tuple(sorted(records, key=lambda r: position[r.name]))

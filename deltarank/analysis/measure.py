@@ -11,7 +11,8 @@ from deltarank.analysis.noise import noise_edge, noise_variance
 from deltarank.analysis.ranks import all_ranks, numerical_threshold
 from deltarank.analysis.reference import random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum
-from deltarank.analysis.spectrum import dense_delta, dora_delta, lora_singular_values, singular_values
+from deltarank.analysis.solvers import singular_values
+from deltarank.analysis.spectrum import dense_delta, dora_delta, lora_singular_values
 from deltarank.io.naming import layer_index, module_type
 from deltarank.io.pairing import AdapterPair, DensePair
 
@@ -39,17 +40,46 @@ class LoadedAdapter:
 Loaded = LoadedDense | LoadedAdapter
 
 
-def measure(loaded: Loaded, dtype: torch.dtype, thresholds: tuple[float, ...]) -> MatrixSpectrum:
-    """Compute the spectrum record of one loaded pair in compute dtype `dtype`."""
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How to measure: compute dtype, energy thresholds, solver (resolved, see solvers.py), top-k."""
+
+    dtype: torch.dtype
+    thresholds: tuple[float, ...]
+    solver: str = "svd"
+    top_k: int | None = None
+
+
+def measure(loaded: Loaded, settings: MeasureSettings) -> MatrixSpectrum:
+    """Compute the spectrum record of one loaded pair."""
     if isinstance(loaded, LoadedDense):
-        return _measure_dense(loaded, dtype, thresholds)
-    return _measure_adapter(loaded, dtype, thresholds)
+        return _measure_dense(loaded, settings)
+    return _measure_adapter(loaded, settings)
 
 
-def _measure_dense(loaded: LoadedDense, dtype: torch.dtype, thresholds: tuple[float, ...]) -> MatrixSpectrum:
-    pair = loaded.pair
+def measure_batch(batch: list[Loaded], settings: MeasureSettings) -> list[MatrixSpectrum]:
+    """Measure several pairs; same-shape dense deltas share one batched decomposition (the GPU path)."""
+    dense = [item for item in batch if isinstance(item, LoadedDense)]
+    if len(dense) < 2 or len({item.pair.shape for item in dense}) != 1:
+        return [measure(item, settings) for item in batch]
+    stacked = torch.stack([dense_delta(d.base, d.tuned, settings.dtype) for d in dense])  # (B, m, n)
+    sigmas = iter(singular_values(stacked, settings.solver, settings.top_k).cpu())
+    return [
+        _measure_dense(item, settings, next(sigmas))
+        if isinstance(item, LoadedDense)
+        else measure(item, settings)
+        for item in batch
+    ]
+
+
+def _measure_dense(
+    loaded: LoadedDense, settings: MeasureSettings, sigma_t: torch.Tensor | None = None
+) -> MatrixSpectrum:
+    pair, dtype, thresholds = loaded.pair, settings.dtype, settings.thresholds
     delta = dense_delta(loaded.base, loaded.tuned, dtype)  # (m, n)
-    sigma = singular_values(delta).cpu().numpy().astype(np.float64)
+    if sigma_t is None:
+        sigma_t = singular_values(delta, settings.solver, settings.top_k)
+    sigma = sigma_t.cpu().numpy().astype(np.float64)
     variance = noise_variance(loaded.tuned, pair.tuned_dtype)
     edge = noise_edge(variance) if variance is not None else 0.0
     erased = float((delta == 0).sum()) / delta.numel()
@@ -57,16 +87,15 @@ def _measure_dense(loaded: LoadedDense, dtype: torch.dtype, thresholds: tuple[fl
     return _record(pair, "dense", sigma, dtype, thresholds, edge, base_norm, erased, None)
 
 
-def _measure_adapter(
-    loaded: LoadedAdapter, dtype: torch.dtype, thresholds: tuple[float, ...]
-) -> MatrixSpectrum:
-    pair = loaded.pair
+def _measure_adapter(loaded: LoadedAdapter, settings: MeasureSettings) -> MatrixSpectrum:
+    pair, dtype, thresholds = loaded.pair, settings.dtype, settings.thresholds
     scale = pair.module.scale
     if pair.dora:
         assert loaded.base is not None and loaded.magnitude is not None
         base = loaded.base.T if pair.fan_in_fan_out else loaded.base  # DoRA maths on (out, in)
         delta = dora_delta(base, loaded.b, loaded.a, loaded.magnitude, scale, dtype)
-        sigma = singular_values(delta).cpu().numpy().astype(np.float64)
+        solver = settings.solver if settings.solver != "randomized" else "svd"
+        sigma = singular_values(delta, solver).cpu().numpy().astype(np.float64)
         base_norm: float | None = float(torch.linalg.vector_norm(base.to(dtype)))
         kind = "dora"
     else:

@@ -85,6 +85,7 @@ class SpectrumResult:
     matrices: tuple[MatrixSpectrum, ...] = field(metadata={"help": "One record per analysed matrix."})
     skipped: tuple[SkippedTensor, ...] = field(default=(), metadata={"help": "Selected but not analysed."})
     method: str = field(default="exact", metadata={"help": "exact, or the approximate method asked for."})
+    solver: str = field(default="svd", metadata={"help": "svd, gram (exact) or randomized (approximate)."})
     deltarank_version: str = field(default="", metadata={"help": "Version that wrote the file."})
     schema: str = SCHEMA
 
@@ -98,6 +99,7 @@ class SpectrumResult:
             "device": self.device,
             "precision": self.precision,
             "method": self.method,
+            "solver": self.solver,
             "thresholds": list(self.thresholds),
             "matrices": [m.to_dict() for m in self.matrices],
             "skipped": [asdict(s) for s in self.skipped],
@@ -134,6 +136,7 @@ class SpectrumResult:
             matrices=tuple(MatrixSpectrum.from_dict(m) for m in data["matrices"]),
             skipped=tuple(SkippedTensor(**s) for s in data.get("skipped", [])),
             method=data.get("method", "exact"),
+            solver=data.get("solver", "svd"),
             deltarank_version=data.get("deltarank_version", ""),
         )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -84,3 +85,9 @@ def main(verbose: int) -> None:
     """deltarank: what does fine-tuning change in the weights? Spectra and ranks of ΔW = W_tuned − W_base."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM stops a command like Ctrl-C: no partial output, a one-line message, exit 130."""
+    raise KeyboardInterrupt

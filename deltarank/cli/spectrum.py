@@ -1,15 +1,21 @@
-"""`deltarank spectrum BASE TUNED`: spectra and effective ranks of every weight delta."""
+"""`deltarank spectrum BASE TUNED [TUNED ...]`: spectra and effective ranks of every weight delta."""
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 import statistics
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-from deltarank.analysis.engine import DEFAULT_THRESHOLDS
-from deltarank.analysis.engine import spectrum as run_spectrum
+from deltarank.analysis.cache import RecordCache, fingerprint
+from deltarank.analysis.engine import DEFAULT_THRESHOLDS, spectrum_many
 from deltarank.analysis.results import SpectrumResult, check_writable
+from deltarank.analysis.solvers import SOLVERS
 from deltarank.errors import DeltarankError
 
 LOW_PRECISION = {"BF16", "F16", "F8_E4M3", "F8_E5M2"}
@@ -28,8 +34,13 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
 
 @click.command()
 @click.argument("base", type=click.Path(path_type=str))
-@click.argument("tuned", type=click.Path(path_type=str))
-@click.option("-o", "--output", default="spectrum.json", show_default=True, help="Result JSON file.")
+@click.argument("tuned", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="Result JSON file (default spectrum.json); with several TUNED, a directory (default spectra/).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--include", default=None, help="Regex of tensor names to analyse (embeddings/LM head too).")
@@ -40,46 +51,112 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     show_default=True,
     help="Energy thresholds τ, comma-separated (keys energy_<percent>).",
 )
-@click.option("--csv", "csv_path", default=None, help="Also write one CSV row per matrix here.")
+@click.option("--csv", "csv_path", default=None, help="Also write one CSV row per matrix (single TUNED).")
+@click.option(
+    "--solver",
+    type=click.Choice(list(SOLVERS)),
+    default="auto",
+    show_default=True,
+    help="auto, svd, gram (exact) or randomized (approximate top-k, labelled so in the output).",
+)
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="σ kept by --solver randomized.")
+@click.option("--resume", is_flag=True, help="Reuse the matrices a killed run already finished.")
 def spectrum(
     base: str,
-    tuned: str,
-    output: str,
+    tuned: tuple[str, ...],
+    output: str | None,
     device: str,
     precision: str,
     include: str | None,
     exclude: str | None,
     thresholds: str,
     csv_path: str | None,
+    solver: str,
+    top_k: int | None,
+    resume: bool,
 ) -> None:
     """SVD spectrum and effective ranks of ΔW = TUNED − BASE for every weight matrix.
 
     BASE is a .safetensors file, a Hugging Face model directory or a GGUF file; TUNED is one of those or a
-    PEFT LoRA/DoRA adapter directory.
+    PEFT LoRA/DoRA adapter directory. Several TUNED (e.g. run/checkpoint-*) share one pass over BASE.
     """
     taus = parse_thresholds(thresholds)
-    check_writable(output)
+    tuned_paths = expand_globs(tuned)
+    outputs = output_paths(tuned_paths, output)
+    for path in outputs:
+        check_writable(path)
     if csv_path:
         check_writable(csv_path)
-    result = _run_with_progress(base, tuned, device, precision, include, exclude, taus)
-    result.to_json(output)
+    if csv_path and len(tuned_paths) > 1:
+        raise DeltarankError("--csv takes a single TUNED; with several, read each JSON with SpectrumResult")
+    rank = os.environ.get("RANK", "0")  # torchrun: one cache per rank
+    cache_dir = outputs[0].parent / f".{outputs[0].name}.cache" / f"rank{rank}"
+    options: dict[str, Any] = {
+        "tuned": tuned_paths,
+        "precision": precision,
+        "include": include,
+        "exclude": exclude,
+    }
+    options |= {"thresholds": taus, "solver": solver, "top_k": top_k}
+    cache = RecordCache(cache_dir, fingerprint([base, *tuned_paths], options), resume)
+    results = _run_with_progress(
+        base,
+        tuned_paths,
+        device=device,
+        precision=precision,
+        include=include,
+        exclude=exclude,
+        thresholds=taus,
+        solver=solver,
+        top_k=top_k,
+        cache=cache,
+    )
+    if not results:  # a torchrun rank other than 0: rank 0 writes
+        return
+    for result, path in zip(results, outputs, strict=True):
+        result.to_json(path)
+        click.echo(format_table(result))
+        for line in warnings_for(result):
+            click.echo(f"Warning: {line}", err=True)
     if csv_path:
-        result.to_csv(csv_path)
-    click.echo(format_table(result))
-    for line in warnings_for(result):
-        click.echo(f"Warning: {line}", err=True)
-    click.echo(f"Wrote {output}" + (f" and {csv_path}" if csv_path else ""))
+        results[0].to_csv(csv_path)
+    if cache.reused:
+        click.echo(f"Resumed: reused {cache.reused} finished matrices")
+    cache.remove()
+    click.echo("Wrote " + ", ".join(str(p) for p in outputs) + (f" and {csv_path}" if csv_path else ""))
 
 
-def _run_with_progress(
-    base: str,
-    tuned: str,
-    device: str,
-    precision: str,
-    include: str | None,
-    exclude: str | None,
-    taus: tuple[float, ...],
-) -> SpectrumResult:
+def expand_globs(paths: tuple[str, ...]) -> list[str]:
+    """Paths as given; a pattern such as run/checkpoint-* that names no file is expanded (sorted by step)."""
+    out: list[str] = []
+    for raw in paths:
+        if Path(raw).exists() or not glob.has_magic(raw):
+            out.append(raw)
+            continue
+        matches = sorted(glob.glob(raw), key=_natural_key)
+        if not matches:
+            raise DeltarankError(f"{raw}: no checkpoint matches this pattern")
+        out.extend(matches)
+    return out
+
+
+def _natural_key(text: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def output_paths(tuned: list[str], output: str | None) -> list[Path]:
+    """One JSON path per tuned checkpoint: the -o file, or DIR/<checkpoint name>.json for several."""
+    if len(tuned) == 1:
+        return [Path(output or "spectrum.json")]
+    directory = Path(output or "spectra")
+    directory.mkdir(parents=True, exist_ok=True)
+    names = [Path(t.rstrip("/")).name for t in tuned]
+    if len(set(names)) < len(names):  # e.g. full/final and lora/final
+        names = [f"{Path(t.rstrip('/')).parent.name}-{n}" for t, n in zip(tuned, names, strict=True)]
+    return [directory / f"{Path(n).stem if n.endswith('.safetensors') else n}.json" for n in names]
+
+
+def _run_with_progress(base: str, tuned: list[str], **kwargs: Any) -> list[SpectrumResult]:
     from tqdm import tqdm
 
     with tqdm(desc="spectrum", unit="matrix", disable=not sys.stderr.isatty(), leave=False) as bar:
@@ -87,18 +164,9 @@ def _run_with_progress(
         def hook(done: int, total: int, name: str) -> None:
             bar.total = total
             bar.set_postfix_str(name[-40:], refresh=False)
-            bar.update(1)
+            bar.update(done - bar.n)
 
-        return run_spectrum(
-            base,
-            tuned,
-            device=device,
-            precision=precision,
-            include=include,
-            exclude=exclude,
-            thresholds=taus,
-            progress=hook,
-        )
+        return spectrum_many(base, tuned, progress=hook, **kwargs)
 
 
 def format_table(result: SpectrumResult) -> str:

@@ -1,0 +1,83 @@
+"""The per-matrix cache behind `spectrum --resume`: a killed run keeps what it finished.
+
+Each finished matrix is written as one small JSON file in a hidden directory beside the output, under a
+fingerprint of the inputs and options (paths, file sizes and modification times). A resumed run with the same
+fingerprint reuses those records and gives a result identical to an uninterrupted run; the directory is
+removed once the result file is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from deltarank.analysis.results import MatrixSpectrum, write_atomic
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def fingerprint(paths: list[str], options: dict[str, Any]) -> str:
+    """A digest of the inputs (each file's path, size and mtime; directories one level deep) and options."""
+    parts: list[Any] = [options]
+    for raw in paths:
+        path = Path(raw).resolve()
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        parts.append([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class RecordCache:
+    """Finished MatrixSpectrum records of one run, keyed by (tuned index, matrix name)."""
+
+    def __init__(self, directory: Path, digest: str, resume: bool) -> None:
+        self.directory = directory
+        manifest = directory / MANIFEST
+        reusable = resume and manifest.is_file() and _read_digest(manifest) == digest
+        if resume and not reusable and directory.exists():
+            log.warning("--resume: cache in %s does not match these inputs; starting afresh", directory)
+        if not reusable:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.digest = digest
+        self.reused = 0
+
+    def _file(self, tuned_index: int, name: str) -> Path:
+        return self.directory / f"{tuned_index}-{hashlib.sha1(name.encode()).hexdigest()[:20]}.json"
+
+    def get(self, tuned_index: int, name: str) -> MatrixSpectrum | None:
+        """The cached record, or None."""
+        path = self._file(tuned_index, name)
+        if not path.is_file():
+            return None
+        try:
+            record = MatrixSpectrum.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        self.reused += 1
+        return record
+
+    def put(self, tuned_index: int, record: MatrixSpectrum) -> None:
+        """Store one finished record (atomically); the directory appears with the first record."""
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True)
+            (self.directory / MANIFEST).write_text(json.dumps({"fingerprint": self.digest}))
+        write_atomic(self._file(tuned_index, record.name), json.dumps(record.to_dict()))
+
+    def remove(self) -> None:
+        """Delete the cache (and its parent, when that holds nothing else) once the result is written."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.directory.parent.rmdir()
+
+
+def _read_digest(manifest: Path) -> str | None:
+    try:
+        value = json.loads(manifest.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

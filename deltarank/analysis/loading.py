@@ -1,0 +1,122 @@
+"""Reading the pairs of a run: one job at a time, the next one prefetched on a background thread.
+
+A `JobLoader` keeps the last base tensor it read, so consecutive jobs on the same base weight (one per tuned
+checkpoint) read it once. The single worker thread means at most one pair is being read while the current one
+is decomposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from deltarank.analysis.measure import Loaded, LoadedAdapter, LoadedDense
+from deltarank.errors import InputError
+from deltarank.io.adapter import AdapterSource
+from deltarank.io.pairing import AdapterPair, DensePair, Pair
+from deltarank.io.source import TensorSource
+
+
+@dataclass(frozen=True)
+class Job:
+    """One delta to measure: a pair of tuned checkpoint number `tuned_index`."""
+
+    tuned_index: int
+    pair: Pair
+
+
+class JobLoader:
+    """Reads jobs' tensors, holding only the most recent base tensor for reuse."""
+
+    def __init__(
+        self, base: TensorSource, tuned: Sequence[TensorSource | AdapterSource], device: torch.device
+    ) -> None:
+        self.base, self.tuned, self.device = base, tuned, device
+        self._base_key: str | None = None
+        self._base_tensor: torch.Tensor | None = None
+
+    def base_tensor(self, key: str) -> torch.Tensor:
+        """The base tensor `key`, read once for consecutive jobs on it."""
+        if key != self._base_key or self._base_tensor is None:
+            self._base_tensor = None  # drop the old one before reading the new one
+            self._base_tensor = _to(_checked(self.base.read(key), self.base, key), self.device)
+            self._base_key = key
+        return self._base_tensor
+
+    def __call__(self, job: Job) -> Loaded:
+        return load_pair(job.pair, self.base, self.tuned[job.tuned_index], self.device, self.base_tensor)
+
+
+def load_pair(
+    pair: Pair,
+    base: TensorSource,
+    tuned: TensorSource | AdapterSource,
+    device: torch.device,
+    read_base: object = None,
+) -> Loaded:
+    """Read one pair in its stored dtypes, check it is finite, and move it to the compute device.
+
+    Args:
+        pair: What to read.
+        base: Base checkpoint.
+        tuned: Tuned checkpoint or adapter.
+        device: Compute device.
+        read_base: Optional callable key -> base tensor (on `device`) to share base reads.
+    """
+    get_base = (
+        read_base if callable(read_base) else (lambda key: _to(_checked(base.read(key), base, key), device))
+    )
+    if isinstance(pair, DensePair):
+        assert not isinstance(tuned, AdapterSource)
+        tuned_t = _checked(tuned.read(pair.tuned_key), tuned, pair.tuned_key)
+        return LoadedDense(pair, get_base(pair.base_key), _to(tuned_t, device))
+    assert isinstance(pair, AdapterPair) and isinstance(tuned, AdapterSource)
+    b, a, magnitude = tuned.read_factors(pair.name)
+    for label, factor in (("lora_B", b), ("lora_A", a), ("magnitude", magnitude)):
+        if factor is not None:
+            _checked(factor, tuned, f"{pair.name} ({label})")
+    return LoadedAdapter(
+        pair,
+        _to(b, device),
+        _to(a, device),
+        None if magnitude is None else _to(magnitude, device),
+        get_base(pair.base_key) if pair.dora else None,
+    )
+
+
+def prefetched(jobs: Sequence[Job], loader: JobLoader) -> Iterator[tuple[Job, Loaded]]:
+    """Yield (job, loaded) in order while one background thread reads the next job."""
+    if not jobs:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltarank-prefetch") as pool:
+        pending: Future[Loaded] | None = pool.submit(loader, jobs[0])
+        for index, job in enumerate(jobs):
+            assert pending is not None
+            loaded = pending.result()
+            nxt = index + 1
+            pending = pool.submit(loader, jobs[nxt]) if nxt < len(jobs) else None
+            try:
+                yield job, loaded
+            except BaseException:
+                if pending is not None:
+                    pending.cancel()
+                raise
+            finally:
+                del loaded
+
+
+def _checked(tensor: torch.Tensor, source: TensorSource | AdapterSource, name: str) -> torch.Tensor:
+    """Refuse tensors holding NaN or Inf, naming them."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise InputError(source.path, f"tensor {name!r} contains NaN or Inf")
+    return tensor
+
+
+def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move to the compute device; pinned host memory and a non-blocking copy on CUDA."""
+    if device.type == "cpu":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
