@@ -112,6 +112,7 @@ def spectrum(
         cache=cache,
     )
     if not results:  # a torchrun rank other than 0: rank 0 writes
+        cache.remove()
         return
     for result, path in zip(results, outputs, strict=True):
         result.to_json(path)
