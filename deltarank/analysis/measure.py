@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deltarank.analysis.noise import noise_edge, noise_variance
+from deltarank.analysis.noise import storage_noise_edge
 from deltarank.analysis.ranks import all_ranks, numerical_threshold
 from deltarank.analysis.reference import random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum
@@ -80,8 +80,8 @@ def _measure_dense(
     if sigma_t is None:
         sigma_t = singular_values(delta, settings.solver, settings.top_k)
     sigma = sigma_t.cpu().numpy().astype(np.float64)
-    variance = noise_variance(loaded.tuned, pair.tuned_dtype)
-    edge = noise_edge(variance) if variance is not None else 0.0
+    floor = numerical_threshold(sigma, min(pair.shape), float(torch.finfo(dtype).eps))
+    edge = storage_noise_edge(loaded.tuned, pair.tuned_dtype, floor)
     erased = float((delta == 0).sum()) / delta.numel()
     base_norm = float(torch.linalg.vector_norm(loaded.base.to(dtype)))
     return _record(pair, "dense", sigma, dtype, thresholds, edge, base_norm, erased, None)

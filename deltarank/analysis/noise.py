@@ -10,6 +10,8 @@ null (the top singular value of a few synthetic rounding-noise matrices) is used
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Explicit mantissa bits of each floating storage dtype (safetensors and GGUF labels).
@@ -51,6 +53,27 @@ def noise_variance(tuned: torch.Tensor, tuned_dtype: str) -> torch.Tensor | None
     """
     bits = mantissa_bits(tuned_dtype)
     return None if bits is None else rounding_variance(tuned, bits)
+
+
+def storage_noise_edge(tuned: torch.Tensor, tuned_dtype: str, floor: float) -> float:
+    """The noise edge of a tuned tensor's storage rounding, computed only when it can matter.
+
+    A cheap upper bound comes first: every entry's variance is at most ulp(max|w|)²/12, so the edge is at most
+    margin·√v_max·(√m + √n). When that bound is already below `floor` (the numerical-rank cut-off, which the
+    noise-floor rank never goes under) the bound is returned and the per-entry pass is skipped: the
+    noise-floor rank is the same either way. Returns 0.0 for dtypes that are not modelled.
+    """
+    bits = mantissa_bits(tuned_dtype)
+    if bits is None or tuned.numel() == 0:
+        return 0.0
+    largest = float(tuned.abs().max())
+    _, exponent = math.frexp(largest)
+    ulp_max = math.ldexp(1.0, exponent - 1 - bits)
+    rows, cols = tuned.shape[-2], tuned.shape[-1]
+    bound = NOISE_EDGE_MARGIN * ulp_max / math.sqrt(12.0) * (math.sqrt(rows) + math.sqrt(cols))
+    if bound <= floor:
+        return bound
+    return noise_edge(rounding_variance(tuned, bits))
 
 
 def noise_edge(variance: torch.Tensor) -> float:
