@@ -1,0 +1,142 @@
+"""Learning and forgetting measurements for the reproduction.
+
+- Learning: mean per-token loss on the held-out split of the target domain (tokenized exactly as training
+  tokenizes it), and for math the exact-match accuracy of greedy answers.
+- Forgetting: the increase of per-token loss on text the base model itself writes in answer to general
+  prompts (history, cooking, travel, ...). It is available offline on every machine, never seen in training,
+  and measures how far the tuned model has drifted from the base model's own general behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deltarank.train.formats import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, Encoder
+
+log = logging.getLogger(__name__)
+
+GENERAL_PROMPTS = (
+    "Tell me about the history of the Roman Empire.",
+    "How do I bake a loaf of bread at home?",
+    "What are some tips for travelling on a small budget?",
+    "Explain how the water cycle works.",
+    "Write a short story about a lighthouse keeper.",
+    "What should I consider when adopting a dog?",
+    "Describe the main causes of the French Revolution.",
+    "How can I improve my sleep?",
+    "What is photosynthesis?",
+    "Give me advice for a job interview.",
+    "Why is the sky blue?",
+    "Write a poem about autumn leaves.",
+    "How do vaccines work?",
+    "What are the benefits of learning a second language?",
+    "Summarise the plot of Romeo and Juliet.",
+    "How does a bicycle stay upright?",
+)
+EVAL_BATCH = 8
+
+
+def load_eval_model(base: Any, tuned: Path | None) -> Any:
+    """The base model (`tuned` None), a full fine-tuned directory, or base + a LoRA adapter, in fp32 eval mode.
+
+    Args:
+        base: A `deltarank.train.models.ModelSource` of the base model.
+        tuned: A full-model directory or a PEFT adapter directory.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from deltarank.io.adapter import is_adapter_dir
+    from deltarank.train.models import load_model
+
+    if tuned is None:
+        model = load_model(base)
+    elif is_adapter_dir(tuned):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(load_model(base), str(tuned))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(tuned), dtype=torch.float32)
+    return model.eval()
+
+
+@torch.no_grad()
+def sequence_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> float:
+    """Token-weighted mean cross-entropy over trained positions of (input_ids, labels) examples."""
+    total, count = 0.0, 0
+    for start in range(0, len(examples), EVAL_BATCH):
+        chunk = examples[start : start + EVAL_BATCH]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (seq, lab) in enumerate(chunk):
+            ids[row, : len(seq)], labels[row, : len(lab)], mask[row, : len(seq)] = (
+                torch.tensor(seq),
+                torch.tensor(lab),
+                1,
+            )
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
+        target = labels[:, 1:]  # (B, T-1)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            target.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        total += float(loss)
+        count += int((target != IGNORE_INDEX).sum())
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def general_text(model: Any, tokenizer: Any, max_new_tokens: int, seed: int) -> list[dict[str, Any]]:
+    """The base model's own answers to GENERAL_PROMPTS (sampled, fixed seed), as chat records."""
+    torch.manual_seed(seed)
+    records = []
+    for prompt in GENERAL_PROMPTS:
+        messages = [{"role": "user", "content": prompt}]
+        template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, chat_template=template
+        )
+        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.9,
+            pad_token_id=tokenizer.eos_token_id,
+        )
+        answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        records.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
+    return records
+
+
+def encode_chats(
+    tokenizer: Any, records: Sequence[dict[str, Any]], seq_len: int
+) -> list[tuple[list[int], list[int]]]:
+    """Tokenize chat records the way training does (loss on the assistant turn only)."""
+    encoder = Encoder(tokenizer, seq_len)
+    return [encoder.encode(record, "messages") for record in records]
+
+
+@torch.no_grad()
+def math_accuracy(model: Any, tokenizer: Any, examples: Sequence[Any], max_new_tokens: int) -> float:
+    """Share of held-out math problems whose greedy completion has the exact answer."""
+    from deltarank.train.builtin_math import is_correct
+
+    correct = 0
+    for example in examples:
+        inputs = tokenizer(example.prompt, return_tensors="pt")
+        out = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+        text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        correct += int(is_correct(text, example.answer))
+    return correct / max(len(examples), 1)

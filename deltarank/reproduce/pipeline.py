@@ -1,0 +1,244 @@
+"""`deltarank reproduce`: "LoRA Learns Less and Forgets Less" end to end, at small scale, in stages.
+
+train full + LoRA (same data, tokens and seed) -> learning/forgetting of every checkpoint -> spectra of every
+delta -> intruders and subspace similarity -> figures -> summary.json + report.md. Each stage leaves its
+output on disk and is skipped when that output is already there, so a re-run (or a run after Ctrl-C)
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from deltarank.analysis.results import SpectrumResult, write_atomic
+
+log = logging.getLogger(__name__)
+Echo = Callable[[str], None]
+METHODS = ("full", "lora")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Sizes of one reproduction (quick: minutes on 2 CPU cores; long: what a GPU makes short)."""
+
+    max_steps: int
+    batch_size: int
+    seq_len: int
+    save_steps: int
+    eval_sequences: int
+    general_tokens: int
+    math_examples: int
+    math_tokens: int
+
+
+QUICK = Schedule(60, 4, 128, 20, 48, 96, 24, 40)
+LONG = Schedule(1000, 8, 512, 200, 256, 256, 200, 96)
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """One reproduction run."""
+
+    out_dir: Path
+    domain: str = "code"
+    quick: bool = True
+    device: str = "auto"
+    model: str = "smollm2-135m"
+    lora_r: int = 16
+    seed: int = 0
+    full_lr: float = 2e-5
+    lora_lr: float = 2e-4
+    max_steps: int | None = None  # overrides the schedule's steps (smoke runs, tests)
+
+    @property
+    def schedule(self) -> Schedule:
+        """QUICK or LONG, with `max_steps` (and a save interval that still gives checkpoints) applied."""
+        plan = QUICK if self.quick else LONG
+        if self.max_steps is None:
+            return plan
+        return replace(plan, max_steps=self.max_steps, save_steps=max(1, self.max_steps // 3))
+
+
+def reproduce(config: ReproduceConfig, echo: Echo = print) -> dict[str, Any]:
+    """Run (or finish) every stage and return the summary written to `out_dir/summary.json`."""
+    started = time.perf_counter()
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {method: train_stage(config, method, echo) for method in METHODS}
+    evaluation = evaluate_stage(config, runs, echo)
+    spectra = spectrum_stage(config, runs, echo)
+    subspace = subspace_stage(config, runs, echo)
+    from deltarank.reproduce.summary import build_summary, write_report
+
+    summary = build_summary(config, runs, evaluation, spectra, subspace)
+    figures_stage(config, spectra, summary, echo)
+    summary["elapsed_s"] = round(time.perf_counter() - started, 1)
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    write_report(out / "report.md", summary)
+    echo(f"Wrote {out / 'summary.json'}, {out / 'report.md'} and {out / 'figures'}/")
+    return summary
+
+
+def train_stage(config: ReproduceConfig, method: str, echo: Echo) -> Path:
+    """Train one method unless its run.json exists; resumes from a checkpoint a stopped run left."""
+    from deltarank.train.config import TrainConfig
+    from deltarank.train.trainer import run_training
+
+    run_dir = config.out_dir / method
+    if (run_dir / "run.json").is_file():
+        echo(f"[train {method}] done already, skipping")
+        return run_dir
+    resume = any(run_dir.glob("checkpoint-*"))
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)
+    s = config.schedule
+    train_config = TrainConfig(
+        model=config.model,
+        data=f"builtin:{config.domain}",
+        method=method,
+        output_dir=str(run_dir),
+        max_steps=s.max_steps,
+        batch_size=s.batch_size,
+        seq_len=s.seq_len,
+        save_steps=s.save_steps,
+        lr=config.full_lr if method == "full" else config.lora_lr,
+        lora_r=config.lora_r,
+        lora_alpha=2 * config.lora_r,
+        seed=config.seed,
+        device=config.device,
+        resume=resume,
+    )
+    echo(f"[train {method}] {s.max_steps} steps of {s.batch_size} × {s.seq_len} tokens, lr {train_config.lr}")
+    run_training(train_config)
+    return run_dir
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, directory) of the intermediate checkpoints and the final weights, by step."""
+    found = []
+    for path in run_dir.glob("checkpoint-*"):
+        if m := re.fullmatch(r"checkpoint-(\d+)", path.name):
+            found.append((int(m.group(1)), path))
+    run = json.loads((run_dir / "run.json").read_text())
+    final_step = int(run.get("steps", run.get("global_step", max((s for s, _ in found), default=0))))
+    found = [(s, p) for s, p in found if s != final_step]
+    return [*sorted(found), (final_step, run_dir)]
+
+
+def evaluate_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -> dict[str, dict[str, float]]:
+    """Target-domain and general-text loss (and math accuracy) of the base and every checkpoint, cached."""
+    from deltarank.reproduce.evaluate import (
+        encode_chats,
+        general_text,
+        load_eval_model,
+        math_accuracy,
+        sequence_loss,
+    )
+    from deltarank.train.builtin_data import held_out_examples
+    from deltarank.train.data import build_dataset
+    from deltarank.train.models import load_tokenizer, resolve_model
+
+    cache_path = config.out_dir / "evaluation.json"
+    cache: dict[str, dict[str, float]] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    s = config.schedule
+    source = resolve_model(config.model)
+    tokenizer = load_tokenizer(source)
+    target_set, _ = build_dataset(f"builtin:{config.domain}:test", tokenizer, s.seq_len, s.eval_sequences)
+    target = [(target_set[i]["input_ids"], target_set[i]["labels"]) for i in range(len(target_set))]
+    general_path = config.out_dir / "general_text.jsonl"
+    if not general_path.is_file():
+        echo("[evaluate] sampling the base model's own general text (the forgetting set)")
+        records = general_text(load_eval_model(source, None), tokenizer, s.general_tokens, config.seed)
+        write_atomic(general_path, "".join(json.dumps(r) + "\n" for r in records))
+    general_records = [json.loads(line) for line in general_path.read_text().splitlines()]
+    general = encode_chats(tokenizer, general_records, s.seq_len)
+    math = held_out_examples("math", s.math_examples) if config.domain == "math" else []
+    models: list[tuple[str, Path | None]] = [("base", None)]
+    models += [(f"{m}@{step}", path) for m in METHODS for step, path in checkpoints(runs[m])]
+    for key, path in models:
+        if key in cache:
+            continue
+        echo(f"[evaluate] {key}")
+        model = load_eval_model(source, path)
+        metrics = {
+            "target_loss": sequence_loss(model, target, tokenizer.pad_token_id or 0),
+            "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0),
+        }
+        if math and (key == "base" or path == runs.get(key.split("@")[0])):
+            metrics["math_accuracy"] = math_accuracy(model, tokenizer, math, s.math_tokens)
+        cache[key] = metrics
+        write_atomic(cache_path, json.dumps(cache, indent=1))
+        del model
+    return cache
+
+
+def spectrum_stage(
+    config: ReproduceConfig, runs: dict[str, Path], echo: Echo
+) -> dict[str, list[SpectrumResult]]:
+    """Spectra of every checkpoint's delta against the base (one pass over the base per method)."""
+    from deltarank.analysis.engine import spectrum_many
+    from deltarank.train.models import resolve_model
+
+    source = resolve_model(config.model)
+    base = Path(source.directory) / source.gguf_file if source.gguf_file else Path(source.directory)
+    spectra_dir = config.out_dir / "spectra"
+    spectra_dir.mkdir(exist_ok=True)
+    results: dict[str, list[SpectrumResult]] = {}
+    for method in METHODS:
+        steps = checkpoints(runs[method])
+        paths = [spectra_dir / f"{method}-step{step}.json" for step, _ in steps]
+        if all(p.is_file() for p in paths):
+            echo(f"[spectrum {method}] done already, skipping")
+            results[method] = [SpectrumResult.from_json(p) for p in paths]
+            continue
+        echo(f"[spectrum {method}] {len(steps)} checkpoints against {base.name}")
+        found = spectrum_many(base, [str(path) for _, path in steps], device=config.device)
+        for result, path in zip(found, paths, strict=True):
+            result.to_json(path)
+        shutil.copyfile(paths[-1], spectra_dir / f"{method}.json")
+        results[method] = found
+    return results
+
+
+def subspace_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -> dict[str, Any]:
+    """Intruder dimensions of both final models and φ between the full and LoRA deltas."""
+    from deltarank.analysis.intruders import intruders
+    from deltarank.analysis.subspace import similarity
+    from deltarank.train.models import resolve_model
+
+    path = config.out_dir / "subspace.json"
+    if path.is_file():
+        echo("[subspace] done already, skipping")
+        return dict(json.loads(path.read_text()))
+    source = resolve_model(config.model)
+    base = Path(source.directory) / source.gguf_file if source.gguf_file else Path(source.directory)
+    echo("[subspace] intruder dimensions and full-vs-LoRA subspace similarity")
+    found: dict[str, Any] = {}
+    for method in METHODS:
+        result = intruders(base, runs[method], device=config.device)
+        result.to_json(config.out_dir / f"intruders-{method}.json")
+        found[f"intruders_{method}"] = str(config.out_dir / f"intruders-{method}.json")
+    sim = similarity(base, runs["full"], runs["lora"], device=config.device)
+    sim.to_json(config.out_dir / "similarity.json")
+    found["similarity"] = str(config.out_dir / "similarity.json")
+    write_atomic(path, json.dumps(found, indent=1))
+    return found
+
+
+def figures_stage(
+    config: ReproduceConfig, spectra: dict[str, list[SpectrumResult]], summary: dict[str, Any], echo: Echo
+) -> None:
+    """The paper figures from the result files (regenerated every time: they take seconds)."""
+    from deltarank.figures.render import render_figures
+
+    results = [*spectra["full"], *spectra["lora"]]
+    written = render_figures(results, config.out_dir / "figures", summary=summary, formats=("pdf", "png"))
+    echo(f"[figures] {len(written)} files")
