@@ -21,8 +21,18 @@ import click
     "--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank (α = 2r)."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Override the schedule (smoke runs)."
+)
 def reproduce(
-    quick: bool, out_dir: Path, domain: str, device: str, model: str, lora_r: int, seed: int
+    quick: bool,
+    out_dir: Path,
+    domain: str,
+    device: str,
+    model: str,
+    lora_r: int,
+    seed: int,
+    max_steps: int | None,
 ) -> None:
     """Reproduce "LoRA Learns Less and Forgets Less" at small scale: full fine-tuning learns perturbations of
     far higher rank than LoRA, and LoRA forgets less. Re-running skips finished stages."""
@@ -30,7 +40,14 @@ def reproduce(
     from deltarank.reproduce.pipeline import reproduce as run
 
     config = ReproduceConfig(
-        out_dir=out_dir, domain=domain, quick=quick, device=device, model=model, lora_r=lora_r, seed=seed
+        out_dir=out_dir,
+        domain=domain,
+        quick=quick,
+        device=device,
+        model=model,
+        lora_r=lora_r,
+        seed=seed,
+        max_steps=max_steps,
     )
     summary = run(config, echo=lambda line: click.echo(line, err=True))
     head = summary["headline"]
