@@ -74,7 +74,9 @@ class MatrixIntruders:
     module: str = field(metadata={"help": "Module type, e.g. q_proj."})
     shape: tuple[int, int] = field(metadata={"help": "Shape of the base weight (stored orientation)."})
     kind: str = field(metadata={"help": "dense (two checkpoints), lora or dora (merged in float32)."})
-    max_cos: tuple[float, ...] = field(metadata={"help": "max_i |cos(u'_j, u_i)| for the top-k tuned vectors."})
+    max_cos: tuple[float, ...] = field(
+        metadata={"help": "max_i |cos(u'_j, u_i)| for the top-k tuned vectors."}
+    )
     tuned_sigma: tuple[float, ...] = field(metadata={"help": "Top-k singular values of W'."})
     count: int = field(metadata={"help": "Intruders at the run's ε."})
     sweep: dict[str, int] = field(metadata={"help": "Intruder count per ε of the sweep (keys '0.1' …)."})

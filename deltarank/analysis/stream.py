@@ -16,7 +16,8 @@ from typing import TypeVar
 
 import torch
 
-from deltarank.analysis.engine import PRECISIONS, load_pair, resolve_device
+from deltarank.analysis.engine import PRECISIONS, resolve_device
+from deltarank.analysis.loading import load_pair
 from deltarank.analysis.measure import Loaded, LoadedAdapter
 from deltarank.analysis.results import SkippedTensor
 from deltarank.errors import DeltarankError, InputError

@@ -12,15 +12,15 @@ are clipped to that count: i ∈ {min(t, available_A) : t ∈ top}. Memory: one 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
 import torch
 
 from deltarank import __version__
+from deltarank.analysis.measure import Loaded
 from deltarank.analysis.results import SkippedTensor
 from deltarank.analysis.stream import PairPlan, ProgressHook, compute_setup, load, plan_pairs, prefetched
 from deltarank.analysis.subspace_result import MatrixSimilarity, SimilarityResult
-from deltarank.analysis.measure import Loaded
 from deltarank.analysis.vectors import DeltaSVD, delta_svd, kind_of
 from deltarank.errors import DeltarankError
 from deltarank.io.naming import Selection, layer_index, module_type

@@ -27,8 +27,12 @@ class MatrixSimilarity:
     kind_b: str = field(metadata={"help": "dense, lora or dora: how ΔW_B was obtained."})
     available_a: int = field(metadata={"help": "Singular vectors of ΔW_A above the numerical cut-off."})
     available_b: int = field(metadata={"help": "Singular vectors of ΔW_B above the numerical cut-off."})
-    tops_a: tuple[int, ...] = field(metadata={"help": "Subspace sizes i (grid rows), clipped to available_a."})
-    tops_b: tuple[int, ...] = field(metadata={"help": "Subspace sizes j (grid columns), clipped to available_b."})
+    tops_a: tuple[int, ...] = field(
+        metadata={"help": "Subspace sizes i (grid rows), clipped to available_a."}
+    )
+    tops_b: tuple[int, ...] = field(
+        metadata={"help": "Subspace sizes j (grid columns), clipped to available_b."}
+    )
     grid: tuple[tuple[float, ...], ...] = field(metadata={"help": "φ(i, j), rows i in tops_a, columns j."})
     diagonal: tuple[float, ...] = field(
         metadata={"help": "φ(i, i) for i = 1 … min(max(tops_a), max(tops_b)), index i − 1."}

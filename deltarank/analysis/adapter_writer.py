@@ -1,0 +1,162 @@
+"""Write a PEFT LoRA adapter directory atomically, streaming the factors to disk one module at a time.
+
+Layout, as `peft.PeftModel.from_pretrained` reads it: `adapter_config.json` (peft_type LORA, r, lora_alpha,
+target_modules, rank_pattern, alpha_pattern, base_model_name_or_path) and `adapter_model.safetensors` with
+keys `base_model.model.<module>.lora_A.weight` (r, in) and `...lora_B.weight` (out, r).
+
+safetensors needs its header (every name, shape and offset) before the data, and with per-matrix ranks the
+shapes are only known at the end; so each factor is appended to a spill file as it is computed and the final
+file is header + a streamed copy of the spill. Everything is built in a hidden temporary directory beside the
+target and renamed into place, so a failure leaves no partial adapter directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deltarank.errors import OutputError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+HEADER_ALIGN = 8  # safetensors pads the JSON header with spaces to a multiple of 8 bytes
+COPY_CHUNK = 1 << 24
+DIR_MODE = 0o755
+SAFETENSORS_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+}
+
+
+class SafetensorsWriter:
+    """Append tensors one at a time to a spill file, then write the real .safetensors file in one pass."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._spill_path = path.with_name(path.name + ".spill")
+        self._spill = self._spill_path.open("wb")
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._offset = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        """Append one tensor (float16/bfloat16/float32/float64, any device) under `name`."""
+        data = tensor.detach().cpu().contiguous()
+        raw = data.reshape(-1).view(torch.uint8).numpy().tobytes()
+        end = self._offset + len(raw)
+        code = SAFETENSORS_DTYPES[data.dtype]
+        self._entries[name] = {"dtype": code, "shape": list(data.shape), "data_offsets": [self._offset, end]}
+        self._spill.write(raw)
+        self._offset = end
+
+    def finish(self, metadata: dict[str, str]) -> None:
+        """Write header + data to `path` and remove the spill file."""
+        self._spill.close()
+        header = json.dumps({"__metadata__": metadata, **self._entries}, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % HEADER_ALIGN)
+        with self.path.open("wb") as out, self._spill_path.open("rb") as spill:
+            out.write(struct.pack("<Q", len(header)))
+            out.write(header)
+            shutil.copyfileobj(spill, out, COPY_CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        self._spill_path.unlink()
+
+    def abort(self) -> None:
+        """Close and drop the spill file (the temporary directory goes too)."""
+        self._spill.close()
+        self._spill_path.unlink(missing_ok=True)
+
+
+def lora_keys(module: str) -> tuple[str, str]:
+    """peft's saved key names of B and A for a module name like `model.layers.0.self_attn.q_proj`."""
+    return f"{PEFT_PREFIX}{module}.lora_B.weight", f"{PEFT_PREFIX}{module}.lora_A.weight"
+
+
+def adapter_config(ranks: dict[str, int], base_model: str) -> dict[str, Any]:
+    """A LoRA `adapter_config.json` with scale 1 everywhere: α = r, and α_pattern = rank_pattern.
+
+    The default r is the most common rank; modules with another rank go to rank_pattern (keys are full
+    module names, which peft matches as `(.*\\.)?(<name>)$`).
+    """
+    values = list(ranks.values())
+    default = max(sorted(set(values)), key=values.count)
+    pattern = {module: rank for module, rank in ranks.items() if rank != default}
+    return {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_model,
+        "r": default,
+        "lora_alpha": default,
+        "target_modules": list(ranks),
+        "rank_pattern": pattern,
+        "alpha_pattern": dict(pattern),
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "inference_mode": True,
+    }
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """Fail before any work when the adapter directory cannot be written.
+
+    Raises:
+        OutputError: missing or read-only parent, a file in the way, or a non-empty directory without overwrite.
+    """
+    target = Path(out_dir)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{target}: parent directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{target}: parent directory {parent} is not writable")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target}: exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise OutputError(f"{target}: directory exists and is not empty (use --force to replace it)")
+    return target
+
+
+@contextmanager
+def atomic_directory(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary directory beside `out_dir`; on success it replaces `out_dir`, on failure it is removed."""
+    target = check_output_dir(out_dir, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Rename `tmp` to `target`; an existing `target` is moved aside first and deleted after the swap."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    target.chmod(DIR_MODE)  # mkdtemp makes 0700 directories

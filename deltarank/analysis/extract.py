@@ -1,0 +1,211 @@
+"""Low-rank extraction (as mergekit-extract-lora does): the best rank-k approximation of each ΔW as a LoRA.
+
+ΔW = U Σ Vᵀ; by Eckart–Young the best rank-k approximation is U_k Σ_k V_kᵀ = B A with B = U_k Σ_k^{1/2}
+(out, k) and A = Σ_k^{1/2} V_kᵀ (k, in), written as a PEFT adapter with α = r (scale s = α/r = 1). The share of
+ΔW's energy it keeps is Σ_{i≤k} σ_i² / Σ_i σ_i². Either one rank R for every matrix (clipped to min(out, in)),
+or per-matrix ranks r_τ, the smallest k keeping a share τ of the energy (written as rank_pattern).
+
+A LoRA TUNED is re-factorised from its factors (QR + r × r SVD, B·A never formed). Memory: one pair and its
+SVD; the factors stream to disk as they are computed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deltarank import __version__
+from deltarank.analysis.adapter_writer import (
+    WEIGHTS_FILE,
+    SafetensorsWriter,
+    adapter_config,
+    atomic_directory,
+    check_output_dir,
+    lora_keys,
+)
+from deltarank.analysis.extract_result import RESULT_FILE, ExtractResult, MatrixExtract
+from deltarank.analysis.measure import Loaded
+from deltarank.analysis.ranks import energy_rank
+from deltarank.analysis.results import SkippedTensor
+from deltarank.analysis.stream import PairPlan, ProgressHook, compute_setup, load, plan_pairs, prefetched
+from deltarank.analysis.vectors import DeltaSVD, delta_svd, kind_of
+from deltarank.errors import DeltarankError
+from deltarank.io.adapter import AdapterSource
+from deltarank.io.naming import EMBEDDING_PATTERN, Selection, layer_index, module_type
+from deltarank.io.pairing import Pair
+
+__all__ = ["ExtractResult", "MatrixExtract", "choose_rank", "extract", "retained_energy", "truncate"]
+
+SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def truncate(svd: DeltaSVD, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA factors of the rank-k truncation: B = U_k Σ_k^{1/2} (m, k), A = Σ_k^{1/2} V_kᵀ (k, n)."""
+    root = svd.s[:k].sqrt()  # (k,)
+    return svd.u[:, :k] * root, root[:, None] * svd.v[:, :k].mT
+
+
+def retained_energy(sigma: Sequence[float] | np.ndarray, k: int) -> float:
+    """Σ_{i≤k} σ_i² / Σ_i σ_i², the share of ‖ΔW‖_F² the rank-k truncation keeps (0 for a zero ΔW)."""
+    energy = np.asarray(sigma, dtype=np.float64) ** 2
+    total = energy.sum()
+    return float(energy[:k].sum() / total) if total > 0 else 0.0
+
+
+def choose_rank(sigma: Sequence[float] | np.ndarray, rank: int | None, energy: float | None) -> int:
+    """k = min(R, #σ) for a fixed rank, else the energy rank r_τ: smallest k with Σ_{i≤k} σ_i² ≥ τ Σ σ_i²."""
+    if rank is not None:
+        return min(rank, len(sigma))
+    assert energy is not None
+    return max(1, energy_rank(sigma, energy))
+
+
+def check_target(rank: int | None, energy: float | None, dtype: str) -> None:
+    """Exactly one of rank ≥ 1 and energy in (0, 1]; a known save dtype."""
+    if (rank is None) == (energy is None):
+        raise DeltarankError("give exactly one of --rank and --energy")
+    if rank is not None and rank < 1:
+        raise DeltarankError(f"--rank must be at least 1, got {rank}")
+    if energy is not None and not 0.0 < energy <= 1.0:
+        raise DeltarankError(f"--energy must lie in (0, 1], got {energy}")
+    if dtype not in SAVE_DTYPES:
+        raise DeltarankError(f"unknown adapter dtype {dtype!r} ({', '.join(SAVE_DTYPES)})")
+
+
+def extract(
+    base: str | Path,
+    tuned: str | Path,
+    out_dir: str | Path,
+    *,
+    rank: int | None = None,
+    energy: float | None = None,
+    include: str | None = None,
+    exclude: str | None = None,
+    device: str = "auto",
+    precision: str = "float32",
+    dtype: str = "float32",
+    base_model_name_or_path: str | None = None,
+    overwrite: bool = False,
+    progress: ProgressHook | None = None,
+) -> ExtractResult:
+    """Write the best rank-k approximation of every selected ΔW = TUNED − BASE as a PEFT LoRA adapter.
+
+    B = U_k Σ_k^{1/2}, A = Σ_k^{1/2} V_kᵀ, α = r, so `PeftModel.from_pretrained(base_model, out_dir)` merges to
+    W + U_k Σ_k V_kᵀ (the tuned weights when k = min(out, in)). The directory also holds `deltarank_extract.json`
+    (the ExtractResult: rank and retained energy Σ_{i≤k}σ_i²/Σσ_i² per matrix). A zero ΔW is skipped.
+
+    Args:
+        base: Base checkpoint (.safetensors file, Hugging Face directory or GGUF).
+        tuned: Tuned checkpoint, or a PEFT LoRA adapter directory (re-factorised).
+        out_dir: Adapter directory to create (replaced only with `overwrite`).
+        rank: One rank R for every matrix (clipped to min(out, in)).
+        energy: Instead of `rank`, keep a share τ of each ΔW's energy (per-matrix ranks, in rank_pattern).
+        include: Regex of tensor names instead of the default (transformer-block 2-D weights).
+        exclude: Regex of tensor names to leave out.
+        device: auto, cpu or cuda.
+        precision: float32 or float64 for the SVD.
+        dtype: Stored dtype of the factors: float32, bfloat16 or float16.
+        base_model_name_or_path: Written to adapter_config.json; defaults to `base` as given.
+        overwrite: Replace an existing non-empty `out_dir`.
+        progress: Called as progress(done, total, name) after each matrix.
+
+    Returns:
+        The ExtractResult (also saved in the adapter directory).
+    """
+    check_target(rank, energy, dtype)
+    check_output_dir(out_dir, overwrite)
+    dev, compute = compute_setup(device, precision)
+    plan = plan_pairs(base, tuned, Selection(include=include, exclude=exclude))
+    if isinstance(plan.tuned, AdapterSource) and plan.tuned.config.fan_in_fan_out:
+        raise DeltarankError(
+            f"{tuned}: fan_in_fan_out adapters cannot be re-extracted (nn.Linear layout only)"
+        )
+    with atomic_directory(out_dir, overwrite) as tmp:
+        records, skipped = _write_factors(
+            plan, tmp / WEIGHTS_FILE, dev, compute, rank, energy, dtype, progress
+        )
+        if not records:
+            raise DeltarankError("every selected ΔW is zero or unsupported: nothing to extract")
+        ranks = {m.name.removesuffix(".weight"): m.rank for m in records}
+        config = adapter_config(ranks, base_model_name_or_path or str(base))
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        result = ExtractResult(
+            base=str(base),
+            tuned=str(tuned),
+            out_dir=str(out_dir),
+            rank=rank,
+            energy=energy,
+            r=int(config["r"]),
+            dtype=dtype,
+            precision=precision,
+            device=str(dev),
+            matrices=tuple(records),
+            skipped=(*plan.skipped, *skipped),
+            deltarank_version=__version__,
+        )
+        (tmp / RESULT_FILE).write_text(result.to_json())
+    return result
+
+
+def _write_factors(
+    plan: PairPlan,
+    path: Path,
+    dev: torch.device,
+    compute: torch.dtype,
+    rank: int | None,
+    energy: float | None,
+    dtype: str,
+    progress: ProgressHook | None,
+) -> tuple[list[MatrixExtract], list[SkippedTensor]]:
+    """SVD, truncate and append the factors of each pair to the adapter's safetensors file."""
+    writer = SafetensorsWriter(path)
+    records: list[MatrixExtract] = []
+    skipped: list[SkippedTensor] = []
+    try:
+        loads = prefetched(plan.pairs, lambda pair: (pair, load(plan, pair, dev)))
+        for index, (pair, loaded) in enumerate(loads):
+            outcome = _extract_one(pair, loaded, compute, rank, energy)
+            del loaded
+            if isinstance(outcome, SkippedTensor):
+                skipped.append(outcome)
+            else:
+                record, b, a = outcome  # (out, k), (k, in)
+                key_b, key_a = lora_keys(pair.name.removesuffix(".weight"))
+                writer.add(key_a, a.to(SAVE_DTYPES[dtype]))
+                writer.add(key_b, b.to(SAVE_DTYPES[dtype]))
+                records.append(record)
+            if progress is not None:
+                progress(index + 1, len(plan.pairs), pair.name)
+        writer.finish({"format": "pt"})
+    except BaseException:
+        writer.abort()
+        raise
+    return records, skipped
+
+
+def _extract_one(
+    pair: Pair, loaded: Loaded, compute: torch.dtype, rank: int | None, energy: float | None
+) -> tuple[MatrixExtract, torch.Tensor, torch.Tensor] | SkippedTensor:
+    """The record and the factors B (out, k), A (k, in) of one pair, or why it is skipped."""
+    if EMBEDDING_PATTERN.search(pair.name):
+        return SkippedTensor(pair.name, "embedding or LM head: not extracted")
+    svd = delta_svd(loaded, compute)
+    if svd.significant(pair.shape) == 0:
+        return SkippedTensor(pair.name, "ΔW is zero")
+    sigma = svd.s.to(torch.float64).cpu().numpy()
+    k = choose_rank(sigma, rank, energy)
+    record = MatrixExtract(
+        name=pair.name,
+        layer=layer_index(pair.name),
+        module=module_type(pair.name),
+        shape=pair.shape,
+        kind=kind_of(loaded),
+        rank=k,
+        retained_energy=retained_energy(sigma, k),
+        singular_values=tuple(float(s) for s in sigma),
+    )
+    return (record, *truncate(svd, k))
