@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -10,6 +11,7 @@ from matplotlib.figure import Figure
 from deltarank.figures.style import DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, new_figure
 
 MAX_COLUMNS = 4
+LEGEND_ROW_IN = 0.17  # height of one legend row at 7 pt, added to a figure whose legend goes below
 
 
 def grid_shape(panels: int, max_columns: int = MAX_COLUMNS) -> tuple[int, int]:
@@ -32,7 +34,7 @@ def module_grid(
         The figure, the axes in module order, and the spare axes (turned off) or None.
     """
     rows, columns = grid_shape(len(modules))
-    fig = new_figure(figure_width(columns), panel_height * rows + 0.35)
+    fig = new_figure(figure_width(columns), panel_height * rows)
     grid = fig.add_gridspec(rows, columns)
     axes: list[Axes] = []
     for i, module in enumerate(modules):
@@ -62,7 +64,11 @@ def place_legend(fig: Figure, axes: list[Axes], spare: Axes | None) -> None:
     if spare is not None:
         spare.legend(list(seen.values()), list(seen.keys()), loc="center")
     else:
-        columns = 2 if fig.get_figwidth() < DOUBLE_COLUMN_IN else 4
-        fig.legend(
-            list(seen.values()), list(seen.keys()), loc="outside lower center", ncols=min(len(seen), columns)
-        )
+        legend_below(fig, list(seen.values()), list(seen.keys()))
+
+
+def legend_below(fig: Figure, handles: list[Any], labels: list[str]) -> None:
+    """A figure legend under the panels; the figure grows by the legend's height so panels keep theirs."""
+    columns = min(len(labels), 2 if fig.get_figwidth() < DOUBLE_COLUMN_IN else 4)
+    fig.set_figheight(fig.get_figheight() + LEGEND_ROW_IN * (math.ceil(len(labels) / columns) + 0.6))
+    fig.legend(handles, labels, loc="outside lower center", ncols=columns)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deltarank.analysis import ranks
 from deltarank.analysis.results import MatrixSpectrum, SpectrumResult, module_medians
 from deltarank.errors import DeltarankError, InputError
 
@@ -157,9 +158,7 @@ def energy_rank(matrix: MatrixSpectrum, key: str = ENERGY_KEY) -> float:
     if key in matrix.ranks:
         return float(matrix.ranks[key])
     if key == ENERGY_KEY and matrix.singular_values:
-        energy = np.cumsum(np.square(np.asarray(matrix.singular_values, dtype=np.float64)))
-        if energy[-1] > 0:
-            return float(np.searchsorted(energy, ENERGY_TAU * energy[-1] * (1 - 1e-12)) + 1)
+        return float(ranks.energy_rank(matrix.singular_values, ENERGY_TAU))
     raise InputError(matrix.name, f"result has no {key!r} rank")
 
 

@@ -18,8 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from deltarank.analysis.reference import gaussian_singular_values, random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
-from deltarank.figures.panels import grid_shape
+from deltarank.figures.panels import grid_shape, legend_below
 from deltarank.figures.runs import ENERGY_TAU, Run, as_runs, display_labels, energy_rank, module_order
 from deltarank.figures.style import (
     DOUBLE_COLUMN_IN,
@@ -35,13 +36,6 @@ from deltarank.figures.style import (
 LOG_FLOOR = 1e-4  # lowest σ_i/σ_1 shown; smaller values are numerically zero for the reader
 CELL_HEIGHT_IN = 2.0
 REFERENCE_LABEL = "Gaussian, same shape"
-
-
-def gaussian_reference(rows: int, cols: int) -> np.ndarray:
-    """Expected singular values of a rows × cols Gaussian matrix, descending (Marchenko–Pastur quantiles)."""
-    from deltarank.analysis.reference import gaussian_singular_values
-
-    return np.asarray(gaussian_singular_values(rows, cols), dtype=np.float64)
 
 
 def normalised_curves(singular_values: Sequence[float] | np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,11 +102,16 @@ def _draw_module(
         )
         if np.any(sig_med > 0):
             smallest = min(smallest, float(np.min(sig_med[sig_med > 0])))
-    ref_sig, ref_energy = normalised_curves(gaussian_reference(rows, cols), n)
-    ref_style: dict[str, Any] = {"color": REFERENCE_COLOR, "linestyle": (0, (3, 1.5)), "linewidth": 1.0, "zorder": 1}
+    ref_sig, ref_energy = normalised_curves(gaussian_singular_values(rows, cols), n)
+    ref_style: dict[str, Any] = {
+        "color": REFERENCE_COLOR,
+        "linestyle": (0, (3, 1.5)),
+        "linewidth": 1.0,
+        "zorder": 1,
+    }
     ax_sigma.plot(grid, np.where(ref_sig > 0, ref_sig, np.nan), label=REFERENCE_LABEL, **ref_style)
     ax_energy.plot(grid, ref_energy, label=REFERENCE_LABEL, **ref_style)
-    ref_r90 = int(np.searchsorted(ref_energy, ENERGY_TAU * (1 - 1e-12)) + 1)
+    ref_r90 = random_energy_rank(rows, cols, ENERGY_TAU)
     ax_energy.plot(
         [ref_r90 / n],
         [ENERGY_TAU],
@@ -149,7 +148,7 @@ def plot_spectra(
     n_rows, n_cols = grid_shape(len(names))
     with paper_style():
         width = SINGLE_COLUMN_IN if n_cols == 1 else DOUBLE_COLUMN_IN
-        fig = new_figure(width, CELL_HEIGHT_IN * n_rows + (0.4 if len(names) == n_rows * n_cols else 0.1))
+        fig = new_figure(width, CELL_HEIGHT_IN * n_rows)
         outer = fig.add_gridspec(n_rows, n_cols)
         sigma_axes: list[Axes] = []
         energy_axes: list[Axes] = []
@@ -204,5 +203,4 @@ def _legend(fig: Figure, axes: list[Axes], free_cells: int, outer: object, n_row
         spare.set_axis_off()
         spare.legend(handles, names, loc="center")
     else:
-        columns = 2 if fig.get_figwidth() < DOUBLE_COLUMN_IN else 4
-        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), columns))
+        legend_below(fig, handles, names)

@@ -6,37 +6,22 @@ No model, no decomposition: singular values are written down directly, so every 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pytest
 
+from deltarank.analysis.ranks import energy_rank
+from deltarank.analysis.reference import random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
 
 # A scaled-down SmolLM2 block: (out, in) per module type.
 SHAPES: dict[str, tuple[int, int]] = {"q_proj": (48, 48), "k_proj": (16, 48), "down_proj": (48, 128)}
 
 
-def mp_singular_values(rows: int, cols: int) -> np.ndarray:
-    """Marchenko–Pastur quantiles of a rows × cols Gaussian matrix's σ (descending, σ of X/√max)."""
-    n, m = min(rows, cols), max(rows, cols)
-    lam = n / m
-    lo, hi = (1 - np.sqrt(lam)) ** 2, (1 + np.sqrt(lam)) ** 2
-    x = np.linspace(lo, hi, 20001)[1:]  # the density has a pole at 0 for square shapes
-    density = np.sqrt(np.clip((hi - x) * (x - lo), 0, None)) / (2 * np.pi * lam * x)
-    cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(x))])
-    cdf /= cdf[-1]
-    quantiles = np.interp((np.arange(n) + 0.5) / n, cdf, x)
-    return np.sqrt(quantiles)[::-1].copy()
-
-
 def energy_90(sigma: Sequence[float]) -> int:
     """r₀.₉ of a spectrum: smallest k with Σ_{i≤k} σ_i² ≥ 0.9 Σ σ_i²."""
-    energy = np.cumsum(np.square(np.asarray(sigma, dtype=np.float64)))
-    return int(np.searchsorted(energy, 0.9 * energy[-1] * (1 - 1e-12)) + 1)
+    return energy_rank(sigma, 0.9)
 
 
 def matrix(
@@ -61,7 +46,7 @@ def matrix(
         delta_norm=float(np.linalg.norm(values)),
         base_norm=1.0,
         erased_fraction=None if kind != "dense" else 0.0,
-        random_energy_90=energy_90(mp_singular_values(*shape)),
+        random_energy_90=random_energy_rank(shape[0], shape[1], 0.9),
         base_dtype="float32",
         tuned_dtype="float32",
         lora_rank=lora_rank,
@@ -158,13 +143,3 @@ def write_summary(path: Path, points: bool = True) -> Path:
     """Write `summary_dict()` to `path` and return it."""
     path.write_text(json.dumps(summary_dict(points)))
     return path
-
-
-def install_reference_stub(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Provide `deltarank.analysis.reference.gaussian_singular_values` when the real module is missing."""
-    try:
-        import deltarank.analysis.reference  # noqa: F401
-    except ModuleNotFoundError:
-        stub = types.ModuleType("deltarank.analysis.reference")
-        stub.gaussian_singular_values = mp_singular_values  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "deltarank.analysis.reference", stub)

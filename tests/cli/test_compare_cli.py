@@ -1,0 +1,59 @@
+"""`deltarank compare`: the terminal table and its CSV twin."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from deltarank.cli import main
+from tests.figures.synthetic import planted_result
+
+
+def _write(tmp_path: Path) -> tuple[Path, Path]:
+    full, lora = tmp_path / "full.json", tmp_path / "lora.json"
+    planted_result("runs/full", {"q_proj": 224, "k_proj": 100}, noise={"q_proj": 200, "k_proj": 90}).to_json(
+        full
+    )
+    planted_result("runs/lora", {"q_proj": 14, "k_proj": 10}, noise={"q_proj": 16, "k_proj": 16}).to_json(
+        lora
+    )
+    return full, lora
+
+
+def test_compare_table_ratio_to_first_run(tmp_path: Path) -> None:
+    full, lora = _write(tmp_path)
+    result = CliRunner().invoke(main, ["compare", str(full), str(lora)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[-1] == "lora/full"
+    assert lines[2].split() == ["q_proj", "256", lines[2].split()[2], "224", "200", "14", "16", "0.06x"]
+    assert [line.split()[0] for line in lines[2:]] == ["q_proj", "k_proj", "all"]
+
+
+def test_compare_lora_rank_labels_and_csv(tmp_path: Path) -> None:
+    full, lora = _write(tmp_path)
+    out = tmp_path / "table.csv"
+    args = ["compare", str(full), str(lora), "--lora-rank", "16", "--label", "FT", "--label", "LoRA"]
+    result = CliRunner().invoke(main, [*args, "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[2].split()[-2:] == ["14.0x", "0.88x"]
+    rows = list(csv.DictReader(out.open()))
+    assert [r["module"] for r in rows] == ["q_proj", "k_proj", "all"]
+    assert rows[0]["FT e90"] == "224.0" and rows[0]["FT/r"] == "14.0" and rows[0]["LoRA/r"] == "0.875"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.json", "lora.json", "table.csv"]
+
+
+def test_compare_errors(tmp_path: Path) -> None:
+    full, _ = _write(tmp_path)
+    cases = [
+        (["compare", str(tmp_path / "missing.json")], "cannot read result file"),
+        (["compare", str(full), "--csv", str(tmp_path / "no" / "t.csv")], "does not exist"),
+        (["compare", str(full), "--label", "a", "--label", "b"], "2 --label values for 1"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output.strip().startswith("Error: ") and message in result.output, result.output
+    assert CliRunner().invoke(main, ["compare"]).exit_code == 2  # click usage error: no file given
