@@ -3,7 +3,7 @@
 The input is a series of results of checkpoints. A result's step is the N of `checkpoint-<N>` in its tuned
 path; results with the same label (given, or derived from the run directory) form one run's line. A final
 model (no `checkpoint-<N>` in its path) is placed at the last step of its run — the last `step` of the
-run's `train_log.jsonl` when there is one, else its latest checkpoint — drawn as an open marker, and it
+run's `train_log.jsonl` (or `steps` in its `run.json`) when there is one, else its latest checkpoint — drawn as an open marker, and it
 replaces a checkpoint at that same step. Tokens come from `train_log.jsonl` (see `runs.tokens_at`).
 """
 
@@ -33,6 +33,7 @@ from deltarank.figures.style import LORA_RANK_COLOR, paper_style, plain_log_axis
 
 PANEL_HEIGHT_IN = 1.45
 X_AXES = ("step", "tokens")
+RUN_RECORD = "run.json"  # written by `deltarank train`; its `steps` is the final step
 
 
 @dataclass(frozen=True)
@@ -88,17 +89,24 @@ def _place_final(run: Run, members: Sequence[Run]) -> Run:
 
 
 def _last_logged_step(directory: Path) -> int | None:
+    """The final step of a run directory: the largest `step` in its train log, else `steps` in run.json."""
     log = directory / TRAIN_LOG
-    if not log.is_file():
-        return None
     steps = []
-    for line in log.read_text().splitlines():
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int | float):
+                steps.append(int(record["step"]))
+    if not steps and (directory / RUN_RECORD).is_file():
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int | float):
-            steps.append(int(record["step"]))
+            record = json.loads((directory / RUN_RECORD).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("steps"), int):
+            steps.append(record["steps"])
     return max(steps) if steps else None
 
 

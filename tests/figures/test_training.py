@@ -86,3 +86,12 @@ def test_training_figure_marks_the_final_model() -> None:
     final = [line for line in ax.get_lines() if line.get_label() == "_final"]
     assert len(final) == 1 and list(final[0].get_ydata()) == [99]
     assert "final model" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_final_model_step_from_run_record(tmp_path: Path) -> None:
+    run_dir = tmp_path / "lora"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"steps": 90}))
+    results = [*_checkpoints(str(run_dir), {30: 4, 60: 5}), planted_result(str(run_dir), {"q_proj": 6})]
+    (points,) = training_series(make_runs(results)).values()
+    assert [(p.x, p.final) for p in points] == [(30, False), (60, False), (90, True)]
