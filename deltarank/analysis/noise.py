@@ -16,6 +16,16 @@ import torch
 
 # Explicit mantissa bits of each floating storage dtype (safetensors and GGUF labels).
 MANTISSA_BITS: dict[str, int] = {"F64": 52, "F32": 23, "F16": 10, "BF16": 7, "F8_E4M3": 3, "F8_E5M2": 2}
+# Smallest normal exponent e_min (2^e_min is the smallest normal number): below it the grid spacing stays at
+# 2^(e_min − bits) (subnormals), where the frexp formula alone would shrink it further.
+MIN_NORMAL_EXPONENT: dict[str, int] = {
+    "F64": -1022,
+    "F32": -126,
+    "F16": -14,
+    "BF16": -126,
+    "F8_E4M3": -6,
+    "F8_E5M2": -14,
+}
 # Safety factor on the predicted edge (finite-size Tracy–Widom fluctuations are far smaller).
 NOISE_EDGE_MARGIN = 1.1
 # Row/column noise norms more uneven than this (max / mean) switch to the Monte-Carlo null.
@@ -33,13 +43,20 @@ def mantissa_bits(dtype: str) -> int | None:
     return MANTISSA_BITS.get(dtype.upper())
 
 
-def rounding_variance(stored: torch.Tensor, bits: int) -> torch.Tensor:
+def rounding_variance(
+    stored: torch.Tensor, bits: int, min_normal_exponent: int | None = None
+) -> torch.Tensor:
     """Per-entry variance ulp(w)²/12 of round-to-nearest with `bits` mantissa bits (0 for exact zeros).
+
+    ulp(w) = 2^(e − 1 − bits) for |w| = m·2^e, m ∈ [½, 1), but never below the subnormal spacing
+    2^(e_min − bits) when the dtype's smallest normal exponent e_min is given.
 
     Shapes: stored (m, n) -> (m, n) float64.
     """
     values = stored.to(torch.float64)
     _, exponent = torch.frexp(values)
+    if min_normal_exponent is not None:
+        exponent = exponent.clamp_min(min_normal_exponent + 1)  # frexp exponent of 2^e_min is e_min + 1
     ulp = torch.ldexp(torch.ones_like(values), exponent - 1 - bits)
     return torch.where(values == 0, torch.zeros_like(values), ulp**2 / 12.0)
 
@@ -52,7 +69,9 @@ def noise_variance(tuned: torch.Tensor, tuned_dtype: str) -> torch.Tensor | None
     checkpoints are rounded copies of higher-precision originals, the true noise is up to √2 larger.)
     """
     bits = mantissa_bits(tuned_dtype)
-    return None if bits is None else rounding_variance(tuned, bits)
+    if bits is None:
+        return None
+    return rounding_variance(tuned, bits, MIN_NORMAL_EXPONENT.get(tuned_dtype.upper()))
 
 
 def storage_noise_edge(tuned: torch.Tensor, tuned_dtype: str, floor: float) -> float:

@@ -26,8 +26,9 @@ def energy_rank(sigma: npt.ArrayLike, tau: float) -> int:
     total = energy.sum()
     if total == 0.0:
         return 0
-    cumulative = np.cumsum(energy)
-    return int(np.searchsorted(cumulative, tau * total * (1.0 - ENERGY_RTOL), side="left") + 1)
+    cumulative = np.cumsum(energy)  # sequential sums may end a few ulps below the pairwise `total`
+    k = int(np.searchsorted(cumulative, tau * total * (1.0 - ENERGY_RTOL), side="left") + 1)
+    return min(k, energy.size)
 
 
 def entropy_rank(sigma: npt.ArrayLike) -> float:

@@ -118,7 +118,7 @@ class SpectrumResult:
         text = str(source)
         if not text.lstrip().startswith("{"):
             try:
-                text = Path(source).read_text()
+                text = Path(source).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise InputError(source, f"cannot read result file ({exc.__class__.__name__})") from None
         try:
@@ -198,7 +198,8 @@ def write_atomic(path: str | Path, text: str) -> None:
     target = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
+        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -206,6 +207,13 @@ def write_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def module_medians(matrices: Iterable[MatrixSpectrum], key: str) -> dict[str, float]:
