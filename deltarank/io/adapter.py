@@ -71,7 +71,7 @@ def parse_adapter_config(path: Path) -> AdapterConfig:
         raise InputError(path, f"adapter directory has no {CONFIG_FILE}")
     try:
         raw = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InputError(config_path, f"invalid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise InputError(config_path, "expected a JSON object")
@@ -89,27 +89,62 @@ def parse_adapter_config(path: Path) -> AdapterConfig:
 
 
 def _config_from_dict(config_path: Path, raw: dict[str, Any]) -> AdapterConfig:
-    try:
-        config = AdapterConfig(
-            r=int(raw["r"]),
-            lora_alpha=float(raw.get("lora_alpha", raw["r"])),
-            use_rslora=bool(raw.get("use_rslora", False)),
-            use_dora=bool(raw.get("use_dora", False)),
-            fan_in_fan_out=bool(raw.get("fan_in_fan_out", False)),
-            rank_pattern={str(k): int(v) for k, v in (raw.get("rank_pattern") or {}).items()},
-            alpha_pattern={str(k): float(v) for k, v in (raw.get("alpha_pattern") or {}).items()},
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(config_path, f"invalid LoRA settings ({type(exc).__name__}: {exc})") from None
-    ranks = [config.r, *config.rank_pattern.values()]
-    if min(ranks) <= 0:
-        raise InputError(config_path, "LoRA rank r must be positive")
-    for pattern in [*config.rank_pattern, *config.alpha_pattern]:
+    """Build the config, checking every field's type as peft writes it (integers, numbers, booleans, objects)."""
+    r = _positive_int(config_path, "r", raw.get("r"))
+    alpha = _finite(config_path, "lora_alpha", raw.get("lora_alpha", r))
+    flags = {
+        key: _flag(config_path, key, raw.get(key)) for key in ("use_rslora", "use_dora", "fan_in_fan_out")
+    }
+    rank_pattern = {
+        key: _positive_int(config_path, f"rank_pattern[{key!r}]", value)
+        for key, value in _mapping(config_path, "rank_pattern", raw.get("rank_pattern")).items()
+    }
+    alpha_pattern = {
+        key: _finite(config_path, f"alpha_pattern[{key!r}]", value)
+        for key, value in _mapping(config_path, "alpha_pattern", raw.get("alpha_pattern")).items()
+    }
+    for pattern in [*rank_pattern, *alpha_pattern]:
         try:
-            re.compile(pattern)
-        except re.error:
+            re.compile(rf"(.*\.)?({pattern})$")  # the form `_pattern_key` matches with
+        except (re.error, OverflowError, RecursionError):
             raise InputError(config_path, f"invalid rank/alpha pattern {pattern!r}") from None
-    return config
+    return AdapterConfig(
+        r=r, lora_alpha=alpha, rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, **flags
+    )
+
+
+def _positive_int(config_path: Path, key: str, value: Any) -> int:
+    """A LoRA rank: a positive whole number (8 or 8.0)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if type(value) is not int or value <= 0:
+        raise InputError(config_path, f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _finite(config_path: Path, key: str, value: Any) -> float:
+    """A LoRA α: a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(config_path, f"{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _flag(config_path: Path, key: str, value: Any) -> bool:
+    """A boolean setting; absent or null means false."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InputError(config_path, f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _mapping(config_path: Path, key: str, value: Any) -> dict[str, Any]:
+    """rank_pattern / alpha_pattern: a JSON object (absent or null means empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(config_path, f"{key} must be a JSON object, got {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -157,6 +192,9 @@ class AdapterSource:
             if "A" not in keys or "B" not in keys:
                 raise InputError(self._file.path, f"module {prefix!r} lacks its lora_A or lora_B factor")
             module_key = canonical_name(prefix)
+            for key in (keys["A"], keys["B"]):
+                if len(shape := self._file.info(key).shape) != 2:
+                    raise InputError(self._file.path, f"factor {key!r} is not a matrix (shape {shape})")
             rank = self._file.info(keys["A"]).shape[0]
             r_config, alpha = self.config.rank_and_alpha(module_key)
             if rank != r_config:
@@ -164,6 +202,8 @@ class AdapterSource:
                     self._file.path, f"module {module_key!r} has rank {rank} but the config says r={r_config}"
                 )
             name = f"{module_key}.weight"
+            if name in modules:
+                raise InputError(self._file.path, f"holds two sets of factors for module {module_key!r}")
             modules[name] = LoraModule(
                 name, keys["A"], keys["B"], keys.get("M"), rank, alpha, self.config.scaling(rank, alpha)
             )
@@ -173,6 +213,11 @@ class AdapterSource:
         """Shapes of B (out, r) and A (r, in) of one module."""
         module = self.modules[name]
         return self._file.info(module.b_key).shape, self._file.info(module.a_key).shape
+
+    def magnitude_shape(self, name: str) -> tuple[int, ...] | None:
+        """Shape of the DoRA magnitude vector of one module (None without DoRA)."""
+        key = self.modules[name].magnitude_key
+        return None if key is None else self._file.info(key).shape
 
     def factor_dtype(self, name: str) -> str:
         """Stored dtype of the factors of one module."""

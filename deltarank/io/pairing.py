@@ -6,6 +6,7 @@ differs is skipped and listed; no common tensor at all is an error.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,18 @@ Pair = DensePair | AdapterPair
 
 
 def _canonical_index(source: TensorSource) -> dict[str, str]:
-    """canonical name -> source key."""
-    return {canonical_name(key): key for key in source.names()}
+    """canonical name -> source key.
+
+    Raises:
+        InputError: two keys of one checkpoint share a canonical name (pairing would have to guess).
+    """
+    index: dict[str, str] = {}
+    for key in source.names():
+        name = canonical_name(key)
+        if name in index:
+            raise InputError(source.path, f"tensors {index[name]!r} and {key!r} both stand for {name!r}")
+        index[name] = key
+    return index
 
 
 def plan_dense(
@@ -137,5 +148,10 @@ def _check_factor_fit(
         raise InputError(
             Path(adapter.path),
             f"factors of {name!r} (B {b_shape}, A {a_shape}) do not fit the base weight {tuple(base_shape)}",
+        )
+    magnitude = adapter.magnitude_shape(name)
+    if magnitude is not None and math.prod(magnitude) != b_shape[0]:
+        raise InputError(
+            Path(adapter.path), f"DoRA magnitude of {name!r} has shape {magnitude}, expected ({b_shape[0]},)"
         )
     return int(base_shape[0]), int(base_shape[1])

@@ -73,7 +73,7 @@ def read_header(path: Path) -> tuple[dict[str, _Entry], dict[str, str]]:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise InputError(path, "not a safetensors file (header is not valid JSON)") from None
     if not isinstance(header, dict):
         raise InputError(path, "not a safetensors file (header is not a JSON object)")
@@ -89,14 +89,14 @@ def _parse_entry(path: Path, name: str, spec: Any, data_start: int) -> _Entry:
     if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= spec.keys():
         raise InputError(path, f"header entry {name!r} is malformed")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise InputError(path, f"tensor {name!r} has unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InputError(path, f"tensor {name!r} has an invalid shape {shape!r}")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) and o >= 0 for o in offsets)
+        or not all(type(o) is int and o >= 0 for o in offsets)
         or offsets[1] < offsets[0]
     ):
         raise InputError(path, f"tensor {name!r} has invalid data offsets {offsets!r}")
@@ -171,14 +171,16 @@ class ShardedSafetensorsSource:
         self.path = index_path.parent
         try:
             weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             raise InputError(index_path, "invalid sharded index (expected a JSON 'weight_map')") from None
         if not isinstance(weight_map, dict) or not weight_map:
             raise InputError(index_path, "sharded index has an empty 'weight_map'")
         self._where: dict[str, tuple[Path, _Entry]] = {}
         headers: dict[str, dict[str, _Entry]] = {}
         for name, shard in weight_map.items():
-            shard_path = self.path / str(shard)
+            if not isinstance(shard, str) or not shard:
+                raise InputError(index_path, f"weight_map gives tensor {name!r} an invalid shard {shard!r}")
+            shard_path = self.path / shard
             if shard not in headers:
                 if not shard_path.is_file():
                     raise InputError(index_path, f"names a missing shard {shard!r} (for tensor {name!r})")

@@ -86,6 +86,10 @@ def open_checkpoint(path: str | Path) -> TensorSource:
         single = p / "model.safetensors"
         if single.is_file():
             return SafetensorsSource(single)
+        if (p / "adapter_model.safetensors").is_file() and not (p / "adapter_config.json").is_file():
+            raise InputError(
+                p, "looks like a PEFT adapter (adapter_model.safetensors) but has no adapter_config.json"
+            )
         candidates = sorted(p.glob("*.safetensors"))
         if len(candidates) == 1:
             return SafetensorsSource(candidates[0])
