@@ -1,0 +1,88 @@
+"""`deltarank extract BASE TUNED --rank R | --energy τ -o ADAPTER_DIR`: ΔW's best low-rank LoRA adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from deltarank.analysis.adapter_writer import check_output_dir
+from deltarank.analysis.extract import SAVE_DTYPES, ExtractResult, check_target
+from deltarank.cli.intruders import (
+    analysis_options,
+    check_figure_path,
+    figure_option,
+    progress_bar,
+    save_figure_file,
+)
+
+
+@click.command()
+@click.argument("base", type=click.Path(path_type=str))
+@click.argument("tuned", type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, help="Adapter directory to write.")
+@click.option("--rank", type=int, default=None, help="One rank R for every matrix (clipped to its size).")
+@click.option(
+    "--energy", type=float, default=None, help="Per-matrix rank keeping this share τ of ΔW's energy."
+)
+@click.option("--dtype", type=click.Choice(list(SAVE_DTYPES)), default="float32", show_default=True)
+@click.option("--base-model-name", default=None, help="base_model_name_or_path to record (default: BASE).")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
+@analysis_options
+@figure_option
+def extract(
+    base: str,
+    tuned: str,
+    output: str,
+    rank: int | None,
+    energy: float | None,
+    dtype: str,
+    base_model_name: str | None,
+    force: bool,
+    figure: str | None,
+    **options: Any,
+) -> None:
+    """Write the best rank-k approximation of each ΔW = TUNED − BASE as a PEFT LoRA adapter.
+
+    B = U_k Σ_k^½, A = Σ_k^½ V_kᵀ, α = r (scale 1). `PeftModel.from_pretrained(base_model, OUTPUT)` loads it;
+    OUTPUT/deltarank_extract.json records each matrix's rank and retained energy Σ_{i≤k}σ_i²/Σσ_i².
+    """
+    from deltarank.analysis.extract import extract as run_extract
+
+    check_target(rank, energy, dtype)
+    check_output_dir(output, force)
+    check_figure_path(figure)
+    with progress_bar("extract") as hook:
+        result = run_extract(
+            base,
+            tuned,
+            output,
+            rank=rank,
+            energy=energy,
+            dtype=dtype,
+            base_model_name_or_path=base_model_name,
+            overwrite=force,
+            progress=hook,
+            **options,
+        )
+    click.echo(format_table(result))
+    if figure:
+        from deltarank.figures.subspace import plot_retained_energy
+
+        save_figure_file(plot_retained_energy(result), figure)
+    click.echo(f"Wrote adapter {output} (r = {result.r})" + (f" and {figure}" if figure else ""))
+
+
+def format_table(result: ExtractResult) -> str:
+    """Per module type: matrices, rank range and mean retained energy."""
+    header = f"{'module':<14}{'n':>4}{'rank':>11}{'energy kept':>13}"
+    lines = [header, "-" * len(header)]
+    energy = result.module_energy()
+    groups: dict[str, list[int]] = {}
+    for m in result.matrices:
+        groups.setdefault(m.module, []).append(m.rank)
+    for module, ranks in groups.items():
+        span = f"{min(ranks)}" if min(ranks) == max(ranks) else f"{min(ranks)}-{max(ranks)}"
+        lines.append(f"{module:<14}{len(ranks):>4}{span:>11}{energy[module]:>13.3f}")
+    lines.append(f"{len(result.matrices)} matrices, {len(result.skipped)} skipped")
+    return "\n".join(lines)

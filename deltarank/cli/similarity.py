@@ -1,0 +1,86 @@
+"""`deltarank similarity BASE TUNED_A TUNED_B`: subspace similarity φ(i, j) of two deltas (LoRA paper §7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from deltarank.analysis.results import check_writable
+from deltarank.analysis.subspace import DEFAULT_TOP, SIDES, SimilarityResult
+from deltarank.cli.intruders import (
+    analysis_options,
+    check_figure_path,
+    figure_option,
+    progress_bar,
+    save_figure_file,
+)
+from deltarank.errors import DeltarankError
+
+TABLE_SIZES = (1, 4, 16, 64)
+
+
+def parse_top(text: str) -> tuple[int, ...]:
+    """`1,2,4,8` -> (1, 2, 4, 8)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise DeltarankError(f"--top {text!r}: expected comma-separated integers like 1,2,4,8") from None
+
+
+@click.command()
+@click.argument("base", type=click.Path(path_type=str))
+@click.argument("tuned_a", type=click.Path(path_type=str))
+@click.argument("tuned_b", type=click.Path(path_type=str))
+@click.option("-o", "--output", default="similarity.json", show_default=True, help="Result JSON file.")
+@click.option(
+    "--top",
+    default=",".join(str(t) for t in DEFAULT_TOP),
+    show_default=True,
+    help="Subspace sizes i, j of the φ grid, comma-separated (clipped per matrix).",
+)
+@click.option("--side", type=click.Choice(SIDES), default="left", show_default=True, help="Singular vectors.")
+@analysis_options
+@figure_option
+def similarity(
+    base: str,
+    tuned_a: str,
+    tuned_b: str,
+    output: str,
+    top: str,
+    side: str,
+    figure: str | None,
+    **options: Any,
+) -> None:
+    """Subspace similarity φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j) between the top singular vectors of
+    ΔW_A = TUNED_A − BASE and ΔW_B = TUNED_B − BASE, per matrix (e.g. full fine-tuning against LoRA).
+
+    Each TUNED is a checkpoint or a PEFT LoRA/DoRA adapter directory.
+    """
+    from deltarank.analysis.subspace import similarity as run_similarity
+
+    sizes = parse_top(top)
+    check_writable(output)
+    check_figure_path(figure)
+    with progress_bar("similarity") as hook:
+        result = run_similarity(base, tuned_a, tuned_b, top=sizes, side=side, progress=hook, **options)
+    result.to_json(output)
+    click.echo(format_table(result))
+    if figure:
+        from deltarank.figures.subspace import plot_similarity_heatmaps
+
+        save_figure_file(plot_similarity_heatmaps(result), figure)
+    click.echo(f"Wrote {output}" + (f" and {figure}" if figure else ""))
+
+
+def format_table(result: SimilarityResult) -> str:
+    """Per module type: mean φ(i, i) over layers for a few sizes i."""
+    sizes = [i for i in TABLE_SIZES if result.module_means(i)]
+    header = f"{'module':<14}{'n':>4}" + "".join(f"{f'φ({i},{i})':>11}" for i in sizes)
+    lines = [header, "-" * len(header)]
+    means = {i: result.module_means(i) for i in sizes}
+    for module, items in result.by_module().items():
+        cells = "".join(f"{means[i][module]:>11.3f}" if module in means[i] else f"{'-':>11}" for i in sizes)
+        lines.append(f"{module:<14}{len(items):>4}{cells}")
+    lines.append(f"{len(result.matrices)} matrices; {result.side} singular vectors; means over layers")
+    return "\n".join(lines)
