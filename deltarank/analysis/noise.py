@@ -85,14 +85,17 @@ def storage_noise_edge(tuned: torch.Tensor, tuned_dtype: str, floor: float) -> f
     bits = mantissa_bits(tuned_dtype)
     if bits is None or tuned.numel() == 0:
         return 0.0
+    min_exponent = MIN_NORMAL_EXPONENT.get(tuned_dtype.upper())
     largest = float(tuned.abs().max())
     _, exponent = math.frexp(largest)
+    if min_exponent is not None:
+        exponent = max(exponent, min_exponent + 1)  # subnormal spacing, as in rounding_variance
     ulp_max = math.ldexp(1.0, exponent - 1 - bits)
     rows, cols = tuned.shape[-2], tuned.shape[-1]
     bound = NOISE_EDGE_MARGIN * ulp_max / math.sqrt(12.0) * (math.sqrt(rows) + math.sqrt(cols))
     if bound <= floor:
         return bound
-    return noise_edge(rounding_variance(tuned, bits))
+    return noise_edge(rounding_variance(tuned, bits, min_exponent))
 
 
 def noise_edge(variance: torch.Tensor) -> float:

@@ -15,6 +15,7 @@ from deltarank.analysis.noise import (
     noise_edge,
     noise_variance,
     rounding_variance,
+    storage_noise_edge,
 )
 
 SHAPE = (64, 128)
@@ -120,3 +121,26 @@ def test_monte_carlo_edge_is_seeded_and_lowrank_branch_agrees(monkeypatch: pytes
     assert monte_carlo_edge(variance) == exact  # same seed, same draws
     monkeypatch.setattr(noise, "EXACT_MC_SIZE", 16)  # force torch.svd_lowrank on this 64 × 128 matrix
     assert monte_carlo_edge(variance) == pytest.approx(exact, rel=LOWRANK_RTOL)
+
+
+def test_storage_noise_edge_of_subnormal_fp16_weights() -> None:
+    # Every entry ±2^-17 (subnormal in fp16): spacing 2^-24, uniform variance 2^-48/12, so the MP edge.
+    m, n = SHAPE
+    signs = torch.where(_gaussian(SHAPE, seed=5) > 0, 1.0, -1.0)
+    stored = (signs * 2.0**-17).to(torch.float16)
+    expected = NOISE_EDGE_MARGIN * math.sqrt(2.0**-48 / 12) * (math.sqrt(m) + math.sqrt(n))
+    assert storage_noise_edge(stored, "F16", floor=0.0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_storage_noise_edge_returns_the_cheap_bound_under_the_floor() -> None:
+    # Largest entry 0.75 ∈ [0.5, 1): ulp 2^-8 bounds every entry's spacing, hence this bound on the edge.
+    m, n = SHAPE
+    weights = _gaussian(SHAPE, seed=6, std=0.1).clamp(-0.7, 0.7)
+    weights[3, 5] = 0.75
+    stored = weights.to(torch.bfloat16)
+    bound = NOISE_EDGE_MARGIN * 2.0**-8 / math.sqrt(12) * (math.sqrt(m) + math.sqrt(n))
+    assert storage_noise_edge(stored, "BF16", floor=1.0) == pytest.approx(bound, rel=1e-12)
+    full = storage_noise_edge(stored, "BF16", floor=0.0)
+    assert full == pytest.approx(noise_edge(noise_variance(stored, "BF16")), rel=1e-12)
+    assert full < bound
+    assert storage_noise_edge(stored, "Q4_1", floor=0.0) == 0.0

@@ -77,9 +77,11 @@ def _by_name(result: SpectrumResult) -> dict[str, MatrixSpectrum]:
     return {m.name: m for m in result.matrices}
 
 
-@pytest.fixture(scope="module")
-def fp32_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SpectrumResult, dict[str, torch.Tensor]]:
-    """Base and tuned fp32 files, the tuned one written in shuffled tensor order."""
+@pytest.fixture(scope="module", params=["gram", "svd"])
+def fp32_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SpectrumResult, dict[str, torch.Tensor]]:
+    """Base and tuned fp32 files, the tuned one written in shuffled tensor order; both exact solvers."""
     root = tmp_path_factory.mktemp("fp32")
     base = _weights(build_tiny_llama())
     deltas = {
@@ -88,7 +90,9 @@ def fp32_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SpectrumResult, 
     }
     save_safetensors(root / "base.safetensors", base)
     write_safetensors_bytes(root / "tuned.safetensors", shuffled(plant(base, deltas, torch.float32), seed=3))
-    result = spectrum(root / "base.safetensors", root / "tuned.safetensors", device="cpu")
+    result = spectrum(
+        root / "base.safetensors", root / "tuned.safetensors", device="cpu", solver=request.param
+    )
     return result, base
 
 
