@@ -63,7 +63,9 @@ def plot_ranks_by_layer(
         The figure, log-scaled rank axis shared by all panels.
     """
     runs = as_runs(results, labels)
-    names = list(modules) if modules is not None else _module_order([r.result for r in runs])
+    layered = {m.module for r in runs for m in r.result.matrices if m.layer is not None}
+    found = [m for m in _module_order([r.result for r in runs]) if m in layered]  # lm_head etc. have no layer
+    names = list(modules) if modules is not None else found
     shown = display_labels(runs)
     r_by_module = lora_rank_by_module(runs, lora_rank)
     with paper_style():

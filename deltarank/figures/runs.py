@@ -25,6 +25,7 @@ TRAIN_LOG = "train_log.jsonl"
 TOKEN_KEYS: tuple[str, ...] = ("tokens", "num_tokens", "tokens_seen", "num_input_tokens_seen")
 ADAPTER_KINDS = frozenset({"lora", "dora"})
 # Path components that name a file format, not a run: skipped when deriving a run label.
+_WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".bin", ".pt"})
 _GENERIC_NAMES = frozenset(
     {"model", "adapter_model", "adapter", "pytorch_model", "final", "merged", "output"}
 )
@@ -61,17 +62,38 @@ def checkpoint_step(tuned: str) -> int | None:
     return None
 
 
-def run_label(tuned: str) -> str:
-    """A short run name from a tuned path: `runs/code/full/checkpoint-40` -> `full`.
+def run_parts(tuned: str) -> list[str]:
+    """The meaningful components of a tuned path, outermost first, without checkpoint and file names.
 
-    Checkpoint components, file names (`adapter_model.safetensors`) and generic names (`final`) are skipped.
+    `runs/code/full/checkpoint-40` -> [runs, code, full]; `out/lora/adapter_model.safetensors` -> [out, lora];
+    a weights file keeps its stem (`my-model.gguf` -> [my-model]); generic names (`final`) are dropped.
     """
-    for part in reversed(Path(tuned).parts):
-        stem = Path(part).stem if Path(part).suffix in {".safetensors", ".gguf", ".bin", ".pt"} else part
+    parts = []
+    for part in Path(tuned).parts:
+        stem = Path(part).stem if Path(part).suffix in _WEIGHT_SUFFIXES else part
         if CHECKPOINT_RE.match(stem) or stem.lower() in _GENERIC_NAMES or stem in {"", ".", "..", "/"}:
             continue
-        return stem
-    return "run"
+        parts.append(stem)
+    return parts
+
+
+def run_label(tuned: str) -> str:
+    """A short run name from a tuned path: `runs/code/full/checkpoint-40` -> `full` (`run` when none)."""
+    parts = run_parts(tuned)
+    return parts[-1] if parts else "run"
+
+
+def derived_labels(tuned: Sequence[str]) -> list[str]:
+    """Run names for several tuned paths: the last path component, lengthened until different run
+    directories get different names (`code/full` and `math/full`); checkpoints of one run share a name."""
+    dirs = [tuple(run_parts(path)) or ("run",) for path in tuned]
+    distinct = set(dirs)
+    depth = 1
+    while depth < max((len(d) for d in dirs), default=0) and len({d[-depth:] for d in distinct}) < len(
+        distinct
+    ):
+        depth += 1
+    return ["/".join(d[-depth:]) for d in dirs]
 
 
 def tokens_at(tuned: str, step: int) -> int | None:
@@ -112,9 +134,10 @@ def make_runs(results: Sequence[SpectrumResult], labels: Sequence[str] | None = 
         raise DeltarankError(
             f"got {len(labels)} --label values for {len(results)} result files; give one each"
         )
+    names = list(labels) if labels else derived_labels([r.tuned for r in results])
     runs = []
     for i, result in enumerate(results):
-        label = labels[i] if labels else run_label(result.tuned)
+        label = names[i]
         step = checkpoint_step(result.tuned)
         tokens = tokens_at(result.tuned, step) if step is not None else None
         runs.append(Run(result=result, label=label, step=step, tokens=tokens))

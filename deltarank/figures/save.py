@@ -81,11 +81,19 @@ def save_figure(
     return written
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _save_one(fig: Figure, target: Path, fmt: str) -> None:
     """Render one format to a temp file beside `target`, then rename over it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a figure is as readable as any new file
         with rc_context(STYLE):
             fig.savefig(tmp, format=fmt, dpi=PNG_DPI, metadata=_METADATA[fmt])
         os.replace(tmp, target)

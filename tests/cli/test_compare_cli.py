@@ -48,7 +48,7 @@ def test_compare_lora_rank_labels_and_csv(tmp_path: Path) -> None:
 def test_compare_errors(tmp_path: Path) -> None:
     full, _ = _write(tmp_path)
     cases = [
-        (["compare", str(tmp_path / "missing.json")], "cannot read result file"),
+        (["compare", str(tmp_path / "missing.json")], "missing.json: "),
         (["compare", str(full), "--csv", str(tmp_path / "no" / "t.csv")], "does not exist"),
         (["compare", str(full), "--label", "a", "--label", "b"], "2 --label values for 1"),
     ]

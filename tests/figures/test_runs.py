@@ -10,6 +10,7 @@ import pytest
 from deltarank.errors import DeltarankError, InputError
 from deltarank.figures.runs import (
     checkpoint_step,
+    derived_labels,
     display_labels,
     energy_rank,
     final_runs,
@@ -35,6 +36,13 @@ from tests.figures.synthetic import full_result, lora_result, matrix, planted_re
 )
 def test_run_label(tuned: str, label: str) -> None:
     assert run_label(tuned) == label
+
+
+def test_derived_labels_tell_runs_apart() -> None:
+    paths = ["runs/code/full", "runs/math/full/checkpoint-20", "runs/math/full", "runs/code/lora"]
+    assert derived_labels(paths) == ["code/full", "math/full", "math/full", "code/lora"]
+    assert derived_labels(["a/full", "a/full/checkpoint-2", "b/lora"]) == ["full", "full", "lora"]
+    assert derived_labels(["full", "x/full"]) == ["full", "x/full"]
 
 
 def test_checkpoint_step() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -50,8 +52,13 @@ def test_save_writes_each_format_and_creates_the_directory(tmp_path: Path) -> No
     assert written == [out / "demo.pdf", out / "demo.png", out / "demo.svg"]
     assert all(p.stat().st_size > 1000 for p in written)
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "demo.pdf").read_bytes()[:5] == b"%PDF-"
+    pdf = (out / "demo.pdf").read_bytes()
+    assert pdf[:5] == b"%PDF-"
+    assert b"FontFile2" in pdf and b"/Subtype /Image" not in pdf  # TrueType text, vector art
     assert sorted(p.name for p in out.iterdir()) == ["demo.pdf", "demo.png", "demo.svg"]  # no temp files left
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((out / "demo.png").stat().st_mode) == 0o666 & ~mask
 
 
 def test_save_is_byte_for_byte_deterministic(tmp_path: Path) -> None:
