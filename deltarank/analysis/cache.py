@@ -43,6 +43,8 @@ class RecordCache:
             log.warning("--resume: cache in %s does not match these inputs; starting afresh", directory)
         if not reusable:
             shutil.rmtree(directory, ignore_errors=True)
+        # The deepest ancestor that exists now: `remove` takes back the (empty) directories `put` creates.
+        self._root = next(parent for parent in directory.parents if parent.is_dir())
         self.digest = digest
         self.reused = 0
 
@@ -68,11 +70,19 @@ class RecordCache:
             (self.directory / MANIFEST).write_text(json.dumps({"fingerprint": self.digest}))
         write_atomic(self._file(tuned_index, record.name), json.dumps(record.to_dict()))
 
+    def finished(self) -> int:
+        """How many finished records the cache directory holds."""
+        if not self.directory.is_dir():
+            return 0
+        return sum(1 for f in self.directory.glob("*.json") if f.name != MANIFEST)
+
     def remove(self) -> None:
-        """Delete the cache (and its parent, when that holds nothing else) once the result is written."""
+        """Delete the cache, and its parent and the directories it created while they hold nothing else."""
         shutil.rmtree(self.directory, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.directory.parent.rmdir()
+        created = [parent for parent in self.directory.parents if self._root in parent.parents]
+        for parent in dict.fromkeys([self.directory.parent, *created]):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
 
 
 def _read_digest(manifest: Path) -> str | None:

@@ -119,14 +119,26 @@ class SpectrumResult:
         if not text.lstrip().startswith("{"):
             try:
                 text = Path(source).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(source, f"cannot read result file ({exc.__class__.__name__})") from None
+            except FileNotFoundError:
+                raise InputError(source, "cannot read result file (no such file)") from None
+            except UnicodeDecodeError:
+                raise InputError(source, "not a JSON result file (not UTF-8 text)") from None
+            except OSError as exc:
+                raise InputError(source, f"cannot read result file ({exc.strerror or exc})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(source, f"not a JSON result file ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise InputError(source, f"not a {SCHEMA} result file")
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problem = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise InputError(source, f"malformed {SCHEMA} result file ({problem})") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> SpectrumResult:
         return cls(
             base=data["base"],
             tuned=data["tuned"],

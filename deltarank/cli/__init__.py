@@ -58,8 +58,8 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except DeltarankError as exc:
             _fail(str(exc), ctx)
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted; no output was written", err=True)
+        except KeyboardInterrupt as exc:
+            click.echo(f"Error: {exc or 'interrupted; no output was written'}", err=True)
             ctx.exit(130)
         except (OSError, MemoryError) as exc:
             _fail(f"{type(exc).__name__}: {exc}", ctx)

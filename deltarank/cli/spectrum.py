@@ -16,7 +16,7 @@ from deltarank.analysis.cache import RecordCache, fingerprint
 from deltarank.analysis.engine import DEFAULT_THRESHOLDS, spectrum_many
 from deltarank.analysis.results import SpectrumResult, check_writable
 from deltarank.analysis.solvers import SOLVERS
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OutputError
 
 LOW_PRECISION = {"BF16", "F16", "F8_E4M3", "F8_E5M2"}
 MAX_LISTED = 5
@@ -83,8 +83,6 @@ def spectrum(
     taus = parse_thresholds(thresholds)
     tuned_paths = expand_globs(tuned)
     outputs = output_paths(tuned_paths, output)
-    for path in outputs:
-        check_writable(path)
     if csv_path:
         check_writable(csv_path)
     if csv_path and len(tuned_paths) > 1:
@@ -99,21 +97,29 @@ def spectrum(
     }
     options |= {"thresholds": taus, "solver": solver, "top_k": top_k}
     cache = RecordCache(cache_dir, fingerprint([base, *tuned_paths], options), resume)
-    results = _run_with_progress(
-        base,
-        tuned_paths,
-        device=device,
-        precision=precision,
-        include=include,
-        exclude=exclude,
-        thresholds=taus,
-        solver=solver,
-        top_k=top_k,
-        cache=cache,
-    )
+    try:
+        results = _run_with_progress(
+            base,
+            tuned_paths,
+            device=device,
+            precision=precision,
+            include=include,
+            exclude=exclude,
+            thresholds=taus,
+            solver=solver,
+            top_k=top_k,
+            cache=cache,
+        )
+    except DeltarankError:
+        cache.remove()  # bad input: nothing worth resuming, leave no trace
+        raise
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(interrupted_message(cache)) from None
     if not results:  # a torchrun rank other than 0: rank 0 writes
         cache.remove()
         return
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     for result, path in zip(results, outputs, strict=True):
         result.to_json(path)
         click.echo(format_table(result))
@@ -145,16 +151,40 @@ def _natural_key(text: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+def interrupted_message(cache: RecordCache) -> str:
+    """What an interrupted run says: nothing written, and what `--resume` will reuse."""
+    finished = cache.finished()
+    if not finished:
+        return "interrupted; no output was written"
+    return (
+        f"interrupted; no output was written; {finished} finished matrices are kept in {cache.directory} "
+        "for a rerun with --resume"
+    )
+
+
 def output_paths(tuned: list[str], output: str | None) -> list[Path]:
-    """One JSON path per tuned checkpoint: the -o file, or DIR/<checkpoint name>.json for several."""
+    """One JSON path per tuned checkpoint, checked writable: the -o file, or DIR/<checkpoint name>.json.
+
+    The directory for several is created only when the results are written; here it is only checked.
+
+    Raises:
+        OutputError: a missing or read-only directory, or two checkpoints that would share one output.
+    """
     if len(tuned) == 1:
-        return [Path(output or "spectrum.json")]
+        return [check_writable(output or "spectrum.json")]
     directory = Path(output or "spectra")
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: is a file; with several TUNED, -o names a directory")
     names = [Path(t.rstrip("/")).name for t in tuned]
     if len(set(names)) < len(names):  # e.g. full/final and lora/final
         names = [f"{Path(t.rstrip('/')).parent.name}-{n}" for t, n in zip(tuned, names, strict=True)]
-    return [directory / f"{Path(n).stem if n.endswith('.safetensors') else n}.json" for n in names]
+    paths = [directory / f"{Path(n).stem if n.endswith('.safetensors') else n}.json" for n in names]
+    if len(set(paths)) < len(paths):
+        raise OutputError(f"several TUNED would write the same file in {directory}; give each only once")
+    if not directory.is_dir():
+        check_writable(directory)  # its parent must exist and be writable
+        return paths
+    return [check_writable(path) for path in paths]
 
 
 def _run_with_progress(base: str, tuned: list[str], **kwargs: Any) -> list[SpectrumResult]:
