@@ -167,7 +167,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise InputError(file, "config file not found")
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(file, "config file is not UTF-8 text (expected YAML or TOML)") from None
     try:
         if file.suffix == ".toml":
             data = _parse_toml(text)

@@ -10,6 +10,7 @@ processes (DDP, FSDP, DeepSpeed through an accelerate config) with no code of ou
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -74,6 +75,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
         config.data, tokenizer, config.seq_len, sequences_needed(config, args)
     )
     eval_set, eval_summary = _eval_dataset(config, tokenizer)
+    create_output_dir(output_dir)
     if args.process_index == 0:
         config.save(output_dir / CONFIG_NAME)
     from transformers import set_seed
@@ -121,11 +123,20 @@ def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
         raise DeltarankError(
             f"{output_dir} is not empty; pass --resume to continue its run, or pick another --output-dir"
         )
+    existing = next(p for p in (output_dir, *output_dir.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise DeltarankError(
+            f"cannot create output directory {output_dir}: {existing} is not a writable directory"
+        )
+    return None  # created by `create_output_dir` once the model and data are known to be usable
+
+
+def create_output_dir(output_dir: Path) -> None:
+    """Create the output directory (after every input check, so a bad input leaves nothing behind)."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeltarankError(f"cannot create output directory {output_dir}: {exc.strerror}") from exc
-    return None
 
 
 def training_arguments(config: TrainConfig) -> Any:
