@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -81,6 +82,7 @@ def plot(
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never a window
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # its per-font INFO lines drown `-v` output
 
     from deltarank.analysis.results import SpectrumResult
     from deltarank.figures.render import render_figures

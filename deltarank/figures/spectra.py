@@ -34,7 +34,7 @@ from deltarank.figures.style import (
 )
 
 LOG_FLOOR = 1e-4  # lowest σ_i/σ_1 shown; smaller values are numerically zero for the reader
-CELL_HEIGHT_IN = 2.0
+CELL_HEIGHT_IN = 2.1
 REFERENCE_LABEL = "Gaussian, same shape"
 
 
@@ -168,6 +168,7 @@ def plot_spectra(
             sigma_axes[0].set_yscale("log")
             sigma_axes[0].set_ylim(max(LOG_FLOOR, smallest * 0.5), 1.5)
             energy_axes[0].set_ylim(0, 1.04)
+            energy_axes[0].set_yticks([0, 0.5, 1])
             energy_axes[0].set_xlim(0, 1)
         _legend(fig, sigma_axes, n_rows * n_cols - len(names), outer, n_rows, n_cols)
     return fig
