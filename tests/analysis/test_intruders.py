@@ -127,12 +127,13 @@ def test_planted_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert result.epsilons == EPSILON_SWEEP and q.kind == "dense" and len(q.max_cos) == 10
 
 
-def test_lora_merges_like_peft(tiny_model_dir: Path, tmp_path: Path) -> None:
-    adapter = save_lora(tmp_path / "lora")
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_adapter_merges_like_peft(tiny_model_dir: Path, tmp_path: Path, use_dora: bool) -> None:
+    adapter = save_lora(tmp_path / "lora", use_dora=use_dora)
     merged = merged_dir(tiny_model_dir, adapter, tmp_path / "merged")
     from_adapter = intruders(tiny_model_dir, adapter, device="cpu")
     from_merged = intruders(tiny_model_dir, merged, device="cpu", include=r"(q_proj|v_proj|up_proj)")
-    assert {m.kind for m in from_adapter.matrices} == {"lora"}
+    assert {m.kind for m in from_adapter.matrices} == {"dora" if use_dora else "lora"}
     assert [m.name for m in from_adapter.matrices] == [m.name for m in from_merged.matrices]
     for a, b in zip(from_adapter.matrices, from_merged.matrices, strict=True):
         assert a.max_cos == pytest.approx(b.max_cos, abs=1e-4)
