@@ -81,8 +81,13 @@ class GGUFSource:
             raise InputError(
                 self.path, f"GGUF architecture {self.arch!r} is not supported (llama family only)"
             )
-        self.n_head = int(self._field(f"{self.arch}.attention.head_count", 0))
-        self.n_kv_head = int(self._field(f"{self.arch}.attention.head_count_kv", self.n_head))
+        try:
+            self.n_head = int(self._field(f"{self.arch}.attention.head_count", 0))
+            self.n_kv_head = int(self._field(f"{self.arch}.attention.head_count_kv", self.n_head))
+        except (TypeError, ValueError):
+            raise InputError(self.path, "attention.head_count is not an integer") from None
+        if self.arch in PERMUTED_ARCHS and min(self.n_head, self.n_kv_head) <= 0:
+            raise InputError(self.path, f"{self.arch} GGUF without a positive attention.head_count")
         self._tensors: dict[str, Any] = {}
         for tensor in self._reader.tensors:
             name = hf_name(tensor.name)
@@ -95,6 +100,14 @@ class GGUFSource:
             return default
         value = field.contents()
         return value if value is not None else default
+
+    def _permutable(self, name: str, array: np.ndarray, n_head: int) -> np.ndarray:
+        """The rotary permutation splits rows into n_head × 2 halves: refuse shapes it does not fit."""
+        if array.ndim != 2 or array.shape[0] % (2 * n_head):
+            raise InputError(
+                self.path, f"tensor {name!r} of shape {array.shape} does not split into {n_head} heads"
+            )
+        return array
 
     def names(self) -> list[str]:
         return list(self._tensors)
@@ -112,7 +125,7 @@ class GGUFSource:
         array = array.reshape(self.info(name).shape)
         if self.arch in PERMUTED_ARCHS:
             if name.endswith("self_attn.q_proj.weight"):
-                array = reverse_permute(array, self.n_head)
+                array = reverse_permute(self._permutable(name, array, self.n_head), self.n_head)
             elif name.endswith("self_attn.k_proj.weight"):
-                array = reverse_permute(array, self.n_kv_head)
+                array = reverse_permute(self._permutable(name, array, self.n_kv_head), self.n_kv_head)
         return torch.from_numpy(np.array(array, dtype=np.float32, order="C"))  # own, writable copy
