@@ -23,8 +23,9 @@ from deltarank.io.source import PICKLE_SUFFIXES, refuse_pickle
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-# Initialisations that rewrite the base weights (W_res = W − s·B₀A₀): the adapter alone is not ΔW.
-BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "eva")
+# Initialisations that rewrite the base weights (W_res = W − s·B₀A₀, or a quantized W for LoftQ): the adapter
+# alone is not ΔW. (EVA, MiCA and "orthogonal" leave the base weights as they are, so s·B·A is ΔW.)
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
 _FACTOR = re.compile(r"^(?P<module>.+)\.lora_(?P<which>A|B)(?:\.[^.]+)?\.weight$")
 _MAGNITUDE = re.compile(r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$")
 

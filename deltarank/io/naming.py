@@ -20,7 +20,9 @@ CANONICAL_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 # A transformer block: `layers.N.`, GPT-2 `h.N.`, `blocks.N.`, `block.N.`.
 LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
 # Outside the blocks and never analysed by default (only when --include asks).
-EMBEDDING_PATTERN = re.compile(r"(embed|wte|wpe|lm_head|shared|output\.weight$)")
+# `shared` / `output` only as whole top-level names (T5's `shared.weight`, GGUF-style `output.weight`), so that
+# block weights such as `mlp.shared_expert.*` (MoE) or `attention.output.*` stay selected.
+EMBEDDING_PATTERN = re.compile(r"(embed|wte|wpe|lm_head|^shared\.weight$|^output\.weight$)")
 
 
 def canonical_name(name: str) -> str:
