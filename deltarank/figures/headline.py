@@ -9,6 +9,7 @@ This is Biderman et al. (2024)'s "full fine-tuning needs 10–100× the LoRA ran
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -32,6 +33,13 @@ ROW_HEIGHT_IN = 0.34  # per module type, for three bars: keeps a 6.5 pt ratio la
 GROUP_WIDTH = 0.8  # share of the space between module types that a group of bars fills
 RIGHT_ROOM = 3.0  # x-axis head room (a factor on the log axis) for the ratio labels
 RATIO_GID = "ratio"
+GAUSSIAN_BAR_STYLE: dict[str, Any] = {
+    "facecolor": "none",
+    "edgecolor": REFERENCE_COLOR,
+    "linewidth": 0.8,
+    "hatch": "/////",
+    "zorder": 2,
+}
 
 
 def headline_numbers(
@@ -100,34 +108,39 @@ def plot_headline(
             ax.barh(offsets, values, bar, color=_full_color(i), label=label, zorder=2)
             _write_ratios(ax, offsets, values, lora_values)
             right = max(right, float(np.nanmax(values)))
-        lora_y = y - GROUP_WIDTH / 2 + bar * (len(full) + 0.5)
+        lora_label = _lora_label(r_by_module, modules)
         ax.barh(
-            lora_y, lora_values, bar, color=run_color(1), label=_lora_label(r_by_module, modules), zorder=2
-        )
-        gauss_y = y - GROUP_WIDTH / 2 + bar * (len(full) + 1.5)
-        ax.barh(
-            gauss_y,
-            gauss_values,
+            y - GROUP_WIDTH / 2 + bar * (len(full) + 0.5),
+            lora_values,
             bar,
-            facecolor="none",
-            edgecolor=REFERENCE_COLOR,
-            linewidth=0.8,
-            hatch="/////",
-            label="Gaussian r₀.₉",
+            color=run_color(1),
+            label=lora_label,
             zorder=2,
         )
-        ax.set_xscale("log")
-        plain_log_axis(ax.xaxis)
-        ax.set_xlim(1, right * RIGHT_ROOM)  # room for the ratio labels
-        ax.set_ylim(len(modules) - 0.5, -0.5)  # first module on top
-        ax.set_yticks(y, modules)
-        ax.tick_params(axis="y", length=0)
-        ax.set_xlabel("rank for 90% of ΔW energy")
-        ax.grid(axis="y", visible=False)
+        ax.barh(
+            y - GROUP_WIDTH / 2 + bar * (len(full) + 1.5),
+            gauss_values,
+            bar,
+            label="Gaussian r₀.₉",
+            **GAUSSIAN_BAR_STYLE,
+        )
+        _format_axes(ax, modules, right)
         fig.legend(
             loc="outside upper center", ncols=1 if len(full) > 1 else 2, handlelength=1.2, columnspacing=1.0
         )
     return fig
+
+
+def _format_axes(ax: Axes, modules: list[str], right: float) -> None:
+    """Log rank axis with head room for the ratio labels, first module type on top."""
+    ax.set_xscale("log")
+    plain_log_axis(ax.xaxis)
+    ax.set_xlim(1, right * RIGHT_ROOM)
+    ax.set_ylim(len(modules) - 0.5, -0.5)
+    ax.set_yticks(np.arange(len(modules)), modules)
+    ax.tick_params(axis="y", length=0)
+    ax.set_xlabel("rank for 90% of ΔW energy")
+    ax.grid(axis="y", visible=False)
 
 
 def _full_color(index: int) -> str:

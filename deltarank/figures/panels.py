@@ -8,7 +8,13 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from deltarank.figures.style import DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, new_figure
+from deltarank.figures.style import (
+    DOUBLE_COLUMN_IN,
+    LORA_RANK_STYLE,
+    SINGLE_COLUMN_IN,
+    new_figure,
+    plain_log_axis,
+)
 
 MAX_COLUMNS = 4
 LEGEND_ROW_IN = 0.17  # height of one legend row at 7 pt, added to a figure whose legend goes below
@@ -72,3 +78,21 @@ def legend_below(fig: Figure, handles: list[Any], labels: list[str]) -> None:
     columns = min(len(labels), 2 if fig.get_figwidth() < DOUBLE_COLUMN_IN else 4)
     fig.set_figheight(fig.get_figheight() + LEGEND_ROW_IN * (math.ceil(len(labels) / columns) + 0.6))
     fig.legend(handles, labels, loc="outside lower center", ncols=columns)
+
+
+def lora_rank_line(ax: Axes, r_by_module: dict[str, int], module: str) -> None:
+    """A dotted line at the module type's LoRA rank r, when one is known."""
+    if module in r_by_module:
+        same = len(set(r_by_module.values())) == 1
+        ax.axhline(
+            r_by_module[module],
+            label=f"LoRA r = {r_by_module[module]}" if same else "LoRA r",
+            **LORA_RANK_STYLE,
+        )
+
+
+def log_rank_axis(ax: Axes) -> None:
+    """A logarithmic y axis labelled with plain counts (1, 2, 5, 10, ...)."""
+    ax.set_yscale("log")
+    ax.margins(y=0.12)  # keep reference lines off the frame
+    plain_log_axis(ax.yaxis)

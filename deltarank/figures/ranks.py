@@ -9,21 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from deltarank.analysis.results import SpectrumResult
-from deltarank.figures.panels import grid_shape, module_grid, place_legend
+from deltarank.figures.panels import grid_shape, log_rank_axis, lora_rank_line, module_grid, place_legend
 from deltarank.figures.runs import ENERGY_KEY, Run, as_runs, display_labels, energy_rank, lora_rank_by_module
 from deltarank.figures.runs import module_order as _module_order
-from deltarank.figures.style import (
-    LORA_RANK_COLOR,
-    REFERENCE_COLOR,
-    paper_style,
-    plain_log_axis,
-    run_color,
-    run_marker,
-)
+from deltarank.figures.style import REFERENCE_STYLE, paper_style, run_color, run_marker
 
 PANEL_HEIGHT_IN = 1.45
 MARKERS_PER_LINE = 8  # markers only tell runs apart in greyscale; more would blot the line
@@ -72,45 +66,33 @@ def plot_ranks_by_layer(
         fig, axes, spare = module_grid(names, PANEL_HEIGHT_IN)
         columns = grid_shape(len(names))[1]
         for j, (ax, module) in enumerate(zip(axes, names, strict=True)):
-            for i, (run, label) in enumerate(zip(runs, shown, strict=True)):
-                layers, values = layer_ranks(run, module, key)
-                if layers.size:
-                    ax.plot(
-                        layers,
-                        values,
-                        color=run_color(i),
-                        marker=run_marker(i),
-                        markersize=3,
-                        markevery=max(1, layers.size // MARKERS_PER_LINE),
-                        linewidth=1.0,
-                        label=label,
-                    )
-            reference = [m.random_energy_90 for r in runs for m in r.result.matrices if m.module == module]
-            if reference:
-                ax.axhline(
-                    float(np.median(reference)),
-                    color=REFERENCE_COLOR,
-                    linestyle=(0, (3, 1.5)),
-                    linewidth=1.0,
-                    zorder=1,
-                    label=GAUSSIAN_LABEL,
-                )
-            if module in r_by_module:
-                ax.axhline(
-                    r_by_module[module],
-                    color=LORA_RANK_COLOR,
-                    linestyle=":",
-                    linewidth=1.0,
-                    zorder=1,
-                    label=f"LoRA r = {r_by_module[module]}"
-                    if len(set(r_by_module.values())) == 1
-                    else "LoRA r",
-                )
-            ax.set_yscale("log")
-            plain_log_axis(ax.yaxis)
+            _draw_panel(ax, runs, shown, module, key)
+            lora_rank_line(ax, r_by_module, module)
+            log_rank_axis(ax)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
             ax.set_xlabel("layer")
             if j % columns == 0:
                 ax.set_ylabel("r₀.₉" if key == ENERGY_KEY else key)
         place_legend(fig, axes, spare)
     return fig
+
+
+def _draw_panel(ax: Axes, runs: Sequence[Run], labels: Sequence[str], module: str, key: str) -> None:
+    """One line per run (markers thinned out), then the Gaussian r₀.₉ of the module's shape."""
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        layers, values = layer_ranks(run, module, key)
+        if layers.size:
+            every = max(1, layers.size // MARKERS_PER_LINE)
+            ax.plot(
+                layers,
+                values,
+                color=run_color(i),
+                marker=run_marker(i),
+                markersize=3,
+                markevery=every,
+                linewidth=1.0,
+                label=label,
+            )
+    reference = [m.random_energy_90 for r in runs for m in r.result.matrices if m.module == module]
+    if reference:
+        ax.axhline(float(np.median(reference)), label=GAUSSIAN_LABEL, **REFERENCE_STYLE)

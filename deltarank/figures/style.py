@@ -36,6 +36,14 @@ PALETTE: tuple[str, ...] = (
 )
 REFERENCE_COLOR = "#7F7F7F"  # Gaussian reference and thresholds: neutral grey
 LORA_RANK_COLOR = "#000000"
+# Horizontal and curve references, the same in every figure.
+REFERENCE_STYLE: dict[str, Any] = {
+    "color": REFERENCE_COLOR,
+    "linestyle": (0, (3, 1.5)),
+    "linewidth": 1.0,
+    "zorder": 1,
+}
+LORA_RANK_STYLE: dict[str, Any] = {"color": LORA_RANK_COLOR, "linestyle": ":", "linewidth": 1.0, "zorder": 1}
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES: tuple[str, ...] = ("-", "--", "-.", ":")
 

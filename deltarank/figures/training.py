@@ -13,13 +13,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from deltarank.analysis.results import SpectrumResult
 from deltarank.errors import DeltarankError
-from deltarank.figures.panels import grid_shape, module_grid, place_legend
+from deltarank.figures.panels import grid_shape, log_rank_axis, lora_rank_line, module_grid, place_legend
 from deltarank.figures.runs import (
     TRAIN_LOG,
     Run,
@@ -29,7 +31,7 @@ from deltarank.figures.runs import (
     module_order,
     tokens_at,
 )
-from deltarank.figures.style import LORA_RANK_COLOR, paper_style, plain_log_axis, run_color, run_marker
+from deltarank.figures.style import paper_style, run_color, run_marker
 
 PANEL_HEIGHT_IN = 1.45
 X_AXES = ("step", "tokens")
@@ -148,47 +150,42 @@ def plot_rank_over_training(
         fig, axes, spare = module_grid(names, PANEL_HEIGHT_IN)
         columns = grid_shape(len(names))[1]
         for j, (ax, module) in enumerate(zip(axes, names, strict=True)):
-            for i, (label, points) in enumerate(series.items()):
-                x = np.array([p.x for p in points])
-                y = np.array([medians(p.run.result).get(module, np.nan) for p in points])
-                ax.plot(x, y, color=run_color(i), marker=run_marker(i), markersize=3.5, label=label)
-                final = np.array([p.final for p in points])
-                if final.any():
-                    ax.plot(
-                        x[final],
-                        y[final],
-                        linestyle="none",
-                        marker=run_marker(i),
-                        markersize=5,
-                        markerfacecolor="white",
-                        color=run_color(i),
-                        zorder=3,
-                        label="_final",
-                    )
-            if module in r_by_module:
-                ax.axhline(
-                    r_by_module[module],
-                    color=LORA_RANK_COLOR,
-                    linestyle=":",
-                    linewidth=1.0,
-                    label=f"LoRA r = {r_by_module[module]}",
-                )
-            ax.set_yscale("log")
-            plain_log_axis(ax.yaxis)
+            _draw_panel(ax, series, module)
+            lora_rank_line(ax, r_by_module, module)
+            log_rank_axis(ax)
             ax.set_xlabel("training step" if x_axis == "step" else "tokens seen")
             if x_axis == "tokens":
                 ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
             if j % columns == 0:
                 ax.set_ylabel("median r₀.₉")
         if any(p.final for points in series.values() for p in points):
-            axes[0].plot(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markerfacecolor="white",
-                color="black",
-                label="final model",
-            )
+            final_style: dict[str, Any] = {
+                "linestyle": "none",
+                "marker": "o",
+                "markerfacecolor": "white",
+                "color": "black",
+            }
+            axes[0].plot([], [], label="final model", **final_style)
         place_legend(fig, axes, spare)
     return fig
+
+
+def _draw_panel(ax: Axes, series: dict[str, list[Point]], module: str) -> None:
+    """One line per run; a final model is redrawn as an open marker."""
+    for i, (label, points) in enumerate(series.items()):
+        x = np.array([p.x for p in points])
+        y = np.array([medians(p.run.result).get(module, np.nan) for p in points])
+        ax.plot(x, y, color=run_color(i), marker=run_marker(i), markersize=3.5, label=label)
+        final = np.array([p.final for p in points])
+        if final.any():
+            ax.plot(
+                x[final],
+                y[final],
+                linestyle="none",
+                marker=run_marker(i),
+                markersize=5,
+                markerfacecolor="white",
+                color=run_color(i),
+                zorder=3,
+                label="_final",
+            )
