@@ -86,8 +86,12 @@ def read_jsonl(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
         raise InputError(file, "data file not found (or give builtin:code, builtin:math, ...)")
     fmt: str | None = None
     records: list[dict[str, Any]] = []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(file, f"line {number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
