@@ -32,7 +32,7 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 figures: install
-	$(BIN)/deltarank plot runs/reproduce/spectra/full.json runs/reproduce/spectra/lora.json \
+	$(BIN)/deltarank plot runs/reproduce/spectra/*-step*.json \
 		--summary runs/reproduce/summary.json -o figures --kind all --format pdf,png
 
 bench: install
