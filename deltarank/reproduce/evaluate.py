@@ -41,27 +41,43 @@ GENERAL_PROMPTS = (
 EVAL_BATCH = 8
 
 
-def load_eval_model(base: Any, tuned: Path | None) -> Any:
-    """The base model (`tuned` None), a full fine-tuned directory, or base + a LoRA adapter, in fp32 eval mode.
+class EvalModels:
+    """Loads the models to evaluate, reading (and dequantizing) the base model only once.
 
-    Args:
-        base: A `deltarank.train.models.ModelSource` of the base model.
-        tuned: A full-model directory or a PEFT adapter directory.
+    A LoRA adapter is attached to the kept base model for its evaluation and detached afterwards
+    (`unload`, no merge), so the base weights stay untouched.
     """
-    from transformers import AutoModelForCausalLM
 
-    from deltarank.io.adapter import is_adapter_dir
-    from deltarank.train.models import load_model
+    def __init__(self, base: Any) -> None:
+        self.source = base
+        self._base: Any = None
 
-    if tuned is None:
-        model = load_model(base)
-    elif is_adapter_dir(tuned):
-        from peft import PeftModel
+    def base(self) -> Any:
+        """The base model in fp32 eval mode."""
+        if self._base is None:
+            from deltarank.train.models import load_model
 
-        model = PeftModel.from_pretrained(load_model(base), str(tuned))
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(tuned), dtype=torch.float32)
-    return model.eval()
+            self._base = load_model(self.source).eval()
+        return self._base
+
+    def evaluate(self, tuned: Path | None, fn: Any) -> Any:
+        """fn(model) for the base (`tuned` None), a full fine-tuned directory or base + a LoRA adapter."""
+        from deltarank.io.adapter import is_adapter_dir
+
+        if tuned is None:
+            return fn(self.base())
+        if is_adapter_dir(tuned):
+            from peft import PeftModel
+
+            wrapped = PeftModel.from_pretrained(self.base(), str(tuned)).eval()
+            try:
+                return fn(wrapped)
+            finally:
+                self._base = wrapped.unload()
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(tuned), dtype=torch.float32).eval()
+        return fn(model)
 
 
 @torch.no_grad()

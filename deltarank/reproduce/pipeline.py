@@ -39,7 +39,7 @@ class Schedule:
     math_tokens: int
 
 
-QUICK = Schedule(60, 4, 128, 20, 48, 96, 24, 40)
+QUICK = Schedule(60, 4, 128, 20, 32, 64, 24, 40)
 LONG = Schedule(1000, 8, 512, 200, 256, 256, 200, 96)
 
 
@@ -136,9 +136,9 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 def evaluate_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -> dict[str, dict[str, float]]:
     """Target-domain and general-text loss (and math accuracy) of the base and every checkpoint, cached."""
     from deltarank.reproduce.evaluate import (
+        EvalModels,
         encode_chats,
         general_text,
-        load_eval_model,
         math_accuracy,
         sequence_loss,
     )
@@ -153,30 +153,35 @@ def evaluate_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -
     tokenizer = load_tokenizer(source)
     target_set, _ = build_dataset(f"builtin:{config.domain}:test", tokenizer, s.seq_len, s.eval_sequences)
     target = [(target_set[i]["input_ids"], target_set[i]["labels"]) for i in range(len(target_set))]
+    loader = EvalModels(source)
     general_path = config.out_dir / "general_text.jsonl"
     if not general_path.is_file():
         echo("[evaluate] sampling the base model's own general text (the forgetting set)")
-        records = general_text(load_eval_model(source, None), tokenizer, s.general_tokens, config.seed)
+        records = general_text(loader.base(), tokenizer, s.general_tokens, config.seed)
         write_atomic(general_path, "".join(json.dumps(r) + "\n" for r in records))
     general_records = [json.loads(line) for line in general_path.read_text().splitlines()]
     general = encode_chats(tokenizer, general_records, s.seq_len)
     math = held_out_examples("math", s.math_examples) if config.domain == "math" else []
+    pad = tokenizer.pad_token_id or 0
     models: list[tuple[str, Path | None]] = [("base", None)]
     models += [(f"{m}@{step}", path) for m in METHODS for step, path in checkpoints(runs[m])]
     for key, path in models:
         if key in cache:
             continue
         echo(f"[evaluate] {key}")
-        model = load_eval_model(source, path)
-        metrics = {
-            "target_loss": sequence_loss(model, target, tokenizer.pad_token_id or 0),
-            "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0),
-        }
-        if math and (key == "base" or path == runs.get(key.split("@")[0])):
-            metrics["math_accuracy"] = math_accuracy(model, tokenizer, math, s.math_tokens)
-        cache[key] = metrics
+        final = key == "base" or path == runs.get(key.split("@")[0])
+
+        def measure(model: Any, final: bool = final) -> dict[str, float]:
+            metrics = {
+                "target_loss": sequence_loss(model, target, pad),
+                "general_loss": sequence_loss(model, general, pad),
+            }
+            if math and final:
+                metrics["math_accuracy"] = math_accuracy(model, tokenizer, math, s.math_tokens)
+            return metrics
+
+        cache[key] = loader.evaluate(path, measure)
         write_atomic(cache_path, json.dumps(cache, indent=1))
-        del model
     return cache
 
 
