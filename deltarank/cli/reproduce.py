@@ -24,6 +24,9 @@ import click
 @click.option(
     "--max-steps", type=click.IntRange(min=1), default=None, help="Override the schedule (smoke runs)."
 )
+@click.option(
+    "--subspace/--no-subspace", default=True, show_default=True, help="Intruders and φ, full vs LoRA."
+)
 def reproduce(
     quick: bool,
     out_dir: Path,
@@ -33,6 +36,7 @@ def reproduce(
     lora_r: int,
     seed: int,
     max_steps: int | None,
+    subspace: bool,
 ) -> None:
     """Reproduce "LoRA Learns Less and Forgets Less" at small scale: full fine-tuning learns perturbations of
     far higher rank than LoRA, and LoRA forgets less. Re-running skips finished stages."""
@@ -48,6 +52,7 @@ def reproduce(
         lora_r=lora_r,
         seed=seed,
         max_steps=max_steps,
+        subspace=subspace,
     )
     summary = run(config, echo=lambda line: click.echo(line, err=True))
     head = summary["headline"]

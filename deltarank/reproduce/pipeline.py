@@ -57,6 +57,7 @@ class ReproduceConfig:
     full_lr: float = 2e-5
     lora_lr: float = 2e-4
     max_steps: int | None = None  # overrides the schedule's steps (smoke runs, tests)
+    subspace: bool = True  # intruder dimensions and full-vs-LoRA subspace similarity
 
     @property
     def schedule(self) -> Schedule:
@@ -75,7 +76,7 @@ def reproduce(config: ReproduceConfig, echo: Echo = print) -> dict[str, Any]:
     runs = {method: train_stage(config, method, echo) for method in METHODS}
     evaluation = evaluate_stage(config, runs, echo)
     spectra = spectrum_stage(config, runs, echo)
-    subspace = subspace_stage(config, runs, echo)
+    subspace = subspace_stage(config, runs, echo) if config.subspace else {}
     from deltarank.reproduce.summary import build_summary, write_report
 
     summary = build_summary(config, runs, evaluation, spectra, subspace)
