@@ -159,6 +159,34 @@ def test_default_selection_and_order(fp32_run: tuple[SpectrumResult, dict]) -> N
     assert result.skipped == ()
 
 
+def test_json_round_trip_of_a_real_run(fp32_run: tuple[SpectrumResult, dict], tmp_path: Path) -> None:
+    result, _ = fp32_run
+    result.to_json(tmp_path / "s.json")
+    assert SpectrumResult.from_json(tmp_path / "s.json") == result  # every float survives exactly
+
+
+@pytest.mark.parametrize("layout", ["file", "hf_dir", "sharded_dir"])
+def test_every_safetensors_layout_gives_the_planted_sigma(tmp_path: Path, layout: str) -> None:
+    model = build_tiny_llama()
+    base = _weights(model)
+    plants = {Q0: FP32_PLANTS[Q0], DOWN0: FP32_PLANTS[DOWN0]}
+    deltas = {n: planted_delta(tuple(base[n].shape), s, seed=i) for i, (n, s) in enumerate(plants.items())}
+    tuned = plant(base, deltas, torch.float32)
+    save_safetensors(tmp_path / "base.safetensors", base)
+    if layout == "file":
+        target = save_safetensors(tmp_path / "tuned.safetensors", tuned)
+    else:
+        model.load_state_dict(tuned)
+        target = tmp_path / "tuned"
+        model.save_pretrained(target, max_shard_size="40KB" if layout == "sharded_dir" else "1GB")
+        assert (target / "model.safetensors.index.json").exists() == (layout == "sharded_dir")
+    records = _by_name(spectrum(tmp_path / "base.safetensors", target, device="cpu"))
+    assert len(records) == 14
+    for name, sigma in plants.items():
+        np.testing.assert_allclose(records[name].singular_values[: len(sigma)], sigma, rtol=SIGMA_RTOL)
+        assert records[name].ranks["noise_floor"] == len(sigma)
+
+
 def test_erased_fraction_counts_unchanged_entries(tmp_path: Path) -> None:
     base = _weights(build_tiny_llama())
     delta = torch.zeros(16, 32, dtype=torch.float64)

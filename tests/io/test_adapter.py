@@ -270,3 +270,22 @@ def test_adapter_factors_that_do_not_fit_the_base(adapter_dir: Path, tmp_path: P
     build_tiny_llama(hidden_size=64, intermediate_size=128).save_pretrained(tmp_path / "wide")
     with pytest.raises(InputError, match=r"do not fit the base weight \(64, 64\)"):
         spectrum(tmp_path / "wide", adapter_dir, device="cpu")
+
+
+def test_dora_fan_in_fan_out_gpt2_matches_peft_merge(tmp_path: Path) -> None:
+    _tiny_gpt2().save_pretrained(tmp_path / "base")
+    model = make_lora_adapter(
+        _tiny_gpt2,
+        tmp_path / "adapter",
+        r=4,
+        lora_alpha=16,
+        target_modules=["c_attn", "c_fc"],
+        fan_in_fan_out=True,
+        use_dora=True,
+    )
+    reference = _dora_reference(model, _tiny_gpt2())
+    records = _records(spectrum(tmp_path / "base", tmp_path / "adapter", device="cpu", precision="float64"))
+    assert sorted(records) == sorted(reference)
+    for name, expected in reference.items():
+        assert records[name].kind == "dora"
+        np.testing.assert_allclose(records[name].singular_values, expected, rtol=SIGMA_RTOL)
