@@ -175,12 +175,17 @@ def gguf_name(hf_name: str) -> str:
 
 
 def write_llama_gguf(
-    path: Path, state_dict: Mapping[str, torch.Tensor], config: Any, np_dtype: type = np.float32
+    path: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    config: Any,
+    np_dtype: type = np.float32,
+    quant: str | None = None,
 ) -> Path:
     """A GGUF file of a Hugging Face Llama, written the way llama.cpp's converter lays it out.
 
     Llama metadata (head counts, sizes, rope) as the converter writes it; tensors renamed to GGUF names, Q and K
-    rows permuted with `llama_cpp_permute`, 2-D weights stored as `np_dtype` (norms always F32, as llama.cpp).
+    rows permuted with `llama_cpp_permute`, 2-D weights stored as `np_dtype` (norms always F32, as llama.cpp),
+    or quantized with gguf's own `quantize` when `quant` names a type (e.g. "Q8_0").
     """
     import gguf
 
@@ -204,6 +209,10 @@ def write_llama_gguf(
             array = llama_cpp_permute(array, config.num_attention_heads, config.num_attention_heads)
         elif name.endswith("self_attn.k_proj.weight"):
             array = llama_cpp_permute(array, config.num_attention_heads, config.num_key_value_heads)
+        if quant is not None and array.ndim == 2:
+            qtype = gguf.GGMLQuantizationType[quant]
+            writer.add_tensor(gguf_name(name), gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+            continue
         array = array.astype(np_dtype if array.ndim == 2 else np.float32)
         writer.add_tensor(gguf_name(name), np.ascontiguousarray(array))
     writer.write_header_to_file()

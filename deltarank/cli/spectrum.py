@@ -14,11 +14,13 @@ import click
 
 from deltarank.analysis.cache import RecordCache, fingerprint
 from deltarank.analysis.engine import DEFAULT_THRESHOLDS, spectrum_many
+from deltarank.analysis.noise import mantissa_bits
 from deltarank.analysis.results import SpectrumResult, check_writable
 from deltarank.analysis.solvers import SOLVERS
 from deltarank.errors import DeltarankError, OutputError
 
 LOW_PRECISION = {"BF16", "F16", "F8_E4M3", "F8_E5M2"}
+INTEGER_DTYPES = {"I64", "I32", "I16", "I8", "U8", "BOOL"}
 MAX_LISTED = 5
 
 
@@ -219,14 +221,20 @@ def format_table(result: SpectrumResult) -> str:
 def warnings_for(result: SpectrumResult) -> list[str]:
     """Terminal warnings: low-precision storage, deltas at noise level, unchanged and skipped tensors."""
     out = []
-    dtypes = {m.base_dtype for m in result.matrices} | {
-        m.tuned_dtype for m in result.matrices if m.kind == "dense"
-    }
+    # Only dense deltas carry storage noise: LoRA σ come from the factors, DoRA's from W as stored.
+    dense = [m for m in result.matrices if m.kind == "dense"]
+    dtypes = {m.base_dtype for m in dense} | {m.tuned_dtype for m in dense}
     low = sorted(dtypes & LOW_PRECISION)
     if low:
         out.append(
             f"checkpoint stored in {'/'.join(low)}: rounding noise is full-rank, so the 'numerical' rank is "
             "meaningless; read 'noise_floor' instead"
+        )
+    quantized = sorted(d for d in dtypes if mantissa_bits(d) is None and d not in INTEGER_DTYPES)
+    if quantized:
+        out.append(
+            f"checkpoint stored quantized ({'/'.join(quantized)}): quantization error is not modelled, so "
+            "'noise_floor' cannot separate it from the update (it counts like 'numerical')"
         )
     noisy = [m.name for m in result.matrices if m.at_noise_level]
     if noisy:

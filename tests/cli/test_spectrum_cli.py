@@ -167,6 +167,26 @@ def test_bf16_warning_and_noise_floor(ckpts: dict[str, Path], tmp_path: Path) ->
     assert "stored in" not in fp32.stderr
 
 
+def test_no_bf16_warning_for_a_lora_adapter_on_a_bf16_base(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    """LoRA σ come from the factors: a bf16 base adds no rounding noise, so no warning."""
+    make_lora_adapter(build_tiny_llama, tmp_path / "adapter", r=4, lora_alpha=8, target_modules=["q_proj"])
+    out = tmp_path / "s.json"
+    result = _ok(ckpts["base16"], tmp_path / "adapter", "-o", out)
+    assert "stored in" not in result.stderr
+    q = _matrices(out)[Q0]
+    assert (q["base_dtype"], q["kind"], q["ranks"]["numerical"]) == ("BF16", "lora", 4)
+
+
+def test_quantized_gguf_warning(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    model = build_tiny_llama()
+    gguf = write_llama_gguf(tmp_path / "q8.gguf", model.state_dict(), model.config, quant="Q8_0")
+    out = tmp_path / "s.json"
+    result = _ok(gguf, ckpts["tuned32"], "-o", out)
+    assert "Warning: checkpoint stored quantized (Q8_0): quantization error is not modelled" in result.stderr
+    untouched = _matrices(out)["model.layers.1.self_attn.q_proj.weight"]
+    assert untouched["base_dtype"] == "Q8_0" and untouched["delta_norm"] > 0  # pure quantization error
+
+
 def test_thresholds_become_energy_keys(ckpts: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     _ok(ckpts["base"], ckpts["tuned32"], "-o", out, "--thresholds", "0.995,0.5,0.75")

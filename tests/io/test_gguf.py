@@ -180,3 +180,15 @@ def test_smollm2_gguf_matches_transformers_loading() -> None:
     assert source.info("model.layers.0.self_attn.q_proj.weight").shape == (576, 576)
     assert source.info("model.layers.0.self_attn.k_proj.weight").shape == (192, 576)
     assert source.info("model.layers.0.self_attn.q_proj.weight").dtype == "Q4_1"
+
+
+def test_q8_0_gguf_equals_transformers_gguf_loading(tiny: LlamaForCausalLM, tmp_path: Path) -> None:
+    path = write_llama_gguf(tmp_path / "q8.gguf", tiny.state_dict(), tiny.config, quant="Q8_0")
+    source = GGUFSource(path)
+    assert source.info(Q0).dtype == "Q8_0" and source.info(Q0).shape == (32, 32)
+    theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).state_dict()
+    for name in source.names():
+        assert torch.equal(source.read(name), theirs[name]), name
+    # Q8_0 keeps 8 bits per weight: close to, but not equal to, the fp32 weights.
+    error = (source.read(Q0) - tiny.state_dict()[Q0]).abs().max().item()
+    assert 0 < error < 1e-3
