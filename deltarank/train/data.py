@@ -142,7 +142,8 @@ def build_dataset(
         examples, dropped = _encode_all(Encoder(tokenizer, seq_len), counter, fmt, cap)
     if not examples:
         raise InputError(
-            spec, f"no training sequence with a trained token (seq_len {seq_len}; check the data)"
+            spec,
+            f"no record keeps a trained token within seq_len {seq_len}; raise --seq-len or check the data",
         )
     if dropped:
         logger.warning(

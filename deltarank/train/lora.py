@@ -44,14 +44,14 @@ def wrap_model(model: Any, config: TrainConfig) -> Any:
     return get_peft_model(model, lora_config)
 
 
-def linear_module_names(model: Any) -> list[str]:
+def linear_module_names(model: Any, include_head: bool = False) -> list[str]:
     """Qualified names of the linear layers a LoRA adapter may target (the output head excluded)."""
     import torch
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names = []
     for name, module in model.named_modules():
-        if module is head:
+        if module is head and not include_head:
             continue
         if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
             names.append(name)
@@ -64,11 +64,11 @@ def resolve_target_modules(model: Any, spec: str) -> str | list[str]:
     Raises:
         DeltarankError: a group matches no layer, or a named module is not a linear layer of the model.
     """
-    if spec == ALL_LINEAR:
-        return ALL_LINEAR
     names = linear_module_names(model)
+    if spec == ALL_LINEAR:
+        return _leaf_targets(names, linear_module_names(model, include_head=True))
     if spec in GROUP_MARKERS:
-        return _group_targets(names, spec)
+        return _group_targets(names, spec, linear_module_names(model, include_head=True))
     wanted = [n.strip() for n in spec.split(",") if n.strip()]
     leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
     for name in wanted:
@@ -79,21 +79,20 @@ def resolve_target_modules(model: Any, spec: str) -> str | list[str]:
     return wanted
 
 
-def _group_targets(names: list[str], group: str) -> list[str]:
-    """Leaf names of the linear layers in one block type; full paths where a leaf name is ambiguous."""
+def _group_targets(names: list[str], group: str, every_linear: list[str]) -> list[str]:
+    """The linear layers inside one block type (a module path part contains one of the group's markers)."""
     markers = GROUP_MARKERS[group]
-
-    def in_group(name: str) -> bool:
-        return any(m in part.lower() for part in name.split(".")[:-1] for m in markers)
-
-    chosen = [n for n in names if in_group(n)]
+    chosen = [n for n in names if any(m in part.lower() for part in n.split(".")[:-1] for m in markers)]
     if not chosen:
         raise DeltarankError(f"target_modules={group}: no linear layer of the model sits in an {group} block")
+    return _leaf_targets(chosen, every_linear)
+
+
+def _leaf_targets(chosen: list[str], every_linear: list[str]) -> list[str]:
+    """Leaf names (`q_proj`) when they select exactly `chosen`; else the full module paths."""
     leaves = {n.rsplit(".", 1)[-1] for n in chosen}
-    outside = {n.rsplit(".", 1)[-1] for n in names if not in_group(n)}
-    if leaves & outside:
-        return chosen
-    return sorted(leaves)
+    others = {n.rsplit(".", 1)[-1] for n in every_linear if n not in set(chosen)}
+    return sorted(chosen) if leaves & others else sorted(leaves)
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
