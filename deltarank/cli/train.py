@@ -57,7 +57,8 @@ def train(config_file: str | None, **flags: Any) -> None:
     config = TrainConfig.from_sources(config_file, flags)
     _quiet_libraries()
     result = run_training(config)
-    click.echo(_summary(result.run, str(result.output_dir)))
+    if result.is_main_process:
+        click.echo(_summary(result.run, str(result.output_dir)))
 
 
 def _quiet_libraries() -> None:

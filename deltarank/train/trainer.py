@@ -45,6 +45,7 @@ class TrainResult:
 
     output_dir: Path
     run: dict[str, Any]
+    is_main_process: bool = True
 
     @property
     def final_loss(self) -> float | None:
@@ -98,11 +99,11 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     if trainer.is_world_process_zero():
         write_run_record(output_dir, record)
         logger.info("wrote %s", output_dir)
-    return TrainResult(output_dir, record)
+    return TrainResult(output_dir, record, trainer.is_world_process_zero())
 
 
 def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
-    """Create the output directory, or find the checkpoint to resume from.
+    """Check that the output directory can take a new run, or find the checkpoint to resume from.
 
     Returns:
         The newest `checkpoint-<step>` when resuming, else None.
@@ -119,7 +120,8 @@ def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
         if not (Path(last) / "optimizer.pt").is_file() and not any(Path(last).glob("global_step*")):
             raise DeltarankError(f"--resume: {last} holds no optimizer state (keep_optimizer_state=none)")
         return Path(last)
-    if output_dir.is_dir() and any(output_dir.iterdir()):
+    main_rank = os.environ.get("RANK", "0") == "0"  # other ranks would see rank 0's first files
+    if main_rank and output_dir.is_dir() and any(output_dir.iterdir()):
         raise DeltarankError(
             f"{output_dir} is not empty; pass --resume to continue its run, or pick another --output-dir"
         )
