@@ -111,12 +111,10 @@ def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
     Raises:
         DeltarankError: resuming without a usable checkpoint, or a fresh run into a non-empty directory.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     if resume:
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
         if last is None:
-            raise DeltarankError(f"--resume: no checkpoint-<step> directory in {output_dir}")
+            raise DeltarankError(f"--resume: no complete checkpoint-<step> directory in {output_dir}")
         if not (Path(last) / "optimizer.pt").is_file() and not any(Path(last).glob("global_step*")):
             raise DeltarankError(f"--resume: {last} holds no optimizer state (keep_optimizer_state=none)")
         return Path(last)
@@ -131,6 +129,23 @@ def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
             f"cannot create output directory {output_dir}: {existing} is not a writable directory"
         )
     return None  # created by `create_output_dir` once the model and data are known to be usable
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-<step>` whose save finished (Trainer writes trainer_state.json last).
+
+    A newer one that a kill cut short mid-save is skipped with a warning (the next save overwrites it).
+    """
+    found = []
+    for folder in output_dir.glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        if folder.is_dir() and step.isdigit():
+            found.append((int(step), folder))
+    for _, folder in sorted(found, reverse=True):
+        if (folder / "trainer_state.json").is_file():
+            return folder
+        logger.warning("skipping %s: its save did not finish (the run was killed while writing it)", folder)
+    return None
 
 
 def create_output_dir(output_dir: Path) -> None:
