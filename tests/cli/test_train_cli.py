@@ -15,7 +15,9 @@ import yaml
 from click.testing import CliRunner
 
 from deltarank.cli import main
-from tests.train.conftest import save_tiny_model, write_jsonl
+from tests.train.conftest import one_thread, save_tiny_model, write_jsonl
+
+__all__ = ["one_thread"]  # autouse fixture: tiny-model runs on one thread
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -19,6 +21,15 @@ CORPUS = [
     "The quick brown fox jumps over the lazy dog. Ana buys 3 packs of apples.",
     "import os\nfor name in os.listdir('.'):\n    print(name)\n",
 ] * 20
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models train fastest on one thread, and a busy machine makes two threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train_tokenizer() -> PreTrainedTokenizerFast:

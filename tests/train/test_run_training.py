@@ -154,5 +154,5 @@ def test_output_dir_must_be_empty_and_resume_needs_a_checkpoint(
     (out / "something").write_text("x")
     with pytest.raises(DeltarankError, match="is not empty; pass --resume"):
         run_training(tiny_config(tiny_lm_dir, pc_data, out))
-    with pytest.raises(DeltarankError, match="--resume: no checkpoint-<step> directory"):
+    with pytest.raises(DeltarankError, match="--resume: no complete checkpoint-<step> directory"):
         run_training(tiny_config(tiny_lm_dir, pc_data, out, resume=True))
