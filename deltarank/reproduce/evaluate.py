@@ -58,6 +58,7 @@ class EvalModels:
             from deltarank.train.models import load_model
 
             self._base = load_model(self.source).eval()
+            self._base.config.use_cache = True  # training turns the KV cache off; generation needs it
         return self._base
 
     def evaluate(self, tuned: Path | None, fn: Any) -> Any:
@@ -128,6 +129,7 @@ def general_text(model: Any, tokenizer: Any, max_new_tokens: int, seed: int) -> 
             temperature=0.7,
             top_p=0.9,
             pad_token_id=tokenizer.eos_token_id,
+            use_cache=True,
         )
         answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         records.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
@@ -151,7 +153,11 @@ def math_accuracy(model: Any, tokenizer: Any, examples: Sequence[Any], max_new_t
     for example in examples:
         inputs = tokenizer(example.prompt, return_tensors="pt")
         out = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.eos_token_id,
+            use_cache=True,
         )
         text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += int(is_correct(text, example.answer))
