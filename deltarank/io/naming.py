@@ -23,6 +23,9 @@ LAYER_PATTERN = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
 # `shared` / `output` only as whole top-level names (T5's `shared.weight`, GGUF-style `output.weight`), so that
 # block weights such as `mlp.shared_expert.*` (MoE) or `attention.output.*` stay selected.
 EMBEDDING_PATTERN = re.compile(r"(embed|wte|wpe|lm_head|^shared\.weight$|^output\.weight$)")
+# Leaf names shared by different matrices of one block (GPT-2 attn/mlp `c_proj`, BERT `dense`, T5 q/k/v/o in
+# self- and cross-attention): `module_type` keeps their path inside the block.
+AMBIGUOUS_LEAVES = frozenset({"c_proj", "dense", "q", "k", "v", "o"})
 
 
 def canonical_name(name: str) -> str:
@@ -39,11 +42,20 @@ def layer_index(name: str) -> int | None:
 
 
 def module_type(name: str) -> str:
-    """The module type of a weight name: `model.layers.0.self_attn.q_proj.weight` -> `q_proj`."""
+    """The module type of a weight name: `model.layers.0.self_attn.q_proj.weight` -> `q_proj`.
+
+    A leaf name that several sub-modules of one block share (AMBIGUOUS_LEAVES) keeps its path inside the
+    block, so different matrices are not pooled: GPT-2's `transformer.h.0.attn.c_proj.weight` -> `attn.c_proj`
+    and `transformer.h.0.mlp.c_proj.weight` -> `mlp.c_proj`.
+    """
     parts = name.split(".")
     if parts[-1] in {"weight", "bias"} and len(parts) > 1:
         parts = parts[:-1]
-    return parts[-1]
+    if parts[-1] not in AMBIGUOUS_LEAVES or len(parts) == 1:
+        return parts[-1]
+    stem = ".".join(parts)
+    match = LAYER_PATTERN.search(stem)
+    return stem[match.end() :] if match else ".".join(parts[-2:])
 
 
 @dataclass(frozen=True)

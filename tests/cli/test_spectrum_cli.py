@@ -269,6 +269,31 @@ def test_lora_adapter_named_by_base_weight(ckpts: dict[str, Path], tmp_path: Pat
     assert matrices[Q0]["ranks"]["noise_floor"] == 4 and matrices[Q0]["singular_values"][4:] == [0.0] * 28
 
 
+def test_gpt2_table_keeps_attention_and_mlp_c_proj_apart(tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=128, n_positions=64))
+    base = {n: t.detach() for n, t in model.state_dict().items()}
+    name = "transformer.h.0.mlp.c_proj.weight"  # Conv1D (in 128, out 32)
+    save_safetensors(tmp_path / "base.safetensors", base)
+    tuned = plant(base, {name: planted_delta((128, 32), [0.3, 0.2], seed=1)}, torch.float32)
+    save_safetensors(tmp_path / "tuned.safetensors", tuned)
+    out = tmp_path / "s.json"
+    result = _ok(tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", "-o", out)
+    rows = _table(result.stdout)
+    assert list(rows) == ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"]
+    assert [rows[m][0] for m in rows] == [
+        "2",
+        "2",
+        "2",
+        "2",
+    ]  # one matrix per layer each, not 4 pooled c_proj
+    assert rows["mlp.c_proj"][2] == "1"  # median noise floor over 2 layers: 2 planted and 0
+    assert rows["attn.c_proj"][2] == "0"
+    assert _matrices(out)[name]["module"] == "mlp.c_proj"
+
+
 def test_gguf_base(ckpts: dict[str, Path], tmp_path: Path) -> None:
     model = build_tiny_llama()
     gguf = write_llama_gguf(tmp_path / "base.gguf", model.state_dict(), model.config)

@@ -36,6 +36,13 @@ def test_canonical_name(raw: str, canonical: str) -> None:
         ("model.embed_tokens.weight", None, "embed_tokens"),
         ("lm_head.weight", None, "lm_head"),
         ("model.layers.2.self_attn.q_proj.bias", 2, "q_proj"),
+        # Shared leaf names keep their path inside the block, so different matrices are not pooled.
+        ("transformer.h.0.attn.c_proj.weight", 0, "attn.c_proj"),
+        ("transformer.h.0.mlp.c_proj.weight", 0, "mlp.c_proj"),
+        ("bert.encoder.layer.5.attention.output.dense.weight", 5, "attention.output.dense"),
+        ("bert.encoder.layer.5.output.dense.weight", 5, "output.dense"),
+        ("decoder.block.1.layer.1.EncDecAttention.q.weight", 1, "layer.1.EncDecAttention.q"),
+        ("pooler.dense.weight", None, "pooler.dense"),
     ],
 )
 def test_layer_and_module(name: str, layer: int | None, module: str) -> None:
