@@ -37,6 +37,16 @@ GGUF_TOP_NAMES: dict[str, str] = {
 }
 
 
+def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A model's state dict as detached copies."""
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def by_name(result: Any) -> dict[str, Any]:
+    """A SpectrumResult's matrices keyed by name."""
+    return {m.name: m for m in result.matrices}
+
+
 def orthonormal_columns(rows: int, k: int, seed: int) -> torch.Tensor:
     """A (rows, k) float64 matrix with orthonormal columns (QR of a seeded Gaussian)."""
     generator = torch.Generator().manual_seed(seed)

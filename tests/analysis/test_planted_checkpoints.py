@@ -1,7 +1,7 @@
 """Deltas of known rank and singular values planted into tiny checkpoints, read back through `spectrum()`.
 
-fp32 storage: every σ and every rank measure must come back exact to 1e-5 relative. bf16 storage: rounding
-noise makes ΔW full rank, so `numerical` reads near full rank while `noise_floor` still equals the planted rank.
+fp32 storage: every σ and every rank measure must come back exact to 1e-5 relative (bf16 storage and the noise
+floor: test_planted_bf16.py).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch
 
 from deltarank.analysis.engine import spectrum
 from deltarank.analysis.reference import random_energy_rank
-from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
+from deltarank.analysis.results import SpectrumResult
 from deltarank.io.source import open_checkpoint
 from tests.conftest import build_tiny_llama
 from tests.planting import (
-    cast,
+    by_name,
     full_spectrum,
     hadamard_delta,
     on_grid,
@@ -27,6 +27,7 @@ from tests.planting import (
     planted_delta,
     save_safetensors,
     shuffled,
+    weights_of,
     write_safetensors_bytes,
 )
 
@@ -40,7 +41,6 @@ DOWN0 = "model.layers.0.mlp.down_proj.weight"
 V1 = "model.layers.1.self_attn.v_proj.weight"
 O1 = "model.layers.1.self_attn.o_proj.weight"
 GATE1 = "model.layers.1.mlp.gate_proj.weight"
-UP1 = "model.layers.1.mlp.up_proj.weight"
 
 # Planted σ per weight of the tiny Llama (hidden 32, MLP 64, k/v 16 × 32).
 FP32_PLANTS: dict[str, list[float]] = {
@@ -50,10 +50,6 @@ FP32_PLANTS: dict[str, list[float]] = {
     O1: list(np.linspace(0.3, 0.02, 16)),  # rank 16 of 32
     GATE1: list(np.linspace(0.1, 0.01, 32)),  # full rank 32
 }
-
-
-def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: t.detach().clone() for name, t in model.state_dict().items()}
 
 
 def _expected_ranks(sigma: np.ndarray, k: int) -> dict[str, float]:
@@ -73,17 +69,13 @@ def _expected_ranks(sigma: np.ndarray, k: int) -> dict[str, float]:
     }
 
 
-def _by_name(result: SpectrumResult) -> dict[str, MatrixSpectrum]:
-    return {m.name: m for m in result.matrices}
-
-
 @pytest.fixture(scope="module", params=["gram", "svd"])
 def fp32_run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[SpectrumResult, dict[str, torch.Tensor]]:
     """Base and tuned fp32 files, the tuned one written in shuffled tensor order; both exact solvers."""
     root = tmp_path_factory.mktemp("fp32")
-    base = _weights(build_tiny_llama())
+    base = weights_of(build_tiny_llama())
     deltas = {
         name: planted_delta(tuple(base[name].shape), sigma, seed=i)
         for i, (name, sigma) in enumerate(FP32_PLANTS.items())
@@ -99,7 +91,7 @@ def fp32_run(
 @pytest.mark.parametrize("name", list(FP32_PLANTS))
 def test_fp32_sigma_and_every_rank_exact(fp32_run: tuple[SpectrumResult, dict], name: str) -> None:
     result, base = fp32_run
-    record = _by_name(result)[name]
+    record = by_name(result)[name]
     k = len(FP32_PLANTS[name])
     expected_sigma = full_spectrum(tuple(base[name].shape), FP32_PLANTS[name])
     observed = np.asarray(record.singular_values)
@@ -115,7 +107,7 @@ def test_fp32_sigma_and_every_rank_exact(fp32_run: tuple[SpectrumResult, dict], 
 
 
 def test_fp32_hand_computed_ranks_of_4_3_2_1(fp32_run: tuple[SpectrumResult, dict]) -> None:
-    ranks = _by_name(fp32_run[0])[Q0].ranks
+    ranks = by_name(fp32_run[0])[Q0].ranks
     assert (ranks["energy_50"], ranks["energy_90"], ranks["energy_99"]) == (1, 3, 4)
     p = np.array([0.4, 0.3, 0.2, 0.1])
     assert ranks["entropy"] == pytest.approx(math.exp(-np.sum(p * np.log(p))), rel=SIGMA_RTOL)  # 3.5961
@@ -126,7 +118,7 @@ def test_fp32_hand_computed_ranks_of_4_3_2_1(fp32_run: tuple[SpectrumResult, dic
 
 def test_fp32_record_fields(fp32_run: tuple[SpectrumResult, dict]) -> None:
     result, base = fp32_run
-    record = _by_name(result)[DOWN0]
+    record = by_name(result)[DOWN0]
     assert (record.layer, record.module, record.shape) == (0, "down_proj", (32, 64))
     assert record.random_energy_90 == random_energy_rank(32, 64, 0.9)
     expected_base_norm = float(torch.linalg.vector_norm(base[DOWN0].double()))
@@ -137,7 +129,7 @@ def test_fp32_record_fields(fp32_run: tuple[SpectrumResult, dict]) -> None:
 
 def test_unplanted_weights_have_zero_delta(fp32_run: tuple[SpectrumResult, dict]) -> None:
     result, _ = fp32_run
-    records = _by_name(result)
+    records = by_name(result)
     unchanged = [records[n] for n in records if n not in FP32_PLANTS]
     assert len(unchanged) == 14 - len(FP32_PLANTS)  # 7 block matrices × 2 layers
     for record in unchanged:
@@ -168,7 +160,7 @@ def test_json_round_trip_of_a_real_run(fp32_run: tuple[SpectrumResult, dict], tm
 @pytest.mark.parametrize("layout", ["file", "hf_dir", "sharded_dir"])
 def test_every_safetensors_layout_gives_the_planted_sigma(tmp_path: Path, layout: str) -> None:
     model = build_tiny_llama()
-    base = _weights(model)
+    base = weights_of(model)
     plants = {Q0: FP32_PLANTS[Q0], DOWN0: FP32_PLANTS[DOWN0]}
     deltas = {n: planted_delta(tuple(base[n].shape), s, seed=i) for i, (n, s) in enumerate(plants.items())}
     tuned = plant(base, deltas, torch.float32)
@@ -180,7 +172,7 @@ def test_every_safetensors_layout_gives_the_planted_sigma(tmp_path: Path, layout
         target = tmp_path / "tuned"
         model.save_pretrained(target, max_shard_size="40KB" if layout == "sharded_dir" else "1GB")
         assert (target / "model.safetensors.index.json").exists() == (layout == "sharded_dir")
-    records = _by_name(spectrum(tmp_path / "base.safetensors", target, device="cpu"))
+    records = by_name(spectrum(tmp_path / "base.safetensors", target, device="cpu"))
     assert len(records) == 14
     for name, sigma in plants.items():
         np.testing.assert_allclose(records[name].singular_values[: len(sigma)], sigma, rtol=SIGMA_RTOL)
@@ -188,12 +180,12 @@ def test_every_safetensors_layout_gives_the_planted_sigma(tmp_path: Path, layout
 
 
 def test_erased_fraction_counts_unchanged_entries(tmp_path: Path) -> None:
-    base = _weights(build_tiny_llama())
+    base = weights_of(build_tiny_llama())
     delta = torch.zeros(16, 32, dtype=torch.float64)
     delta[:8] = planted_delta((8, 32), [0.25], seed=5)  # rank 1 living in the first 8 of 16 rows
     save_safetensors(tmp_path / "base.safetensors", base)
     save_safetensors(tmp_path / "tuned.safetensors", plant(base, {V1: delta}, torch.float32))
-    record = _by_name(spectrum(tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", device="cpu"))[
+    record = by_name(spectrum(tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", device="cpu"))[
         V1
     ]
     assert record.erased_fraction == 0.5
@@ -203,14 +195,14 @@ def test_erased_fraction_counts_unchanged_entries(tmp_path: Path) -> None:
 
 def test_float64_path_is_exact_on_an_exactly_stored_delta(tmp_path: Path) -> None:
     """A Hadamard-built delta on a dyadic grid is stored exactly in fp32; float64 then recovers σ to 1e-12."""
-    base = {name: on_grid(t, grid_bits=16) for name, t in _weights(build_tiny_llama()).items()}
+    base = {name: on_grid(t, grid_bits=16) for name, t in weights_of(build_tiny_llama()).items()}
     delta, sigma = hadamard_delta((32, 32), [4, 3, 2, 1], grid_bits=10)  # σ = c · 2^-10 · 32 = c / 32
     tuned = plant(base, {Q0: delta}, torch.float32)
     assert torch.equal(tuned[Q0].double() - base[Q0].double(), delta)  # the stored delta is exact
     save_safetensors(tmp_path / "base.safetensors", base)
     save_safetensors(tmp_path / "tuned.safetensors", tuned)
     runs = {
-        precision: _by_name(
+        precision: by_name(
             spectrum(
                 tmp_path / "base.safetensors",
                 tmp_path / "tuned.safetensors",
@@ -228,92 +220,3 @@ def test_float64_path_is_exact_on_an_exactly_stored_delta(tmp_path: Path) -> Non
     assert exact.ranks["entropy"] == pytest.approx(expected["entropy"], rel=FLOAT64_RTOL)
     # float32 decomposition leaves round-off in the zero σ (so the float64 path is not a no-op).
     assert max(runs["float32"].singular_values[4:]) > FLOAT64_RTOL * sigma[0]
-
-
-# --- bf16 storage: the noise floor ------------------------------------------------------------------------
-
-HIDDEN_64 = {"hidden_size": 64, "intermediate_size": 128}
-# Planted σ well above the bf16 noise edge of these 64-wide matrices (edge ≈ 7e-4 for weights of std 0.02).
-BF16_PLANTS: dict[str, list[float]] = {
-    Q0: [0.05, 0.04, 0.03, 0.02],
-    K0: [0.04],
-    DOWN0: list(np.linspace(0.05, 0.01, 8)),
-    GATE1: [0.06, 0.03],
-}
-
-
-@pytest.fixture(scope="module")
-def bf16_run(tmp_path_factory: pytest.TempPathFactory) -> SpectrumResult:
-    """Both checkpoints stored in bf16: tuned = bf16(base + ΔW)."""
-    root = tmp_path_factory.mktemp("bf16")
-    base = cast(_weights(build_tiny_llama(**HIDDEN_64)), torch.bfloat16)
-    deltas = {
-        name: planted_delta(tuple(base[name].shape), s, seed=i)
-        for i, (name, s) in enumerate(BF16_PLANTS.items())
-    }
-    save_safetensors(root / "base.safetensors", base)
-    save_safetensors(root / "tuned.safetensors", plant(base, deltas, torch.bfloat16))
-    return spectrum(root / "base.safetensors", root / "tuned.safetensors", device="cpu")
-
-
-@pytest.mark.parametrize("name", list(BF16_PLANTS))
-def test_bf16_noise_floor_equals_planted_rank(bf16_run: SpectrumResult, name: str) -> None:
-    record = _by_name(bf16_run)[name]
-    n = min(record.shape)
-    assert record.base_dtype == record.tuned_dtype == "BF16"
-    assert record.ranks["noise_floor"] == len(BF16_PLANTS[name])
-    assert record.ranks["numerical"] >= 0.9 * n  # rounding noise is full rank
-    # Every planted σ survives above the edge; the first noise σ sits below it.
-    assert (
-        record.singular_values[len(BF16_PLANTS[name]) - 1]
-        > record.noise_edge
-        > record.singular_values[len(BF16_PLANTS[name])]
-    )
-    assert record.at_noise_level is False
-
-
-def test_bf16_untouched_weights_are_exactly_zero(bf16_run: SpectrumResult) -> None:
-    # Same bf16 bits in base and tuned: ΔW = 0, no noise at all.
-    for record in bf16_run.matrices:
-        if record.name not in BF16_PLANTS:
-            assert (
-                record.delta_norm == 0.0
-                and record.ranks["noise_floor"] == 0
-                and record.ranks["numerical"] == 0
-            )
-
-
-def test_pure_rounding_noise_delta_has_noise_floor_zero(tmp_path: Path) -> None:
-    """Tuned = the fp32 base rounded to bf16: ΔW is rounding noise only."""
-    base = _weights(build_tiny_llama(**HIDDEN_64))
-    save_safetensors(tmp_path / "base.safetensors", base)
-    save_safetensors(tmp_path / "tuned.safetensors", cast(base, torch.bfloat16))
-    result = spectrum(tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", device="cpu")
-    assert len(result.matrices) == 14
-    for record in result.matrices:
-        assert record.delta_norm > 0
-        assert record.ranks["noise_floor"] == 0, record.name
-        assert record.at_noise_level is True
-        assert record.ranks["numerical"] >= 0.9 * min(record.shape)
-
-
-def test_small_update_energy_rank_inflates_but_noise_floor_holds(tmp_path: Path) -> None:
-    """The science notes' warning at tiny scale: ‖ΔW‖/‖W‖ = 2e-3 of a rank-4 delta in a 128 × 64 bf16 weight."""
-    base = cast(_weights(build_tiny_llama(**HIDDEN_64)), torch.bfloat16)
-    ratio = 2e-3
-    shape = np.array([2.0, 1.75, 1.5, 1.25])  # σ₄ ≈ 1.6 × the noise edge, σ₅ (noise) ≈ 0.55 × it
-    sigma = shape / np.linalg.norm(shape) * ratio * float(base[UP1].double().norm())
-    save_safetensors(tmp_path / "base.safetensors", base)
-    delta = planted_delta((128, 64), sigma, seed=11)
-    save_safetensors(tmp_path / "tuned.safetensors", plant(base, {UP1: delta}, torch.bfloat16))
-    record = _by_name(
-        spectrum(
-            tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", device="cpu", include="up_proj"
-        )
-    )[UP1]
-    assert record.delta_norm / record.base_norm == pytest.approx(ratio, rel=0.2)  # rounding adds some norm
-    assert record.ranks["energy_90"] >= 3 * 4  # 4 planted directions read as 20 of 64
-    assert record.ranks["noise_floor"] == 4
-    assert (
-        record.erased_fraction is not None and record.erased_fraction > 0.5
-    )  # most updates below half an ulp
