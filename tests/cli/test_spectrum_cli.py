@@ -396,6 +396,23 @@ def test_bad_input_one_error_line_and_old_output_untouched(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "bad") == ["spectrum.json"]  # no temp/cache
 
 
+def test_nan_in_a_sharded_checkpoint_names_checkpoint_and_tensor(
+    ckpts: dict[str, Path], tmp_path: Path
+) -> None:
+    model = build_tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
+    out = tmp_path / "s.json"
+    out.write_text(OLD_OUTPUT)
+    result = _run(ckpts["base"], tmp_path / "sharded", "-o", out)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'sharded'}: tensor '{DOWN1}' contains NaN or Inf"
+    ]
+    assert out.read_text() == OLD_OUTPUT
+
+
 def test_unwritable_output_fails_before_any_work(ckpts: dict[str, Path], tmp_path: Path) -> None:
     result = _run(ckpts["base"], ckpts["tuned32"], "-o", tmp_path / "missing" / "s.json")
     assert result.exit_code == 1
