@@ -228,13 +228,19 @@ def _run(
 
 
 def _batches(items: Iterator[tuple[Job, Loaded]], size: int) -> Iterator[list[tuple[Job, Loaded]]]:
-    """Consecutive same-shape items, at most `size` at a time."""
+    """Consecutive same-shape items, at most `size` at a time.
+
+    A full batch is yielded before the next item is pulled, so no loaded pair waits beyond the one prefetched.
+    """
     batch: list[tuple[Job, Loaded]] = []
     for item in items:
-        if batch and (len(batch) == size or batch[-1][0].pair.shape != item[0].pair.shape):
+        if batch and batch[-1][0].pair.shape != item[0].pair.shape:
             yield batch
             batch = []
         batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
