@@ -29,9 +29,16 @@ AMBIGUOUS_LEAVES = frozenset({"c_proj", "dense", "q", "k", "v", "o"})
 
 
 def canonical_name(name: str) -> str:
-    """Strip training wrappers from a tensor name (e.g. PEFT's `base_model.model.` prefix)."""
-    for pattern, replacement in CANONICAL_RULES:
-        name = pattern.sub(replacement, name)
+    """Strip training wrappers from a tensor name (e.g. PEFT's `base_model.model.` prefix).
+
+    Wrappers nest in any order (DDP around torch.compile saves `module._orig_mod.`), so the rules are applied
+    until the name stops changing; every rule shortens it, so this ends.
+    """
+    previous = None
+    while name != previous:
+        previous = name
+        for pattern, replacement in CANONICAL_RULES:
+            name = pattern.sub(replacement, name)
     return name
 
 
