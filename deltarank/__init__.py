@@ -11,12 +11,26 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "spectrum": "deltarank.analysis.engine",
+    "spectrum_many": "deltarank.analysis.engine",
+    "intruders": "deltarank.analysis.intruders",
+    "similarity": "deltarank.analysis.subspace",
+    "extract": "deltarank.analysis.extract",
     "SpectrumResult": "deltarank.analysis.results",
     "MatrixSpectrum": "deltarank.analysis.results",
     "SkippedTensor": "deltarank.analysis.results",
 }
 
-__all__ = ["MatrixSpectrum", "SkippedTensor", "SpectrumResult", "__version__", "spectrum"]
+__all__ = [
+    "MatrixSpectrum",
+    "SkippedTensor",
+    "SpectrumResult",
+    "__version__",
+    "extract",
+    "intruders",
+    "similarity",
+    "spectrum",
+    "spectrum_many",
+]
 
 
 def __getattr__(name: str) -> Any:
