@@ -24,9 +24,9 @@ from deltarank.analysis.measure import Loaded, MeasureSettings, measure_batch
 from deltarank.analysis.results import MatrixSpectrum, SkippedTensor, SpectrumResult
 from deltarank.analysis.solvers import resolve_solver
 from deltarank.errors import DeltarankError
-from deltarank.io.adapter import AdapterSource, is_adapter_dir
+from deltarank.io.adapter import AdapterSource
 from deltarank.io.naming import Selection
-from deltarank.io.pairing import Pair, plan_adapter, plan_dense
+from deltarank.io.pairing import Pair, plan_checkpoint
 from deltarank.io.source import TensorSource, open_checkpoint
 
 log = logging.getLogger(__name__)
@@ -170,19 +170,10 @@ def spectrum_many(
 
 
 def _plan(base: TensorSource, tuned: str, selection: Selection) -> _Plan:
-    if is_adapter_dir(tuned):
-        adapter = AdapterSource(tuned)
-        adapter_pairs, skipped = plan_adapter(base, adapter, selection)
-        plan = _Plan(tuned, adapter, adapter_pairs, skipped)
-    else:
-        source = open_checkpoint(tuned)
-        dense_pairs, skipped = plan_dense(base, source, selection)
-        plan = _Plan(tuned, source, dense_pairs, skipped)
-    if not plan.pairs:
-        raise DeltarankError(f"no tensor of {tuned} is selected for analysis (check --include/--exclude)")
+    source, pairs, skipped = plan_checkpoint(base, tuned, selection)
     for item in skipped:
         log.warning("%s: skipped %s: %s", tuned, item.name, item.reason)
-    return plan
+    return _Plan(tuned, source, pairs, skipped)
 
 
 def _jobs(plans: list[_Plan], world: World) -> list[Job]:
@@ -216,7 +207,7 @@ def _run(
             todo.append(job)
     loader = JobLoader(base, [plan.source for plan in plans], device)
     batch_size = CUDA_BATCH if device.type == "cuda" else 1
-    for batch in _batches(prefetched(todo, loader), batch_size):
+    for batch in _batches(prefetched(todo, lambda job: (job, loader(job))), batch_size):
         records = measure_batch([loaded for _, loaded in batch], settings)
         for (job, _), record in zip(batch, records, strict=True):
             if cache is not None:

@@ -7,9 +7,10 @@ is decomposed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -18,6 +19,9 @@ from deltarank.errors import InputError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.pairing import AdapterPair, DensePair, Pair
 from deltarank.io.source import TensorSource
+
+JobT = TypeVar("JobT")
+OutT = TypeVar("OutT")
 
 
 @dataclass(frozen=True)
@@ -87,25 +91,25 @@ def load_pair(
     )
 
 
-def prefetched(jobs: Sequence[Job], loader: JobLoader) -> Iterator[tuple[Job, Loaded]]:
-    """Yield (job, loaded) in order while one background thread reads the next job."""
+def prefetched(jobs: Sequence[JobT], read: Callable[[JobT], OutT]) -> Iterator[OutT]:
+    """`read(job)` for each job in order, the next one read on a background thread while the caller works."""
     if not jobs:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltarank-prefetch") as pool:
-        pending: Future[Loaded] | None = pool.submit(loader, jobs[0])
-        for index, job in enumerate(jobs):
+        pending: Future[OutT] | None = pool.submit(read, jobs[0])
+        for index in range(len(jobs)):
             assert pending is not None
-            loaded = pending.result()
+            item = pending.result()
             nxt = index + 1
-            pending = pool.submit(loader, jobs[nxt]) if nxt < len(jobs) else None
+            pending = pool.submit(read, jobs[nxt]) if nxt < len(jobs) else None
             try:
-                yield job, loaded
+                yield item
             except BaseException:
                 if pending is not None:
                     pending.cancel()
                 raise
             finally:
-                del loaded
+                del item
 
 
 def _checked(tensor: torch.Tensor, source: TensorSource | AdapterSource, name: str) -> torch.Tensor:

@@ -8,29 +8,26 @@ thread reads the next one, so memory holds one pair being decomposed plus at mos
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
 from deltarank.analysis.engine import PRECISIONS, resolve_device
-from deltarank.analysis.loading import load_pair
+from deltarank.analysis.loading import load_pair, prefetched
 from deltarank.analysis.measure import Loaded, LoadedAdapter
 from deltarank.analysis.results import SkippedTensor
 from deltarank.errors import DeltarankError, InputError
-from deltarank.io.adapter import AdapterSource, is_adapter_dir
+from deltarank.io.adapter import AdapterSource
 from deltarank.io.naming import Selection
-from deltarank.io.pairing import Pair, plan_adapter, plan_dense
+from deltarank.io.pairing import Pair, plan_checkpoint
 from deltarank.io.source import TensorSource, open_checkpoint
 
 log = logging.getLogger(__name__)
 
 ProgressHook = Callable[[int, int, str], None]
-Job = TypeVar("Job")
-Out = TypeVar("Out")
+__all__ = ["PairPlan", "ProgressHook", "compute_setup", "load", "load_with_base", "plan_pairs", "prefetched"]
 
 
 @dataclass(frozen=True)
@@ -57,16 +54,7 @@ def plan_pairs(base: str | Path, tuned: str | Path, selection: Selection) -> Pai
         DeltarankError: nothing selected.
     """
     base_source = open_checkpoint(base)
-    tuned_source: TensorSource | AdapterSource
-    pairs: Sequence[Pair]
-    if is_adapter_dir(tuned):
-        tuned_source = AdapterSource(tuned)
-        pairs, skipped = plan_adapter(base_source, tuned_source, selection)
-    else:
-        tuned_source = open_checkpoint(tuned)
-        pairs, skipped = plan_dense(base_source, tuned_source, selection)
-    if not pairs:
-        raise DeltarankError(f"no tensor of {base} is selected for analysis (check --include/--exclude)")
+    tuned_source, pairs, skipped = plan_checkpoint(base_source, tuned, selection)
     for item in skipped:
         log.warning("skipped %s: %s", item.name, item.reason)
     return PairPlan(base_source, tuned_source, str(tuned), tuple(pairs), tuple(skipped))
@@ -95,24 +83,3 @@ def load_with_base(plan: PairPlan, pair: Pair, device: torch.device) -> tuple[Lo
     if base.is_floating_point() and not bool(torch.isfinite(base).all()):
         raise InputError(plan.base.path, f"tensor {pair.base_key!r} contains NaN or Inf")
     return loaded, base.to(device)
-
-
-def prefetched(jobs: Sequence[Job], read: Callable[[Job], Out]) -> Iterator[Out]:
-    """`read(job)` for each job in order, the next one read on a background thread while the caller works."""
-    if not jobs:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltarank-prefetch") as pool:
-        pending: Future[Out] | None = pool.submit(read, jobs[0])
-        for index in range(len(jobs)):
-            assert pending is not None
-            item = pending.result()
-            nxt = index + 1
-            pending = pool.submit(read, jobs[nxt]) if nxt < len(jobs) else None
-            try:
-                yield item
-            except BaseException:
-                if pending is not None:
-                    pending.cancel()
-                raise
-            finally:
-                del item

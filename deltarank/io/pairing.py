@@ -155,3 +155,32 @@ def _check_factor_fit(
             Path(adapter.path), f"DoRA magnitude of {name!r} has shape {magnitude}, expected ({b_shape[0]},)"
         )
     return int(base_shape[0]), int(base_shape[1])
+
+
+def plan_checkpoint(
+    base: TensorSource, tuned: str | Path, selection: Selection
+) -> tuple[TensorSource | AdapterSource, list[Pair], list[SkippedTensor]]:
+    """Open TUNED (a checkpoint or a PEFT LoRA/DoRA adapter directory) and pair it with BASE.
+
+    Raises:
+        InputError: unreadable checkpoint or adapter.
+        PairingError: no tensor in common.
+        DeltarankError: nothing selected.
+    """
+    from deltarank.errors import DeltarankError
+    from deltarank.io.adapter import is_adapter_dir
+    from deltarank.io.source import open_checkpoint
+
+    source: TensorSource | AdapterSource
+    pairs: list[Pair]
+    if is_adapter_dir(tuned):
+        source = AdapterSource(tuned)
+        adapter_pairs, skipped = plan_adapter(base, source, selection)
+        pairs = list(adapter_pairs)
+    else:
+        source = open_checkpoint(tuned)
+        dense_pairs, skipped = plan_dense(base, source, selection)
+        pairs = list(dense_pairs)
+    if not pairs:
+        raise DeltarankError(f"no tensor of {tuned} is selected for analysis (check --include/--exclude)")
+    return source, pairs, skipped
