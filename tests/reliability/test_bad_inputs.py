@@ -9,8 +9,11 @@ matrices are finished before the bad one is met.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,4 +470,72 @@ def test_same_checkpoint_twice_would_share_an_output(ws: Workspace) -> None:
     args = ["spectrum", str(ws.base), str(ws.tuned), str(ws.tuned), "-o", str(ws.out / "spectra")]
     before = tree_state(ws.root)
     assert_one_line_error(CliRunner().invoke(main, args), ws.out / "spectra", "write the same file")
+    assert tree_state(ws.root) == before
+
+
+OTHER_COMMANDS: dict[str, Callable[[Workspace, BadCase], list[str]]] = {
+    "intruders": lambda ws, bad: [
+        "intruders",
+        str(bad.base),
+        str(bad.tuned),
+        "-o",
+        str(ws.out / "intruders.json"),
+    ],
+    "similarity": lambda ws, bad: [
+        "similarity",
+        str(bad.base),
+        str(ws.other),
+        str(bad.tuned),
+        "-o",
+        str(ws.out / "similarity.json"),
+    ],
+    "extract": lambda ws, bad: [
+        "extract",
+        str(bad.base),
+        str(bad.tuned),
+        "-o",
+        str(ws.out / "adapter"),
+        "--rank",
+        "2",
+    ],
+}
+SWEEP = [
+    "missing_path",
+    "truncated_data",
+    "random_bytes",
+    "header_lies_about_offsets",
+    "pickle_pt",
+    "adapter_without_config",
+    "different_architecture_names",
+    "nan_in_tuned",
+    "inf_in_base",
+]
+
+
+@pytest.mark.parametrize("command", sorted(OTHER_COMMANDS))
+@pytest.mark.parametrize("name", SWEEP)
+def test_other_checkpoint_commands_keep_the_same_promise(ws: Workspace, name: str, command: str) -> None:
+    bad = CASES[name](ws)
+    before = tree_state(ws.root)
+    result = CliRunner().invoke(main, OTHER_COMMANDS[command](ws, bad))
+    assert_one_line_error(result, bad.named, bad.problem)
+    assert tree_state(ws.root) == before
+    assert not ws.marker.exists()
+
+
+def test_real_process_prints_only_the_error_line(ws: Workspace) -> None:
+    """Outside CliRunner too: no traceback, warning or log line beside the error, and nothing written."""
+    bad = nan_in_tuned(ws)
+    before = tree_state(ws.root)
+    done = subprocess.run(
+        [sys.executable, "-m", "deltarank", *spectrum_args(ws, bad, "create")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and str(bad.named) in lines[0], done.stderr
+    assert re.search(bad.problem, lines[0])
     assert tree_state(ws.root) == before
