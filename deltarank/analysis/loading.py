@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -115,8 +116,18 @@ def prefetched(jobs: Sequence[JobT], read: Callable[[JobT], OutT]) -> Iterator[O
 def _checked(tensor: torch.Tensor, source: TensorSource | AdapterSource, name: str) -> torch.Tensor:
     """Refuse tensors holding NaN or Inf, naming them."""
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-        raise InputError(source.path, f"tensor {name!r} contains NaN or Inf")
+        raise InputError(_file_of(source, name), f"tensor {name!r} contains NaN or Inf")
     return tensor
+
+
+def _file_of(source: TensorSource | AdapterSource, name: str) -> Path:
+    """The file holding a tensor: the shard of a sharded checkpoint, the weights file of an adapter."""
+    if isinstance(source, AdapterSource):
+        return source.weights_path
+    try:
+        return source.info(name).file
+    except KeyError:
+        return source.path
 
 
 def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

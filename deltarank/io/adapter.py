@@ -174,6 +174,7 @@ class AdapterSource:
                 raise refuse_pickle(pickles[0])
             raise InputError(self.path, f"adapter directory has no {WEIGHTS_FILE}")
         self._file = SafetensorsSource(weights)
+        self.weights_path = weights
         self.modules, self.unsupported = self._index()
         if not self.modules:
             raise InputError(weights, "holds no lora_A/lora_B factor pairs")

@@ -396,9 +396,7 @@ def test_bad_input_one_error_line_and_old_output_untouched(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "bad") == ["spectrum.json"]  # no temp/cache
 
 
-def test_nan_in_a_sharded_checkpoint_names_checkpoint_and_tensor(
-    ckpts: dict[str, Path], tmp_path: Path
-) -> None:
+def test_nan_in_a_sharded_checkpoint_names_shard_and_tensor(ckpts: dict[str, Path], tmp_path: Path) -> None:
     model = build_tiny_llama()
     with torch.no_grad():
         model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
@@ -407,8 +405,11 @@ def test_nan_in_a_sharded_checkpoint_names_checkpoint_and_tensor(
     out.write_text(OLD_OUTPUT)
     result = _run(ckpts["base"], tmp_path / "sharded", "-o", out)
     assert result.exit_code == 1
+    shard = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())["weight_map"][
+        DOWN1
+    ]
     assert result.stderr.strip().splitlines() == [
-        f"Error: {tmp_path / 'sharded'}: tensor '{DOWN1}' contains NaN or Inf"
+        f"Error: {tmp_path / 'sharded' / shard}: tensor '{DOWN1}' contains NaN or Inf"
     ]
     assert out.read_text() == OLD_OUTPUT
 
