@@ -120,15 +120,11 @@ def spectrum(
     if not results:  # a torchrun rank other than 0: rank 0 writes
         cache.remove()
         return
-    for path in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    for result, path in zip(results, outputs, strict=True):
-        result.to_json(path)
+    write_results(results, outputs, csv_path)
+    for result in results:
         click.echo(format_table(result))
         for line in warnings_for(result):
             click.echo(f"Warning: {line}", err=True)
-    if csv_path:
-        results[0].to_csv(csv_path)
     if cache.reused:
         click.echo(f"Resumed: reused {cache.reused} finished matrices")
     cache.remove()
@@ -151,6 +147,24 @@ def expand_globs(paths: tuple[str, ...]) -> list[str]:
 
 def _natural_key(text: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def write_results(results: list[SpectrumResult], outputs: list[Path], csv_path: str | None) -> None:
+    """Write every result file, each atomically; an interrupt part-way says how many were written."""
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    try:
+        for result, path in zip(results, outputs, strict=True):
+            result.to_json(path)
+            written += 1
+        if csv_path:
+            results[0].to_csv(csv_path)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted while writing: {written} of {len(outputs)} result files written, none of them partial; "
+            "rerun with --resume to write them all (the finished matrices are kept)"
+        ) from None
 
 
 def interrupted_message(cache: RecordCache) -> str:

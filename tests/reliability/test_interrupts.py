@@ -227,3 +227,35 @@ def test_a_damaged_cache_record_is_recomputed(
     assert "Resumed: reused 5 finished matrices" in resumed.stdout
     reference(inputs, tmp_path / "reference.json")
     assert load(output) == load(tmp_path / "reference.json")
+
+
+def test_interrupt_while_writing_results_says_what_was_written(
+    tmp_path: Path, checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deltarank.analysis.results import SpectrumResult
+
+    outdir = tmp_path / "spectra"
+    inputs = [checkpoints["base"], checkpoints["tuned"], checkpoints["other"]]
+    to_json = SpectrumResult.to_json
+    calls = {"n": 0}
+
+    def second_write_interrupted(self: SpectrumResult, path: str | Path | None = None) -> str:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return to_json(self, path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SpectrumResult, "to_json", second_write_interrupted)
+        result = CliRunner().invoke(main, spectrum_args(inputs, outdir))
+    assert result.exit_code == 130
+    assert (
+        "Error: interrupted while writing: 1 of 2 result files written, none of them partial" in result.stderr
+    )
+    assert sorted(p.name for p in outdir.iterdir() if not p.name.startswith(".")) == ["tuned.json"]
+
+    resumed = CliRunner().invoke(main, [*spectrum_args(inputs, outdir), "--resume"])
+    assert resumed.exit_code == 0 and "Resumed: reused 32 finished matrices" in resumed.stdout
+    reference(inputs, tmp_path / "reference")
+    for name in ("tuned.json", "other.json"):
+        assert load(outdir / name) == load(tmp_path / "reference" / name)
