@@ -59,7 +59,7 @@ class LazyGroup(click.Group):
         except DeltarankError as exc:
             _fail(str(exc), ctx)
         except KeyboardInterrupt as exc:
-            click.echo(f"Error: {exc or 'interrupted; no output was written'}", err=True)
+            click.echo(f"Error: {exc or 'interrupted'}", err=True)  # a command may say what it kept
             ctx.exit(130)
         except (OSError, MemoryError) as exc:
             _fail(f"{type(exc).__name__}: {exc}", ctx)
