@@ -1,0 +1,34 @@
+"""Fine-tuning runs whose weight deltas deltarank analyses: full fine-tuning or LoRA on `transformers.Trainer`.
+
+    from deltarank.train import TrainConfig, run_training
+    result = run_training(TrainConfig(model="smollm2-135m", data="builtin:code", method="lora",
+                                      output_dir="runs/lora", max_steps=80, batch_size=4, seq_len=128))
+    result.run["tokens_per_second"]
+
+Modules: config (TrainConfig), models (resolve_model, find_default_gguf), data and formats (JSONL shapes),
+builtin_data (builtin:code / builtin:math and their held-out splits), lora (the model wrapping),
+trainer (run_training), callbacks (train_log.jsonl, cost, progress), run_record (run.json).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "deltarank.train.config",
+    "run_training": "deltarank.train.trainer",
+    "TrainResult": "deltarank.train.trainer",
+    "resolve_model": "deltarank.train.models",
+    "find_default_gguf": "deltarank.train.models",
+    "held_out_examples": "deltarank.train.builtin_data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'deltarank.train' has no attribute {name!r}")

@@ -1,9 +1,10 @@
 """`run.json`: the training-cost and provenance record of one run (what comparative studies report).
 
 Layout (`schema: deltarank.train-run/1`): method, parameters {trainable, total, trainable_fraction},
-tokens_seen, steps, wall_seconds, train_seconds, tokens_per_second, peak_memory_bytes, peak_memory_kind
-(rss | cuda_max_allocated), device, world_size, dtypes, seed, final_loss, eval_loss, model, data, config,
-versions, git_commit, git_dirty, resumed_from_step, created.
+tokens_seen, steps, wall_seconds, train_seconds (all sessions of a resumed run), tokens_per_second (this
+session's tokens over its training seconds), peak_memory_bytes, peak_memory_kind (rss: the resident-set peak
+while training; cuda_max_allocated), device, world_size, dtypes, seed, final_loss, eval_loss, model, data,
+config (resolved), versions, git_commit, git_dirty, created, resumed_from_step.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ import json
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from deltarank.train.lora import parameter_counts
+
+if TYPE_CHECKING:
+    from deltarank.train.callbacks import CostCallback
+    from deltarank.train.config import TrainConfig
+    from deltarank.train.models import ModelSource
 
 SCHEMA = "deltarank.train-run/1"
 RUN_JSON = "run.json"
 PACKAGES = ("deltarank", "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "gguf")
 GIT_TIMEOUT_S = 5
+COMPUTE = {"fp32": "float32", "bf16-mixed": "bfloat16 autocast", "fp16-mixed": "float16 autocast"}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -65,35 +74,59 @@ def last_value(log_history: list[dict[str, Any]], key: str) -> float | None:
     return None
 
 
-def build_run_record(**fields: Any) -> dict[str, Any]:
-    """Assemble run.json from the measured fields; adds schema, versions, git commit and time.
+def run_record(
+    config: TrainConfig,
+    trainer: Any,
+    cost: CostCallback,
+    source: ModelSource,
+    wall_seconds: float,
+    previous_seconds: float,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """Assemble run.json from the trainer state, the cost callback, versions and the git commit.
 
-    Expected keywords: method, trainable, total, tokens_seen, steps, wall_seconds, train_seconds,
-    session_tokens, peak_memory_bytes, peak_memory_kind, device, world_size, dtypes, seed, final_loss,
-    eval_loss, model, data, config, resumed_from_step.
+    Args:
+        config: The resolved run config.
+        trainer: The `transformers.Trainer` after `train()`.
+        cost: The cost callback of this session.
+        source: Where the base model came from.
+        wall_seconds: Seconds of this `run_training` call, loading and saving included.
+        previous_seconds: Training seconds before the checkpoint this session resumed from.
+        data: Summaries of the train and eval data.
     """
+    state = trainer.state
+    trainable, total = parameter_counts(trainer.model)
+    dtype = next(p.dtype for p in trainer.model.parameters() if p.requires_grad)
     commit, dirty = git_commit()
-    trainable, total = fields.pop("trainable"), fields.pop("total")
-    session_tokens = fields.pop("session_tokens")
-    session_seconds = fields.pop("session_seconds")
-    record: dict[str, Any] = {
+    return {
         "schema": SCHEMA,
-        "method": fields.pop("method"),
+        "method": config.method,
         "parameters": {
             "trainable": trainable,
             "total": total,
             "trainable_fraction": trainable / max(total, 1),
         },
-        "tokens_per_second": session_tokens / session_seconds if session_seconds > 0 else None,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "steps": int(state.global_step),
+        "wall_seconds": wall_seconds,
+        "train_seconds": previous_seconds + cost.seconds,
+        "tokens_per_second": cost.tokens / cost.seconds if cost.seconds > 0 else None,
+        "peak_memory_bytes": cost.peak_bytes,
+        "peak_memory_kind": cost.peak_kind,
+        "device": str(trainer.args.device),
+        "world_size": int(trainer.args.world_size),
+        "dtypes": {"master_weights": str(dtype).removeprefix("torch."), "compute": COMPUTE[config.precision]},
+        "seed": config.seed,
+        "final_loss": last_value(state.log_history, "loss"),
+        "eval_loss": last_value(state.log_history, "eval_loss"),
+        "model": source.describe(),
+        "data": data,
+        "config": config.to_dict(),
+        "versions": package_versions(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    record.update(fields)
-    record.update(
-        versions=package_versions(),
-        git_commit=commit,
-        git_dirty=dirty,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    )
-    return record
 
 
 def write_run_record(output_dir: Path, record: dict[str, Any]) -> Path:

@@ -29,9 +29,9 @@ from deltarank.train.callbacks import (
 )
 from deltarank.train.config import TrainConfig
 from deltarank.train.data import DataSummary, PaddingCollator, TokenizedDataset, build_dataset
-from deltarank.train.lora import parameter_counts, wrap_model
-from deltarank.train.models import ModelSource, load_model, load_tokenizer, resolve_model
-from deltarank.train.run_record import build_run_record, last_value, write_run_record
+from deltarank.train.lora import wrap_model
+from deltarank.train.models import load_model, load_tokenizer, resolve_model
+from deltarank.train.run_record import run_record, write_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +92,12 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         remove_training_args(output_dir)
-    record = _run_record(
-        config, trainer, cost, source, started, train_log.offset, train_summary, eval_summary
-    )
-    record["resumed_from_step"] = resume_step
+    data = {"train": train_summary.to_dict(), "eval": eval_summary.to_dict() if eval_summary else None}
+    wall = time.perf_counter() - started
+    record = {
+        **run_record(config, trainer, cost, source, wall, train_log.offset, data),
+        "resumed_from_step": resume_step,
+    }
     if trainer.is_world_process_zero():
         write_run_record(output_dir, record)
         logger.info("wrote %s", output_dir)
@@ -266,42 +268,3 @@ def _eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[TokenizedDataset
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
     return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else None
-
-
-def _run_record(
-    config: TrainConfig,
-    trainer: Any,
-    cost: CostCallback,
-    source: ModelSource,
-    started: float,
-    previous_seconds: float,
-    train_summary: DataSummary,
-    eval_summary: DataSummary | None,
-) -> dict[str, Any]:
-    """Collect the numbers of run.json from the trainer state and the cost callback."""
-    state = trainer.state
-    trainable, total = parameter_counts(trainer.model)
-    dtype = next(p.dtype for p in trainer.model.parameters() if p.requires_grad)
-    compute = {"fp32": "float32", "bf16-mixed": "bfloat16 autocast", "fp16-mixed": "float16 autocast"}
-    return build_run_record(
-        method=config.method,
-        trainable=trainable,
-        total=total,
-        tokens_seen=int(state.num_input_tokens_seen),
-        steps=int(state.global_step),
-        wall_seconds=time.perf_counter() - started,
-        train_seconds=previous_seconds + cost.seconds,
-        session_tokens=cost.tokens,
-        session_seconds=cost.seconds,
-        peak_memory_bytes=cost.peak_bytes,
-        peak_memory_kind=cost.peak_kind,
-        device=str(trainer.args.device),
-        world_size=int(trainer.args.world_size),
-        dtypes={"master_weights": str(dtype).removeprefix("torch."), "compute": compute[config.precision]},
-        seed=config.seed,
-        final_loss=last_value(state.log_history, "loss"),
-        eval_loss=last_value(state.log_history, "eval_loss"),
-        model=source.describe(),
-        data={"train": train_summary.to_dict(), "eval": eval_summary.to_dict() if eval_summary else None},
-        config=config.to_dict(),
-    )
