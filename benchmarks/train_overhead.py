@@ -1,0 +1,306 @@
+"""Training cost of `deltarank train` on SmolLM2-135M (CPU), written to benchmarks/results/train.md.
+
+The raw numbers go to benchmarks/out/train/results.json (a later run of one section keeps the other's).
+
+Two sections:
+- overhead: tokens/s of `deltarank.train.run_training` against a plain `transformers.Trainer` loop on the same
+  fp32 model, the same packed batches (every step exactly batch × seq_len tokens) and the same optimizer
+  settings. Each run is its own process; runs of the two alternate, and the table gives medians.
+  Throughput = tokens / seconds from `on_train_begin` to `on_train_end` (model loading excluded), measured the
+  same way for both.
+- real: `deltarank train` 20-step full and LoRA runs (builtin:code, the reproduction's batch of 4 × 128) from
+  the GGUF, with tokens/s and peak memory from run.json, and `deltarank spectrum` on both outputs as written.
+
+    python benchmarks/train_overhead.py [--section overhead|real|all] [--steps 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out" / "train"
+RESULTS = HERE / "results"
+PYTHON = sys.executable
+BATCH, SEQ_LEN, LR = 4, 128, {"full": 2e-5, "lora": 2e-4}
+
+
+def fp32_model_dir() -> Path:
+    """SmolLM2-135M dequantized once to an fp32 Hugging Face directory, so runs time training, not loading."""
+    target = OUT / "smollm2-135m-f32"
+    if (target / "model.safetensors").is_file():
+        return target
+    from deltarank.train.models import load_model, load_tokenizer, resolve_model
+
+    source = resolve_model("smollm2-135m")
+    load_model(source).save_pretrained(target)
+    load_tokenizer(source).save_pretrained(target)
+    return target
+
+
+def timing_callback() -> Any:
+    """A TrainerCallback recording tokens and seconds from on_train_begin to on_train_end."""
+    from transformers import TrainerCallback
+
+    class Timing(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.seconds = time.perf_counter() - self.start
+
+    return Timing()
+
+
+def worker_deltarank(method: str, steps: int, out: Path) -> dict[str, float]:
+    """One `run_training` run; throughput from its run.json."""
+    from deltarank.train.config import TrainConfig
+    from deltarank.train.trainer import run_training
+
+    model = str(fp32_model_dir())
+    config = TrainConfig(
+        model=model, data="builtin:code-raw", method=method, output_dir=str(out), lr=LR[method]
+    )
+    config = dataclasses.replace(config, max_steps=steps, batch_size=BATCH, seq_len=SEQ_LEN, device="cpu")
+    config = dataclasses.replace(config, progress="none")
+    run = run_training(config).run
+    return {
+        "tokens": run["tokens_seen"],
+        "seconds": run["train_seconds"],
+        "tokens_per_second": run["tokens_per_second"],
+    }
+
+
+def worker_plain(method: str, steps: int, out: Path) -> dict[str, float]:
+    """The baseline: the same model, data and optimizer in a plain Trainer with its defaults otherwise."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from deltarank.train.data import build_dataset
+
+    model_dir = fp32_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dataset, _ = build_dataset("builtin:code-raw", tokenizer, SEQ_LEN, steps * BATCH)
+    set_seed(42)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if method == "lora":
+        lora = LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
+        model = get_peft_model(model, lora)
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        learning_rate=LR[method],
+        optim="adamw_torch",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_pin_memory=False,
+    )
+    timing = timing_callback()
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    plain = [{"input_ids": ids} for ids, _ in dataset.examples]
+    Trainer(model=model, args=args, train_dataset=plain, data_collator=collator, callbacks=[timing]).train()
+    tokens = steps * BATCH * SEQ_LEN
+    return {"tokens": tokens, "seconds": timing.seconds, "tokens_per_second": tokens / timing.seconds}
+
+
+def run_worker(kind: str, method: str, steps: int, index: int) -> dict[str, float]:
+    """Run one measurement in a fresh process and return its JSON line."""
+    out = OUT / f"{kind}-{method}-{index}"
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    cmd = [PYTHON, __file__, "--worker", kind, "--method", method, "--steps", str(steps), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} {method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def overhead(steps: int, repeats: int, methods: list[str]) -> dict[str, Any]:
+    """Alternate deltarank and plain runs; median tokens/s of each and the relative overhead."""
+    fp32_model_dir()
+    table: dict[str, Any] = {}
+    for method in methods:
+        runs: dict[str, list[float]] = {"deltarank": [], "plain": []}
+        for index in range(repeats):
+            for kind in ("plain", "deltarank"):
+                runs[kind].append(run_worker(kind, method, steps, index)["tokens_per_second"])
+                print(f"{method} {kind} run {index}: {runs[kind][-1]:.1f} tokens/s", file=sys.stderr)
+        ours, plain = statistics.median(runs["deltarank"]), statistics.median(runs["plain"])
+        table[method] = {"deltarank": ours, "plain": plain, "overhead": 1 - ours / plain, "runs": runs}
+    return {"steps": steps, "repeats": repeats, "batch": BATCH, "seq_len": SEQ_LEN, "methods": table}
+
+
+def real_runs(steps: int) -> dict[str, Any]:
+    """20-step full and LoRA runs from the GGUF via the CLI, then `deltarank spectrum` on each output."""
+    return {
+        "steps": steps,
+        "batch": BATCH,
+        "seq_len": SEQ_LEN,
+        "methods": {m: real_run(m, steps) for m in LR},
+    }
+
+
+def real_run(method: str, steps: int) -> dict[str, Any]:
+    """One `deltarank train` run as the reproduction runs it, and the spectrum of what it wrote."""
+    out = OUT / f"real-{method}"
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    train = ["train", "--model", "smollm2-135m", "--data", "builtin:code", "--method", method]
+    train += ["--output-dir", str(out), "--max-steps", str(steps), "--batch-size", str(BATCH)]
+    wall, peak = timed([PYTHON, "-m", "deltarank", *train, "--seq-len", str(SEQ_LEN), "--device", "cpu"])
+    run = json.loads((out / "run.json").read_text())
+    result = OUT / f"spectrum-{method}.json"
+    spectrum_wall, _ = timed([PYTHON, "-m", "deltarank", "spectrum", gguf(), str(out), "-o", str(result)])
+    return {
+        "steps": run["steps"],
+        "tokens_seen": run["tokens_seen"],
+        "train_seconds": run["train_seconds"],
+        "tokens_per_second": run["tokens_per_second"],
+        "peak_rss_train_bytes": run["peak_memory_bytes"],
+        "peak_rss_process_mib": peak,
+        "wall_seconds": wall,
+        "trainable": run["parameters"]["trainable"],
+        "total": run["parameters"]["total"],
+        "spectrum_matrices": len(json.loads(result.read_text())["matrices"]),
+        "spectrum_seconds": spectrum_wall,
+    }
+
+
+def gguf() -> str:
+    from deltarank.train.models import find_default_gguf
+
+    return str(find_default_gguf())
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of a command that must succeed."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd} failed:\n{stderr[-3000:]}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024.0
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def real_table(real: dict[str, Any]) -> list[str]:
+    """Markdown lines for the 20-step runs."""
+    lines = [
+        f"## {real['steps']}-step runs (builtin:code, batch {real['batch']} × {real['seq_len']} tokens)",
+        "",
+    ]
+    lines.append("| method | trainable / total params | tokens | train s | tokens/s | peak RSS (training) |")
+    lines[-1] += " process peak RSS | spectrum of the output |"
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for method, r in real["methods"].items():
+        cells = [
+            method,
+            f"{r['trainable']:,} / {r['total']:,}",
+            f"{r['tokens_seen']:,}",
+            f"{r['train_seconds']:.1f}",
+            f"{r['tokens_per_second']:.1f}",
+            f"{r['peak_rss_train_bytes'] / 2**30:.2f} GiB",
+            f"{r['peak_rss_process_mib'] / 1024:.2f} GiB",
+            f"{r['spectrum_matrices']} matrices, {r['spectrum_seconds']:.0f} s",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, "", f"Machine: `{json.dumps(real['machine'])}`", ""]
+
+
+def overhead_table(over: dict[str, Any]) -> list[str]:
+    """Markdown lines for the overhead comparison."""
+    lines = [
+        f"## Overhead against a plain `transformers.Trainer` ({over['steps']} steps of "
+        f"{over['batch']} × {over['seq_len']} packed tokens, median of {over['repeats']} alternating runs)",
+        "",
+        "| method | plain Trainer tokens/s | deltarank tokens/s | overhead | runs (plain; deltarank) |",
+        "|---|---|---|---|---|",
+    ]
+    for method, r in over["methods"].items():
+        runs = f"{', '.join(f'{x:.1f}' for x in r['runs']['plain'])}; "
+        runs += ", ".join(f"{x:.1f}" for x in r["runs"]["deltarank"])
+        row = f"| {method} | {r['plain']:.1f} | {r['deltarank']:.1f} | {100 * r['overhead']:+.1f}% | {runs} |"
+        lines.append(row)
+    return [*lines, "", f"Machine: `{json.dumps(over['machine'])}`", ""]
+
+
+def write_markdown(results: dict[str, Any]) -> None:
+    """benchmarks/results/train.md from the results dict."""
+    lines = ["# Training cost of `deltarank train` (SmolLM2-135M, CPU)", ""]
+    lines += [
+        "Regenerate with `python benchmarks/train_overhead.py` (its docstring says what is measured).",
+        "",
+    ]
+    if "real" in results:
+        lines += real_table(results["real"])
+    if "overhead" in results:
+        lines += overhead_table(results["overhead"])
+    (RESULTS / "train.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", choices=["overhead", "real", "all"], default="all")
+    parser.add_argument("--steps", type=int, default=10, help="steps per overhead run")
+    parser.add_argument("--real-steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default="full,lora")
+    parser.add_argument("--worker", choices=["deltarank", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker = worker_deltarank if args.worker == "deltarank" else worker_plain
+        print(json.dumps(worker(args.method, args.steps, args.out)))
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+    path = OUT / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if args.section in ("real", "all"):
+        results["real"] = {**real_runs(args.real_steps), "machine": machine()}
+    if args.section in ("overhead", "all"):
+        results["overhead"] = {
+            **overhead(args.steps, args.repeats, args.methods.split(",")),
+            "machine": machine(),
+        }
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    write_markdown(results)
+    print((RESULTS / "train.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
