@@ -17,7 +17,6 @@ Two sections:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -67,12 +66,18 @@ def worker_deltarank(method: str, steps: int, out: Path) -> dict[str, float]:
     from deltarank.train.config import TrainConfig
     from deltarank.train.trainer import run_training
 
-    model = str(fp32_model_dir())
     config = TrainConfig(
-        model=model, data="builtin:code-raw", method=method, output_dir=str(out), lr=LR[method]
+        model=str(fp32_model_dir()),
+        data="builtin:code-raw",
+        method=method,
+        output_dir=str(out),
+        lr=LR[method],
+        max_steps=steps,
+        batch_size=BATCH,
+        seq_len=SEQ_LEN,
+        device="cpu",
+        progress="none",
     )
-    config = dataclasses.replace(config, max_steps=steps, batch_size=BATCH, seq_len=SEQ_LEN, device="cpu")
-    config = dataclasses.replace(config, progress="none")
     run = run_training(config).run
     return {
         "tokens": run["tokens_seen"],
