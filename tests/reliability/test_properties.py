@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from deltarank.errors import DeltarankError
@@ -78,6 +78,7 @@ def test_naming_functions_never_crash(name: str, pattern: str) -> None:
 @given(WRAPPED)
 def test_wrappers_in_any_order_strip_to_the_same_name(wrapped: tuple[str, str]) -> None:
     prefixes, core = wrapped
+    assume(not core.startswith("base_layer."))  # PEFT's infix always follows a module name, never leads
     assert canonical_name(prefixes + core) == canonical_name(core)
 
 
