@@ -22,6 +22,8 @@ from deltarank.io.safetensors_file import SafetensorsSource
 from deltarank.io.source import PICKLE_SUFFIXES, refuse_pickle
 
 CONFIG_FILE = "adapter_config.json"
+# peft's LoraConfig default α, used when a config omits lora_alpha.
+PEFT_DEFAULT_ALPHA = 8
 WEIGHTS_FILE = "adapter_model.safetensors"
 # Initialisations that rewrite the base weights (W_res = W − s·B₀A₀, or a quantized W for LoftQ): the adapter
 # alone is not ΔW. (EVA, MiCA and "orthogonal" leave the base weights as they are, so s·B·A is ΔW.)
@@ -92,7 +94,7 @@ def parse_adapter_config(path: Path) -> AdapterConfig:
 def _config_from_dict(config_path: Path, raw: dict[str, Any]) -> AdapterConfig:
     """Build the config, checking every field's type as peft writes it (integers, numbers, booleans, objects)."""
     r = _positive_int(config_path, "r", raw.get("r"))
-    alpha = _finite(config_path, "lora_alpha", raw.get("lora_alpha", r))
+    alpha = _finite(config_path, "lora_alpha", raw.get("lora_alpha", PEFT_DEFAULT_ALPHA))
     flags = {
         key: _flag(config_path, key, raw.get(key)) for key in ("use_rslora", "use_dora", "fan_in_fan_out")
     }
