@@ -48,21 +48,28 @@ def fp32_model_dir() -> Path:
 
 
 def timing_callback() -> Any:
-    """A TrainerCallback recording tokens and seconds from on_train_begin to on_train_end."""
+    """A TrainerCallback timing the steps after the first (one-time warm-up excluded), wall and CPU seconds.
+
+    The same callback times both loops, so both are measured alike; every step has BATCH × SEQ_LEN tokens.
+    """
     from transformers import TrainerCallback
 
     class Timing(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.start = time.perf_counter()
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 1:
+                self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.seconds = time.perf_counter() - self.start
+            tokens = (state.global_step - 1) * BATCH * SEQ_LEN
+            seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
+            self.result = {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
+            self.result["tokens_per_cpu_second"] = tokens / cpu
 
     return Timing()
 
 
 def worker_deltarank(method: str, steps: int, out: Path) -> dict[str, float]:
-    """One `run_training` run; throughput from its run.json."""
+    """One `run_training` run (its own callbacks, logging and token counting included)."""
     from deltarank.train.config import TrainConfig
     from deltarank.train.trainer import run_training
 
@@ -78,12 +85,10 @@ def worker_deltarank(method: str, steps: int, out: Path) -> dict[str, float]:
         device="cpu",
         progress="none",
     )
-    run = run_training(config).run
-    return {
-        "tokens": run["tokens_seen"],
-        "seconds": run["train_seconds"],
-        "tokens_per_second": run["tokens_per_second"],
-    }
+    timing = timing_callback()
+    run = run_training(config, callbacks=[timing]).run
+    assert run["tokens_seen"] == steps * BATCH * SEQ_LEN, run["tokens_seen"]
+    return dict(timing.result)
 
 
 def worker_plain(method: str, steps: int, out: Path) -> dict[str, float]:
@@ -127,8 +132,7 @@ def worker_plain(method: str, steps: int, out: Path) -> dict[str, float]:
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     plain = [{"input_ids": ids} for ids, _ in dataset.examples]
     Trainer(model=model, args=args, train_dataset=plain, data_collator=collator, callbacks=[timing]).train()
-    tokens = steps * BATCH * SEQ_LEN
-    return {"tokens": tokens, "seconds": timing.seconds, "tokens_per_second": tokens / timing.seconds}
+    return dict(timing.result)
 
 
 def run_worker(kind: str, method: str, steps: int, index: int) -> dict[str, float]:
@@ -143,17 +147,21 @@ def run_worker(kind: str, method: str, steps: int, index: int) -> dict[str, floa
 
 
 def overhead(steps: int, repeats: int, methods: list[str]) -> dict[str, Any]:
-    """Alternate deltarank and plain runs; median tokens/s of each and the relative overhead."""
+    """Alternate plain and deltarank runs; medians of each and the relative overhead (wall and CPU time)."""
     fp32_model_dir()
     table: dict[str, Any] = {}
     for method in methods:
-        runs: dict[str, list[float]] = {"deltarank": [], "plain": []}
+        runs: dict[str, list[dict[str, float]]] = {"deltarank": [], "plain": []}
         for index in range(repeats):
             for kind in ("plain", "deltarank"):
-                runs[kind].append(run_worker(kind, method, steps, index)["tokens_per_second"])
-                print(f"{method} {kind} run {index}: {runs[kind][-1]:.1f} tokens/s", file=sys.stderr)
-        ours, plain = statistics.median(runs["deltarank"]), statistics.median(runs["plain"])
-        table[method] = {"deltarank": ours, "plain": plain, "overhead": 1 - ours / plain, "runs": runs}
+                runs[kind].append({**run_worker(kind, method, steps, index), "load": os.getloadavg()[0]})
+                print(f"{method} {kind} run {index}: {runs[kind][-1]}", file=sys.stderr)
+        row: dict[str, Any] = {"runs": runs}
+        for key in ("tokens_per_second", "tokens_per_cpu_second"):
+            ours = statistics.median(r[key] for r in runs["deltarank"])
+            plain = statistics.median(r[key] for r in runs["plain"])
+            row[key] = {"deltarank": ours, "plain": plain, "overhead": 1 - ours / plain}
+        table[method] = row
     return {"steps": steps, "repeats": repeats, "batch": BATCH, "seq_len": SEQ_LEN, "methods": table}
 
 
@@ -249,16 +257,28 @@ def overhead_table(over: dict[str, Any]) -> list[str]:
     """Markdown lines for the overhead comparison."""
     lines = [
         f"## Overhead against a plain `transformers.Trainer` ({over['steps']} steps of "
-        f"{over['batch']} × {over['seq_len']} packed tokens, median of {over['repeats']} alternating runs)",
+        f"{over['batch']} × {over['seq_len']} packed tokens, steps 2+ timed, median of {over['repeats']} "
+        "alternating runs)",
         "",
-        "| method | plain Trainer tokens/s | deltarank tokens/s | overhead | runs (plain; deltarank) |",
-        "|---|---|---|---|---|",
+        "| method | plain tokens/s | deltarank tokens/s | overhead (wall) | plain tokens/CPU-s | "
+        "deltarank tokens/CPU-s | overhead (CPU time) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, r in over["methods"].items():
-        runs = f"{', '.join(f'{x:.1f}' for x in r['runs']['plain'])}; "
-        runs += ", ".join(f"{x:.1f}" for x in r["runs"]["deltarank"])
-        row = f"| {method} | {r['plain']:.1f} | {r['deltarank']:.1f} | {100 * r['overhead']:+.1f}% | {runs} |"
-        lines.append(row)
+        wall, cpu = r["tokens_per_second"], r["tokens_per_cpu_second"]
+        cells = [
+            method,
+            f"{wall['plain']:.1f}",
+            f"{wall['deltarank']:.1f}",
+            f"{100 * wall['overhead']:+.1f}%",
+        ]
+        cells += [f"{cpu['plain']:.1f}", f"{cpu['deltarank']:.1f}", f"{100 * cpu['overhead']:+.1f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per run (tokens/s, load average when it ended):", ""]
+    for method, r in over["methods"].items():
+        for kind, runs in r["runs"].items():
+            cells = ", ".join(f"{x['tokens_per_second']:.1f} ({x['load']:.1f})" for x in runs)
+            lines.append(f"- {method}, {kind}: {cells}")
     return [*lines, "", f"Machine: `{json.dumps(over['machine'])}`", ""]
 
 
@@ -279,7 +299,7 @@ def write_markdown(results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--section", choices=["overhead", "real", "all"], default="all")
-    parser.add_argument("--steps", type=int, default=10, help="steps per overhead run")
+    parser.add_argument("--steps", type=int, default=8, help="steps per overhead run (the first is untimed)")
     parser.add_argument("--real-steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="full,lora")

@@ -143,15 +143,22 @@ def _read_peak(kind: str) -> int:
 
 
 class ProgressCallback(TrainerCallback):
-    """A tqdm bar on a terminal; otherwise a plain log line every `every` steps (and at eval and the end)."""
+    """A tqdm bar on a terminal; otherwise about `lines` plain log lines a run (and one per eval).
 
-    def __init__(self, mode: str, every: int) -> None:
+    Args:
+        mode: `bar` or `lines`.
+        lines: Plain progress lines per run (every max_steps / lines steps, and the last step).
+    """
+
+    def __init__(self, mode: str, lines: int = 20) -> None:
         self.mode = mode
-        self.every = max(1, every)
+        self.lines = lines
+        self.every = 1
         self.bar: Any = None
         self.last_loss: float | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.every = max(1, state.max_steps // self.lines)
         if self.mode == "bar" and state.is_world_process_zero:
             from tqdm.auto import tqdm
 

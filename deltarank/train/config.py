@@ -92,7 +92,9 @@ class TrainConfig:
     eval_steps: int | None = field(
         default=None, metadata={"help": "Eval every N steps (default: at saves, end)."}
     )
-    max_eval_sequences: int | None = field(default=256, metadata={"help": "Cap on eval sequences."})
+    max_eval_sequences: int | None = field(
+        default=64, metadata={"help": "Cap on eval sequences (eval is a full forward pass per sequence)."}
+    )
     keep_optimizer_state: str = field(
         default="last",
         metadata={"help": "Which checkpoints keep optimizer state: last (for --resume), all, none."},
@@ -141,6 +143,11 @@ class TrainConfig:
         """This config with the defaults that depend on other keys filled in (learning rate, alpha, epochs)."""
         epochs = self.epochs if (self.epochs is not None or self.max_steps is not None) else 1.0
         return dataclasses.replace(self, lr=self.learning_rate, lora_alpha=self.alpha, epochs=epochs)
+
+    def changed_keys(self, other: TrainConfig, ignore: tuple[str, ...] = ("resume",)) -> list[str]:
+        """The keys whose values differ from `other` (the `ignore` ones left out)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [k for k in mine if k not in ignore and mine[k] != theirs[k]]
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (the keys of a config file)."""

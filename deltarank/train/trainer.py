@@ -36,7 +36,6 @@ from deltarank.train.run_record import run_record, write_run_record
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "train_config.yaml"
-PROGRESS_LINES = 20  # plain progress lines per run when output is not a terminal
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     )
     eval_set, eval_summary = _eval_dataset(config, tokenizer)
     create_output_dir(output_dir)
+    if checkpoint is not None:
+        _warn_if_config_changed(output_dir, config)
     if args.process_index == 0:
         config.save(output_dir / CONFIG_NAME)
     from transformers import set_seed
@@ -240,8 +241,7 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)
     mode = _progress_mode(config.progress)
     if mode != "none":
-        every = max(1, (config.max_steps or 0) // PROGRESS_LINES)
-        trainer.add_callback(ProgressCallback(mode, every))
+        trainer.add_callback(ProgressCallback(mode))
     if eval_set is not None and args.eval_strategy == "no":
         trainer.add_callback(EvalAtEndCallback())
     if config.save_steps:
@@ -268,3 +268,17 @@ def _eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[TokenizedDataset
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
     return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else None
+
+
+def _warn_if_config_changed(output_dir: Path, config: TrainConfig) -> None:
+    """On --resume, name the keys that differ from the run being resumed (its saved train_config.yaml)."""
+    saved = output_dir / CONFIG_NAME
+    try:
+        previous = TrainConfig.from_sources(saved).resolved()
+    except DeltarankError:
+        return
+    changed = config.changed_keys(previous)
+    if changed:
+        logger.warning(
+            "resuming with a changed config: %s (the result is not one uninterrupted run)", changed
+        )

@@ -62,3 +62,15 @@ def test_killed_run_resumes_to_the_same_weights(
     # only the newest checkpoint keeps optimizer state (keep_optimizer_state=last)
     assert not (killed / "checkpoint-3" / "optimizer.pt").exists()
     assert (killed / "checkpoint-6" / "optimizer.pt").exists()
+
+
+def test_resume_with_a_changed_config_warns(
+    tiny_lm_dir: Path, pc_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    run_training(tiny_config(tiny_lm_dir, pc_data, out, max_steps=2, save_steps=1))
+    resumed = run_training(
+        tiny_config(tiny_lm_dir, pc_data, out, max_steps=3, save_steps=1, lr=5e-4, resume=True)
+    )
+    assert resumed.run["resumed_from_step"] == 2 and resumed.run["steps"] == 3
+    assert "resuming with a changed config: ['max_steps', 'lr']" in caplog.text

@@ -119,6 +119,26 @@ def test_run_writes_log_and_cost_record(tiny_lm_dir: Path, pc_data: Path, tmp_pa
     assert saved == tiny_config(tiny_lm_dir, pc_data, out, max_steps=3, eval_data=str(pc_data)).resolved()
 
 
+def test_attention_targets_with_rslora_and_dora(tiny_lm_dir: Path, pc_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dora"
+    config = tiny_config(
+        tiny_lm_dir, pc_data, out, method="lora", lora_r=4, target_modules="attention", rslora=True, dora=True
+    )
+    run_training(config)
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert sorted(adapter_config["target_modules"]) == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert (adapter_config["use_rslora"], adapter_config["use_dora"], adapter_config["lora_alpha"]) == (
+        True,
+        True,
+        8,
+    )
+    names = list(load_file(out / "adapter_model.safetensors"))
+    assert not [n for n in names if "mlp" in n]
+    assert (
+        len([n for n in names if "lora_magnitude_vector" in n]) == 2 * 4
+    )  # DoRA's m, one per adapted matrix
+
+
 RECORDS: dict[str, list[dict[str, Any]]] = {
     "messages": [
         {"messages": [{"role": "user", "content": f"Say {i}"}, {"role": "assistant", "content": f"{i}"}]}
