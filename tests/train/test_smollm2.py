@@ -47,7 +47,7 @@ def test_full_run_writes_fp32_hf_model(full_run: TrainResult) -> None:
     assert "quantization_config" not in config  # the GGUF origin does not leak into the saved model
     assert (config["num_hidden_layers"], config["hidden_size"]) == (LAYERS, HIDDEN)
     with safe_open(str(out / "model.safetensors"), "pt") as f:
-        assert {f.get_slice(k).get_dtype() for k in f} == {"F32"}
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}  # noqa: SIM118
         assert f.get_slice("model.layers.0.self_attn.k_proj.weight").get_shape() == [KV, HIDDEN]
     assert (out / "tokenizer.json").is_file()
     run = full_run.run
