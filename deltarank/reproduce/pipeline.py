@@ -39,6 +39,8 @@ class Schedule:
     math_tokens: int
 
 
+SMOKE_EVAL = 8
+SMOKE_TOKENS = 16
 QUICK = Schedule(60, 4, 128, 20, 32, 64, 24, 40)
 LONG = Schedule(1000, 8, 512, 200, 256, 256, 200, 96)
 
@@ -65,7 +67,13 @@ class ReproduceConfig:
         plan = QUICK if self.quick else LONG
         if self.max_steps is None:
             return plan
-        return replace(plan, max_steps=self.max_steps, save_steps=max(1, self.max_steps // 3))
+        smoke = replace(plan, max_steps=self.max_steps, save_steps=max(1, self.max_steps // 3))
+        if self.max_steps >= plan.max_steps:
+            return smoke
+        # A shortened run (smoke test) also measures on fewer sequences and shorter general text.
+        return replace(
+            smoke, eval_sequences=min(plan.eval_sequences, SMOKE_EVAL), general_tokens=SMOKE_TOKENS
+        )
 
 
 def reproduce(config: ReproduceConfig, echo: Echo = print) -> dict[str, Any]:
