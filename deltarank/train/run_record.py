@@ -83,16 +83,10 @@ def run_record(
     previous_seconds: float,
     data: dict[str, Any],
 ) -> dict[str, Any]:
-    """Assemble run.json from the trainer state, the cost callback, versions and the git commit.
+    """run.json from the trainer state after `train()`, this session's cost callback and the provenance.
 
-    Args:
-        config: The resolved run config.
-        trainer: The `transformers.Trainer` after `train()`.
-        cost: The cost callback of this session.
-        source: Where the base model came from.
-        wall_seconds: Seconds of this `run_training` call, loading and saving included.
-        previous_seconds: Training seconds before the checkpoint this session resumed from.
-        data: Summaries of the train and eval data.
+    `wall_seconds` covers this `run_training` call (loading and saving included); `previous_seconds` is the
+    training time before the checkpoint this session resumed from; `data` summarises the train and eval sets.
     """
     state = trainer.state
     trainable, total = parameter_counts(trainer.model)

@@ -28,7 +28,7 @@ from deltarank.train.callbacks import (
     remove_training_args,
 )
 from deltarank.train.config import TrainConfig
-from deltarank.train.data import DataSummary, PaddingCollator, TokenizedDataset, build_dataset
+from deltarank.train.data import PaddingCollator, TokenizedDataset, build_dataset
 from deltarank.train.lora import wrap_model
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from deltarank.train.run_record import run_record, write_run_record
@@ -71,10 +71,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     source = resolve_model(config.model)
     args = training_arguments(config)
     tokenizer = load_tokenizer(source)
-    train_set, train_summary = build_dataset(
-        config.data, tokenizer, config.seq_len, sequences_needed(config, args)
-    )
-    eval_set, eval_summary = _eval_dataset(config, tokenizer)
+    train_set, eval_set, data = _datasets(config, tokenizer, sequences_needed(config, args))
     create_output_dir(output_dir)
     if checkpoint is not None:
         _warn_if_config_changed(output_dir, config)
@@ -93,12 +90,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         remove_training_args(output_dir)
-    data = {"train": train_summary.to_dict(), "eval": eval_summary.to_dict() if eval_summary else None}
-    wall = time.perf_counter() - started
-    record = {
-        **run_record(config, trainer, cost, source, wall, train_log.offset, data),
-        "resumed_from_step": resume_step,
-    }
+    record = run_record(config, trainer, cost, source, time.perf_counter() - started, train_log.offset, data)
+    record["resumed_from_step"] = resume_step
     if trainer.is_world_process_zero():
         write_run_record(output_dir, record)
         logger.info("wrote %s", output_dir)
@@ -172,6 +165,7 @@ def training_arguments(config: TrainConfig) -> Any:
         raise DeltarankError("--device cuda: no CUDA device is available")
     eval_steps = config.eval_steps or config.save_steps
     on_cuda = config.device != "cpu" and torch.cuda.is_available()
+    use_cpu = config.device == "cpu" or (config.precision != "fp32" and not on_cuda)  # bf16 on CPU needs it
     try:
         return TrainingArguments(
             output_dir=config.output_dir,
@@ -198,7 +192,7 @@ def training_arguments(config: TrainConfig) -> Any:
             include_num_input_tokens_seen="non_padding",
             bf16=config.precision == "bf16-mixed",
             fp16=config.precision == "fp16-mixed",
-            use_cpu=config.device == "cpu",
+            use_cpu=use_cpu,
             activation_checkpointing=config.gradient_checkpointing,
             dataloader_pin_memory=on_cuda,
             remove_unused_columns=False,
@@ -255,15 +249,22 @@ def _progress_mode(mode: str) -> str:
     return "bar" if sys.stderr.isatty() else "lines"
 
 
-def _eval_dataset(config: TrainConfig, tokenizer: Any) -> tuple[TokenizedDataset | None, DataSummary | None]:
-    """The eval set, capped at `max_eval_sequences`."""
+def _datasets(
+    config: TrainConfig, tokenizer: Any, train_sequences: int | None
+) -> tuple[TokenizedDataset, TokenizedDataset | None, dict[str, Any]]:
+    """The train set, the eval set (capped at `max_eval_sequences`) and their summaries for run.json."""
+    train_set, train_summary = build_dataset(config.data, tokenizer, config.seq_len, train_sequences)
+    summaries: dict[str, Any] = {"train": train_summary.to_dict(), "eval": None}
     if not config.eval_data:
-        return None, None
-    dataset, summary = build_dataset(config.eval_data, tokenizer, config.seq_len, config.max_eval_sequences)
+        return train_set, None, summaries
+    eval_set, eval_summary = build_dataset(
+        config.eval_data, tokenizer, config.seq_len, config.max_eval_sequences
+    )
     cap = config.max_eval_sequences
-    if cap is not None and len(dataset) > cap:
-        dataset = TokenizedDataset(dataset.examples[:cap])
-    return dataset, summary
+    if cap is not None and len(eval_set) > cap:
+        eval_set = TokenizedDataset(eval_set.examples[:cap])
+    summaries["eval"] = eval_summary.to_dict()
+    return train_set, eval_set, summaries
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
