@@ -95,11 +95,16 @@ def storage_noise_edge(tuned: torch.Tensor, tuned_dtype: str, floor: float) -> f
     bound = NOISE_EDGE_MARGIN * ulp_max / math.sqrt(12.0) * (math.sqrt(rows) + math.sqrt(cols))
     if bound <= floor:
         return bound
-    return noise_edge(rounding_variance(tuned, bits, min_exponent))
+    return noise_edge(rounding_variance(tuned, bits, min_exponent), floor)
 
 
-def noise_edge(variance: torch.Tensor) -> float:
-    """Largest singular value expected from noise with these per-entry variances (with margin)."""
+def noise_edge(variance: torch.Tensor, floor: float = 0.0) -> float:
+    """Largest singular value expected from noise with these per-entry variances (with margin).
+
+    When the variances are uneven, the analytic max-row + max-column estimate bounds the Monte-Carlo null from
+    above; if that bound is already under `floor` the (costly) null is skipped, as it cannot change a count of
+    singular values above max(edge, floor).
+    """
     row_norms = variance.sum(dim=1).sqrt()  # (m,)
     col_norms = variance.sum(dim=0).sqrt()  # (n,)
     if row_norms.mean() == 0:
@@ -107,8 +112,9 @@ def noise_edge(variance: torch.Tensor) -> float:
     uneven = max(
         float(row_norms.max() / row_norms.mean()), float(col_norms.max() / col_norms.clamp_min(0).mean())
     )
-    if uneven <= UNEVEN_RATIO:
-        return NOISE_EDGE_MARGIN * float(row_norms.max() + col_norms.max())
+    analytic = NOISE_EDGE_MARGIN * float(row_norms.max() + col_norms.max())
+    if uneven <= UNEVEN_RATIO or analytic <= floor:
+        return analytic
     return NOISE_EDGE_MARGIN * monte_carlo_edge(variance)
 
 
