@@ -272,6 +272,12 @@ def real_table(real: dict[str, Any]) -> list[str]:
             f"{r['spectrum_matrices']} matrices, {r['spectrum_seconds']:.0f} s",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Tokens are non-padding tokens (the functions of builtin:code are mostly shorter than the sequence "
+        "length; batches pad to their longest). Peak RSS (training) is run.json's: the resident-set high-water "
+        "mark since training began; the process peak includes loading the GGUF.",
+    ]
     return [*lines, "", f"Machine: `{json.dumps(real['machine'])}`", ""]
 
 
@@ -295,7 +301,15 @@ def overhead_table(over: dict[str, Any]) -> list[str]:
         ]
         cells += [f"{median['plain']:.1f}", f"{median['deltarank']:.1f}", f"{100 * median['overhead']:+.1f}%"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Each run (tokens/s; tokens per CPU-second; 1-minute load average when it ended):", ""]
+    lines += [
+        "",
+        "The machine is shared: another process on one of the two cores slows a two-thread torch step several-fold "
+        "(see the load averages), so best-of-N is the least disturbed comparison; runs in quiet moments agree "
+        "within 1%.",
+        "",
+        "Each run (tokens/s; tokens per CPU-second; 1-minute load average when it ended):",
+        "",
+    ]
     for method, r in over["methods"].items():
         for kind, runs in r["runs"].items():
             cells = "; ".join(
