@@ -146,6 +146,7 @@ def run_worker(kind: str, method: str, steps: int, index: int) -> dict[str, floa
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} {method} failed:\n{done.stderr[-3000:]}")
+    subprocess.run(["rm", "-rf", str(out)], check=True)  # the trained weights are not needed (0.5 GB each)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
