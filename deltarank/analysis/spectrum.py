@@ -1,6 +1,6 @@
 """Singular values of a weight delta: pure maths on tensors, no I/O.
 
-- Dense: σ(ΔW) with ΔW = W' − W computed after the upcast.
+- Dense: ΔW = W' − W computed after the upcast (its σ come from `solvers.singular_values`).
 - LoRA (exact fast path): σ(s·B·A) = σ(s·R_B·R_Aᵀ) with B = Q_B R_B and Aᵀ = Q_A R_A, an r × r SVD,
   O((out + in)·r²) instead of O(out·in·min(out, in)); B·A is never formed.
 - DoRA: W' = m ⊙ (W + s·B·A) / ‖W + s·B·A‖_row, so ΔW = W' − W needs the base weights and is dense.
@@ -14,11 +14,6 @@ import torch
 def dense_delta(base: torch.Tensor, tuned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """ΔW = tuned − base, each upcast to `dtype` before subtracting. Shapes: (m, n), (m, n) -> (m, n)."""
     return tuned.to(dtype) - base.to(dtype)
-
-
-def singular_values(delta: torch.Tensor) -> torch.Tensor:
-    """All min(m, n) singular values of a (m, n) matrix, descending, in the matrix's dtype and device."""
-    return torch.linalg.svdvals(delta)
 
 
 def lora_singular_values(b: torch.Tensor, a: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
