@@ -264,4 +264,6 @@ def test_a_pattern_that_only_fails_inside_peft_matching_is_refused_when_parsed(t
     with pytest.raises(DeltarankError, match="invalid rank/alpha pattern"):
         parse_adapter_config(tmp_path)
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
-    assert parse_adapter_config(tmp_path).lora_alpha == 8.0  # peft's LoraConfig default when the key is absent
+    assert (
+        parse_adapter_config(tmp_path).lora_alpha == 8.0
+    )  # peft's LoraConfig default when the key is absent
