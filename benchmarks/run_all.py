@@ -29,16 +29,31 @@ PYTHON = sys.executable
 WW_PYTHON = HERE / ".venv-ww" / "bin" / "python"
 
 
+# Peak RSS must come from a process started by a small one: a child's ru_maxrss starts from the RSS of the
+# process that forked it (Linux records the forked copy's high-water mark at exec), and this script holds
+# loaded tensors. The launcher (python -S, ~10 MiB) runs the command and reports its wall time and maxrss.
+LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_process(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one command; raises if it fails."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd} failed: {stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0
+    """(wall seconds, peak RSS MiB) of one command, measured by a small launcher; raises if it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", LAUNCHER, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False
+    )
+    last = proc.stdout.decode().strip().splitlines()[-1:] or ["0 0 1"]
+    wall, maxrss, code = last[0].split()
+    if proc.returncode != 0 or int(code) != 0:
+        raise RuntimeError(f"{cmd} failed: {proc.stderr.decode()[-2000:]}")
+    return float(wall), int(maxrss) / 1024.0
 
 
 def median_run(cmd: list[str], repeats: int) -> dict[str, float]:

@@ -56,8 +56,8 @@ class ReproduceConfig:
     model: str = "smollm2-135m"
     lora_r: int = 16
     seed: int = 0
-    full_lr: float = 2e-5
-    lora_lr: float = 2e-4
+    full_lr: float = 5e-5  # the reference paper's code-IFT full-FT lr; LoRA at 10×
+    lora_lr: float = 5e-4
     max_steps: int | None = None  # overrides the schedule's steps (smoke runs, tests)
     subspace: bool = True  # intruder dimensions and full-vs-LoRA subspace similarity
 
