@@ -47,7 +47,9 @@ print(time.perf_counter() - start, usage.ru_maxrss, os.waitstatus_to_exitcode(st
 def run_process(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one command, measured by a small launcher; raises if it fails."""
     proc = subprocess.run(
-        [sys.executable, "-S", "-c", LAUNCHER, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False
+        [sys.executable, "-S", "-c", LAUNCHER, *cmd],
+        capture_output=True,
+        check=False,
     )
     last = proc.stdout.decode().strip().splitlines()[-1:] or ["0 0 1"]
     wall, maxrss, code = last[0].split()

@@ -68,7 +68,8 @@ class RecordCache:
         if not self.directory.is_dir():
             self.directory.mkdir(parents=True)
             (self.directory / MANIFEST).write_text(json.dumps({"fingerprint": self.digest}))
-        write_atomic(self._file(tuned_index, record.name), json.dumps(record.to_dict()))
+        # No fsync: the cache is for a killed run, and 200 fsyncs cost more than the maths of small models.
+        write_atomic(self._file(tuned_index, record.name), json.dumps(record.to_dict()), durable=False)
 
     def finished(self) -> int:
         """How many finished records the cache directory holds."""

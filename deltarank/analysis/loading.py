@@ -15,7 +15,9 @@ from typing import TypeVar
 
 import torch
 
-from deltarank.analysis.measure import Loaded, LoadedAdapter, LoadedDense
+from deltarank.analysis.host import all_finite
+from deltarank.analysis.measure import DenseStats, Loaded, LoadedAdapter, LoadedDense, dense_stats
+from deltarank.analysis.noise import storage_noise
 from deltarank.errors import InputError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.pairing import AdapterPair, DensePair, Pair
@@ -37,9 +39,13 @@ class JobLoader:
     """Reads jobs' tensors, holding only the most recent base tensor for reuse."""
 
     def __init__(
-        self, base: TensorSource, tuned: Sequence[TensorSource | AdapterSource], device: torch.device
+        self,
+        base: TensorSource,
+        tuned: Sequence[TensorSource | AdapterSource],
+        device: torch.device,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        self.base, self.tuned, self.device = base, tuned, device
+        self.base, self.tuned, self.device, self.dtype = base, tuned, device, dtype
         self._base_key: str | None = None
         self._base_tensor: torch.Tensor | None = None
 
@@ -52,7 +58,9 @@ class JobLoader:
         return self._base_tensor
 
     def __call__(self, job: Job) -> Loaded:
-        return load_pair(job.pair, self.base, self.tuned[job.tuned_index], self.device, self.base_tensor)
+        return load_pair(
+            job.pair, self.base, self.tuned[job.tuned_index], self.device, self.base_tensor, self.dtype
+        )
 
 
 def load_pair(
@@ -61,8 +69,12 @@ def load_pair(
     tuned: TensorSource | AdapterSource,
     device: torch.device,
     read_base: object = None,
+    dtype: torch.dtype | None = None,
 ) -> Loaded:
     """Read one pair in its stored dtypes, check it is finite, and move it to the compute device.
+
+    With `dtype` (the compute dtype), a dense pair also gets its `DenseStats` here, on the loader thread: the
+    noise figures from the tuned tensor in host memory and, when the compute device is the CPU, ΔW itself.
 
     Args:
         pair: What to read.
@@ -70,6 +82,7 @@ def load_pair(
         tuned: Tuned checkpoint or adapter.
         device: Compute device.
         read_base: Optional callable key -> base tensor (on `device`) to share base reads.
+        dtype: Compute dtype; None leaves the figures to `measure`.
     """
     get_base = (
         read_base if callable(read_base) else (lambda key: _to(_checked(base.read(key), base, key), device))
@@ -77,7 +90,13 @@ def load_pair(
     if isinstance(pair, DensePair):
         assert not isinstance(tuned, AdapterSource)
         tuned_t = _checked(tuned.read(pair.tuned_key), tuned, pair.tuned_key)
-        return LoadedDense(pair, get_base(pair.base_key), _to(tuned_t, device))
+        base_t = get_base(pair.base_key)
+        stats = None
+        if dtype is not None and device.type == "cpu":
+            stats = dense_stats(base_t, tuned_t, pair.tuned_dtype, dtype)
+        elif dtype is not None:
+            stats = DenseStats(storage_noise(tuned_t, pair.tuned_dtype))
+        return LoadedDense(pair, base_t, _to(tuned_t, device), stats)
     assert isinstance(pair, AdapterPair) and isinstance(tuned, AdapterSource)
     b, a, magnitude = tuned.read_factors(pair.name)
     for label, factor in (("lora_B", b), ("lora_A", a), ("magnitude", magnitude)):
@@ -115,7 +134,7 @@ def prefetched(jobs: Sequence[JobT], read: Callable[[JobT], OutT]) -> Iterator[O
 
 def _checked(tensor: torch.Tensor, source: TensorSource | AdapterSource, name: str) -> torch.Tensor:
     """Refuse tensors holding NaN or Inf, naming them."""
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if tensor.is_floating_point() and not all_finite(tensor):
         raise InputError(_file_of(source, name), f"tensor {name!r} contains NaN or Inf")
     return tensor
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from deltarank.analysis.noise import storage_noise_edge
+from deltarank.analysis.host import frobenius_norm, host_array
+from deltarank.analysis.noise import StorageNoise, storage_noise
 from deltarank.analysis.ranks import all_ranks, numerical_threshold
 from deltarank.analysis.reference import random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum
@@ -18,12 +20,30 @@ from deltarank.io.pairing import AdapterPair, DensePair
 
 
 @dataclass
+class DenseStats:
+    """What a dense pair's record needs from the whole tensors besides σ, computed on the loader thread.
+
+    Attributes:
+        noise: The tuned tensor's storage-noise figures.
+        base_norm: ‖W_base‖_F, or None when the compute device is not the CPU (then measured there).
+        delta: ΔW in the compute dtype when the compute device is the CPU, else None.
+        erased: Fraction of exactly-zero entries of `delta` (None with it).
+    """
+
+    noise: StorageNoise
+    base_norm: float | None = None
+    delta: torch.Tensor | None = None
+    erased: float | None = None
+
+
+@dataclass
 class LoadedDense:
-    """A dense pair read from disk (stored dtypes, on the compute device)."""
+    """A dense pair read from disk (stored dtypes, on the compute device), with its loader-side figures."""
 
     pair: DensePair
     base: torch.Tensor
     tuned: torch.Tensor
+    stats: DenseStats | None = None
 
 
 @dataclass
@@ -76,15 +96,50 @@ def _measure_dense(
     loaded: LoadedDense, settings: MeasureSettings, sigma_t: torch.Tensor | None = None
 ) -> MatrixSpectrum:
     pair, dtype, thresholds = loaded.pair, settings.dtype, settings.thresholds
-    delta = dense_delta(loaded.base, loaded.tuned, dtype)  # (m, n)
+    stats = loaded.stats
+    if stats is not None and stats.delta is not None and stats.delta.dtype == dtype:
+        delta = stats.delta
+    else:
+        delta = dense_delta(loaded.base, loaded.tuned, dtype)  # (m, n)
     if sigma_t is None:
         sigma_t = singular_values(delta, settings.solver, settings.top_k)
     sigma = sigma_t.cpu().numpy().astype(np.float64)
     floor = numerical_threshold(sigma, min(pair.shape), float(torch.finfo(dtype).eps))
-    edge = storage_noise_edge(loaded.tuned, pair.tuned_dtype, floor)
-    erased = float((delta == 0).sum()) / delta.numel()
-    base_norm = float(torch.linalg.vector_norm(loaded.base.to(dtype)))
+    noise = stats.noise if stats is not None else storage_noise(loaded.tuned.cpu(), pair.tuned_dtype, floor)
+    edge = noise.edge(floor)
+    if stats is not None and stats.erased is not None and delta is stats.delta:
+        erased = stats.erased
+    else:
+        erased = float((delta == 0).sum()) / delta.numel()
+    if stats is not None and stats.base_norm is not None:
+        base_norm = stats.base_norm
+    else:
+        base_norm = float(torch.linalg.vector_norm(loaded.base.to(dtype)))
     return _record(pair, "dense", sigma, dtype, thresholds, edge, base_norm, erased, None)
+
+
+def dense_stats(base: torch.Tensor, tuned: torch.Tensor, tuned_dtype: str, dtype: torch.dtype) -> DenseStats:
+    """The loader-side figures of a dense pair held on the CPU, in NumPy (see `deltarank.analysis.host`).
+
+    Args:
+        base: Base weights (stored dtype, CPU).
+        tuned: Tuned weights (stored dtype, CPU).
+        tuned_dtype: The tuned tensor's stored dtype label (for the noise model).
+        dtype: Compute dtype of ΔW.
+    """
+    base_values = host_array(base, dtype)
+    delta = host_array(tuned, dtype) - base_values  # upcast first, then subtract
+    delta_norm = frobenius_norm(delta)
+    rows, cols = delta.shape
+    # The numerical floor is σ₁·min(m, n)·eps and σ₁ ≥ ‖ΔW‖_F / √min(m, n): a lower bound of it before the σ
+    # are known (0.99 absorbs rounding in the norm).
+    floor_hint = 0.99 * delta_norm * math.sqrt(min(rows, cols)) * float(torch.finfo(dtype).eps)
+    return DenseStats(
+        noise=storage_noise(tuned, tuned_dtype, floor_hint),
+        base_norm=frobenius_norm(base_values),
+        delta=torch.from_numpy(delta),
+        erased=1.0 - np.count_nonzero(delta) / max(delta.size, 1),
+    )
 
 
 def _measure_adapter(loaded: LoadedAdapter, settings: MeasureSettings) -> MatrixSpectrum:

@@ -11,8 +11,12 @@ null (the top singular value of a few synthetic rounding-noise matrices) is used
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from deltarank.analysis.host import host_array
 
 # Explicit mantissa bits of each floating storage dtype (safetensors and GGUF labels).
 MANTISSA_BITS: dict[str, int] = {"F64": 52, "F32": 23, "F16": 10, "BF16": 7, "F8_E4M3": 3, "F8_E5M2": 2}
@@ -74,28 +78,78 @@ def noise_variance(tuned: torch.Tensor, tuned_dtype: str) -> torch.Tensor | None
     return rounding_variance(tuned, bits, MIN_NORMAL_EXPONENT.get(tuned_dtype.upper()))
 
 
-def storage_noise_edge(tuned: torch.Tensor, tuned_dtype: str, floor: float) -> float:
-    """The noise edge of a tuned tensor's storage rounding, computed only when it can matter.
+@dataclass(frozen=True)
+class StorageNoise:
+    """The noise-edge figures of one stored tensor, computed before its σ are known (on the loader thread).
+
+    Attributes:
+        bound: Cheap upper bound on the edge, margin·√v_max·(√m + √n); 0.0 for dtypes that are not modelled.
+        analytic: margin·(max row + max column noise norm), or None when the per-entry pass was skipped
+            because `bound` was already under a known lower bound of the numerical floor.
+        relative: Per-entry variances relative to v_max (float32), kept only when they are uneven enough to
+            need the Monte-Carlo null.
+        scale: √v_max, the unit of `relative`.
+    """
+
+    bound: float
+    analytic: float | None = None
+    relative: torch.Tensor | None = None
+    scale: float = 0.0
+
+    def edge(self, floor: float) -> float:
+        """The noise edge given the numerical floor `floor` (see `storage_noise_edge`)."""
+        if self.analytic is None or self.bound <= floor:
+            return self.bound
+        if self.relative is None or self.analytic <= floor:
+            return self.analytic
+        return self.scale * NOISE_EDGE_MARGIN * monte_carlo_edge(self.relative)
+
+
+def storage_noise(tuned: torch.Tensor, tuned_dtype: str, floor_hint: float = 0.0) -> StorageNoise:
+    """The `StorageNoise` of a stored tensor (CPU), in NumPy.
 
     A cheap upper bound comes first: every entry's variance is at most ulp(max|w|)²/12, so the edge is at most
-    margin·√v_max·(√m + √n). When that bound is already below `floor` (the numerical-rank cut-off, which the
-    noise-floor rank never goes under) the bound is returned and the per-entry pass is skipped: the
-    noise-floor rank is the same either way. Returns 0.0 for dtypes that are not modelled.
+    margin·√v_max·(√m + √n). The per-entry pass is skipped when that bound is under `floor_hint`, a lower
+    bound of the numerical floor known before the σ are (the noise-floor rank never counts below that floor,
+    so it is the same either way). The pass works on variances relative to v_max, in float32: the edge scales
+    with their square root, and entries 2⁶⁴ below the largest, which underflow to 0, add nothing measurable.
     """
     bits = mantissa_bits(tuned_dtype)
     if bits is None or tuned.numel() == 0:
-        return 0.0
+        return StorageNoise(0.0)
     min_exponent = MIN_NORMAL_EXPONENT.get(tuned_dtype.upper())
-    largest = float(tuned.abs().max())
+    values = host_array(tuned, torch.float64 if tuned.dtype == torch.float64 else torch.float32)
+    largest = float(np.abs(values).max())
     _, exponent = math.frexp(largest)
     if min_exponent is not None:
         exponent = max(exponent, min_exponent + 1)  # subnormal spacing, as in rounding_variance
-    ulp_max = math.ldexp(1.0, exponent - 1 - bits)
-    rows, cols = tuned.shape[-2], tuned.shape[-1]
-    bound = NOISE_EDGE_MARGIN * ulp_max / math.sqrt(12.0) * (math.sqrt(rows) + math.sqrt(cols))
-    if bound <= floor:
-        return bound
-    return noise_edge(rounding_variance(tuned, bits, min_exponent), floor)
+    scale = math.ldexp(1.0, exponent - 1 - bits) / math.sqrt(12.0)  # √v_max
+    rows, cols = values.shape[-2], values.shape[-1]
+    bound = NOISE_EDGE_MARGIN * scale * (math.sqrt(rows) + math.sqrt(cols))
+    if bound <= floor_hint:
+        return StorageNoise(bound)
+    _, entry_exponent = np.frexp(values)
+    if min_exponent is not None:
+        np.maximum(entry_exponent, min_exponent + 1, out=entry_exponent)
+    relative = np.exp2(((entry_exponent - exponent) * 2).astype(np.float32))  # 4^(e − e_max)
+    relative[values == 0] = 0.0
+    row_norms = np.sqrt(relative.sum(axis=1, dtype=np.float64))  # (m,)
+    col_norms = np.sqrt(relative.sum(axis=0, dtype=np.float64))  # (n,)
+    if row_norms.mean() == 0:
+        return StorageNoise(bound, 0.0)
+    analytic = NOISE_EDGE_MARGIN * scale * float(row_norms.max() + col_norms.max())
+    uneven = max(row_norms.max() / row_norms.mean(), col_norms.max() / col_norms.mean())
+    kept = torch.from_numpy(relative) if uneven > UNEVEN_RATIO else None
+    return StorageNoise(bound, analytic, kept, scale)
+
+
+def storage_noise_edge(tuned: torch.Tensor, tuned_dtype: str, floor: float) -> float:
+    """The noise edge of a tuned tensor's storage rounding, with the numerical floor `floor` known.
+
+    Returns the cheap bound when it is under `floor`, else the per-entry estimate (Monte-Carlo null when the
+    variances are uneven); 0.0 for dtypes that are not modelled.
+    """
+    return storage_noise(tuned.cpu(), tuned_dtype, floor).edge(floor)
 
 
 def noise_edge(variance: torch.Tensor, floor: float = 0.0) -> float:

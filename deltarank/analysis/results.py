@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,8 @@ class MatrixSpectrum:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict would deep-copy every σ
+        out["ranks"] = dict(self.ranks)
         out["shape"] = list(self.shape)
         out["singular_values"] = list(self.singular_values)
         return out
@@ -205,16 +206,20 @@ def check_writable(path: str | Path) -> Path:
     return target
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, then rename over it: readers never see a partial file."""
+def write_atomic(path: str | Path, text: str, durable: bool = True) -> None:
+    """Write `text` to a temp file beside `path`, then rename over it: readers never see a partial file.
+
+    `durable` also flushes it to the disk before the rename (survives a power cut, not only a killed process).
+    """
     target = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -141,6 +141,7 @@ def test_storage_noise_edge_returns_the_cheap_bound_under_the_floor() -> None:
     bound = NOISE_EDGE_MARGIN * 2.0**-8 / math.sqrt(12) * (math.sqrt(m) + math.sqrt(n))
     assert storage_noise_edge(stored, "BF16", floor=1.0) == pytest.approx(bound, rel=1e-12)
     full = storage_noise_edge(stored, "BF16", floor=0.0)
-    assert full == pytest.approx(noise_edge(noise_variance(stored, "BF16")), rel=1e-12)
+    # The per-entry pass sums relative variances in float32: agreement to float32 rounding.
+    assert full == pytest.approx(noise_edge(noise_variance(stored, "BF16")), rel=1e-6)
     assert full < bound
     assert storage_noise_edge(stored, "Q4_1", floor=0.0) == 0.0

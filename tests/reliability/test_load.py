@@ -89,7 +89,8 @@ def test_fifty_checkpoints_in_one_call_keep_memory_and_files_flat(
         # the prefetch thread is reading, a cache record being written), however many checkpoints.
         assert run["after"]["fds"] == run["before"]["fds"]
         assert run["peak"]["fds"] <= run["before"]["fds"] + 3
-    assert many["peak"]["tensors"] == few["peak"]["tensors"]
+    # (Whether 3 or 4 tensors are alive at a sample depends on how far the prefetch thread got, so the two
+    # runs are held to the same bound above rather than to the same count.)
 
     # Peak memory does not grow with the number of checkpoints (beyond their small results).
     growth_few = few["peak"]["rss"] - few["before"]["rss"]
