@@ -138,7 +138,7 @@ def dense_stats(base: torch.Tensor, tuned: torch.Tensor, tuned_dtype: str, dtype
         noise=storage_noise(tuned, tuned_dtype, floor_hint),
         base_norm=frobenius_norm(base_values),
         delta=torch.from_numpy(delta),
-        erased=1.0 - np.count_nonzero(delta) / max(delta.size, 1),
+        erased=float(delta.size - np.count_nonzero(delta)) / max(delta.size, 1),
     )
 
 

@@ -1,0 +1,38 @@
+"""A pair's record is the same whether its ΔW and statistics come from the loader thread or from `measure`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deltarank.analysis.measure import LoadedDense, MeasureSettings, dense_stats, measure
+from deltarank.io.pairing import DensePair
+
+LABELS = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+
+
+@pytest.mark.parametrize("stored", list(LABELS))
+@pytest.mark.parametrize("precision", [torch.float32, torch.float64])
+def test_loader_side_statistics_give_the_same_record(stored: torch.dtype, precision: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(3)
+    base = (torch.randn(96, 64, generator=generator) * 0.05).to(stored)
+    update = torch.randn(96, 4, generator=generator) @ torch.randn(4, 64, generator=generator) * 1e-3
+    tuned = (base.float() + update).to(stored)
+    tuned[5, 7] = base[5, 7]  # an entry that did not move
+    pair = DensePair("model.layers.0.mlp.up_proj.weight", "b", "t", (96, 64), LABELS[stored], LABELS[stored])
+    settings = MeasureSettings(
+        precision, (0.5, 0.9, 0.99), solver="gram" if precision == torch.float32 else "svd"
+    )
+
+    direct = measure(LoadedDense(pair, base, tuned), settings)
+    prepared = measure(
+        LoadedDense(pair, base, tuned, dense_stats(base, tuned, LABELS[stored], precision)), settings
+    )
+
+    assert prepared.singular_values == pytest.approx(direct.singular_values, rel=0, abs=1e-12)
+    assert prepared.ranks == pytest.approx(direct.ranks, rel=1e-9)
+    assert prepared.noise_edge == pytest.approx(direct.noise_edge, rel=1e-6)
+    assert prepared.erased_fraction == direct.erased_fraction >= 1 / (96 * 64)
+    assert prepared.base_norm == pytest.approx(direct.base_norm, rel=1e-6)
+    if stored != torch.float32:  # low-precision storage: the noise edge is above the numerical floor
+        assert direct.ranks["noise_floor"] < direct.ranks["numerical"]
