@@ -37,6 +37,7 @@ figures: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/solver_shapes.py > benchmarks/results/solvers.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -226,7 +226,7 @@ def _torch_threads(count: int | None) -> Iterator[None]:
 
     With the CPU Gram solver the decomposition runs in OpenBLAS threads (see solvers.py); torch is left only
     memory-bound elementwise work, and its idle OpenMP workers, spinning between ops, would take cores from
-    OpenBLAS (2 cores, SmolLM2 pair: 7.6 s with 2 torch threads, 4.5 s with 1).
+    OpenBLAS (measured during development, 2 cores, SmolLM2 pair: 7.6 s with 2 torch threads, 4.5 s with 1).
     """
     before = torch.get_num_threads()
     if count is not None:

@@ -2,7 +2,8 @@
 
 The loader thread prepares the next pair while the current one is decomposed. A torch op there would start a
 second OpenMP thread team beside the one (or the OpenBLAS threads) of the decomposition and, on few cores, slow
-both down (2 cores, SmolLM2 pair: 14.4 s with torch's finite check on the loader thread, 6.5 s with NumPy's).
+both down (measured during development, 2 cores, SmolLM2 pair: 14.4 s with torch's finite check on the loader
+thread, 6.5 s with NumPy's).
 NumPy runs these element-wise passes on the calling thread and releases the GIL, and none of them calls BLAS.
 """
 

@@ -96,24 +96,18 @@ def _measure_dense(
     loaded: LoadedDense, settings: MeasureSettings, sigma_t: torch.Tensor | None = None
 ) -> MatrixSpectrum:
     pair, dtype, thresholds = loaded.pair, settings.dtype, settings.thresholds
-    stats = loaded.stats
-    if stats is not None and stats.delta is not None and stats.delta.dtype == dtype:
-        delta = stats.delta
-    else:
-        delta = dense_delta(loaded.base, loaded.tuned, dtype)  # (m, n)
+    stats = loaded.stats or DenseStats(storage_noise(loaded.tuned.cpu(), pair.tuned_dtype))
+    delta = (
+        stats.delta if stats.delta is not None else dense_delta(loaded.base, loaded.tuned, dtype)
+    )  # (m, n)
     if sigma_t is None:
         sigma_t = singular_values(delta, settings.solver, settings.top_k)
     sigma = sigma_t.cpu().numpy().astype(np.float64)
     floor = numerical_threshold(sigma, min(pair.shape), float(torch.finfo(dtype).eps))
-    noise = stats.noise if stats is not None else storage_noise(loaded.tuned.cpu(), pair.tuned_dtype, floor)
-    edge = noise.edge(floor)
-    if stats is not None and stats.erased is not None and delta is stats.delta:
-        erased = stats.erased
-    else:
-        erased = float((delta == 0).sum()) / delta.numel()
-    if stats is not None and stats.base_norm is not None:
-        base_norm = stats.base_norm
-    else:
+    edge = stats.noise.edge(floor)
+    erased = stats.erased if stats.erased is not None else float((delta == 0).sum()) / delta.numel()
+    base_norm = stats.base_norm
+    if base_norm is None:
         base_norm = float(torch.linalg.vector_norm(loaded.base.to(dtype)))
     return _record(pair, "dense", sigma, dtype, thresholds, edge, base_norm, erased, None)
 

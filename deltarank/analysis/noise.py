@@ -133,13 +133,21 @@ def storage_noise(tuned: torch.Tensor, tuned_dtype: str, floor_hint: float = 0.0
         np.maximum(entry_exponent, min_exponent + 1, out=entry_exponent)
     relative = np.exp2(((entry_exponent - exponent) * 2).astype(np.float32))  # 4^(e − e_max)
     relative[values == 0] = 0.0
-    row_norms = np.sqrt(relative.sum(axis=1, dtype=np.float64))  # (m,)
-    col_norms = np.sqrt(relative.sum(axis=0, dtype=np.float64))  # (n,)
+    return _from_variance(relative, scale, bound)
+
+
+def _from_variance(variance: np.ndarray, scale: float, bound: float) -> StorageNoise:
+    """`StorageNoise` from per-entry variances in units of scale² (the row/column pass shared by all callers).
+
+    Shapes: variance (m, n); the array is kept (as a tensor) only when uneven enough for the Monte-Carlo null.
+    """
+    row_norms = np.sqrt(variance.sum(axis=1, dtype=np.float64))  # (m,)
+    col_norms = np.sqrt(variance.sum(axis=0, dtype=np.float64))  # (n,)
     if row_norms.mean() == 0:
         return StorageNoise(bound, 0.0)
     analytic = NOISE_EDGE_MARGIN * scale * float(row_norms.max() + col_norms.max())
     uneven = max(row_norms.max() / row_norms.mean(), col_norms.max() / col_norms.mean())
-    kept = torch.from_numpy(relative) if uneven > UNEVEN_RATIO else None
+    kept = torch.from_numpy(variance) if uneven > UNEVEN_RATIO else None
     return StorageNoise(bound, analytic, kept, scale)
 
 
@@ -159,17 +167,7 @@ def noise_edge(variance: torch.Tensor, floor: float = 0.0) -> float:
     above; if that bound is already under `floor` the (costly) null is skipped, as it cannot change a count of
     singular values above max(edge, floor).
     """
-    row_norms = variance.sum(dim=1).sqrt()  # (m,)
-    col_norms = variance.sum(dim=0).sqrt()  # (n,)
-    if row_norms.mean() == 0:
-        return 0.0
-    uneven = max(
-        float(row_norms.max() / row_norms.mean()), float(col_norms.max() / col_norms.clamp_min(0).mean())
-    )
-    analytic = NOISE_EDGE_MARGIN * float(row_norms.max() + col_norms.max())
-    if uneven <= UNEVEN_RATIO or analytic <= floor:
-        return analytic
-    return NOISE_EDGE_MARGIN * monte_carlo_edge(variance)
+    return _from_variance(variance.detach().cpu().numpy(), 1.0, math.inf).edge(floor)
 
 
 def monte_carlo_edge(variance: torch.Tensor, draws: int = NOISE_MC_DRAWS) -> float:

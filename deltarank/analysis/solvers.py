@@ -4,7 +4,8 @@
 - `gram`: eigenvalues of the float64 Gram matrix of the smaller side, σ_i = √λ_i(ΔWᵀΔW). On CPU a single
   matrix goes to BLAS `dsyrk` (the symmetric product: half the flops of a general one) and LAPACK `dsyevd`
   (eigenvalues only) through SciPy, whose OpenBLAS runs these faster here than torch's MKL build (AMD EPYC,
-  2 cores: 576² 13 ms vs torch's Gram 23 ms vs float32 SVD 19 ms; 1024 × 2816 80 ms vs 126 ms vs 466 ms).
+  2 cores, `benchmarks/solver_shapes.py`: 576² 17 ms vs torch's Gram 32 ms vs float32 SVD 24 ms; 1024 × 2816
+  97 ms vs 142 ms vs 520 ms).
   Batches and CUDA tensors use torch. Error bound (tested against a float64 SVD): |σ̂_i − σ_i| ≤ GRAM_ERROR·σ₁ with
   GRAM_ERROR = √(n·ε₆₄) (≈ 1e-7 at n = 4096), no worse than a float32 SVD's own error (≈ n·ε₃₂·σ₁).
 - `randomized`: the top-k σ by a randomised SVD (`torch.svd_lowrank`); approximate and labelled so.
