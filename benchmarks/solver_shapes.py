@@ -4,8 +4,11 @@
 
 - `svd`: torch.linalg.svdvals in float32 with torch's default threads (what the hand-written script runs).
 - `gram (torch)`: the float64 Gram eigenvalues in torch (the batched/CUDA path), default threads.
-- `gram (lapack)`: deltarank's CPU path (OpenBLAS dsyrk + dsyevd), with torch at one thread as in a run.
-Medians of 5 calls after one warm-up, on Gaussian matrices.
+- `gram (numpy)`: deltarank's CPU Gram path (NumPy's OpenBLAS dsyrk + dsyevd) on one matrix, all cores' BLAS
+  threads.
+- `gram (numpy, concurrent)`: the same, as a run schedules it (`deltarank.analysis.schedule`): one worker per
+  core, each on one BLAS thread; wall time of a batch of matrices divided by their number.
+Medians of 5 calls (or batches) after one warm-up, on Gaussian matrices.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from threadpoolctl import threadpool_limits
 
+from deltarank.analysis.schedule import applied, cpu_schedule
 from deltarank.analysis.solvers import singular_values
 
 # Block-matrix shapes of one layer and the layer count of each model.
@@ -50,7 +56,14 @@ def main() -> None:
             "gram (torch)": median_ms(lambda d=delta: singular_values(d.unsqueeze(0), "gram")),
         }
         torch.set_num_threads(1)
-        row["gram (lapack)"] = median_ms(lambda d=delta: singular_values(d, "gram"))
+        with threadpool_limits(limits=default_threads, user_api="blas"):
+            row["gram (numpy)"] = median_ms(lambda d=delta: singular_values(d, "gram"))
+        schedule = cpu_schedule()
+        batch = [delta] * (2 * schedule.workers)
+        with applied(schedule), ThreadPoolExecutor(schedule.workers) as pool:
+            row["gram (numpy, concurrent)"] = median_ms(
+                lambda b=batch: list(pool.map(lambda d: singular_values(d, "gram"), b))
+            ) / len(batch)
         timing[shape] = row
     torch.set_num_threads(default_threads)
     methods = list(next(iter(timing.values())))

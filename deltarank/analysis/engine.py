@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from deltarank.analysis.distributed import World, gather, joined, local_device
 from deltarank.analysis.loading import Job, JobLoader, load_pair, prefetched
 from deltarank.analysis.measure import Loaded, MeasureSettings, measure_batch
 from deltarank.analysis.results import MatrixSpectrum, SkippedTensor, SpectrumResult
+from deltarank.analysis.schedule import CpuSchedule, applied, cpu_schedule
 from deltarank.analysis.solvers import resolve_solver
 from deltarank.errors import DeltarankError
 from deltarank.io.adapter import AdapterSource
@@ -83,6 +85,7 @@ def spectrum(
     top_k: int | None = None,
     progress: ProgressHook | None = None,
     cache: RecordCache | None = None,
+    workers: int | None = None,
 ) -> SpectrumResult:
     """The SVD spectrum and effective ranks of every selected weight delta ΔW = W_tuned − W_base.
 
@@ -98,6 +101,8 @@ def spectrum(
         top_k: Number of singular values for the randomized solver.
         progress: Called as progress(done, total, name) after each matrix.
         cache: Resume cache of finished matrices (see `deltarank.analysis.cache`).
+        workers: CPU decompositions run at once by the Gram solver; None picks one per core, at most
+            `deltarank.analysis.schedule.MAX_WORKERS` (each holds one delta and its Gram matrix).
 
     Returns:
         A SpectrumResult with one MatrixSpectrum per analysed matrix (on rank 0 under torchrun).
@@ -114,6 +119,7 @@ def spectrum(
         top_k=top_k,
         progress=progress,
         cache=cache,
+        workers=workers,
     )
     return results[0]
 
@@ -131,6 +137,7 @@ def spectrum_many(
     top_k: int | None = None,
     progress: ProgressHook | None = None,
     cache: RecordCache | None = None,
+    workers: int | None = None,
 ) -> list[SpectrumResult]:
     """`spectrum` for several tuned checkpoints of one base, reading each base tensor once for all of them.
 
@@ -148,7 +155,7 @@ def spectrum_many(
     base_source = open_checkpoint(base)
     plans = [_plan(base_source, str(t), Selection(include=include, exclude=exclude)) for t in tuned]
     with joined(dev) as world:
-        records = _run(base_source, plans, dev, settings, world, progress, cache)
+        records = _run(base_source, plans, dev, settings, world, progress, cache, workers)
         gathered = gather(records, world)
     if gathered is None:
         return []
@@ -195,8 +202,13 @@ def _run(
     world: World,
     progress: ProgressHook | None,
     cache: RecordCache | None,
+    workers: int | None = None,
 ) -> list[tuple[int, MatrixSpectrum]]:
-    """Measure this rank's jobs, reusing cached records; returns (tuned index, record) pairs."""
+    """Measure this rank's jobs, reusing cached records; returns (tuned index, record) pairs.
+
+    Pairs are read in order on the prefetch thread and measured on a pool of `workers` threads (one on
+    CUDA, where same-shape deltas are batched instead; see `deltarank.analysis.schedule` for the CPU).
+    """
     jobs = _jobs(plans, world)
     done: list[tuple[int, MatrixSpectrum]] = []
     todo = []
@@ -208,33 +220,35 @@ def _run(
             todo.append(job)
     loader = JobLoader(base, [plan.source for plan in plans], device, settings.dtype)
     batch_size = CUDA_BATCH if device.type == "cuda" else 1
-    with _torch_threads(1 if device.type == "cpu" and settings.solver == "gram" else None):
-        for batch in _batches(prefetched(todo, lambda job: (job, loader(job))), batch_size):
-            records = measure_batch([loaded for _, loaded in batch], settings)
-            for (job, _), record in zip(batch, records, strict=True):
-                if cache is not None:
-                    cache.put(job.tuned_index, record)
-                done.append((job.tuned_index, record))
-                if progress is not None and world.is_main:
-                    progress(len(done), len(jobs), record.name)
+    concurrent = device.type == "cpu" and settings.solver == "gram"
+    schedule = cpu_schedule(workers) if concurrent else CpuSchedule(workers=1, blas_threads=0)
+
+    def finish(batch: list[Job], records: list[MatrixSpectrum]) -> None:
+        for job, record in zip(batch, records, strict=True):
+            if cache is not None:
+                cache.put(job.tuned_index, record)
+            done.append((job.tuned_index, record))
+            if progress is not None and world.is_main:
+                progress(len(done), len(jobs), record.name)
+
+    # The reader is closed here, on this thread, even on an error: left to the garbage collector, its
+    # blocking shutdown could run on any thread, such as one starting up while it holds threading's locks.
+    reader = closing(prefetched(todo, lambda job: (job, loader(job)), depth=schedule.workers))
+    threads = applied(schedule) if concurrent else nullcontext()
+    pool = ThreadPoolExecutor(schedule.workers, thread_name_prefix="deltarank-measure")
+    with threads, reader as loads, pool:
+        running: dict[Future[list[MatrixSpectrum]], list[Job]] = {}
+        for batch in _batches(loads, batch_size):
+            future = pool.submit(measure_batch, [loaded for _, loaded in batch], settings)
+            running[future] = [job for job, _ in batch]
+            del batch  # only the worker holds the tensors now: they go as soon as it is done
+            while len(running) >= schedule.workers:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    finish(running.pop(future), future.result())
+        for future in list(running):  # in submission order
+            finish(running.pop(future), future.result())
     return done
-
-
-@contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run with `count` torch intra-op threads (unchanged for None), restoring the setting after.
-
-    With the CPU Gram solver the decomposition runs in OpenBLAS threads (see solvers.py); torch is left only
-    memory-bound elementwise work, and its idle OpenMP workers, spinning between ops, would take cores from
-    OpenBLAS (measured during development, 2 cores, SmolLM2 pair: 7.6 s with 2 torch threads, 4.5 s with 1).
-    """
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _batches(items: Iterator[tuple[Job, Loaded]], size: int) -> Iterator[list[tuple[Job, Loaded]]]:

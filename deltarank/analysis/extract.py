@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -166,20 +167,20 @@ def _write_factors(
     records: list[MatrixExtract] = []
     skipped: list[SkippedTensor] = []
     try:
-        loads = prefetched(plan.pairs, lambda pair: (pair, load(plan, pair, dev)))
-        for index, (pair, loaded) in enumerate(loads):
-            outcome = _extract_one(pair, loaded, compute, rank, energy)
-            del loaded
-            if isinstance(outcome, SkippedTensor):
-                skipped.append(outcome)
-            else:
-                record, b, a = outcome  # (out, k), (k, in)
-                key_b, key_a = lora_keys(pair.name.removesuffix(".weight"))
-                writer.add(key_a, a.to(SAVE_DTYPES[dtype]))
-                writer.add(key_b, b.to(SAVE_DTYPES[dtype]))
-                records.append(record)
-            if progress is not None:
-                progress(index + 1, len(plan.pairs), pair.name)
+        with closing(prefetched(plan.pairs, lambda pair: (pair, load(plan, pair, dev)))) as loads:
+            for index, (pair, loaded) in enumerate(loads):
+                outcome = _extract_one(pair, loaded, compute, rank, energy)
+                del loaded
+                if isinstance(outcome, SkippedTensor):
+                    skipped.append(outcome)
+                else:
+                    record, b, a = outcome  # (out, k), (k, in)
+                    key_b, key_a = lora_keys(pair.name.removesuffix(".weight"))
+                    writer.add(key_a, a.to(SAVE_DTYPES[dtype]))
+                    writer.add(key_b, b.to(SAVE_DTYPES[dtype]))
+                    records.append(record)
+                if progress is not None:
+                    progress(index + 1, len(plan.pairs), pair.name)
         writer.finish({"format": "pt"})
     except BaseException:
         writer.abort()

@@ -13,6 +13,7 @@ the tuned top-k vectors.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,14 +197,14 @@ def intruders(
     dev, dtype = compute_setup(device, precision)
     plan = plan_pairs(base, tuned, Selection(include=include, exclude=exclude))
     records = []
-    loads = prefetched(plan.pairs, lambda pair: (pair, *load_with_base(plan, pair, dev)))
-    for index, (pair, loaded, base_w) in enumerate(loads):
-        tuned_w = tuned_weight(loaded, base_w, dtype)  # (m, n)
-        max_cos, tuned_sigma = weight_intruders(base_w.to(dtype), tuned_w, top_k)
-        records.append(_record(pair, kind_of(loaded), max_cos, tuned_sigma, epsilon, sweep))
-        del loaded, base_w, tuned_w
-        if progress is not None:
-            progress(index + 1, len(plan.pairs), pair.name)
+    with closing(prefetched(plan.pairs, lambda pair: (pair, *load_with_base(plan, pair, dev)))) as loads:
+        for index, (pair, loaded, base_w) in enumerate(loads):
+            tuned_w = tuned_weight(loaded, base_w, dtype)  # (m, n)
+            max_cos, tuned_sigma = weight_intruders(base_w.to(dtype), tuned_w, top_k)
+            records.append(_record(pair, kind_of(loaded), max_cos, tuned_sigma, epsilon, sweep))
+            del loaded, base_w, tuned_w
+            if progress is not None:
+                progress(index + 1, len(plan.pairs), pair.name)
     return IntruderResult(
         base=str(base),
         tuned=str(tuned),

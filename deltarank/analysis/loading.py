@@ -1,15 +1,16 @@
 """Reading the pairs of a run: one job at a time, the next one prefetched on a background thread.
 
 A `JobLoader` keeps the last base tensor it read, so consecutive jobs on the same base weight (one per tuned
-checkpoint) read it once. The single worker thread means at most one pair is being read while the current one
-is decomposed.
+checkpoint) read it once. A single thread reads, in order, at most `depth` pairs ahead of the decompositions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -111,22 +112,24 @@ def load_pair(
     )
 
 
-def prefetched(jobs: Sequence[JobT], read: Callable[[JobT], OutT]) -> Iterator[OutT]:
-    """`read(job)` for each job in order, the next one read on a background thread while the caller works."""
+def prefetched(
+    jobs: Sequence[JobT], read: Callable[[JobT], OutT], depth: int = 1
+) -> Generator[OutT, None, None]:
+    """`read(job)` for each job in order, read on a background thread up to `depth` jobs ahead of the caller."""
     if not jobs:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltarank-prefetch") as pool:
-        pending: Future[OutT] | None = pool.submit(read, jobs[0])
-        for index in range(len(jobs)):
-            assert pending is not None
-            item = pending.result()
-            nxt = index + 1
-            pending = pool.submit(read, jobs[nxt]) if nxt < len(jobs) else None
+        ahead = iter(jobs)
+        pending: deque[Future[OutT]] = deque(pool.submit(read, job) for job in islice(ahead, max(depth, 1)))
+        while pending:
+            item = pending.popleft().result()
+            for nxt in islice(ahead, 1):
+                pending.append(pool.submit(read, nxt))
             try:
                 yield item
             except BaseException:
-                if pending is not None:
-                    pending.cancel()
+                for future in pending:
+                    future.cancel()
                 raise
             finally:
                 del item

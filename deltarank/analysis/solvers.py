@@ -2,10 +2,10 @@
 
 - `svd`: `torch.linalg.svdvals` in the compute dtype (the reference).
 - `gram`: eigenvalues of the float64 Gram matrix of the smaller side, σ_i = √λ_i(ΔWᵀΔW). On CPU a single
-  matrix goes to BLAS `dsyrk` (the symmetric product: half the flops of a general one) and LAPACK `dsyevd`
-  (eigenvalues only) through SciPy, whose OpenBLAS runs these faster here than torch's MKL build (AMD EPYC,
-  2 cores, `benchmarks/solver_shapes.py`: 576² 17 ms vs torch's Gram 32 ms vs float32 SVD 24 ms; 1024 × 2816
-  97 ms vs 142 ms vs 520 ms).
+  matrix goes to NumPy: `x.T @ x` runs BLAS `dsyrk` (the symmetric product: half the flops of a general one)
+  and `eigvalsh` LAPACK `dsyevd` (eigenvalues only), both in NumPy's OpenBLAS, which runs them faster here
+  than torch's MKL build and releases the GIL, so several matrices can be decomposed at once (see
+  `deltarank.analysis.schedule`; per-shape times in `benchmarks/results/solvers.md`).
   Batches and CUDA tensors use torch. Error bound (tested against a float64 SVD): |σ̂_i − σ_i| ≤ GRAM_ERROR·σ₁ with
   GRAM_ERROR = √(n·ε₆₄) (≈ 1e-7 at n = 4096), no worse than a float32 SVD's own error (≈ n·ε₃₂·σ₁).
 - `randomized`: the top-k σ by a randomised SVD (`torch.svd_lowrank`); approximate and labelled so.
@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 import torch
-from scipy.linalg import blas, lapack
 
+from deltarank.analysis.host import FLOAT_DTYPES
 from deltarank.errors import DeltarankError
 
 EXACT_SOLVERS = ("svd", "gram")
@@ -67,7 +67,7 @@ def singular_values(delta: torch.Tensor, solver: str, top_k: int | None = None) 
 def gram_singular_values(delta: torch.Tensor) -> torch.Tensor:
     """σ_i = √λ_i of the float64 Gram matrix of the smaller side. Shapes: (…, m, n) -> (…, min(m, n))."""
     if delta.device.type == "cpu" and delta.dim() == 2 and delta.numel() > 0:
-        return _lapack_gram_singular_values(delta)
+        return _host_gram_singular_values(delta)
     wide = delta.to(torch.float64)
     rows, cols = wide.shape[-2], wide.shape[-1]
     gram = wide.mT @ wide if rows >= cols else wide @ wide.mT  # (…, n, n), n = min(m, n)
@@ -75,20 +75,18 @@ def gram_singular_values(delta: torch.Tensor) -> torch.Tensor:
     return eigenvalues.flip(-1).clamp_min(0).sqrt().to(delta.dtype)
 
 
-def _lapack_gram_singular_values(delta: torch.Tensor) -> torch.Tensor:
-    """`gram_singular_values` of one CPU matrix by BLAS dsyrk + LAPACK dsyevd. Shapes: (m, n) -> (min(m, n),)."""
-    values = (
-        delta.detach().numpy().astype(np.float64)
-    )  # (m, n) C order, so values.T is Fortran (n, m): no copy
-    rows, cols = values.shape
-    # dsyrk(trans=0) on Xᵀ gives XᵀX (n × n); trans=1 gives XXᵀ (m × m). Upper triangle only.
-    gram = blas.dsyrk(1.0, values.T, trans=0 if rows >= cols else 1)
+def _host_gram_singular_values(delta: torch.Tensor) -> torch.Tensor:
+    """`gram_singular_values` of one CPU matrix in NumPy (no torch op). Shapes: (m, n) -> (min(m, n),)."""
+    values = delta.detach().numpy().astype(np.float64)  # float32 products are exact in float64
+    # NumPy sends a product of an array with its own transpose to dsyrk.
+    gram = values.T @ values if values.shape[0] >= values.shape[1] else values @ values.T
     del values
-    eigenvalues, _, info = lapack.dsyevd(gram, compute_v=0, lower=0, overwrite_a=1)  # ascending
-    if info != 0:
-        raise DeltarankError(f"LAPACK dsyevd failed (info {info}) on a {rows}×{cols} delta")
+    try:
+        eigenvalues = np.linalg.eigvalsh(gram)  # ascending
+    except np.linalg.LinAlgError as exc:
+        raise DeltarankError(f"LAPACK dsyevd failed ({exc}) on a {tuple(delta.shape)} delta") from None
     sigma = np.sqrt(np.clip(eigenvalues[::-1], 0.0, None))
-    return torch.from_numpy(sigma.copy()).to(delta.dtype)
+    return torch.from_numpy(sigma.astype(FLOAT_DTYPES[delta.dtype]))
 
 
 def randomized_singular_values(delta: torch.Tensor, top_k: int) -> torch.Tensor:

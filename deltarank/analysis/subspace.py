@@ -12,6 +12,7 @@ are clipped to that count: i ∈ {min(t, available_A) : t ∈ top}. Memory: one 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -115,17 +116,17 @@ def similarity(
     plan_a, plan_b = plan_pairs(base, tuned_a, selection), plan_pairs(base, tuned_b, selection)
     common, skipped = _match(plan_a, plan_b)
     jobs = [(plan, pair) for pair_a, pair_b in common for plan, pair in ((plan_a, pair_a), (plan_b, pair_b))]
-    stream = prefetched(jobs, lambda job: load(job[0], job[1], dev))
     records = []
-    for index, (pair, _) in enumerate(common):
-        first, second = _svd(next(stream), dtype), _svd(next(stream), dtype)
-        record = _compare(pair, first, second, sizes, side)
-        if isinstance(record, SkippedTensor):
-            skipped.append(record)
-        else:
-            records.append(record)
-        if progress is not None:
-            progress(index + 1, len(common), pair.name)
+    with closing(prefetched(jobs, lambda job: load(job[0], job[1], dev))) as stream:
+        for index, (pair, _) in enumerate(common):
+            first, second = _svd(next(stream), dtype), _svd(next(stream), dtype)
+            record = _compare(pair, first, second, sizes, side)
+            if isinstance(record, SkippedTensor):
+                skipped.append(record)
+            else:
+                records.append(record)
+            if progress is not None:
+                progress(index + 1, len(common), pair.name)
     if not records:
         raise DeltarankError("no matrix is changed by both tuned models: nothing to compare")
     return SimilarityResult(

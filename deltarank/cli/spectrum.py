@@ -63,6 +63,12 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="σ kept by --solver randomized.")
 @click.option("--resume", is_flag=True, help="Reuse the matrices a killed run already finished.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU decompositions at once (Gram solver) [one per core, at most 4]; each holds one delta.",
+)
 def spectrum(
     base: str,
     tuned: tuple[str, ...],
@@ -76,6 +82,7 @@ def spectrum(
     solver: str,
     top_k: int | None,
     resume: bool,
+    workers: int | None,
 ) -> None:
     """SVD spectrum and effective ranks of ΔW = TUNED − BASE for every weight matrix.
 
@@ -111,6 +118,7 @@ def spectrum(
             solver=solver,
             top_k=top_k,
             cache=cache,
+            workers=workers,
         )
     except DeltarankError:
         cache.remove()  # bad input: nothing worth resuming, leave no trace

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deltarank.analysis.schedule import cpu_schedule
 from tests.reliability.corpus import block_names, random_weights, tuned_from, write_safetensors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,15 +83,18 @@ def test_fifty_checkpoints_in_one_call_keep_memory_and_files_flat(
     assert len(last["matrices"]) == MATRICES
     assert many["peak"]["samples"] == CHECKPOINTS * MATRICES
 
+    # Tuned tensors alive: one per decomposition running, per pair read ahead (as many as workers) and the one
+    # being read; plus the base tensor they share.
+    workers = cpu_schedule().workers
     for run in (few, many):
-        assert run["peak"]["tensors"] <= 4  # the pair being measured and the pair being prefetched
+        assert run["peak"]["tensors"] <= 2 * workers + 2
         assert run["peak"]["checkpoint_files"] == 1  # a file is open only while one tensor is read from it
         # Descriptors: none left open after the run, and only a bounded few at any moment during it (the file
         # the prefetch thread is reading, a cache record being written), however many checkpoints.
         assert run["after"]["fds"] == run["before"]["fds"]
         assert run["peak"]["fds"] <= run["before"]["fds"] + 3
-    # (Whether 3 or 4 tensors are alive at a sample depends on how far the prefetch thread got, so the two
-    # runs are held to the same bound above rather than to the same count.)
+    # (How many tensors are alive at a sample depends on how far the prefetch thread got, so the two runs are
+    # held to the same bound above rather than to the same count.)
 
     # Peak memory does not grow with the number of checkpoints (beyond their small results).
     growth_few = few["peak"]["rss"] - few["before"]["rss"]
