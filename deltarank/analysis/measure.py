@@ -132,7 +132,7 @@ def dense_stats(base: torch.Tensor, tuned: torch.Tensor, tuned_dtype: str, dtype
         noise=storage_noise(tuned, tuned_dtype, floor_hint),
         base_norm=frobenius_norm(base_values),
         delta=torch.from_numpy(delta),
-        erased=float(delta.size - np.count_nonzero(delta)) / max(delta.size, 1),
+        erased=float(np.count_nonzero(delta == 0)) / max(delta.size, 1),  # faster than on floats
     )
 
 
