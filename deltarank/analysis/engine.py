@@ -236,18 +236,27 @@ def _run(
     reader = closing(prefetched(todo, lambda job: (job, loader(job)), depth=schedule.workers))
     threads = applied(schedule) if concurrent else nullcontext()
     pool = ThreadPoolExecutor(schedule.workers, thread_name_prefix="deltarank-measure")
+    running: dict[Future[list[MatrixSpectrum]], list[Job]] = {}
     with threads, reader as loads, pool:
-        running: dict[Future[list[MatrixSpectrum]], list[Job]] = {}
-        for batch in _batches(loads, batch_size):
-            future = pool.submit(measure_batch, [loaded for _, loaded in batch], settings)
-            running[future] = [job for job, _ in batch]
-            del batch  # only the worker holds the tensors now: they go as soon as it is done
-            while len(running) >= schedule.workers:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    finish(running.pop(future), future.result())
-        for future in list(running):  # in submission order
-            finish(running.pop(future), future.result())
+        try:
+            for batch in _batches(loads, batch_size):
+                future = pool.submit(measure_batch, [loaded for _, loaded in batch], settings)
+                running[future] = [job for job, _ in batch]
+                del batch  # only the worker holds the tensors now: they go as soon as it is done
+                while len(running) >= schedule.workers:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        finish(running.pop(future), future.result())
+            for future in list(running):  # in submission order
+                finish(running.pop(future), future.result())
+        except BaseException:
+            # Interrupted or failed: let the running decompositions end and keep every finished record (the
+            # resume cache offers them to a rerun), then re-raise.
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future, batch_jobs in running.items():
+                if not future.cancelled() and future.exception() is None:
+                    finish(batch_jobs, future.result())
+            raise
     return done
 
 
