@@ -1,8 +1,9 @@
 """Time deltarank spectrum against its baselines in one run and write benchmarks/results/spectrum.{md,json}.
 
-Every tool runs as its own process (wall time and peak RSS from wait4); medians of --repeats runs.
+Every tool runs as its own process (wall time and peak RSS from wait4); medians of --repeats runs, the tools
+taking turns in each round.
 
-    python benchmarks/run_all.py [--repeats 3] [--real-tuned runs/reproduce/full] [--skip-weightwatcher]
+    python benchmarks/run_all.py [--repeats 5] [--real-tuned runs/reproduce/full] [--skip-weightwatcher]
 """
 
 from __future__ import annotations
@@ -58,14 +59,23 @@ def run_process(cmd: list[str]) -> tuple[float, float]:
     return float(wall), int(maxrss) / 1024.0
 
 
-def median_run(cmd: list[str], repeats: int) -> dict[str, float]:
-    """Median wall time and peak RSS over `repeats` runs."""
-    runs = [run_process(cmd) for _ in range(repeats)]
+def summary(runs: list[tuple[float, float]]) -> dict[str, float]:
+    """Median wall time and peak RSS of several runs of one command."""
     return {
         "wall_s": statistics.median(r[0] for r in runs),
         "peak_rss_mib": statistics.median(r[1] for r in runs),
         "runs": len(runs),
     }
+
+
+def interleaved(cmds: dict[str, list[str]], repeats: int) -> dict[str, dict[str, float]]:
+    """Medians per command, the commands taking turns in each round (a slow spell of a shared machine then
+    falls on every tool alike rather than on whichever ran during it)."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
+    for _ in range(repeats):
+        for name, cmd in cmds.items():
+            runs[name].append(run_process(cmd))
+    return {name: summary(r) for name, r in runs.items()}
 
 
 def deltarank_cmd(base: Path, tuned: Path, out: Path) -> list[str]:
@@ -75,14 +85,18 @@ def deltarank_cmd(base: Path, tuned: Path, out: Path) -> list[str]:
 def compare_pair(label: str, base: Path, tuned: Path, repeats: int, weightwatcher: bool) -> dict[str, object]:
     """deltarank vs the hand-written script (and WeightWatcher) on one checkpoint pair."""
     out = HERE / "out" / f"{label}.json"
-    row: dict[str, object] = {"pair": label}
-    row["deltarank"] = median_run(deltarank_cmd(base, tuned, out), repeats)
-    row["handwritten"] = median_run(
-        [PYTHON, str(HERE / "baseline_handwritten.py"), str(base), str(tuned)], repeats
-    )
+    cmds = {
+        "deltarank": deltarank_cmd(base, tuned, out),
+        "handwritten": [PYTHON, str(HERE / "baseline_handwritten.py"), str(base), str(tuned)],
+    }
     if weightwatcher and WW_PYTHON.exists():
-        ww_cmd = [str(WW_PYTHON), str(HERE / "baseline_weightwatcher.py"), str(base), str(tuned)]
-        row["weightwatcher"] = median_run(ww_cmd, repeats)
+        cmds["weightwatcher"] = [
+            str(WW_PYTHON),
+            str(HERE / "baseline_weightwatcher.py"),
+            str(base),
+            str(tuned),
+        ]
+    row: dict[str, object] = {"pair": label, **interleaved(cmds, repeats)}
     print(json.dumps(row), flush=True)
     return row
 
@@ -160,14 +174,15 @@ def lora_factor_vs_materialise(samples: int = 3) -> dict[str, float]:
 
 def memory_scaling(repeats: int) -> dict[str, float]:
     """Peak RSS of deltarank on 8- vs 16-layer synthetic pairs (hidden 1024)."""
-    rows = {}
+    cmds = {}
     for layers in (8, 16):
         base, tuned = pairs.synthetic_pair(layers=layers)
-        rows[layers] = median_run(deltarank_cmd(base, tuned, HERE / "out" / f"mem{layers}.json"), repeats)
+        cmds[str(layers)] = deltarank_cmd(base, tuned, HERE / "out" / f"mem{layers}.json")
+    rows = interleaved(cmds, repeats)
     return {
-        "rss_8_layers_mib": rows[8]["peak_rss_mib"],
-        "rss_16_layers_mib": rows[16]["peak_rss_mib"],
-        "increase": rows[16]["peak_rss_mib"] / rows[8]["peak_rss_mib"] - 1.0,
+        "rss_8_layers_mib": rows["8"]["peak_rss_mib"],
+        "rss_16_layers_mib": rows["16"]["peak_rss_mib"],
+        "increase": rows["16"]["peak_rss_mib"] / rows["8"]["peak_rss_mib"] - 1.0,
     }
 
 
@@ -196,7 +211,7 @@ def environment() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--real-tuned", type=Path, default=Path("runs/reproduce/full"))
     parser.add_argument("--skip-weightwatcher", action="store_true")
     args = parser.parse_args()

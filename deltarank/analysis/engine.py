@@ -1,9 +1,10 @@
 """The streaming spectrum run.
 
 Plan the pairs of every tuned checkpoint against one base, then walk the base tensors in file order: each base
-tensor is read once for all tuned checkpoints, the next pair is read on a background thread while the current
-one is decomposed, and finished records go to the optional resume cache. Peak memory is one base tensor, the
-tuned tensor being decomposed and the one being read, whatever the model size or number of checkpoints.
+tensor is read once for all tuned checkpoints, the next pairs are read on a background thread while earlier
+ones are decomposed (on CPU several at once, see `deltarank.analysis.schedule`), and finished records go to the
+optional resume cache. Peak memory is the pairs being decomposed and those read ahead (one of each per worker),
+whatever the model size or number of checkpoints.
 Under torchrun, ranks share the base tensors round-robin and rank 0 gathers.
 """
 
