@@ -1,6 +1,6 @@
 """`python -m deltarank ...` (also what `torchrun -m deltarank` runs)."""
 
-from deltarank.cli import main
+from deltarank.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

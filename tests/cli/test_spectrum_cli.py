@@ -205,6 +205,35 @@ def test_bad_thresholds(ckpts: dict[str, Path], tmp_path: Path, value: str, prob
     assert result.exit_code == 1 and problem in result.stderr and result.stderr.startswith("Error: ")
 
 
+def test_workers_give_the_same_file_and_zero_is_refused(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    one, three = tmp_path / "one.json", tmp_path / "three.json"
+    _ok(ckpts["base"], ckpts["tuned32"], "-o", one, "--workers", "1")
+    _ok(ckpts["base"], ckpts["tuned32"], "-o", three, "--workers", "3")
+    for a, b in zip(_matrices(one).values(), _matrices(three).values(), strict=True):
+        assert a["ranks"] == pytest.approx(b["ranks"], rel=1e-9)
+    np.testing.assert_allclose(_matrices(three)[Q0]["singular_values"][:4], PLANTS[Q0], rtol=SIGMA_RTOL)
+    result = _run(ckpts["base"], ckpts["tuned32"], "-o", tmp_path / "zero.json", "--workers", "0")
+    assert result.exit_code == 2 and "--workers" in result.stderr and not (tmp_path / "zero.json").exists()
+
+
+def test_the_program_exits_quickly_with_every_output_complete(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    """`python -m deltarank spectrum` leaves by os._exit after its files are closed: same files, same status."""
+    import subprocess
+    import sys
+
+    out, table = tmp_path / "s.json", tmp_path / "s.csv"
+    args = [sys.executable, "-m", "deltarank", "spectrum", str(ckpts["base"]), str(ckpts["tuned32"])]
+    done = subprocess.run([*args, "-o", str(out), "--csv", str(table)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith(f"Wrote {out} and {table}")  # the last line was flushed
+    assert len(json.loads(out.read_text())["matrices"]) == 14
+    assert len(list(csv.DictReader(io.StringIO(table.read_text())))) == 14
+    bad = subprocess.run(
+        [*args[:4], str(tmp_path / "missing"), str(ckpts["tuned32"])], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("Error: ")
+
+
 def test_csv_has_one_row_per_matrix(ckpts: dict[str, Path], tmp_path: Path) -> None:
     out, table = tmp_path / "s.json", tmp_path / "s.csv"
     result = _ok(ckpts["base"], ckpts["tuned32"], "-o", out, "--csv", table)
