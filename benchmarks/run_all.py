@@ -116,18 +116,16 @@ def kernel_limit(base: Path, tuned: Path, repeats: int) -> dict[str, object]:
     from deltarank.analysis.solvers import resolve_solver, singular_values
 
     solver = resolve_solver("auto", torch.device("cpu"), torch.float32)
-    engine_runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        spectrum(base, tuned, device="cpu")
-        engine_runs.append(time.perf_counter() - start)
     b, t = load_file(str(base / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
     deltas = [t[n] - w for n, w in b.items() if w.dim() == 2 and ".layers." in n]
     del b, t
     schedule = cpu_schedule()
-    kernel_runs = []
-    with applied(schedule), ThreadPoolExecutor(schedule.workers) as pool:
-        for _ in range(repeats):
+    engine_runs, kernel_runs = [], []
+    for _ in range(repeats):  # taking turns, as the tools do
+        start = time.perf_counter()
+        spectrum(base, tuned, device="cpu")
+        engine_runs.append(time.perf_counter() - start)
+        with applied(schedule), ThreadPoolExecutor(schedule.workers) as pool:
             start = time.perf_counter()
             list(pool.map(lambda d: singular_values(d, solver), deltas))
             kernel_runs.append(time.perf_counter() - start)
