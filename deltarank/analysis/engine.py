@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import closing, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from deltarank.analysis.distributed import World, gather, joined, local_device
 from deltarank.analysis.loading import Job, JobLoader, load_pair, prefetched
 from deltarank.analysis.measure import Loaded, MeasureSettings, measure_batch
 from deltarank.analysis.results import MatrixSpectrum, SkippedTensor, SpectrumResult
-from deltarank.analysis.schedule import CpuSchedule, applied, cpu_schedule
+from deltarank.analysis.schedule import applied, cpu_schedule
 from deltarank.analysis.solvers import resolve_solver
 from deltarank.errors import DeltarankError
 from deltarank.io.adapter import AdapterSource
@@ -221,8 +221,9 @@ def _run(
             todo.append(job)
     loader = JobLoader(base, [plan.source for plan in plans], device, settings.dtype)
     batch_size = CUDA_BATCH if device.type == "cuda" else 1
-    concurrent = device.type == "cpu" and settings.solver == "gram"
-    schedule = cpu_schedule(workers) if concurrent else CpuSchedule(workers=1, blas_threads=0)
+    # Several decompositions at once only for the CPU Gram solver (NumPy: BLAS threads set, GIL released).
+    schedule = cpu_schedule(workers) if device.type == "cpu" and settings.solver == "gram" else None
+    width = schedule.workers if schedule else 1
 
     def finish(batch: list[Job], records: list[MatrixSpectrum]) -> None:
         for job, record in zip(batch, records, strict=True):
@@ -232,11 +233,9 @@ def _run(
             if progress is not None and world.is_main:
                 progress(len(done), len(jobs), record.name)
 
-    # The reader is closed here, on this thread, even on an error: left to the garbage collector, its
-    # blocking shutdown could run on any thread, such as one starting up while it holds threading's locks.
-    reader = closing(prefetched(todo, lambda job: (job, loader(job)), depth=schedule.workers))
-    threads = applied(schedule) if concurrent else nullcontext()
-    pool = ThreadPoolExecutor(schedule.workers, thread_name_prefix="deltarank-measure")
+    reader = prefetched(todo, lambda job: (job, loader(job)), depth=width)
+    threads = applied(schedule) if schedule else nullcontext()
+    pool = ThreadPoolExecutor(width, thread_name_prefix="deltarank-measure")
     running: dict[Future[list[MatrixSpectrum]], list[Job]] = {}
     with threads, reader as loads, pool:
         try:
@@ -244,7 +243,7 @@ def _run(
                 future = pool.submit(measure_batch, [loaded for _, loaded in batch], settings)
                 running[future] = [job for job, _ in batch]
                 del batch  # only the worker holds the tensors now: they go as soon as it is done
-                while len(running) >= schedule.workers:
+                while len(running) >= width:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
                         finish(running.pop(future), future.result())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +166,7 @@ def _write_factors(
     records: list[MatrixExtract] = []
     skipped: list[SkippedTensor] = []
     try:
-        with closing(prefetched(plan.pairs, lambda pair: (pair, load(plan, pair, dev)))) as loads:
+        with prefetched(plan.pairs, lambda pair: (pair, load(plan, pair, dev))) as loads:
             for index, (pair, loaded) in enumerate(loads):
                 outcome = _extract_one(pair, loaded, compute, rank, energy)
                 del loaded

@@ -13,7 +13,6 @@ the tuned top-k vectors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +196,7 @@ def intruders(
     dev, dtype = compute_setup(device, precision)
     plan = plan_pairs(base, tuned, Selection(include=include, exclude=exclude))
     records = []
-    with closing(prefetched(plan.pairs, lambda pair: (pair, *load_with_base(plan, pair, dev)))) as loads:
+    with prefetched(plan.pairs, lambda pair: (pair, *load_with_base(plan, pair, dev))) as loads:
         for index, (pair, loaded, base_w) in enumerate(loads):
             tuned_w = tuned_weight(loaded, base_w, dtype)  # (m, n)
             max_cos, tuned_sigma = weight_intruders(base_w.to(dtype), tuned_w, top_k)

@@ -1,4 +1,4 @@
-"""Reading the pairs of a run: one job at a time, the next one prefetched on a background thread.
+"""Reading the pairs of a run, in order, on a background thread ahead of the decompositions.
 
 A `JobLoader` keeps the last base tensor it read, so consecutive jobs on the same base weight (one per tuned
 checkpoint) read it once. A single thread reads, in order, at most `depth` pairs ahead of the decompositions.
@@ -7,8 +7,9 @@ checkpoint) read it once. A single thread reads, in order, at most `depth` pairs
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -112,10 +113,24 @@ def load_pair(
     )
 
 
+@contextmanager
 def prefetched(
     jobs: Sequence[JobT], read: Callable[[JobT], OutT], depth: int = 1
+) -> Iterator[Iterator[OutT]]:
+    """`with prefetched(jobs, read) as items:` yields `read(job)` for each job in order, read on a background
+    thread up to `depth` jobs ahead of the caller.
+
+    The reader thread is stopped when the block ends, on the calling thread, even on an error. (Left to the
+    garbage collector, its blocking shutdown could run on any thread, such as one starting up while it holds
+    threading's own locks: an interrupted run hung that way.)
+    """
+    with closing(_read_ahead(jobs, read, depth)) as items:
+        yield items
+
+
+def _read_ahead(
+    jobs: Sequence[JobT], read: Callable[[JobT], OutT], depth: int
 ) -> Generator[OutT, None, None]:
-    """`read(job)` for each job in order, read on a background thread up to `depth` jobs ahead of the caller."""
     if not jobs:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltarank-prefetch") as pool:

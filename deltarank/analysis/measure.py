@@ -82,10 +82,11 @@ def measure_batch(batch: list[Loaded], settings: MeasureSettings) -> list[Matrix
     dense = [item for item in batch if isinstance(item, LoadedDense)]
     if len(dense) < 2 or len({item.pair.shape for item in dense}) != 1:
         return [measure(item, settings) for item in batch]
-    stacked = torch.stack([dense_delta(d.base, d.tuned, settings.dtype) for d in dense])  # (B, m, n)
-    sigmas = iter(singular_values(stacked, settings.solver, settings.top_k).cpu())
+    deltas = [dense_delta(d.base, d.tuned, settings.dtype) for d in dense]  # each (m, n)
+    sigmas = iter(singular_values(torch.stack(deltas), settings.solver, settings.top_k).cpu())
+    formed = iter(deltas)
     return [
-        _measure_dense(item, settings, next(sigmas))
+        _measure_dense(item, settings, next(sigmas), next(formed))
         if isinstance(item, LoadedDense)
         else measure(item, settings)
         for item in batch
@@ -93,13 +94,18 @@ def measure_batch(batch: list[Loaded], settings: MeasureSettings) -> list[Matrix
 
 
 def _measure_dense(
-    loaded: LoadedDense, settings: MeasureSettings, sigma_t: torch.Tensor | None = None
+    loaded: LoadedDense,
+    settings: MeasureSettings,
+    sigma_t: torch.Tensor | None = None,
+    delta: torch.Tensor | None = None,
 ) -> MatrixSpectrum:
+    """One dense record; `sigma_t` and `delta` when a batched call already has them."""
     pair, dtype, thresholds = loaded.pair, settings.dtype, settings.thresholds
     stats = loaded.stats or DenseStats(storage_noise(loaded.tuned.cpu(), pair.tuned_dtype))
-    delta = (
-        stats.delta if stats.delta is not None else dense_delta(loaded.base, loaded.tuned, dtype)
-    )  # (m, n)
+    if delta is None:
+        delta = (
+            stats.delta if stats.delta is not None else dense_delta(loaded.base, loaded.tuned, dtype)
+        )  # (m, n)
     if sigma_t is None:
         sigma_t = singular_values(delta, settings.solver, settings.top_k)
     sigma = sigma_t.cpu().numpy().astype(np.float64)

@@ -119,7 +119,7 @@ def storage_noise(tuned: torch.Tensor, tuned_dtype: str, floor_hint: float = 0.0
         return StorageNoise(0.0)
     min_exponent = MIN_NORMAL_EXPONENT.get(tuned_dtype.upper())
     values = host_array(tuned, torch.float64 if tuned.dtype == torch.float64 else torch.float32)
-    largest = float(np.abs(values).max())
+    largest = max(float(values.max()), -float(values.min()))  # max|w| without an |w| temporary
     _, exponent = math.frexp(largest)
     if min_exponent is not None:
         exponent = max(exponent, min_exponent + 1)  # subnormal spacing, as in rounding_variance

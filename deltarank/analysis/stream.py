@@ -1,8 +1,9 @@
 """Open and pair checkpoints for the subspace analyses, then read one pair at a time.
 
 `plan_pairs` opens BASE with `open_checkpoint` and TUNED either as a checkpoint or as a PEFT adapter directory,
-and pairs them by canonical name. `prefetched` runs a loader over a list of jobs while a single background
-thread reads the next one, so memory holds one pair being decomposed plus at most one being read.
+and pairs them by canonical name. `with prefetched(jobs, load) as items:` runs a loader over a list of jobs
+while a single background thread reads the next one, so memory holds one pair being decomposed plus at most
+one being read; the thread is stopped when the block ends.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ are clipped to that count: i ∈ {min(t, available_A) : t ∈ top}. Memory: one 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -117,7 +116,7 @@ def similarity(
     common, skipped = _match(plan_a, plan_b)
     jobs = [(plan, pair) for pair_a, pair_b in common for plan, pair in ((plan_a, pair_a), (plan_b, pair_b))]
     records = []
-    with closing(prefetched(jobs, lambda job: load(job[0], job[1], dev))) as stream:
+    with prefetched(jobs, lambda job: load(job[0], job[1], dev)) as stream:
         for index, (pair, _) in enumerate(common):
             first, second = _svd(next(stream), dtype), _svd(next(stream), dtype)
             record = _compare(pair, first, second, sizes, side)

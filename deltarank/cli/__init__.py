@@ -104,17 +104,15 @@ def run() -> None:
     returns, the streams and logging are flushed and the process leaves with `os._exit` and the same status.
     Other commands (training: data-loader workers, accelerate) exit normally.
     """
+    status = 0
     try:
-        main()
+        main()  # click's standalone mode ends with SystemExit
     except SystemExit as exc:
         if not _quick_exit:
             raise
-        code = exc.code
-        if isinstance(code, str):
-            print(code, file=sys.stderr)
-        status = code if isinstance(code, int) else 0 if code is None else 1
-    else:  # pragma: no cover - click's standalone mode always raises SystemExit
-        status = 0
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

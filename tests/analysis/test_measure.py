@@ -36,3 +36,28 @@ def test_loader_side_statistics_give_the_same_record(stored: torch.dtype, precis
     assert prepared.base_norm == pytest.approx(direct.base_norm, rel=1e-6)
     if stored != torch.float32:  # low-precision storage: the noise edge is above the numerical floor
         assert direct.ranks["noise_floor"] < direct.ranks["numerical"]
+
+
+def test_a_batched_call_gives_the_records_of_single_calls() -> None:
+    """The CUDA path's batching (one stacked decomposition), run here on the CPU: same records, same deltas."""
+    from deltarank.analysis.measure import measure_batch
+
+    generator = torch.Generator().manual_seed(4)
+    items = []
+    for i, rank in enumerate((1, 3)):
+        base = torch.randn(40, 24, generator=generator)
+        left = torch.randn(40, rank, generator=generator)
+        left[i] = 0  # one row that does not move
+        tuned = base + 1e-2 * (left @ torch.randn(rank, 24, generator=generator))
+        pair = DensePair(f"model.layers.{i}.mlp.up_proj.weight", "b", "t", (40, 24), "F32", "F32")
+        items.append(LoadedDense(pair, base, tuned))
+    settings = MeasureSettings(torch.float32, (0.5, 0.9, 0.99), solver="svd")
+
+    batched = measure_batch(items, settings)  # type: ignore[arg-type]
+    single = [measure(item, settings) for item in items]
+
+    assert [r.ranks["noise_floor"] for r in batched] == [1, 3]
+    for b, s in zip(batched, single, strict=True):
+        assert b.singular_values == pytest.approx(s.singular_values, rel=1e-5, abs=1e-7)
+        assert b.ranks == s.ranks
+        assert b.erased_fraction == s.erased_fraction == 1 / 40

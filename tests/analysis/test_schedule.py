@@ -68,11 +68,12 @@ def test_prefetch_reads_at_most_depth_ahead() -> None:
         return job
 
     consumed = []
-    for item in prefetched(list(range(10)), load, depth=3):
-        time.sleep(0.01)  # give the reader time to run ahead as far as it may
-        with lock:
-            assert max(read) <= item + 3  # the item handed out, and at most 3 read beyond it
-        consumed.append(item)
+    with prefetched(list(range(10)), load, depth=3) as items:
+        for item in items:
+            time.sleep(0.01)  # give the reader time to run ahead as far as it may
+            with lock:
+                assert max(read) <= item + 3  # the item handed out, and at most 3 read beyond it
+            consumed.append(item)
     assert consumed == list(range(10))
 
 
