@@ -2,7 +2,9 @@
 
 Each tensor is dequantized on its own (`gguf.quants.dequantize`), renamed through one table to its
 Hugging Face name, and, for Llama-family models, the Q/K row permutation that llama.cpp's converter applies
-is undone exactly as transformers does (`LlamaTensorProcessor._reverse_permute_weights`).
+is undone exactly as transformers does (`LlamaTensorProcessor._reverse_permute_weights`). Gemma 3 stores
+its RMSNorm weights as 1 + w (Gemma's norm multiplies by 1 + w; llama.cpp's by w), so 1 is subtracted from
+every `*norm.weight` exactly as transformers' `Gemma2TensorProcessor` does, in float32.
 """
 
 from __future__ import annotations
@@ -36,18 +38,29 @@ TOP_NAMES: dict[str, str] = {
     "output_norm": "model.norm",
     "output": "lm_head",
 }
+# Per-architecture differences from BLOCK_NAMES (gguf-py's tensor map, as transformers reads it).
+ARCH_BLOCK_NAMES: dict[str, dict[str, str]] = {
+    "gemma3": {
+        "ffn_norm": "pre_feedforward_layernorm",
+        "post_attention_norm": "post_attention_layernorm",
+        "post_ffw_norm": "post_feedforward_layernorm",
+    },
+}
 # Architectures whose converter permutes Q/K rows for rotary embeddings (llama.cpp `LlamaModel.permute`).
 PERMUTED_ARCHS = {"llama", "mistral"}
-SUPPORTED_ARCHS = PERMUTED_ARCHS | {"qwen2", "qwen3"}
+# Architectures whose converter stores RMSNorm weights plus one (llama.cpp `Gemma3Model`: `data_torch + 1`).
+NORM_PLUS_ONE_ARCHS = {"gemma3"}
+SUPPORTED_ARCHS = PERMUTED_ARCHS | NORM_PLUS_ONE_ARCHS | {"qwen2", "qwen3"}
 _BLOCK = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 _TOP = re.compile(r"^([a-z_]+)\.(weight|bias)$")
 
 
-def hf_name(gguf_name: str) -> str | None:
+def hf_name(gguf_name: str, arch: str = "llama") -> str | None:
     """The Hugging Face name of a GGUF tensor name, or None when the table has no entry."""
     if m := _BLOCK.match(gguf_name):
         layer, part, kind = m.groups()
-        return f"model.layers.{layer}.{BLOCK_NAMES[part]}.{kind}" if part in BLOCK_NAMES else None
+        table = {**BLOCK_NAMES, **ARCH_BLOCK_NAMES.get(arch, {})}
+        return f"model.layers.{layer}.{table[part]}.{kind}" if part in table else None
     if m := _TOP.match(gguf_name):
         part, kind = m.groups()
         return f"{TOP_NAMES[part]}.{kind}" if part in TOP_NAMES else None
@@ -79,7 +92,8 @@ class GGUFSource:
         self.arch = str(self._field("general.architecture", ""))
         if self.arch not in SUPPORTED_ARCHS:
             raise InputError(
-                self.path, f"GGUF architecture {self.arch!r} is not supported (llama family only)"
+                self.path,
+                f"GGUF architecture {self.arch!r} is not supported ({', '.join(sorted(SUPPORTED_ARCHS))})",
             )
         try:
             self.n_head = int(self._field(f"{self.arch}.attention.head_count", 0))
@@ -90,7 +104,7 @@ class GGUFSource:
             raise InputError(self.path, f"{self.arch} GGUF without a positive attention.head_count")
         self._tensors: dict[str, Any] = {}
         for tensor in self._reader.tensors:
-            name = hf_name(tensor.name)
+            name = hf_name(tensor.name, self.arch)
             if name is not None:
                 self._tensors[name] = tensor
 
@@ -123,6 +137,8 @@ class GGUFSource:
         tensor = self._tensors[name]
         array = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         array = array.reshape(self.info(name).shape)
+        if self.arch in NORM_PLUS_ONE_ARCHS and tensor.name.endswith("norm.weight"):
+            array = array - 1  # float32 minus 1, as transformers computes it
         if self.arch in PERMUTED_ARCHS:
             if name.endswith("self_attn.q_proj.weight"):
                 array = reverse_permute(self._permutable(name, array, self.n_head), self.n_head)

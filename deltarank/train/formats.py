@@ -8,7 +8,11 @@ Shapes (detected per record by its keys; extra keys are ignored):
   tokenizer's special prefix, completion followed by EOS), or lists of messages (chat template). Loss on
   the completion.
 - `alpaca`: `{"instruction", "input", "output"}` (optional `system`), turned into one user turn
-  (instruction and input joined by a newline, as LLaMA-Factory does) and one assistant turn.
+  (instruction and input joined by a newline, as LLaMA-Factory does) and one assistant turn. BELLE's
+  single-turn files (train_0.5M_CN, train_2M_CN, ...) have this shape.
+- `conversations`: BELLE's multi-turn files (train_3.5M_CN, multiturn_chat_0.8M):
+  `{"id", "conversations": [{"from": "human"|"assistant", "value"}, ...]}`, rendered as a chat (human = user).
+  Loss on the assistant turns only.
 - `text`: `{"text"}` for continued pretraining: documents joined with EOS and packed into `seq_len` blocks.
 """
 
@@ -21,8 +25,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label of a position that takes no loss (the value torch's cross-entropy skips)
-FORMATS = ("messages", "prompt_completion", "alpaca", "text")
+FORMATS = ("messages", "prompt_completion", "alpaca", "conversations", "text")
 ROLES = ("system", "user", "assistant", "tool")
+SPEAKERS = {"human": "user", "assistant": "assistant", "system": "system"}  # BELLE's `from` -> chat role
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -51,6 +56,9 @@ def detect_format(record: Any) -> str:
     if "prompt" in record and "completion" in record:
         _check_prompt_completion(record["prompt"], record["completion"])
         return "prompt_completion"
+    if "conversations" in record:
+        check_conversations(record["conversations"])
+        return "conversations"
     if "instruction" in record and "output" in record:
         for key in ("instruction", "input", "output", "system"):
             if key in record and not isinstance(record[key], str):
@@ -62,7 +70,8 @@ def detect_format(record: Any) -> str:
         return "text"
     keys = ", ".join(sorted(record)) or "none"
     raise RecordError(
-        f"no known shape (keys: {keys}); expected messages, prompt+completion, instruction+output, or text"
+        f"no known shape (keys: {keys}); expected messages, prompt+completion, instruction+output, "
+        "conversations, or text"
     )
 
 
@@ -77,6 +86,21 @@ def check_messages(messages: Any, key: str) -> None:
             raise RecordError(
                 f"'{key}'[{i}] has role {message.get('role')!r}; expected one of {', '.join(ROLES)}"
             )
+
+
+def check_conversations(turns: Any) -> None:
+    """BELLE's turns: a non-empty list of {"from": human|assistant|system, "value": str}, one assistant turn."""
+    if not isinstance(turns, list) or not turns:
+        raise RecordError("'conversations' must be a non-empty list of turns")
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise RecordError(f"'conversations'[{i}] must be an object with a string 'value'")
+        if turn.get("from") not in SPEAKERS:
+            raise RecordError(
+                f"'conversations'[{i}] has from {turn.get('from')!r}; expected one of {', '.join(SPEAKERS)}"
+            )
+    if not any(turn["from"] == "assistant" for turn in turns):
+        raise RecordError("'conversations' has no assistant turn to train on")
 
 
 def _check_prompt_completion(prompt: Any, completion: Any) -> None:
@@ -109,6 +133,8 @@ class Encoder:
             ids, labels = self.encode_messages(record["messages"])
         elif fmt == "alpaca":
             ids, labels = self.encode_messages(alpaca_messages(record))
+        elif fmt == "conversations":
+            ids, labels = self.encode_messages(conversation_messages(record))
         elif isinstance(record["prompt"], list):
             ids, labels = self.encode_messages(record["prompt"] + record["completion"], len(record["prompt"]))
         else:
@@ -178,6 +204,11 @@ def alpaca_messages(record: Mapping[str, Any]) -> list[dict[str, str]]:
     query = record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
     messages = [{"role": "system", "content": record["system"]}] if record.get("system") else []
     return [*messages, {"role": "user", "content": query}, {"role": "assistant", "content": record["output"]}]
+
+
+def conversation_messages(record: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A BELLE conversation as chat messages: human -> user, assistant -> assistant."""
+    return [{"role": SPEAKERS[turn["from"]], "content": turn["value"]} for turn in record["conversations"]]
 
 
 def pack_texts(

