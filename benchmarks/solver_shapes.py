@@ -6,7 +6,7 @@
 - `gram (torch)`: the float64 Gram eigenvalues in torch (the batched/CUDA path), default threads.
 - `gram (numpy)`: deltarank's CPU Gram path (NumPy's OpenBLAS dsyrk + dsyevd) on one matrix, all cores' BLAS
   threads.
-- `gram (numpy, concurrent)`: the same, as a run schedules it (`deltarank.analysis.schedule`): one worker per
+- `gram (numpy, concurrent)`: the same, as a run schedules it (`deltarank.analysis.engine.schedule`): one worker per
   core, each on one BLAS thread; wall time of a batch of matrices divided by their number.
 Medians of 5 calls (or batches) after one warm-up, on Gaussian matrices.
 """
@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from threadpoolctl import threadpool_limits
 
-from deltarank.analysis.schedule import applied, cpu_schedule
-from deltarank.analysis.solvers import singular_values
+from deltarank.analysis.engine.schedule import applied, cpu_schedule
+from deltarank.analysis.maths.svd import singular_values
 
 # Block-matrix shapes of one layer and the layer count of each model.
 MODELS = {

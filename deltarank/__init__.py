@@ -10,19 +10,27 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "spectrum": "deltarank.analysis.engine",
-    "spectrum_many": "deltarank.analysis.engine",
-    "intruders": "deltarank.analysis.intruders",
-    "similarity": "deltarank.analysis.subspace",
-    "extract": "deltarank.analysis.extract",
-    "SpectrumResult": "deltarank.analysis.results",
-    "MatrixSpectrum": "deltarank.analysis.results",
-    "SkippedTensor": "deltarank.analysis.results",
+    "spectrum": "deltarank.analysis.engine.run",
+    "spectrum_many": "deltarank.analysis.engine.run",
+    "SpectrumOptions": "deltarank.analysis.engine.options",
+    "intruders": "deltarank.analysis.tools.intruders",
+    "similarity": "deltarank.analysis.tools.similarity",
+    "extract": "deltarank.analysis.tools.extract",
+    "SpectrumResult": "deltarank.analysis.results.spectrum",
+    "MatrixSpectrum": "deltarank.analysis.results.spectrum",
+    "IntruderResult": "deltarank.analysis.results.intruders",
+    "SimilarityResult": "deltarank.analysis.results.similarity",
+    "ExtractResult": "deltarank.analysis.results.extract",
+    "SkippedTensor": "deltarank.io.pairing",
 }
 
 __all__ = [
+    "ExtractResult",
+    "IntruderResult",
     "MatrixSpectrum",
+    "SimilarityResult",
     "SkippedTensor",
+    "SpectrumOptions",
     "SpectrumResult",
     "__version__",
     "extract",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import signal
 import sys
 from typing import Any
@@ -16,10 +15,6 @@ import click
 
 from deltarank import __version__
 from deltarank.errors import DeltarankError
-
-# Commands that have written and closed all their files when they return (see `run`).
-QUICK_EXIT = frozenset({"spectrum", "intruders", "similarity", "extract"})
-_quick_exit = False
 
 # name -> "module:function"; a module that does not exist yet is simply not listed.
 SUBCOMMANDS: dict[str, str] = {
@@ -73,7 +68,7 @@ class LazyGroup(click.Group):
         except Exception as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            _fail(f"internal error ({type(exc).__name__}: {exc}); run with -v for the traceback", ctx)
+            _fail(f"internal error ({type(exc).__name__}: {exc}); run with -vv for the traceback", ctx)
 
 
 def _fail(message: str, ctx: click.Context) -> None:
@@ -88,35 +83,14 @@ def _fail(message: str, ctx: click.Context) -> None:
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug with tracebacks).")
 def main(verbose: int) -> None:
     """deltarank: what does fine-tuning change in the weights? Spectra and ranks of ΔW = W_tuned − W_base."""
-    global _quick_exit
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
-    _quick_exit = click.get_current_context().invoked_subcommand in QUICK_EXIT
 
 
 def run() -> None:
-    """The `deltarank` program (console script and `python -m deltarank`): `main`, then a quick exit.
-
-    The interpreter's teardown after importing torch takes about half a second (2-core AMD EPYC:
-    `python -c "import torch"` 1.60 s, 1.16 s when it ends with `os._exit`), a tenth of a spectrum run on a
-    small model. After an analysis command (QUICK_EXIT), whose files are all written and closed when it
-    returns, the streams and logging are flushed and the process leaves with `os._exit` and the same status.
-    Other commands (training: data-loader workers, accelerate) exit normally.
-    """
-    status = 0
-    try:
-        main()  # click's standalone mode ends with SystemExit
-    except SystemExit as exc:
-        if not _quick_exit:
-            raise
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    """The `deltarank` program (console script and `python -m deltarank`)."""
+    main()
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -35,8 +35,9 @@ def compare(
     The row `all` takes the medians over every matrix; `n` is min(rows, cols), `gauss_e90` the r0.9 of a
     Gaussian matrix of the same shape.
     """
-    from deltarank.analysis.results import SpectrumResult, check_writable, write_atomic
+    from deltarank.analysis.results import SpectrumResult
     from deltarank.figures.tables import compare_table
+    from deltarank.io.atomic import check_writable, write_atomic
 
     if csv_path is not None:
         check_writable(csv_path)

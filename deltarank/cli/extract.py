@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from deltarank.analysis.adapter_writer import check_output_dir
-from deltarank.analysis.extract import SAVE_DTYPES, ExtractResult, check_target
+from deltarank.analysis.tools.extract import SAVE_DTYPES, ExtractResult, check_target
 from deltarank.cli.intruders import (
     analysis_options,
     check_figure_path,
@@ -15,6 +14,7 @@ from deltarank.cli.intruders import (
     progress_bar,
     save_figure_file,
 )
+from deltarank.io.atomic import check_output_dir
 
 
 @click.command()
@@ -47,7 +47,7 @@ def extract(
     B = U_k Σ_k^½, A = Σ_k^½ V_kᵀ, α = r (scale 1). `PeftModel.from_pretrained(base_model, OUTPUT)` loads it;
     OUTPUT/deltarank_extract.json records each matrix's rank and retained energy Σ_{i≤k}σ_i²/Σσ_i².
     """
-    from deltarank.analysis.extract import extract as run_extract
+    from deltarank.analysis.tools.extract import extract as run_extract
 
     check_target(rank, energy, dtype)
     check_output_dir(output, force)

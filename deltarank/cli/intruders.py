@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from deltarank.analysis.intruders import DEFAULT_EPSILON, DEFAULT_TOP_K, IntruderResult
-from deltarank.analysis.results import check_writable
-from deltarank.analysis.stream import ProgressHook
+from deltarank.analysis.engine.compute import ProgressHook
+from deltarank.analysis.tools.intruders import DEFAULT_EPSILON, DEFAULT_TOP_K, IntruderResult
+from deltarank.io.atomic import check_writable
 
 F = TypeVar("F", bound=Callable[..., Any])
 FIGURE_SUFFIXES = (".pdf", ".png", ".svg")
@@ -97,7 +97,7 @@ def intruders(
     TUNED is a checkpoint or a PEFT LoRA/DoRA adapter directory (merged in the compute dtype). The counts for
     ε = 0.1 … 0.9 are stored too.
     """
-    from deltarank.analysis.intruders import intruders as run_intruders
+    from deltarank.analysis.tools.intruders import intruders as run_intruders
 
     check_writable(output)
     check_figure_path(figure)

@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from deltarank.analysis.results import check_writable
-from deltarank.analysis.subspace import DEFAULT_TOP, SIDES, SimilarityResult
+from deltarank.analysis.tools.similarity import DEFAULT_TOP, SIDES, SimilarityResult
 from deltarank.cli.intruders import (
     analysis_options,
     check_figure_path,
@@ -16,6 +15,7 @@ from deltarank.cli.intruders import (
     save_figure_file,
 )
 from deltarank.errors import DeltarankError
+from deltarank.io.atomic import check_writable
 
 TABLE_SIZES = (1, 4, 16, 64)
 
@@ -57,7 +57,7 @@ def similarity(
 
     Each TUNED is a checkpoint or a PEFT LoRA/DoRA adapter directory.
     """
-    from deltarank.analysis.subspace import similarity as run_similarity
+    from deltarank.analysis.tools.similarity import similarity as run_similarity
 
     sizes = parse_top(top)
     check_writable(output)

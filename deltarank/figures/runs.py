@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from deltarank.analysis import ranks
-from deltarank.analysis.results import MatrixSpectrum, SpectrumResult, module_medians
+from deltarank.analysis.maths import ranks
+from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
+from deltarank.analysis.results.medians import module_medians, rank_of
 from deltarank.errors import DeltarankError, InputError
 
 ENERGY_KEY = "energy_90"
@@ -178,9 +177,10 @@ def energy_rank(matrix: MatrixSpectrum, key: str = ENERGY_KEY) -> float:
     Raises:
         InputError: the rank is neither stored nor computable.
     """
-    if key in matrix.ranks:
-        return float(matrix.ranks[key])
-    if key == ENERGY_KEY and matrix.singular_values:
+    stored = matrix.ranks.get(key)
+    if stored is not None:
+        return float(stored)
+    if key == ENERGY_KEY and matrix.singular_values and not matrix.approximate:
         return float(ranks.energy_rank(matrix.singular_values, ENERGY_TAU))
     raise InputError(matrix.name, f"result has no {key!r} rank")
 
@@ -188,11 +188,8 @@ def energy_rank(matrix: MatrixSpectrum, key: str = ENERGY_KEY) -> float:
 def medians(result: SpectrumResult, key: str = ENERGY_KEY) -> dict[str, float]:
     """Median rank `key` per module type (energy_90 falls back to the σ when not stored)."""
     if key != ENERGY_KEY:
-        return module_medians(result.matrices, key)
-    groups: dict[str, list[float]] = {}
-    for m in result.matrices:
-        groups.setdefault(m.module, []).append(energy_rank(m))
-    return {module: float(np.median(values)) for module, values in groups.items()}
+        return module_medians(result.matrices, rank_of(key))
+    return module_medians(result.matrices, energy_rank)
 
 
 def lora_rank_by_module(runs: Sequence[Run], override: int | None = None) -> dict[str, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 
 from deltarank.errors import DeltarankError, OutputError
 from deltarank.figures.style import STYLE
+from deltarank.io.atomic import replace_atomic
 
 FORMATS: tuple[str, ...] = ("pdf", "png", "svg")
 PNG_DPI = 300
@@ -81,22 +81,11 @@ def save_figure(
     return written
 
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _save_one(fig: Figure, target: Path, fmt: str) -> None:
     """Render one format to a temp file beside `target`, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a figure is as readable as any new file
+
+    def render(tmp: Path) -> None:
         with rc_context(STYLE):
             fig.savefig(tmp, format=fmt, dpi=PNG_DPI, metadata=_METADATA[fmt])
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_atomic(target, render)

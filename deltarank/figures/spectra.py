@@ -3,7 +3,7 @@
 Each run is one line per panel: the median over the layers of σ_i/σ_1 (top, log scale) and of the cumulative
 energy Σ_{j≤i} σ_j² / Σ_j σ_j² (bottom), both against i/n with n = min(rows, cols); a band spans the layers'
 interquartile range. The dashed grey line is a Gaussian matrix of the same shape (Marchenko–Pastur law,
-from `deltarank.analysis.reference`). Markers on the 90% line sit at each run's median r₀.₉ / n.
+from `deltarank.analysis.maths.reference`). Markers on the 90% line sit at each run's median r₀.₉ / n.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from deltarank.analysis.reference import gaussian_singular_values, random_energy_rank
+from deltarank.analysis.maths.reference import gaussian_singular_values, random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
 from deltarank.figures.panels import grid_shape, legend_below
 from deltarank.figures.runs import ENERGY_TAU, Run, as_runs, display_labels, energy_rank, module_order

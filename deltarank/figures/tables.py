@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from deltarank.analysis.results import SpectrumResult
+from deltarank.analysis.results.medians import median
 from deltarank.errors import DeltarankError
 from deltarank.figures.runs import as_runs, display_labels, energy_rank, module_order
 
@@ -60,10 +60,6 @@ def _text(cell: Cell, is_ratio: bool) -> str:
     return str(cell)
 
 
-def _median(values: list[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
-
-
 def compare_table(
     results: SpectrumResult | Sequence[SpectrumResult],
     labels: Sequence[str] | None = None,
@@ -100,11 +96,11 @@ def compare_table(
         row: list[Cell] = [
             module,
             dims.pop() if len(dims) == 1 else None,
-            _median([float(m.random_energy_90) for m in everything]),
+            median([float(m.random_energy_90) for m in everything]),
         ]
-        e90 = [_median([energy_rank(m) for m in group]) for group in mats]
+        e90 = [median([energy_rank(m) for m in group]) for group in mats]
         for value, group in zip(e90, mats, strict=True):
-            row += [value, _median([float(m.ranks[NOISE_KEY]) for m in group if NOISE_KEY in m.ranks])]
+            row += [value, median(m.ranks.get(NOISE_KEY) for m in group)]
         for value in e90 if lora_rank is not None else e90[1:]:
             base = float(lora_rank) if lora_rank is not None else e90[0]
             row.append(value / base if value is not None and base else None)

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from deltarank.errors import InputError
+from deltarank.io.base import PICKLE_SUFFIXES, refuse_pickle
 from deltarank.io.naming import canonical_name
 from deltarank.io.safetensors_file import SafetensorsSource
-from deltarank.io.source import PICKLE_SUFFIXES, refuse_pickle
 
 CONFIG_FILE = "adapter_config.json"
 # peft's LoraConfig default α, used when a config omits lora_alpha.
@@ -227,11 +227,14 @@ class AdapterSource:
         """Stored dtype of the factors of one module."""
         return self._file.info(self.modules[name].a_key).dtype
 
-    def read_factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """B (out, r), A (r, in) and the DoRA magnitude (out,) or None, in their stored dtypes."""
+    def read_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """The saved tensors of one module in their stored dtypes, named by role: `lora_B` (out, r),
+        `lora_A` (r, in) and, for DoRA, `magnitude` (out,)."""
         module = self.modules[name]
-        magnitude = self._file.read(module.magnitude_key) if module.magnitude_key else None
-        return self._file.read(module.b_key), self._file.read(module.a_key), magnitude
+        tensors = {"lora_B": self._file.read(module.b_key), "lora_A": self._file.read(module.a_key)}
+        if module.magnitude_key:
+            tensors["magnitude"] = self._file.read(module.magnitude_key)
+        return tensors
 
 
 def is_adapter_dir(path: str | Path) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from deltarank.errors import InputError
-from deltarank.io.source import TensorInfo
+from deltarank.io.base import TensorInfo
 
 # GGUF block-tensor suffix -> Hugging Face suffix (Llama family: llama, mistral, qwen2, ...).
 BLOCK_NAMES: dict[str, str] = {

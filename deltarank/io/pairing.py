@@ -10,11 +10,20 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltarank.analysis.results import SkippedTensor
-from deltarank.errors import InputError, PairingError
-from deltarank.io.adapter import AdapterSource, LoraModule
+from deltarank.errors import DeltarankError, InputError, PairingError
+from deltarank.io.adapter import AdapterSource, LoraModule, is_adapter_dir
+from deltarank.io.base import TensorInfo, TensorSource
+from deltarank.io.dtypes import SAFETENSORS_DTYPES
 from deltarank.io.naming import Selection, canonical_name
-from deltarank.io.source import TensorSource
+from deltarank.io.source import open_checkpoint
+
+
+@dataclass(frozen=True)
+class SkippedTensor:
+    """A tensor that was selected but could not be analysed, with the reason."""
+
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,11 @@ class DensePair:
     shape: tuple[int, int]
     base_dtype: str
     tuned_dtype: str
+
+    @property
+    def kind(self) -> str:
+        """How ΔW is formed: `dense` (two stored tensors)."""
+        return "dense"
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,16 @@ class AdapterPair:
     tuned_dtype: str
     fan_in_fan_out: bool
     dora: bool
+
+    @property
+    def kind(self) -> str:
+        """How ΔW is formed from the saved tensors: `lora` or `dora`."""
+        return "dora" if self.dora else "lora"
+
+    @property
+    def needs_base(self) -> bool:
+        """True when ΔW cannot be formed without the base weight (DoRA's row norm)."""
+        return self.dora
 
 
 Pair = DensePair | AdapterPair
@@ -78,6 +102,10 @@ def plan_dense(
         common += 1
         tuned_info = tuned.info(tuned_index[name])
         if not selection.wants(name, len(base_info.shape)):
+            continue
+        unreadable = _unreadable(base_info, tuned_info)
+        if unreadable:
+            skipped.append(SkippedTensor(name, unreadable))
             continue
         if tuned_info.shape != base_info.shape:
             skipped.append(
@@ -119,6 +147,11 @@ def plan_adapter(
         base_info = base.info(base_index[name])
         if not selection.wants(name, len(base_info.shape)):
             continue
+        factor_dtype = adapter.factor_dtype(name)
+        if not base_info.readable or factor_dtype not in SAFETENSORS_DTYPES:
+            dtype = base_info.dtype if not base_info.readable else factor_dtype
+            skipped.append(SkippedTensor(name, f"stored dtype {dtype} cannot be read"))
+            continue
         shape = _check_factor_fit(adapter, name, base_info.shape, adapter.config.fan_in_fan_out)
         pairs.append(
             AdapterPair(
@@ -127,7 +160,7 @@ def plan_adapter(
                 module=module,
                 shape=shape,
                 base_dtype=base_info.dtype,
-                tuned_dtype=adapter.factor_dtype(name),
+                tuned_dtype=factor_dtype,
                 fan_in_fan_out=adapter.config.fan_in_fan_out,
                 dora=module.magnitude_key is not None,
             )
@@ -135,6 +168,14 @@ def plan_adapter(
     if not pairs and not any(name in base_index for name in adapter.modules):
         raise PairingError(f"adapter {adapter.path} modifies no weight of {base.path} (wrong base model?)")
     return pairs, skipped
+
+
+def _unreadable(base: TensorInfo, tuned: TensorInfo) -> str | None:
+    """Why a pair cannot be read (a stored dtype this version does not decode), or None."""
+    for side, info in (("base", base), ("tuned", tuned)):
+        if not info.readable:
+            return f"stored dtype {info.dtype} ({side}) cannot be read"
+    return None
 
 
 def _check_factor_fit(
@@ -167,10 +208,6 @@ def plan_checkpoint(
         PairingError: no tensor in common.
         DeltarankError: nothing selected.
     """
-    from deltarank.errors import DeltarankError
-    from deltarank.io.adapter import is_adapter_dir
-    from deltarank.io.source import open_checkpoint
-
     source: TensorSource | AdapterSource
     pairs: list[Pair]
     if is_adapter_dir(tuned):
@@ -181,6 +218,9 @@ def plan_checkpoint(
         source = open_checkpoint(tuned)
         dense_pairs, skipped = plan_dense(base, source, selection)
         pairs = list(dense_pairs)
+    if not pairs and any("cannot be read" in item.reason for item in skipped):
+        first = next(item for item in skipped if "cannot be read" in item.reason)
+        raise DeltarankError(f"{tuned}: no selected tensor can be analysed ({first.name}: {first.reason})")
     if not pairs:
         raise DeltarankError(f"no tensor of {tuned} is selected for analysis (check --include/--exclude)")
     return source, pairs, skipped

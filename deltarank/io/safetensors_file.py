@@ -18,25 +18,11 @@ from typing import Any
 import torch
 
 from deltarank.errors import InputError
-from deltarank.io.source import TensorInfo
+from deltarank.io.base import TensorInfo
+from deltarank.io.dtypes import SAFETENSORS_DTYPES, UNREADABLE_ITEMSIZE
 
 # Header larger than this is refused (safetensors itself caps it at 100 MB).
 MAX_HEADER_BYTES = 100_000_000
-
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-}
 
 
 @dataclass(frozen=True)
@@ -89,8 +75,8 @@ def _parse_entry(path: Path, name: str, spec: Any, data_start: int) -> _Entry:
     if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= spec.keys():
         raise InputError(path, f"header entry {name!r} is malformed")
     dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-    if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise InputError(path, f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(dtype, str) or not dtype:
+        raise InputError(path, f"tensor {name!r} has an invalid dtype {dtype!r}")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise InputError(path, f"tensor {name!r} has an invalid shape {shape!r}")
     if (
@@ -100,8 +86,8 @@ def _parse_entry(path: Path, name: str, spec: Any, data_start: int) -> _Entry:
         or offsets[1] < offsets[0]
     ):
         raise InputError(path, f"tensor {name!r} has invalid data offsets {offsets!r}")
-    itemsize = torch.empty((), dtype=DTYPES[dtype]).element_size()
-    expected = math.prod(shape) * itemsize
+    itemsize = _itemsize(dtype)
+    expected = math.prod(shape) * itemsize if itemsize else offsets[1] - offsets[0]
     if offsets[1] - offsets[0] != expected:
         raise InputError(
             path,
@@ -109,6 +95,13 @@ def _parse_entry(path: Path, name: str, spec: Any, data_start: int) -> _Entry:
             f"offsets give {offsets[1] - offsets[0]}",
         )
     return _Entry(dtype=dtype, shape=tuple(shape), start=data_start + offsets[0], nbytes=expected)
+
+
+def _itemsize(dtype: str) -> int | None:
+    """Bytes per element of a safetensors dtype code; None for a code unknown to this version (opaque)."""
+    if dtype in SAFETENSORS_DTYPES:
+        return torch.empty((), dtype=SAFETENSORS_DTYPES[dtype]).element_size()
+    return UNREADABLE_ITEMSIZE.get(dtype)
 
 
 def _check_layout(path: Path, entries: dict[str, _Entry], data_size: int, data_start: int) -> None:
@@ -124,7 +117,13 @@ def _check_layout(path: Path, entries: dict[str, _Entry], data_size: int, data_s
 
 
 def read_entry(path: Path, name: str, entry: _Entry) -> torch.Tensor:
-    """Read one tensor's bytes into a fresh tensor (no memory map)."""
+    """Read one tensor's bytes into a fresh tensor (no memory map).
+
+    Raises:
+        InputError: a dtype deltarank cannot decode (planning skips those tensors; see `TensorInfo.readable`).
+    """
+    if entry.dtype not in SAFETENSORS_DTYPES:
+        raise InputError(path, f"tensor {name!r} has dtype {entry.dtype}, which deltarank cannot read")
     buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
     try:
         with path.open("rb") as handle:
@@ -134,7 +133,7 @@ def read_entry(path: Path, name: str, entry: _Entry) -> torch.Tensor:
         raise InputError(path, f"cannot read tensor {name!r} ({exc.strerror or exc})") from None
     if got != entry.nbytes:
         raise InputError(path, f"truncated file: tensor {name!r} is incomplete")
-    return buffer.view(DTYPES[entry.dtype]).reshape(entry.shape)
+    return buffer.view(SAFETENSORS_DTYPES[entry.dtype]).reshape(entry.shape)
 
 
 class SafetensorsSource:
@@ -153,7 +152,7 @@ class SafetensorsSource:
 
     def info(self, name: str) -> TensorInfo:
         entry = self._entries[name]
-        return TensorInfo(name=name, shape=entry.shape, dtype=entry.dtype, file=self.path)
+        return TensorInfo(name, entry.shape, entry.dtype, self.path, entry.dtype in SAFETENSORS_DTYPES)
 
     def read(self, name: str) -> torch.Tensor:
         return read_entry(self.path, name, self._entries[name])
@@ -194,7 +193,7 @@ class ShardedSafetensorsSource:
 
     def info(self, name: str) -> TensorInfo:
         shard, entry = self._where[name]
-        return TensorInfo(name=name, shape=entry.shape, dtype=entry.dtype, file=shard)
+        return TensorInfo(name, entry.shape, entry.dtype, shard, entry.dtype in SAFETENSORS_DTYPES)
 
     def read(self, name: str) -> torch.Tensor:
         shard, entry = self._where[name]

@@ -1,64 +1,18 @@
-"""The TensorSource protocol and `open_checkpoint`, which picks the reader for a path.
-
-A source lists tensor names (already canonical Hugging Face names), describes each without reading it, and
-reads one tensor at a time: nothing here ever loads a whole model.
-"""
+"""`open_checkpoint`: the reader (a `deltarank.io.base.TensorSource`) for a checkpoint path."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import glob
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
-import torch
+from deltarank.errors import DeltarankError, InputError
+from deltarank.io.base import PICKLE_SUFFIXES, TensorSource, refuse_pickle
+from deltarank.io.gguf_file import GGUFSource
+from deltarank.io.safetensors_file import SafetensorsSource, ShardedSafetensorsSource
 
-from deltarank.errors import InputError
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """What a checkpoint says about one tensor, before reading it.
-
-    Attributes:
-        name: Canonical (Hugging Face) name.
-        shape: Logical shape, e.g. (out, in) for a linear weight.
-        dtype: Stored dtype label: safetensors codes (F32, BF16, F16, ...) or GGUF types (Q4_1, F16, ...).
-        file: The file the tensor lives in.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    file: Path
-
-
-class TensorSource(Protocol):
-    """A checkpoint that yields tensors one at a time."""
-
-    path: Path
-
-    def names(self) -> list[str]:
-        """All tensor names, canonical, in file order."""
-        ...
-
-    def info(self, name: str) -> TensorInfo:
-        """Shape and stored dtype of one tensor, without reading its data."""
-        ...
-
-    def read(self, name: str) -> torch.Tensor:
-        """One tensor in its stored dtype (GGUF quantized types come back dequantized to float32)."""
-        ...
-
-
-def refuse_pickle(path: Path) -> InputError:
-    """The error for a pickle checkpoint: never unpickled, not even with weights_only."""
-    return InputError(
-        path,
-        "pickle checkpoints are never loaded (they can run code); convert it to safetensors first, "
-        "e.g. with transformers: AutoModel.from_pretrained(dir).save_pretrained(out, safe_serialization=True)",
-    )
+__all__ = ["TensorSource", "expand_checkpoints", "open_checkpoint"]
 
 
 def open_checkpoint(path: str | Path) -> TensorSource:
@@ -73,9 +27,6 @@ def open_checkpoint(path: str | Path) -> TensorSource:
     Raises:
         InputError: missing path, pickle checkpoint, directory without weights, unreadable file.
     """
-    from deltarank.io.gguf_file import GGUFSource
-    from deltarank.io.safetensors_file import SafetensorsSource, ShardedSafetensorsSource
-
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or directory")
@@ -111,3 +62,21 @@ def open_checkpoint(path: str | Path) -> TensorSource:
     if p.name.endswith(".safetensors.index.json"):
         return ShardedSafetensorsSource(p)
     return SafetensorsSource(p)
+
+
+def expand_checkpoints(paths: Sequence[str]) -> list[str]:
+    """Paths as given; a pattern such as run/checkpoint-* that names no file is expanded (sorted by step)."""
+    out: list[str] = []
+    for raw in paths:
+        if Path(raw).exists() or not glob.has_magic(raw):
+            out.append(raw)
+            continue
+        matches = sorted(glob.glob(raw), key=_natural_key)
+        if not matches:
+            raise DeltarankError(f"{raw}: no checkpoint matches this pattern")
+        out.extend(matches)
+    return out
+
+
+def _natural_key(text: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from deltarank.analysis.results import SpectrumResult, write_atomic
+from deltarank.analysis.results import SpectrumResult
+from deltarank.io.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
@@ -224,8 +225,8 @@ def spectrum_stage(
 
 def subspace_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -> dict[str, Any]:
     """Intruder dimensions of both final models and φ between the full and LoRA deltas."""
-    from deltarank.analysis.intruders import intruders
-    from deltarank.analysis.subspace import similarity
+    from deltarank.analysis.tools.intruders import intruders
+    from deltarank.analysis.tools.similarity import similarity
     from deltarank.train.models import resolve_model
 
     path = config.out_dir / "subspace.json"

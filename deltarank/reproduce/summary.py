@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
-from deltarank.analysis.results import SpectrumResult, write_atomic
+from deltarank.analysis.results import SpectrumResult
+from deltarank.analysis.results.medians import median
+from deltarank.io.atomic import write_atomic
 
 SCHEMA = "deltarank.reproduce/1"
 COST_KEYS = (
@@ -30,19 +31,22 @@ def module_table(full: SpectrumResult, lora: SpectrumResult, lora_r: int) -> dic
     table: dict[str, dict[str, float]] = {}
     lora_groups = lora.by_module()
     for module, items in full.by_module().items():
-        full_e90 = statistics.median(m.ranks["energy_90"] for m in items)
+        full_e90 = _known(median(m.ranks.get("energy_90") for m in items))
         lora_items = lora_groups.get(module, [])
         table[module] = {
             "full_energy_90_median": full_e90,
-            "lora_energy_90_median": statistics.median(m.ranks["energy_90"] for m in lora_items)
-            if lora_items
-            else float("nan"),
-            "full_noise_floor_median": statistics.median(m.ranks["noise_floor"] for m in items),
-            "random_energy_90_median": statistics.median(m.random_energy_90 for m in items),
+            "lora_energy_90_median": _known(median(m.ranks.get("energy_90") for m in lora_items)),
+            "full_noise_floor_median": _known(median(m.ranks.get("noise_floor") for m in items)),
+            "random_energy_90_median": _known(median(m.random_energy_90 for m in items)),
             "dim": min(items[0].shape),
             "full_over_lora_r": full_e90 / lora_r,
         }
     return table
+
+
+def _known(value: float | None) -> float:
+    """A median for the report's table: NaN when no matrix gives the value."""
+    return float("nan") if value is None else value
 
 
 def build_summary(
@@ -58,7 +62,7 @@ def build_summary(
     base = evaluation["base"]
     final_key = {m: f"{m}@{checkpoints(runs[m])[-1][0]}" for m in METHODS}
     modules = module_table(spectra["full"][-1], spectra["lora"][-1], config.lora_r)
-    mlp_ratio = statistics.median(modules[m]["full_over_lora_r"] for m in MLP_MODULES if m in modules)
+    mlp_ratio = _known(median(modules[m]["full_over_lora_r"] for m in MLP_MODULES if m in modules))
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "domain": config.domain,
@@ -111,8 +115,8 @@ def _points(runs: dict[str, Path], evaluation: dict[str, dict[str, float]]) -> l
 
 
 def _subspace_summary(subspace: dict[str, Any]) -> dict[str, Any]:
-    from deltarank.analysis.intruders import IntruderResult
-    from deltarank.analysis.subspace_result import SimilarityResult
+    from deltarank.analysis.results.similarity import SimilarityResult
+    from deltarank.analysis.tools.intruders import IntruderResult
 
     out: dict[str, Any] = {}
     for method in ("full", "lora"):

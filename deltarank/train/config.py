@@ -155,7 +155,7 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         """Write the config as YAML, loadable again with `from_sources(path)`."""
-        from deltarank.analysis.results import write_atomic
+        from deltarank.io.atomic import write_atomic
 
         write_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 

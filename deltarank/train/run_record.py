@@ -125,7 +125,7 @@ def run_record(
 
 def write_run_record(output_dir: Path, record: dict[str, Any]) -> Path:
     """Write run.json atomically and return its path."""
-    from deltarank.analysis.results import write_atomic
+    from deltarank.io.atomic import write_atomic
 
     path = output_dir / RUN_JSON
     write_atomic(path, json.dumps(record, indent=2) + "\n")

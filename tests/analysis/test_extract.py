@@ -11,10 +11,10 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from deltarank.analysis import extract as extract_module
-from deltarank.analysis.adapter_writer import SafetensorsWriter, adapter_config
-from deltarank.analysis.extract import ExtractResult, choose_rank, extract, retained_energy, truncate
-from deltarank.analysis.vectors import DeltaSVD, dense_svd
+from deltarank.analysis.tools import extract as extract_module
+from deltarank.io.adapter_writer import SafetensorsWriter, adapter_config
+from deltarank.analysis.tools.extract import ExtractResult, choose_rank, extract, retained_energy, truncate
+from deltarank.analysis.maths.svd import DeltaSVD
 from deltarank.errors import DeltarankError, OutputError
 from tests.analysis.test_intruders import merged_dir, save_lora, save_tuned
 from tests.conftest import build_tiny_llama
@@ -52,7 +52,8 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_truncate_and_energy() -> None:
-    u, s, v = dense_svd(torch.randn(12, 9, dtype=torch.float64))
+    u, s, vh = torch.linalg.svd(torch.randn(12, 9, dtype=torch.float64), full_matrices=False)
+    v = vh.mT
     b, a = truncate(DeltaSVD(u, s, v, "dense"), 3)
     assert b.shape == (12, 3) and a.shape == (3, 9)
     assert b @ a == pytest.approx((u[:, :3] * s[:3]) @ v[:, :3].T, abs=1e-12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltarank.analysis.host import all_finite, frobenius_norm, host_array
+from deltarank.analysis.maths.arrays import all_finite, frobenius_norm, host_array
 
 STORED = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 

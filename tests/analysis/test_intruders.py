@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from scipy.linalg import hadamard
 
-from deltarank.analysis.intruders import (
+from deltarank.analysis.tools.intruders import (
     EPSILON_SWEEP,
     IntruderResult,
     count_intruders,

@@ -1,11 +1,12 @@
-"""A pair's record is the same whether its ΔW and statistics come from the loader thread or from `measure`."""
+"""A pair's record is the same from the NumPy (CPU) and the torch (accelerator) dense forms, and batched."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from deltarank.analysis.measure import LoadedDense, MeasureSettings, dense_stats, measure
+from deltarank.analysis.engine.measure import MeasureSettings, measure, measure_batch
+from deltarank.analysis.maths.deltas import DeltaInputs, _device_dense, dense_form
 from deltarank.io.pairing import DensePair
 
 LABELS = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
@@ -13,7 +14,7 @@ LABELS = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 @pytest.mark.parametrize("stored", list(LABELS))
 @pytest.mark.parametrize("precision", [torch.float32, torch.float64])
-def test_loader_side_statistics_give_the_same_record(stored: torch.dtype, precision: torch.dtype) -> None:
+def test_numpy_and_torch_dense_forms_give_the_same_record(stored: torch.dtype, precision: torch.dtype) -> None:
     generator = torch.Generator().manual_seed(3)
     base = (torch.randn(96, 64, generator=generator) * 0.05).to(stored)
     update = torch.randn(96, 4, generator=generator) @ torch.randn(4, 64, generator=generator) * 1e-3
@@ -24,10 +25,9 @@ def test_loader_side_statistics_give_the_same_record(stored: torch.dtype, precis
         precision, (0.5, 0.9, 0.99), solver="gram" if precision == torch.float32 else "svd"
     )
 
-    direct = measure(LoadedDense(pair, base, tuned), settings)
-    prepared = measure(
-        LoadedDense(pair, base, tuned, dense_stats(base, tuned, LABELS[stored], precision)), settings
-    )
+    direct = measure(pair, _device_dense(base, tuned, LABELS[stored], precision), settings)  # torch ops
+    inputs = DeltaInputs("dense", LABELS[stored])
+    prepared = measure(pair, dense_form({"base": base, "tuned": tuned}, inputs, precision), settings)  # NumPy
 
     assert prepared.singular_values == pytest.approx(direct.singular_values, rel=0, abs=1e-12)
     assert prepared.ranks == pytest.approx(direct.ranks, rel=1e-9)
@@ -40,8 +40,6 @@ def test_loader_side_statistics_give_the_same_record(stored: torch.dtype, precis
 
 def test_a_batched_call_gives_the_records_of_single_calls() -> None:
     """The CUDA path's batching (one stacked decomposition), run here on the CPU: same records, same deltas."""
-    from deltarank.analysis.measure import measure_batch
-
     generator = torch.Generator().manual_seed(4)
     items = []
     for i, rank in enumerate((1, 3)):
@@ -50,11 +48,11 @@ def test_a_batched_call_gives_the_records_of_single_calls() -> None:
         left[i] = 0  # one row that does not move
         tuned = base + 1e-2 * (left @ torch.randn(rank, 24, generator=generator))
         pair = DensePair(f"model.layers.{i}.mlp.up_proj.weight", "b", "t", (40, 24), "F32", "F32")
-        items.append(LoadedDense(pair, base, tuned))
+        items.append((pair, dense_form({"base": base, "tuned": tuned}, DeltaInputs("dense", "F32"), torch.float32)))
     settings = MeasureSettings(torch.float32, (0.5, 0.9, 0.99), solver="svd")
 
-    batched = measure_batch(items, settings)  # type: ignore[arg-type]
-    single = [measure(item, settings) for item in items]
+    batched = measure_batch(items, settings)
+    single = [measure(pair, delta, settings) for pair, delta in items]
 
     assert [r.ranks["noise_floor"] for r in batched] == [1, 3]
     for b, s in zip(batched, single, strict=True):

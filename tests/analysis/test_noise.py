@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from deltarank.analysis import noise
-from deltarank.analysis.noise import (
+from deltarank.analysis.maths import noise
+from deltarank.analysis.maths.noise import (
     NOISE_EDGE_MARGIN,
     mantissa_bits,
     monte_carlo_edge,

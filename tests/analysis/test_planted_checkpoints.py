@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from deltarank.analysis.engine import spectrum
-from deltarank.analysis.reference import random_energy_rank
+from deltarank.analysis.maths.reference import random_energy_rank
 from deltarank.analysis.results import SpectrumResult
 from deltarank.io.source import open_checkpoint
 from tests.conftest import build_tiny_llama

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deltarank.analysis.ranks import (
+from deltarank.analysis.maths.ranks import (
     all_ranks,
     count_above,
     energy_rank,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deltarank.analysis.ranks import energy_rank
-from deltarank.analysis.reference import gaussian_singular_values, random_energy_rank
+from deltarank.analysis.maths.ranks import energy_rank
+from deltarank.analysis.maths.reference import gaussian_singular_values, random_energy_rank
 
 SAMPLED_RTOL = 0.02  # the bound: within 2% of a sampled Gaussian
 DRAWS = 3

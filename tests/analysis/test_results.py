@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from deltarank.analysis import results
-from deltarank.analysis.results import (
-    SCHEMA,
-    MatrixSpectrum,
-    SkippedTensor,
-    SpectrumResult,
-    check_writable,
-    write_atomic,
-)
+from deltarank.analysis.results.spectrum import SCHEMA, MatrixSpectrum, SkippedTensor, SpectrumResult
+from deltarank.io import atomic as results
+from deltarank.io.atomic import check_writable, write_atomic
 from deltarank.errors import InputError, OutputError
 
 

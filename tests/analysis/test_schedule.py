@@ -12,8 +12,8 @@ import torch
 from threadpoolctl import threadpool_info
 
 from deltarank.analysis.engine import spectrum
-from deltarank.analysis.loading import prefetched
-from deltarank.analysis.schedule import MAX_WORKERS, CpuSchedule, applied, cpu_schedule
+from deltarank.analysis.engine.loading import prefetched
+from deltarank.analysis.engine.schedule import MAX_WORKERS, CpuSchedule, applied, cpu_schedule
 from deltarank.errors import DeltarankError
 from tests.planting import planted_delta, save_safetensors
 
@@ -106,7 +106,7 @@ def test_an_error_in_a_worker_stops_every_thread_before_the_call_returns(
     """The reader and the pool are shut down on the calling thread, not left to the garbage collector."""
     import gc
 
-    from deltarank.analysis import engine
+    from deltarank.analysis.engine import run as engine
 
     names = [f"model.layers.{i}.mlp.up_proj.weight" for i in range(8)]
     base = {n: torch.randn(16, 12, generator=torch.Generator().manual_seed(i)) for i, n in enumerate(names)}

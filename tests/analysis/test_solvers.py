@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltarank.analysis.solvers import gram_error_bound, resolve_solver, singular_values
+from deltarank.analysis.maths.svd import gram_error_bound, resolve_solver, singular_values
 from deltarank.errors import DeltarankError
 
 SHAPES = [(64, 64), (48, 96), (96, 48), (7, 130)]

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltarank.analysis.solvers import singular_values
-from deltarank.analysis.spectrum import (
-    dense_delta,
-    dora_delta,
-    lora_delta,
-    lora_singular_values,
-)
+from deltarank.analysis.maths.deltas import DeltaInputs, dense_form, dora_form, form_delta, lora_form
+from deltarank.analysis.maths.svd import delta_singular_values, factored_singular_values, singular_values
 from tests.planting import planted_delta
 
 SIGMA_RTOL = 1e-10  # float64 throughout
@@ -19,6 +14,24 @@ SIGMA_RTOL = 1e-10  # float64 throughout
 
 def _randn(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def dense_delta(base: torch.Tensor, tuned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    inputs = DeltaInputs("dense", "F16" if base.dtype == torch.float16 else "BF16")
+    delta = dense_form({"base": base, "tuned": tuned}, inputs, dtype)
+    assert delta.matrix is not None
+    return delta.matrix
+
+
+def lora_singular_values(b: torch.Tensor, a: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    return factored_singular_values(b.to(dtype), a.to(dtype), scale)
+
+
+def dora_delta(
+    base: torch.Tensor, b: torch.Tensor, a: torch.Tensor, m: torch.Tensor, scale: float, dtype: torch.dtype
+) -> torch.Tensor:
+    tensors = {"base": base, "lora_B": b, "lora_A": a, "magnitude": m}
+    return dora_form(tensors, DeltaInputs("dora", "F64", scale), dtype).dense()
 
 
 def test_dense_delta_upcasts_before_subtracting() -> None:
@@ -81,4 +94,17 @@ def test_dora_delta_by_hand() -> None:
     adapted = base + 0.5 * b @ a  # [[3.5, 4.5], [1, 0]]
     magnitude = torch.linalg.vector_norm(adapted, dim=1)
     delta = dora_delta(base, b, a, magnitude, scale=0.5, dtype=torch.float64)
-    torch.testing.assert_close(delta, lora_delta(b, a, 0.5, torch.float64), rtol=0.0, atol=1e-14)
+    torch.testing.assert_close(delta, 0.5 * b @ a, rtol=0.0, atol=1e-14)
+
+
+@pytest.mark.parametrize("fan_in_fan_out", [False, True])
+def test_a_lora_delta_is_kept_as_factors_in_the_stored_orientation(fan_in_fan_out: bool) -> None:
+    b, a = _randn(12, 3, seed=5), _randn(3, 7, seed=6)
+    delta = form_delta({"lora_B": b, "lora_A": a}, DeltaInputs("lora", "F64", 0.75, fan_in_fan_out), torch.float64)
+    assert delta.matrix is None and delta.low_rank
+    product = 0.75 * b @ a  # (out, in)
+    torch.testing.assert_close(delta.dense(), product.mT if fan_in_fan_out else product, rtol=0.0, atol=1e-14)
+    sigma = delta_singular_values(delta, "svd")  # every min(m, n) σ, zeros past r
+    assert sigma.shape == (7,)
+    torch.testing.assert_close(sigma[:3], torch.linalg.svdvals(product)[:3], rtol=SIGMA_RTOL, atol=0.0)
+    assert sigma[3:].abs().max() == 0.0

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deltarank.analysis.subspace import (
+from deltarank.analysis.tools.similarity import (
     SimilarityResult,
     check_tops,
     clip_tops,
@@ -17,7 +17,7 @@ from deltarank.analysis.subspace import (
     phi_grid,
     similarity,
 )
-from deltarank.analysis.vectors import dense_svd, lora_svd
+from deltarank.analysis.maths.svd import factored_svd
 from deltarank.errors import DeltarankError
 from tests.analysis.test_intruders import merged_dir, orthogonal, save_lora, save_tuned
 
@@ -58,9 +58,9 @@ def test_lora_fast_path_matches_dense_svd() -> None:
     generator = torch.Generator().manual_seed(0)
     b, a = torch.randn(24, 4, generator=generator), torch.randn(4, 40, generator=generator)
     for scale in (2.0, -0.5):
-        u, s, v = lora_svd(b, a, scale, torch.float64)
+        u, s, v = factored_svd(b.double(), a.double(), scale)
         assert (u * s) @ v.T == pytest.approx((scale * b.double() @ a.double()), abs=1e-10)
-        u_d, s_d, _ = dense_svd(scale * b.double() @ a.double())
+        u_d, s_d, _ = torch.linalg.svd(scale * b.double() @ a.double(), full_matrices=False)
         assert s.tolist() == pytest.approx(s_d[:4].tolist())
         assert phi(u, u_d, 4, 4) == pytest.approx(1.0)
 

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from deltarank.analysis.extract import ExtractResult
-from deltarank.analysis.intruders import IntruderResult
-from deltarank.analysis.subspace import SimilarityResult
+from deltarank.analysis.tools.extract import ExtractResult
+from deltarank.analysis.tools.intruders import IntruderResult
+from deltarank.analysis.tools.similarity import SimilarityResult
 from deltarank.cli import main
 from tests.analysis.test_intruders import Q_PROJ, rotate_top, save_lora, save_tuned
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deltarank.analysis.ranks import energy_rank
-from deltarank.analysis.reference import random_energy_rank
+from deltarank.analysis.maths.ranks import energy_rank
+from deltarank.analysis.maths.reference import random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
 
 # A scaled-down SmolLM2 block: (out, in) per module type.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deltarank.analysis.reference import gaussian_singular_values
+from deltarank.analysis.maths.reference import gaussian_singular_values
 from deltarank.figures.spectra import REFERENCE_LABEL, normalised_curves, plot_spectra
 from tests.figures.synthetic import SHAPES, full_result, lora_result
 

@@ -199,7 +199,8 @@ def test_adapter_source_reads_peft_keys(tmp_path: Path) -> None:
     module = source.modules[name]
     assert module.a_key == f"{PEFT_PREFIX}{name.removesuffix('.weight')}.lora_A.weight"
     assert module.magnitude_key is not None and (module.rank, module.alpha, module.scale) == (2, 4.0, 2.0)
-    b, a, magnitude = source.read_factors(name)
+    tensors = source.read_tensors(name)
+    b, a, magnitude = tensors["lora_B"], tensors["lora_A"], tensors.get("magnitude")
     assert (tuple(b.shape), tuple(a.shape), tuple(magnitude.shape)) == ((32, 2), (2, 32), (32,))
 
 

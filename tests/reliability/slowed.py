@@ -16,7 +16,7 @@ from typing import Any
 
 
 def _slow_spectrum(delay: float) -> None:
-    import deltarank.analysis.engine as engine
+    import deltarank.analysis.engine.run as engine
 
     measure = engine.measure_batch
 

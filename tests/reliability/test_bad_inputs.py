@@ -168,7 +168,7 @@ def header_lies_about_dtype(ws: Workspace) -> BadCase:
 def header_unknown_dtype(ws: Workspace) -> BadCase:
     header = {block_names()[0]: {"dtype": "Q7", "shape": [DIM, DIM], "data_offsets": [0, MATRIX_BYTES]}}
     path = write_raw_safetensors(ws.path("q7.safetensors"), header, bytes(MATRIX_BYTES))
-    return bad_tuned(ws, path, "unknown dtype 'Q7'")
+    return bad_tuned(ws, path, r"stored dtype Q7 \(tuned\) cannot be read")
 
 
 @case
@@ -200,7 +200,7 @@ def header_boolean_shape(ws: Workspace) -> BadCase:
 def header_list_dtype(ws: Workspace) -> BadCase:
     header = {block_names()[0]: {"dtype": ["F32"], "shape": [DIM, DIM], "data_offsets": [0, MATRIX_BYTES]}}
     path = write_raw_safetensors(ws.path("listdtype.safetensors"), header, bytes(MATRIX_BYTES))
-    return bad_tuned(ws, path, "unknown dtype")
+    return bad_tuned(ws, path, "invalid dtype")
 
 
 def _pickle_case(ws: Workspace, name: str) -> BadCase:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import deltarank.analysis.engine as engine
+import deltarank.analysis.engine.run as engine
 from deltarank.cli import main
 from tests.reliability.corpus import block_names, random_weights, tuned_from, write_safetensors
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deltarank.analysis.schedule import cpu_schedule
+from deltarank.analysis.engine.schedule import cpu_schedule
 from tests.reliability.corpus import block_names, random_weights, tuned_from, write_safetensors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +106,7 @@ def test_a_full_batch_is_measured_before_the_next_pair_is_loaded() -> None:
     """The batching step must not hold a loaded pair back while the next one is read (one pair in flight)."""
     from types import SimpleNamespace
 
-    from deltarank.analysis.engine import _batches
+    from deltarank.analysis.engine.run import _batches
 
     pulled: list[int] = []
 

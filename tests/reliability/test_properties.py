@@ -23,7 +23,7 @@ from deltarank.io.adapter import AdapterSource, parse_adapter_config
 from deltarank.io.naming import Selection, canonical_name, layer_index, module_type
 from deltarank.io.pairing import plan_adapter, plan_dense
 from deltarank.io.safetensors_file import read_header
-from deltarank.io.source import TensorInfo
+from deltarank.io.base import TensorInfo
 from tests.reliability.corpus import write_raw_safetensors, write_safetensors
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,4 @@
-"""NumPy work on CPU tensors, for the loader thread.
+"""NumPy views and passes on CPU tensors: exact widening, the finite check, the Frobenius norm.
 
 The loader thread prepares the next pair while the current one is decomposed. A torch op there would start a
 second OpenMP thread team beside the one (or the OpenBLAS threads) of the decomposition and, on few cores, slow

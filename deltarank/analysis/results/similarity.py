@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
-from deltarank.analysis.result_json import dump_result, read_result
-from deltarank.analysis.results import SkippedTensor
+from deltarank.analysis.results.base import Record, ResultFile
+from deltarank.io.pairing import SkippedTensor
 
 SCHEMA = "deltarank.similarity/1"
-_TUPLE_FIELDS = ("shape", "tops_a", "tops_b", "diagonal")
 
 
 @dataclass(frozen=True)
-class MatrixSimilarity:
+class MatrixSimilarity(Record):
     """φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j) between the top singular subspaces of ΔW_A and ΔW_B of one matrix."""
 
     name: str = field(metadata={"help": "Canonical (Hugging Face) name of the base weight."})
@@ -44,26 +42,9 @@ class MatrixSimilarity:
             return None
         return self.grid[self.tops_a.index(i)][self.tops_b.index(j)]
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        out = dict(self.__dict__)
-        for key in _TUPLE_FIELDS:
-            out[key] = list(out[key])
-        out["grid"] = [list(row) for row in self.grid]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MatrixSimilarity:
-        """Inverse of `to_dict`."""
-        values = dict(data)
-        for key in _TUPLE_FIELDS:
-            values[key] = tuple(values[key])
-        values["grid"] = tuple(tuple(row) for row in values["grid"])
-        return cls(**values)
-
 
 @dataclass(frozen=True)
-class SimilarityResult:
+class SimilarityResult(ResultFile[MatrixSimilarity]):
     """Subspace similarity of two tuned models' deltas, matrix by matrix."""
 
     base: str = field(metadata={"help": "Base checkpoint path as given."})
@@ -77,13 +58,7 @@ class SimilarityResult:
     skipped: tuple[SkippedTensor, ...] = field(default=(), metadata={"help": "Selected but not compared."})
     deltarank_version: str = field(default="", metadata={"help": "Version that wrote the file."})
     schema: str = SCHEMA
-
-    def by_module(self) -> dict[str, list[MatrixSimilarity]]:
-        """Matrices grouped by module type, in first-seen order."""
-        groups: dict[str, list[MatrixSimilarity]] = {}
-        for m in self.matrices:
-            groups.setdefault(m.module, []).append(m)
-        return groups
+    SCHEMA: ClassVar[str] = SCHEMA
 
     def module_means(self, i: int, j: int | None = None) -> dict[str, float]:
         """Mean φ(i, j) (j = i by default) over the layers of each module type that store it."""
@@ -106,23 +81,3 @@ class SimilarityResult:
         cols = tuple(sorted(set.intersection(*(set(m.tops_b) for m in items))))
         grid = np.array([[np.mean([m.phi(i, j) for m in items]) for j in cols] for i in rows])
         return rows, cols, grid.reshape(len(rows), len(cols))
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with the schema tag first."""
-        head = {"schema": self.schema, "deltarank_version": self.deltarank_version}
-        body = {k: v for k, v in self.__dict__.items() if k not in head}
-        body |= {"top": list(self.top), "matrices": [m.to_dict() for m in self.matrices]}
-        return head | body | {"skipped": [s.__dict__ for s in self.skipped]}
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON text; when `path` is given, also write it atomically."""
-        return dump_result(self.to_dict(), path)
-
-    @classmethod
-    def from_json(cls, source: str | Path) -> SimilarityResult:
-        """Read a `deltarank.similarity/1` file (a path, or JSON text)."""
-        data = read_result(source, SCHEMA)
-        data["top"] = tuple(data["top"])
-        data["matrices"] = tuple(MatrixSimilarity.from_dict(m) for m in data["matrices"])
-        data["skipped"] = tuple(SkippedTensor(**s) for s in data.get("skipped", []))
-        return cls(**data)

@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from deltarank.analysis.results import MatrixSpectrum, write_atomic
+from deltarank.analysis.results.spectrum import MatrixSpectrum
+from deltarank.io.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -35,7 +36,8 @@ def fingerprint(paths: list[str], options: dict[str, Any]) -> str:
 class RecordCache:
     """Finished MatrixSpectrum records of one run, keyed by (tuned index, matrix name)."""
 
-    def __init__(self, directory: Path, digest: str, resume: bool) -> None:
+    def __init__(self, directory: str | Path, digest: str, resume: bool = True) -> None:
+        directory = Path(directory)
         self.directory = directory
         manifest = directory / MANIFEST
         reusable = resume and manifest.is_file() and _read_digest(manifest) == digest
@@ -84,6 +86,12 @@ class RecordCache:
         for parent in dict.fromkeys([self.directory.parent, *created]):
             with contextlib.suppress(OSError):
                 parent.rmdir()
+
+
+def cache_directory(output: str | Path, rank: int | str = 0) -> Path:
+    """The resume cache of a result file: `.<name>.cache/rank<R>` beside it (one per torchrun rank)."""
+    path = Path(output)
+    return path.parent / f".{path.name}.cache" / f"rank{rank}"
 
 
 def _read_digest(manifest: Path) -> str | None:

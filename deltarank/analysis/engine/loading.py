@@ -1,7 +1,9 @@
-"""Reading the pairs of a run, in order, on a background thread ahead of the decompositions.
+"""Reading pairs from disk: checked, on the compute device, in order, on a background thread.
 
-A `JobLoader` keeps the last base tensor it read, so consecutive jobs on the same base weight (one per tuned
-checkpoint) read it once. A single thread reads, in order, at most `depth` pairs ahead of the decompositions.
+`load_pair` reads the tensors one pair needs (stored dtypes, NaN/Inf refused) into a `LoadedPair`, whose
+`delta()` forms ΔW by the form of its kind (`deltarank.analysis.maths.deltas`). A `JobLoader` keeps the last
+base tensor it read, so consecutive jobs on the same base weight (one per tuned checkpoint) read it once.
+`prefetched` runs a reader over a list of jobs on one thread, at most `depth` jobs ahead of the caller.
 """
 
 from __future__ import annotations
@@ -17,16 +19,40 @@ from typing import TypeVar
 
 import torch
 
-from deltarank.analysis.host import all_finite
-from deltarank.analysis.measure import DenseStats, Loaded, LoadedAdapter, LoadedDense, dense_stats
-from deltarank.analysis.noise import storage_noise
+from deltarank.analysis.maths.arrays import all_finite
+from deltarank.analysis.maths.deltas import Delta, DeltaInputs, form_delta
 from deltarank.errors import InputError
 from deltarank.io.adapter import AdapterSource
+from deltarank.io.base import TensorSource
 from deltarank.io.pairing import AdapterPair, DensePair, Pair
-from deltarank.io.source import TensorSource
 
 JobT = TypeVar("JobT")
 OutT = TypeVar("OutT")
+BaseReader = Callable[[str], torch.Tensor]
+
+
+@dataclass
+class LoadedPair:
+    """The stored tensors of one pair, named by role (`base`, `tuned`, `lora_A`, `lora_B`, `magnitude`)."""
+
+    pair: Pair
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def base(self) -> torch.Tensor | None:
+        """The base weight, when it was read."""
+        return self.tensors.get("base")
+
+    def delta(self, dtype: torch.dtype) -> Delta:
+        """ΔW in the compute dtype, by the form of the pair's kind."""
+        return form_delta(self.tensors, delta_inputs(self.pair), dtype)
+
+
+def delta_inputs(pair: Pair) -> DeltaInputs:
+    """What the delta form of a pair needs besides its tensors."""
+    if isinstance(pair, DensePair):
+        return DeltaInputs(pair.kind, pair.tuned_dtype)
+    return DeltaInputs(pair.kind, pair.tuned_dtype, pair.module.scale, pair.fan_in_fan_out)
 
 
 @dataclass(frozen=True)
@@ -41,13 +67,9 @@ class JobLoader:
     """Reads jobs' tensors, holding only the most recent base tensor for reuse."""
 
     def __init__(
-        self,
-        base: TensorSource,
-        tuned: Sequence[TensorSource | AdapterSource],
-        device: torch.device,
-        dtype: torch.dtype | None = None,
+        self, base: TensorSource, tuned: Sequence[TensorSource | AdapterSource], device: torch.device
     ) -> None:
-        self.base, self.tuned, self.device, self.dtype = base, tuned, device, dtype
+        self.base, self.tuned, self.device = base, tuned, device
         self._base_key: str | None = None
         self._base_tensor: torch.Tensor | None = None
 
@@ -55,14 +77,12 @@ class JobLoader:
         """The base tensor `key`, read once for consecutive jobs on it."""
         if key != self._base_key or self._base_tensor is None:
             self._base_tensor = None  # drop the old one before reading the new one
-            self._base_tensor = _to(_checked(self.base.read(key), self.base, key), self.device)
+            self._base_tensor = read_checked(self.base, key, self.device)
             self._base_key = key
         return self._base_tensor
 
-    def __call__(self, job: Job) -> Loaded:
-        return load_pair(
-            job.pair, self.base, self.tuned[job.tuned_index], self.device, self.base_tensor, self.dtype
-        )
+    def __call__(self, job: Job) -> LoadedPair:
+        return load_pair(job.pair, self.base, self.tuned[job.tuned_index], self.device, self.base_tensor)
 
 
 def load_pair(
@@ -70,13 +90,10 @@ def load_pair(
     base: TensorSource,
     tuned: TensorSource | AdapterSource,
     device: torch.device,
-    read_base: object = None,
-    dtype: torch.dtype | None = None,
-) -> Loaded:
+    read_base: BaseReader | None = None,
+    with_base: bool = False,
+) -> LoadedPair:
     """Read one pair in its stored dtypes, check it is finite, and move it to the compute device.
-
-    With `dtype` (the compute dtype), a dense pair also gets its `DenseStats` here, on the loader thread: the
-    noise figures from the tuned tensor in host memory and, when the compute device is the CPU, ΔW itself.
 
     Args:
         pair: What to read.
@@ -84,33 +101,26 @@ def load_pair(
         tuned: Tuned checkpoint or adapter.
         device: Compute device.
         read_base: Optional callable key -> base tensor (on `device`) to share base reads.
-        dtype: Compute dtype; None leaves the figures to `measure`.
+        with_base: Also read the base weight of an adapter pair whose delta does not need it.
     """
-    get_base = (
-        read_base if callable(read_base) else (lambda key: _to(_checked(base.read(key), base, key), device))
-    )
+    get_base = read_base or (lambda key: read_checked(base, key, device))
     if isinstance(pair, DensePair):
         assert not isinstance(tuned, AdapterSource)
-        tuned_t = _checked(tuned.read(pair.tuned_key), tuned, pair.tuned_key)
-        base_t = get_base(pair.base_key)
-        stats = None
-        if dtype is not None and device.type == "cpu":
-            stats = dense_stats(base_t, tuned_t, pair.tuned_dtype, dtype)
-        elif dtype is not None:
-            stats = DenseStats(storage_noise(tuned_t, pair.tuned_dtype))
-        return LoadedDense(pair, base_t, _to(tuned_t, device), stats)
+        tuned_t = read_checked(tuned, pair.tuned_key, device)
+        return LoadedPair(pair, {"base": get_base(pair.base_key), "tuned": tuned_t})
     assert isinstance(pair, AdapterPair) and isinstance(tuned, AdapterSource)
-    b, a, magnitude = tuned.read_factors(pair.name)
-    for label, factor in (("lora_B", b), ("lora_A", a), ("magnitude", magnitude)):
-        if factor is not None:
-            _checked(factor, tuned, f"{pair.name} ({label})")
-    return LoadedAdapter(
-        pair,
-        _to(b, device),
-        _to(a, device),
-        None if magnitude is None else _to(magnitude, device),
-        get_base(pair.base_key) if pair.dora else None,
-    )
+    tensors = {}
+    for role, tensor in tuned.read_tensors(pair.name).items():
+        tensors[role] = _to(_checked(tensor, tuned, f"{pair.name} ({role})"), device)
+    if pair.needs_base or with_base:
+        tensors["base"] = get_base(pair.base_key)
+    return LoadedPair(pair, tensors)
+
+
+def read_checked(source: TensorSource | AdapterSource, key: str, device: torch.device) -> torch.Tensor:
+    """One stored tensor, refused when it holds NaN or Inf, on the compute device."""
+    assert not isinstance(source, AdapterSource)
+    return _to(_checked(source.read(key), source, key), device)
 
 
 @contextmanager

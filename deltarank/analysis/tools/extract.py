@@ -19,24 +19,24 @@ import numpy as np
 import torch
 
 from deltarank import __version__
-from deltarank.analysis.adapter_writer import (
+from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
+from deltarank.analysis.engine.loading import LoadedPair, load_pair, prefetched
+from deltarank.analysis.engine.plan import Plan, plan_one
+from deltarank.analysis.maths.ranks import energy_rank
+from deltarank.analysis.maths.svd import DeltaSVD, delta_svd
+from deltarank.analysis.results.extract import RESULT_FILE, ExtractResult, MatrixExtract
+from deltarank.errors import DeltarankError
+from deltarank.io.adapter import AdapterSource
+from deltarank.io.adapter_writer import (
     WEIGHTS_FILE,
     SafetensorsWriter,
     adapter_config,
-    atomic_directory,
-    check_output_dir,
     lora_keys,
 )
-from deltarank.analysis.extract_result import RESULT_FILE, ExtractResult, MatrixExtract
-from deltarank.analysis.measure import Loaded
-from deltarank.analysis.ranks import energy_rank
-from deltarank.analysis.results import SkippedTensor
-from deltarank.analysis.stream import PairPlan, ProgressHook, compute_setup, load, plan_pairs, prefetched
-from deltarank.analysis.vectors import DeltaSVD, delta_svd, kind_of
-from deltarank.errors import DeltarankError
-from deltarank.io.adapter import AdapterSource
+from deltarank.io.atomic import atomic_directory, check_output_dir
+from deltarank.io.base import TensorSource
 from deltarank.io.naming import EMBEDDING_PATTERN, Selection, layer_index, module_type
-from deltarank.io.pairing import Pair
+from deltarank.io.pairing import Pair, SkippedTensor
 
 __all__ = ["ExtractResult", "MatrixExtract", "choose_rank", "extract", "retained_energy", "truncate"]
 
@@ -118,15 +118,15 @@ def extract(
     """
     check_target(rank, energy, dtype)
     check_output_dir(out_dir, overwrite)
-    dev, compute = compute_setup(device, precision)
-    plan = plan_pairs(base, tuned, Selection(include=include, exclude=exclude))
-    if isinstance(plan.tuned, AdapterSource) and plan.tuned.config.fan_in_fan_out:
+    dev, compute = resolve_device(device), resolve_precision(precision)
+    base_source, plan = plan_one(base, tuned, Selection(include=include, exclude=exclude))
+    if isinstance(plan.source, AdapterSource) and plan.source.config.fan_in_fan_out:
         raise DeltarankError(
             f"{tuned}: fan_in_fan_out adapters cannot be re-extracted (nn.Linear layout only)"
         )
     with atomic_directory(out_dir, overwrite) as tmp:
         records, skipped = _write_factors(
-            plan, tmp / WEIGHTS_FILE, dev, compute, rank, energy, dtype, progress
+            base_source, plan, tmp / WEIGHTS_FILE, dev, compute, rank, energy, dtype, progress
         )
         if not records:
             raise DeltarankError("every selected ΔW is zero or unsupported: nothing to extract")
@@ -152,7 +152,8 @@ def extract(
 
 
 def _write_factors(
-    plan: PairPlan,
+    base: TensorSource,
+    plan: Plan,
     path: Path,
     dev: torch.device,
     compute: torch.dtype,
@@ -166,10 +167,17 @@ def _write_factors(
     records: list[MatrixExtract] = []
     skipped: list[SkippedTensor] = []
     try:
-        with prefetched(plan.pairs, lambda pair: (pair, load(plan, pair, dev))) as loads:
-            for index, (pair, loaded) in enumerate(loads):
-                outcome = _extract_one(pair, loaded, compute, rank, energy)
+
+        def load(pair: Pair) -> LoadedPair | None:
+            """One pair's tensors (None for an embedding or the LM head, which are not extracted)."""
+            return None if EMBEDDING_PATTERN.search(pair.name) else load_pair(pair, base, plan.source, dev)
+
+        with prefetched(plan.pairs, load) as loads:
+            for index, (pair, loaded) in enumerate(zip(plan.pairs, loads, strict=True)):
+                svd = None if loaded is None else delta_svd(loaded.delta(compute))
                 del loaded
+                outcome = _extract_one(pair, svd, rank, energy)
+                del svd
                 if isinstance(outcome, SkippedTensor):
                     skipped.append(outcome)
                 else:
@@ -188,12 +196,11 @@ def _write_factors(
 
 
 def _extract_one(
-    pair: Pair, loaded: Loaded, compute: torch.dtype, rank: int | None, energy: float | None
+    pair: Pair, svd: DeltaSVD | None, rank: int | None, energy: float | None
 ) -> tuple[MatrixExtract, torch.Tensor, torch.Tensor] | SkippedTensor:
     """The record and the factors B (out, k), A (k, in) of one pair, or why it is skipped."""
-    if EMBEDDING_PATTERN.search(pair.name):
+    if svd is None:
         return SkippedTensor(pair.name, "embedding or LM head: not extracted")
-    svd = delta_svd(loaded, compute)
     if svd.significant(pair.shape) == 0:
         return SkippedTensor(pair.name, "ΔW is zero")
     sigma = svd.s.to(torch.float64).cpu().numpy()
@@ -203,7 +210,7 @@ def _extract_one(
         layer=layer_index(pair.name),
         module=module_type(pair.name),
         shape=pair.shape,
-        kind=kind_of(loaded),
+        kind=svd.kind,
         rank=k,
         retained_energy=retained_energy(sigma, k),
         singular_values=tuple(float(s) for s in sigma),

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from deltarank.analysis.result_json import dump_result, read_result
-from deltarank.analysis.results import SkippedTensor
+from deltarank.analysis.results.base import Record, ResultFile
+from deltarank.io.pairing import SkippedTensor
 
 SCHEMA = "deltarank.extract/1"
 RESULT_FILE = "deltarank_extract.json"
+E = TypeVar("E", bound="ExtractResult")
 
 
 @dataclass(frozen=True)
-class MatrixExtract:
+class MatrixExtract(Record):
     """The rank-k truncation of one ΔW written to the adapter."""
 
     name: str = field(metadata={"help": "Canonical (Hugging Face) name of the base weight."})
@@ -37,21 +38,9 @@ class MatrixExtract:
         total = energy.sum()
         return np.cumsum(energy) / total if total > 0 else np.zeros_like(energy)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {**self.__dict__, "shape": list(self.shape), "singular_values": list(self.singular_values)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MatrixExtract:
-        """Inverse of `to_dict`."""
-        values = dict(data)
-        values["shape"] = tuple(values["shape"])
-        values["singular_values"] = tuple(values["singular_values"])
-        return cls(**values)
-
 
 @dataclass(frozen=True)
-class ExtractResult:
+class ExtractResult(ResultFile[MatrixExtract]):
     """What one extraction wrote: the adapter directory and, per matrix, its rank and retained energy."""
 
     base: str = field(metadata={"help": "Base checkpoint path as given."})
@@ -67,6 +56,7 @@ class ExtractResult:
     skipped: tuple[SkippedTensor, ...] = field(default=(), metadata={"help": "Selected but not extracted."})
     deltarank_version: str = field(default="", metadata={"help": "Version that wrote the file."})
     schema: str = SCHEMA
+    SCHEMA: ClassVar[str] = SCHEMA
 
     def ranks(self) -> dict[str, int]:
         """Rank per module name (`model.layers.0.self_attn.q_proj`)."""
@@ -79,24 +69,10 @@ class ExtractResult:
             groups.setdefault(m.module, []).append(m.retained_energy)
         return {module: float(np.mean(values)) for module, values in groups.items()}
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with the schema tag first."""
-        head = {"schema": self.schema, "deltarank_version": self.deltarank_version}
-        body = {k: v for k, v in self.__dict__.items() if k not in head}
-        body["matrices"] = [m.to_dict() for m in self.matrices]
-        return head | body | {"skipped": [s.__dict__ for s in self.skipped]}
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialise to JSON text; when `path` is given, also write it atomically."""
-        return dump_result(self.to_dict(), path)
-
     @classmethod
-    def from_json(cls, source: str | Path) -> ExtractResult:
+    def from_json(cls: type[E], source: str | Path) -> E:
         """Read a `deltarank.extract/1` file: a path, an adapter directory holding one, or JSON text."""
         path = Path(str(source))
         if not str(source).lstrip().startswith("{") and path.is_dir():
             source = path / RESULT_FILE
-        data = read_result(source, SCHEMA)
-        data["matrices"] = tuple(MatrixExtract.from_dict(m) for m in data["matrices"])
-        data["skipped"] = tuple(SkippedTensor(**s) for s in data.get("skipped", []))
-        return cls(**data)
+        return super().from_json(source)

@@ -16,28 +16,19 @@ import json
 import os
 import shutil
 import struct
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deltarank.errors import OutputError
+from deltarank.io.dtypes import SAFETENSORS_DTYPES
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 HEADER_ALIGN = 8  # safetensors pads the JSON header with spaces to a multiple of 8 bytes
 COPY_CHUNK = 1 << 24
-DIR_MODE = 0o755
-SAFETENSORS_DTYPES = {
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float64: "F64",
-}
+DTYPE_CODES = {dtype: code for code, dtype in SAFETENSORS_DTYPES.items()}
 
 
 class SafetensorsWriter:
@@ -55,7 +46,7 @@ class SafetensorsWriter:
         data = tensor.detach().cpu().contiguous()
         raw = data.reshape(-1).view(torch.uint8).numpy().tobytes()
         end = self._offset + len(raw)
-        code = SAFETENSORS_DTYPES[data.dtype]
+        code = DTYPE_CODES[data.dtype]
         self._entries[name] = {"dtype": code, "shape": list(data.shape), "data_offsets": [self._offset, end]}
         self._spill.write(raw)
         self._offset = end
@@ -111,52 +102,3 @@ def adapter_config(ranks: dict[str, int], base_model: str) -> dict[str, Any]:
         "modules_to_save": None,
         "inference_mode": True,
     }
-
-
-def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Fail before any work when the adapter directory cannot be written.
-
-    Raises:
-        OutputError: missing or read-only parent, a file in the way, or a non-empty directory without overwrite.
-    """
-    target = Path(out_dir)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{target}: parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{target}: parent directory {parent} is not writable")
-    if target.exists() and not target.is_dir():
-        raise OutputError(f"{target}: exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise OutputError(f"{target}: directory exists and is not empty (use --force to replace it)")
-    return target
-
-
-@contextmanager
-def atomic_directory(out_dir: str | Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary directory beside `out_dir`; on success it replaces `out_dir`, on failure it is removed."""
-    target = check_output_dir(out_dir, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield tmp
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Rename `tmp` to `target`; an existing `target` is moved aside first and deleted after the swap."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    target.chmod(DIR_MODE)  # mkdtemp makes 0700 directories

@@ -1,11 +1,17 @@
-"""How the singular values of a dense delta are computed: the exact solvers and the one approximate one.
+"""Every singular value decomposition of deltarank: σ and thin SVDs of a `Delta`, dense or low-rank.
+
+Low-rank deltas s·L·R (LoRA factors, exact, never forming L·R): L = Q_L R_L, Rᵀ = Q_R R_R and
+R_L R_Rᵀ = U_r Σ_r V_rᵀ, an r × r SVD, so s·L·R = (Q_L U_r)(|s| Σ_r)(Q_R V_r)ᵀ with the sign of s folded into U:
+O((m + n)·r²) instead of O(m·n·min(m, n)).
+
+Dense deltas, by solver:
 
 - `svd`: `torch.linalg.svdvals` in the compute dtype (the reference).
 - `gram`: eigenvalues of the float64 Gram matrix of the smaller side, σ_i = √λ_i(ΔWᵀΔW). On CPU a single
   matrix goes to NumPy: `x.T @ x` runs BLAS `dsyrk` (the symmetric product: half the flops of a general one)
   and `eigvalsh` LAPACK `dsyevd` (eigenvalues only), both in NumPy's OpenBLAS, which runs them faster here
   than torch's MKL build and releases the GIL, so several matrices can be decomposed at once (see
-  `deltarank.analysis.schedule`; per-shape times in `benchmarks/results/solvers.md`).
+  `deltarank.analysis.engine.schedule`; per-shape times in `benchmarks/results/solvers.md`).
   Batches and CUDA tensors use torch. Error bound (tested against a float64 SVD): |σ̂_i − σ_i| ≤ GRAM_ERROR·σ₁ with
   GRAM_ERROR = √(n·ε₆₄) (≈ 1e-7 at n = 4096), no worse than a float32 SVD's own error (≈ n·ε₃₂·σ₁).
 - `randomized`: the top-k σ by a randomised SVD (`torch.svd_lowrank`); approximate and labelled so.
@@ -17,11 +23,13 @@ SVD, whose error is far below the Gram bound; on CUDA the batched SVD kernels ar
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from deltarank.analysis.host import FLOAT_DTYPES
+from deltarank.analysis.maths.arrays import FLOAT_DTYPES
+from deltarank.analysis.maths.deltas import Delta
 from deltarank.errors import DeltarankError
 
 EXACT_SOLVERS = ("svd", "gram")
@@ -42,6 +50,18 @@ def resolve_solver(solver: str, device: torch.device, precision: torch.dtype) ->
     if solver != "auto":
         return solver
     return "gram" if device.type == "cpu" and precision == torch.float32 else "svd"
+
+
+def delta_singular_values(delta: Delta, solver: str, top_k: int | None = None) -> torch.Tensor:
+    """σ of one delta: all min(m, n) of them (the ones past r of a low-rank delta are exactly 0), or the top-k
+    under the randomized solver (dense deltas only: the factor core is exact and cheaper)."""
+    if delta.matrix is not None:
+        return singular_values(delta.matrix, solver, top_k)
+    assert delta.left is not None and delta.right is not None
+    core = factored_singular_values(delta.left, delta.right, delta.scale)
+    full = torch.zeros(min(delta.left.shape[0], delta.right.shape[1]), dtype=core.dtype, device=core.device)
+    full[: core.numel()] = core
+    return full
 
 
 def singular_values(delta: torch.Tensor, solver: str, top_k: int | None = None) -> torch.Tensor:
@@ -97,3 +117,53 @@ def randomized_singular_values(delta: torch.Tensor, top_k: int) -> torch.Tensor:
         _, sigma, _ = torch.svd_lowrank(delta, q=q, niter=RANDOMIZED_ITERS)
         return sigma[:k]
     return torch.stack([randomized_singular_values(d, top_k) for d in delta])
+
+
+def factored_singular_values(left: torch.Tensor, right: torch.Tensor, scale: float) -> torch.Tensor:
+    """The r singular values of s·L·R from its factors, without forming L·R. Shapes: (m, r), (r, n) -> (r,)."""
+    _, r_l = torch.linalg.qr(left)  # (m, r) -> R_L (r, r)
+    _, r_r = torch.linalg.qr(right.mT)  # (n, r) -> R_R (r, r)
+    return torch.linalg.svdvals(r_l @ r_r.mT) * abs(scale)  # (r,)
+
+
+def factored_svd(
+    left: torch.Tensor, right: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of s·L·R from its factors: U (m, r'), σ (r',), V (n, r'), r' = min(r, m, n), σ descending."""
+    q_l, r_l = torch.linalg.qr(left)  # (m, r'), (r', r)
+    q_r, r_r = torch.linalg.qr(right.mT)  # (n, r'), (r', r)
+    u_r, s_r, vh_r = torch.linalg.svd(r_l @ r_r.mT)  # (r', r'), (r',), (r', r')
+    sign = -1.0 if scale < 0 else 1.0
+    return sign * (q_l @ u_r), s_r * abs(scale), q_r @ vh_r.mT
+
+
+@dataclass(frozen=True)
+class DeltaSVD:
+    """A thin SVD ΔW = U diag(σ) Vᵀ in the stored orientation of the weight.
+
+    Attributes:
+        u: Left singular vectors, shape (m, k), columns in descending σ order.
+        s: Singular values, shape (k,), descending, non-negative.
+        v: Right singular vectors, shape (n, k).
+        kind: The delta's kind (dense, lora, dora).
+    """
+
+    u: torch.Tensor
+    s: torch.Tensor
+    v: torch.Tensor
+    kind: str
+
+    def significant(self, shape: tuple[int, int]) -> int:
+        """How many σ exceed the numerical cut-off σ₁ · max(m, n) · eps(dtype); vectors past it are arbitrary."""
+        if self.s.numel() == 0:
+            return 0
+        cutoff = float(self.s[0]) * max(shape) * torch.finfo(self.s.dtype).eps
+        return int((self.s > cutoff).sum())
+
+
+def delta_svd(delta: Delta) -> DeltaSVD:
+    """Thin SVD of a delta in its stored orientation, by the factor core when it is low-rank."""
+    if delta.left is not None and delta.right is not None:
+        return DeltaSVD(*factored_svd(delta.left, delta.right, delta.scale), delta.kind)
+    u, s, vh = torch.linalg.svd(delta.dense(), full_matrices=False)  # (m, k), (k,), (k, n)
+    return DeltaSVD(u, s, vh.mT, delta.kind)

@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 
 from deltarank import __version__
-from deltarank.analysis.measure import Loaded
-from deltarank.analysis.results import SkippedTensor
-from deltarank.analysis.stream import PairPlan, ProgressHook, compute_setup, load, plan_pairs, prefetched
-from deltarank.analysis.subspace_result import MatrixSimilarity, SimilarityResult
-from deltarank.analysis.vectors import DeltaSVD, delta_svd, kind_of
+from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
+from deltarank.analysis.engine.loading import LoadedPair, load_pair, prefetched
+from deltarank.analysis.engine.plan import Plan, plan_run
+from deltarank.analysis.maths.svd import DeltaSVD, delta_svd
+from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
 from deltarank.errors import DeltarankError
 from deltarank.io.naming import Selection, layer_index, module_type
-from deltarank.io.pairing import Pair
+from deltarank.io.pairing import Pair, SkippedTensor
 
 __all__ = ["MatrixSimilarity", "SimilarityResult", "overlap_energy", "phi", "phi_grid", "similarity"]
 
@@ -110,15 +110,21 @@ def similarity(
     sizes = check_tops(top)
     if side not in SIDES:
         raise DeltarankError(f"unknown side {side!r} (left or right)")
-    dev, dtype = compute_setup(device, precision)
-    selection = Selection(include=include, exclude=exclude)
-    plan_a, plan_b = plan_pairs(base, tuned_a, selection), plan_pairs(base, tuned_b, selection)
+    dev, dtype = resolve_device(device), resolve_precision(precision)
+    base_source, (plan_a, plan_b) = plan_run(
+        base, [tuned_a, tuned_b], Selection(include=include, exclude=exclude)
+    )
     common, skipped = _match(plan_a, plan_b)
     jobs = [(plan, pair) for pair_a, pair_b in common for plan, pair in ((plan_a, pair_a), (plan_b, pair_b))]
+
+    def load(job: tuple[Plan, Pair]) -> LoadedPair:
+        return load_pair(job[1], base_source, job[0].source, dev)
+
     records = []
-    with prefetched(jobs, lambda job: load(job[0], job[1], dev)) as stream:
+    with prefetched(jobs, load) as stream:
         for index, (pair, _) in enumerate(common):
-            first, second = _svd(next(stream), dtype), _svd(next(stream), dtype)
+            # The thin SVD of each delta; the loaded tensors are not kept.
+            first, second = delta_svd(next(stream).delta(dtype)), delta_svd(next(stream).delta(dtype))
             record = _compare(pair, first, second, sizes, side)
             if isinstance(record, SkippedTensor):
                 skipped.append(record)
@@ -142,7 +148,7 @@ def similarity(
     )
 
 
-def _match(plan_a: PairPlan, plan_b: PairPlan) -> tuple[list[tuple[Pair, Pair]], list[SkippedTensor]]:
+def _match(plan_a: Plan, plan_b: Plan) -> tuple[list[tuple[Pair, Pair]], list[SkippedTensor]]:
     """Pairs of both plans with the same name (in A's order), and what only one of them has."""
     by_b = plan_b.by_name()
     common = [(pair, by_b[pair.name]) for pair in plan_a.pairs if pair.name in by_b]
@@ -156,16 +162,10 @@ def _match(plan_a: PairPlan, plan_b: PairPlan) -> tuple[list[tuple[Pair, Pair]],
     return common, skipped
 
 
-def _svd(loaded: Loaded, dtype: torch.dtype) -> tuple[DeltaSVD, str]:
-    """The thin SVD of one loaded delta and its kind; the loaded tensors are not kept."""
-    return delta_svd(loaded, dtype), kind_of(loaded)
-
-
 def _compare(
-    pair: Pair, a: tuple[DeltaSVD, str], b: tuple[DeltaSVD, str], sizes: tuple[int, ...], side: str
+    pair: Pair, svd_a: DeltaSVD, svd_b: DeltaSVD, sizes: tuple[int, ...], side: str
 ) -> MatrixSimilarity | SkippedTensor:
     """The φ record of one matrix from the two deltas' SVDs (a zero delta is skipped)."""
-    (svd_a, kind_a), (svd_b, kind_b) = a, b
     avail_a, avail_b = svd_a.significant(pair.shape), svd_b.significant(pair.shape)
     if avail_a == 0 or avail_b == 0:
         return SkippedTensor(pair.name, f"ΔW of {'A' if avail_a == 0 else 'B'} is zero")
@@ -178,8 +178,8 @@ def _compare(
         layer=layer_index(pair.name),
         module=module_type(pair.name),
         shape=pair.shape,
-        kind_a=kind_a,
-        kind_b=kind_b,
+        kind_a=svd_a.kind,
+        kind_b=svd_b.kind,
         available_a=avail_a,
         available_b=avail_b,
         tops_a=tops_a,

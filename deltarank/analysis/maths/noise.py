@@ -16,20 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deltarank.analysis.host import host_array
+from deltarank.analysis.maths.arrays import host_array
+from deltarank.io.dtypes import MIN_NORMAL_EXPONENT, mantissa_bits
 
-# Explicit mantissa bits of each floating storage dtype (safetensors and GGUF labels).
-MANTISSA_BITS: dict[str, int] = {"F64": 52, "F32": 23, "F16": 10, "BF16": 7, "F8_E4M3": 3, "F8_E5M2": 2}
-# Smallest normal exponent e_min (2^e_min is the smallest normal number): below it the grid spacing stays at
-# 2^(e_min − bits) (subnormals), where the frexp formula alone would shrink it further.
-MIN_NORMAL_EXPONENT: dict[str, int] = {
-    "F64": -1022,
-    "F32": -126,
-    "F16": -14,
-    "BF16": -126,
-    "F8_E4M3": -6,
-    "F8_E5M2": -14,
-}
 # Safety factor on the predicted edge (finite-size Tracy–Widom fluctuations are far smaller).
 NOISE_EDGE_MARGIN = 1.1
 # Row/column noise norms more uneven than this (max / mean) switch to the Monte-Carlo null.
@@ -40,11 +29,6 @@ NOISE_MC_SEED = 0
 EXACT_MC_SIZE = 512
 MC_LOWRANK_Q = 8
 MC_LOWRANK_ITERS = 6
-
-
-def mantissa_bits(dtype: str) -> int | None:
-    """Explicit mantissa bits of a stored dtype label; None for quantized/integer types (not modelled)."""
-    return MANTISSA_BITS.get(dtype.upper())
 
 
 def rounding_variance(

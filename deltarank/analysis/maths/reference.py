@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from deltarank.analysis.ranks import FloatArray, energy_rank
+from deltarank.analysis.maths.ranks import FloatArray, energy_rank
 
 # Grid points for the numerical CDF of the Marchenko–Pastur law.
 MP_GRID = 20_001

@@ -23,12 +23,20 @@ def _as_array(sigma: npt.ArrayLike) -> FloatArray:
 def energy_rank(sigma: npt.ArrayLike, tau: float) -> int:
     """Energy rank r_τ: the smallest k with Σ_{i≤k} σ_i² ≥ τ Σ_i σ_i² (Biderman et al. 2024 use τ = 0.9)."""
     energy = _as_array(sigma) ** 2
-    total = energy.sum()
+    k = partial_energy_rank(energy, tau, float(energy.sum()))
+    return energy.size if k is None else k
+
+
+def partial_energy_rank(energy: FloatArray, tau: float, total: float) -> int | None:
+    """Smallest k with Σ_{i≤k} σ_i² ≥ τ·total, from the leading σ_i² only; None when they do not reach it.
+
+    `total` is Σ σ_i² over the whole spectrum (‖ΔW‖_F², known exactly even when only the top σ are).
+    """
     if total == 0.0:
         return 0
     cumulative = np.cumsum(energy)  # sequential sums may end a few ulps below the pairwise `total`
     k = int(np.searchsorted(cumulative, tau * total * (1.0 - ENERGY_RTOL), side="left") + 1)
-    return min(k, energy.size)
+    return k if k <= energy.size else None
 
 
 def entropy_rank(sigma: npt.ArrayLike) -> float:
@@ -71,14 +79,41 @@ def count_above(sigma: npt.ArrayLike, edge: float) -> int:
 
 def all_ranks(
     sigma: npt.ArrayLike, thresholds: tuple[float, ...], numerical_edge: float, noise_edge: float
-) -> dict[str, float]:
-    """Every rank measure of one spectrum, keyed as in the result file (`energy_90`, `entropy`, ...)."""
-    ranks: dict[str, float] = {threshold_key(t): energy_rank(sigma, t) for t in thresholds}
+) -> dict[str, float | None]:
+    """Every rank measure of one full spectrum, keyed as in the result file (`energy_90`, `entropy`, ...)."""
+    ranks: dict[str, float | None] = {threshold_key(t): energy_rank(sigma, t) for t in thresholds}
     ranks["entropy"] = entropy_rank(sigma)
     ranks["stable"] = stable_rank(sigma)
     ranks["participation"] = participation_ratio(sigma)
     ranks["numerical"] = count_above(sigma, numerical_edge)
     ranks["noise_floor"] = count_above(sigma, max(noise_edge, numerical_edge))
+    return ranks
+
+
+def top_k_ranks(
+    sigma: npt.ArrayLike,
+    total: float,
+    thresholds: tuple[float, ...],
+    numerical_edge: float,
+    noise_edge: float,
+) -> dict[str, float | None]:
+    """The rank measures that the top-k σ of an approximate solver and the exact ‖ΔW‖_F² = `total` determine.
+
+    Energy ranks are measured against the exact total and are None when the top k do not reach τ; stable rank
+    uses the exact total; a count that reaches k is None (the true count may be larger); entropy and
+    participation need every σ and are None. Never a capped number presented as exact.
+    """
+    s = _as_array(sigma)
+    energy = s**2
+    ranks: dict[str, float | None] = {
+        threshold_key(t): partial_energy_rank(energy, t, total) for t in thresholds
+    }
+    ranks["entropy"] = None
+    ranks["stable"] = float(total / s.max() ** 2) if s.size and s.max() > 0 else 0.0
+    ranks["participation"] = None
+    for key, edge in (("numerical", numerical_edge), ("noise_floor", max(noise_edge, numerical_edge))):
+        count = count_above(s, edge)
+        ranks[key] = count if count < s.size else None
     return ranks
 
 

@@ -1,0 +1,19 @@
+"""The result files of every analysis: one record/JSON base (`base`), one module per family."""
+
+from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
+from deltarank.analysis.results.intruders import IntruderResult, MatrixIntruders
+from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
+from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
+from deltarank.io.pairing import SkippedTensor
+
+__all__ = [
+    "ExtractResult",
+    "IntruderResult",
+    "MatrixExtract",
+    "MatrixIntruders",
+    "MatrixSimilarity",
+    "MatrixSpectrum",
+    "SimilarityResult",
+    "SkippedTensor",
+    "SpectrumResult",
+]

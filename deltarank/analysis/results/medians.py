@@ -1,0 +1,36 @@
+"""Medians over layers, per module type: the summary every table, figure and report of deltarank shows."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from deltarank.analysis.results.base import ModuleRecord
+
+M = TypeVar("M", bound=ModuleRecord)
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the values that are not None; None when there are none."""
+    present = [float(v) for v in values if v is not None]
+    return float(statistics.median(present)) if present else None
+
+
+def module_medians(matrices: Iterable[M], value: Callable[[M], float | None]) -> dict[str, float]:
+    """Median of `value(record)` per module type, in first-seen order; records whose value is None are left
+    out, and a module type with no value at all is not listed."""
+    groups: dict[str, list[float | None]] = {}
+    for m in matrices:
+        groups.setdefault(m.module, []).append(value(m))
+    return {module: mid for module, values in groups.items() if (mid := median(values)) is not None}
+
+
+def rank_of(key: str) -> Callable[[ModuleRecord], float | None]:
+    """`value` for `module_medians` reading `ranks[key]` of a spectrum record (None when absent or null)."""
+
+    def value(record: ModuleRecord) -> float | None:
+        found = getattr(record, "ranks", {}).get(key)
+        return None if found is None else float(found)
+
+    return value

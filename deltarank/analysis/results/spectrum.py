@@ -1,0 +1,174 @@
+"""Result records of a spectrum run (`schema: deltarank.spectrum/1`), its CSV table and its warnings.
+
+The JSON layout is a contract other tools read; keep field names stable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from deltarank.analysis.results.base import Record, ResultFile
+from deltarank.errors import OutputError
+from deltarank.io.atomic import check_writable, write_atomic
+from deltarank.io.dtypes import LOW_PRECISION, is_quantized
+from deltarank.io.pairing import SkippedTensor
+
+SCHEMA = "deltarank.spectrum/1"
+MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class MatrixSpectrum(Record):
+    """The spectrum of one weight delta ΔW = W_tuned − W_base and its rank measures."""
+
+    name: str = field(metadata={"help": "Canonical (Hugging Face) name of the base weight."})
+    layer: int | None = field(metadata={"help": "Transformer block index, None outside the blocks."})
+    module: str = field(metadata={"help": "Module type, e.g. q_proj, down_proj."})
+    shape: tuple[int, int] = field(metadata={"help": "Shape of the base weight (out, in)."})
+    kind: str = field(metadata={"help": "dense (two checkpoints), lora (factors) or dora."})
+    singular_values: tuple[float, ...] = field(metadata={"help": "All min(shape) σ of ΔW, descending."})
+    ranks: dict[str, float | None] = field(
+        metadata={
+            "help": "energy_<pct>, entropy, stable, participation, numerical, noise_floor; null when an "
+            "approximate spectrum cannot tell."
+        }
+    )
+    delta_norm: float = field(metadata={"help": "Frobenius norm of ΔW."})
+    base_norm: float | None = field(metadata={"help": "Frobenius norm of W_base (None if not read)."})
+    erased_fraction: float | None = field(
+        metadata={"help": "Share of entries whose stored value did not change (None for LoRA factors)."}
+    )
+    random_energy_90: int = field(metadata={"help": "energy_90 of a Gaussian matrix of this shape."})
+    base_dtype: str = field(metadata={"help": "Stored dtype of the base weight."})
+    tuned_dtype: str = field(metadata={"help": "Stored dtype of the tuned weight or adapter factors."})
+    noise_edge: float = field(
+        default=0.0, metadata={"help": "σ above which a direction is not storage rounding noise."}
+    )
+    at_noise_level: bool = field(
+        default=False, metadata={"help": "True when no σ of ΔW rises above the noise edge."}
+    )
+    lora_rank: int | None = field(default=None, metadata={"help": "Adapter rank r (LoRA/DoRA only)."})
+    approximate: bool = field(
+        default=False,
+        metadata={"help": "True when σ are the top-k of the randomized solver (delta_norm is still exact)."},
+    )
+
+
+@dataclass(frozen=True)
+class SpectrumResult(ResultFile[MatrixSpectrum]):
+    """Everything one `deltarank spectrum` run computed."""
+
+    base: str = field(metadata={"help": "Base checkpoint path as given."})
+    tuned: str = field(metadata={"help": "Tuned checkpoint or adapter path as given."})
+    device: str = field(metadata={"help": "Device the decompositions ran on."})
+    precision: str = field(metadata={"help": "Compute dtype: float32 or float64."})
+    thresholds: tuple[float, ...] = field(metadata={"help": "Energy thresholds τ of the energy ranks."})
+    matrices: tuple[MatrixSpectrum, ...] = field(metadata={"help": "One record per analysed matrix."})
+    skipped: tuple[SkippedTensor, ...] = field(default=(), metadata={"help": "Selected but not analysed."})
+    method: str = field(default="exact", metadata={"help": "exact, or the approximate method asked for."})
+    solver: str = field(default="svd", metadata={"help": "svd, gram (exact) or randomized (approximate)."})
+    deltarank_version: str = field(default="", metadata={"help": "Version that wrote the file."})
+    resumed: int = field(
+        default=0, compare=False, metadata={"json": False, "help": "Matrices reused from a resume cache."}
+    )
+    schema: str = SCHEMA
+    SCHEMA: ClassVar[str] = SCHEMA
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """One row per matrix (no singular values); written atomically when `path` is given."""
+        rank_keys = sorted({k for m in self.matrices for k in m.ranks})
+        columns = ["name", "layer", "module", "rows", "cols", "kind", *rank_keys]
+        columns += ["delta_norm", "base_norm", "erased_fraction", "random_energy_90", "noise_edge"]
+        columns += ["at_noise_level", "lora_rank", "base_dtype", "tuned_dtype", "approximate"]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for m in self.matrices:
+            row: list[object] = [m.name, m.layer, m.module, m.shape[0], m.shape[1], m.kind]
+            row += [m.ranks.get(k) for k in rank_keys]
+            row += [m.delta_norm, m.base_norm, m.erased_fraction, m.random_energy_90, m.noise_edge]
+            row += [m.at_noise_level, m.lora_rank, m.base_dtype, m.tuned_dtype, m.approximate]
+            writer.writerow(["" if v is None else v for v in row])
+        text = buffer.getvalue()
+        if path is not None:
+            write_atomic(path, text)
+        return text
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame with one row per matrix (needs pandas installed)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
+        return pd.read_csv(io.StringIO(self.to_csv()))
+
+    def warnings(self) -> list[str]:
+        """What a reader must know before trusting the ranks: low-precision or quantized storage, deltas at
+        noise level, unchanged matrices, approximate spectra and skipped tensors (the CLI prints these)."""
+        out = []
+        # Only dense deltas carry storage noise: LoRA σ come from the factors, DoRA's from W as stored.
+        dense = [m for m in self.matrices if m.kind == "dense"]
+        dtypes = {m.base_dtype for m in dense} | {m.tuned_dtype for m in dense}
+        low = sorted(dtypes & LOW_PRECISION)
+        if low:
+            out.append(
+                f"checkpoint stored in {'/'.join(low)}: rounding noise is full-rank, so the 'numerical' rank is "
+                "meaningless; read 'noise_floor' instead"
+            )
+        quantized = sorted(d for d in dtypes if is_quantized(d))
+        if quantized:
+            out.append(
+                f"checkpoint stored quantized ({'/'.join(quantized)}): quantization error is not modelled, so "
+                "'noise_floor' cannot separate it from the update (it counts like 'numerical')"
+            )
+        noisy = [m.name for m in self.matrices if m.at_noise_level]
+        if noisy:
+            out.append(
+                f"{len(noisy)} delta(s) sit at storage-noise level (no σ above the noise edge): {_few(noisy)}"
+            )
+        unchanged = [m.name for m in self.matrices if m.delta_norm == 0]
+        if unchanged:
+            out.append(f"{len(unchanged)} matrix(es) are identical in base and tuned: {_few(unchanged)}")
+        if any(m.approximate for m in self.matrices):
+            out.append(
+                "approximate spectra (randomized solver): ranks the top-k σ cannot determine are null; "
+                "delta_norm is exact"
+            )
+        if self.skipped:
+            reasons = [f"{s.name} ({s.reason})" for s in self.skipped]
+            out.append(f"{len(self.skipped)} tensor(s) skipped: {_few(reasons)}")
+        return out
+
+
+def _few(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f", … (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
+
+
+def output_paths(tuned: list[str], output: str | None) -> list[Path]:
+    """One JSON path per tuned checkpoint, checked writable: the -o file, or DIR/<checkpoint name>.json.
+
+    The directory for several is created only when the results are written; here it is only checked.
+
+    Raises:
+        OutputError: a missing or read-only directory, or two checkpoints that would share one output.
+    """
+    if len(tuned) == 1:
+        return [check_writable(output or "spectrum.json")]
+    directory = Path(output or "spectra")
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: is a file; with several TUNED, -o names a directory")
+    names = [Path(t.rstrip("/")).name for t in tuned]
+    if len(set(names)) < len(names):  # e.g. full/final and lora/final
+        names = [f"{Path(t.rstrip('/')).parent.name}-{n}" for t, n in zip(tuned, names, strict=True)]
+    paths = [directory / f"{Path(n).stem if n.endswith('.safetensors') else n}.json" for n in names]
+    if len(set(paths)) < len(paths):
+        raise OutputError(f"several TUNED would write the same file in {directory}; give each only once")
+    if not directory.is_dir():
+        check_writable(directory)  # its parent must exist and be writable
+        return paths
+    return [check_writable(path) for path in paths]
