@@ -1,7 +1,11 @@
-"""NumPy passes of the loader thread: exact widening of stored dtypes and the NaN/Inf check."""
+"""NumPy passes of the loader thread (`maths/arrays.py`): exact widening of stored dtypes, the NaN/Inf check
+and the float64-accumulated Frobenius norm."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -37,7 +41,13 @@ def test_all_finite_finds_nan_and_inf_but_accepts_the_largest_finite_value(store
 
 
 def test_frobenius_norm_sums_in_float64() -> None:
-    # 10⁶ equal float32 squares: a float32 running sum would drift by ~1e-3; float64 keeps float32 accuracy.
-    values = torch.full((1000, 1000), 0.1, dtype=torch.float32)
-    expected = 1000 * float(torch.tensor(0.1, dtype=torch.float32))  # √(10⁶·x²) = 1000·x
-    assert frobenius_norm(values.numpy()) == pytest.approx(expected, rel=1e-7)
+    # Mixed magnitudes k·2^e (k < 2¹², |e| ≤ 10): every float32 square is exact, so the only error left is the
+    # accumulation's. Summed in float64 the norm agrees with math.fsum to ~1e-16; a float32 running (or
+    # pairwise) sum of 10⁶ such squares is off by ~2e-8, far outside the tolerance.
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 4096, size=(1000, 1000))
+    values = (k * np.ldexp(1.0, rng.integers(-10, 11, size=k.shape))).astype(np.float32)
+    squares = values.astype(np.float64) ** 2
+    assert np.array_equal(squares, np.square(values).astype(np.float64))  # the float32 squares are exact
+    expected = math.sqrt(math.fsum(squares.ravel().tolist()))
+    assert frobenius_norm(values) == pytest.approx(expected, rel=1e-12, abs=0)
