@@ -24,6 +24,7 @@ lint: install
 	$(BIN)/ruff check deltarank tests benchmarks
 	$(BIN)/ruff format --check deltarank tests benchmarks
 	$(BIN)/mypy deltarank
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -q

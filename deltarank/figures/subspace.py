@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from deltarank.analysis.results.extract import ExtractResult
+from deltarank.analysis.results.intruders import IntruderResult, count_intruders
 from deltarank.analysis.results.similarity import SimilarityResult
-from deltarank.analysis.tools.intruders import IntruderResult, count_intruders
 from deltarank.figures.panels import grid_shape, module_grid, place_legend
 from deltarank.figures.runs import run_label
 from deltarank.figures.style import (

@@ -10,71 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from deltarank.analysis.results import SpectrumResult
 from deltarank.io.atomic import write_atomic
+from deltarank.reproduce.config import METHODS, ReproduceConfig, checkpoints
+from deltarank.reproduce.summary import build_summary, write_report
+
+__all__ = ["METHODS", "ReproduceConfig", "checkpoints", "reproduce"]
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
-METHODS = ("full", "lora")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Sizes of one reproduction (quick: minutes on 2 CPU cores; long: what a GPU makes short)."""
-
-    max_steps: int
-    batch_size: int
-    seq_len: int
-    save_steps: int
-    eval_sequences: int
-    general_tokens: int
-    math_examples: int
-    math_tokens: int
-
-
-SMOKE_EVAL = 8
-SMOKE_TOKENS = 16
-QUICK = Schedule(60, 4, 128, 20, 32, 64, 24, 40)
-LONG = Schedule(1000, 8, 512, 200, 256, 256, 200, 96)
-
-
-@dataclass(frozen=True)
-class ReproduceConfig:
-    """One reproduction run."""
-
-    out_dir: Path
-    domain: str = "code"
-    quick: bool = True
-    device: str = "auto"
-    model: str = "smollm2-135m"
-    lora_r: int = 16
-    seed: int = 0
-    full_lr: float = 5e-5  # the reference paper's code-IFT full-FT lr; LoRA at 10×
-    lora_lr: float = 5e-4
-    max_steps: int | None = None  # overrides the schedule's steps (smoke runs, tests)
-    subspace: bool = True  # intruder dimensions and full-vs-LoRA subspace similarity
-
-    @property
-    def schedule(self) -> Schedule:
-        """QUICK or LONG, with `max_steps` (and a save interval that still gives checkpoints) applied."""
-        plan = QUICK if self.quick else LONG
-        if self.max_steps is None:
-            return plan
-        smoke = replace(plan, max_steps=self.max_steps, save_steps=max(1, self.max_steps // 3))
-        if self.max_steps >= plan.max_steps:
-            return smoke
-        # A shortened run (smoke test) also measures on fewer sequences and shorter general text.
-        return replace(
-            smoke, eval_sequences=min(plan.eval_sequences, SMOKE_EVAL), general_tokens=SMOKE_TOKENS
-        )
 
 
 def reproduce(config: ReproduceConfig, echo: Echo = print) -> dict[str, Any]:
@@ -86,7 +36,6 @@ def reproduce(config: ReproduceConfig, echo: Echo = print) -> dict[str, Any]:
     evaluation = evaluate_stage(config, runs, echo)
     spectra = spectrum_stage(config, runs, echo)
     subspace = subspace_stage(config, runs, echo) if config.subspace else {}
-    from deltarank.reproduce.summary import build_summary, write_report
 
     summary = build_summary(config, runs, evaluation, spectra, subspace)
     figures_stage(config, spectra, summary, echo)
@@ -129,18 +78,6 @@ def train_stage(config: ReproduceConfig, method: str, echo: Echo) -> Path:
     echo(f"[train {method}] {s.max_steps} steps of {s.batch_size} × {s.seq_len} tokens, lr {train_config.lr}")
     run_training(train_config)
     return run_dir
-
-
-def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, directory) of the intermediate checkpoints and the final weights, by step."""
-    found = []
-    for path in run_dir.glob("checkpoint-*"):
-        if m := re.fullmatch(r"checkpoint-(\d+)", path.name):
-            found.append((int(m.group(1)), path))
-    run = json.loads((run_dir / "run.json").read_text())
-    final_step = int(run.get("steps", run.get("global_step", max((s for s, _ in found), default=0))))
-    found = [(s, p) for s, p in found if s != final_step]
-    return [*sorted(found), (final_step, run_dir)]
 
 
 def evaluate_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -> dict[str, dict[str, float]]:

@@ -9,6 +9,7 @@ from typing import Any
 from deltarank.analysis.results import SpectrumResult
 from deltarank.analysis.results.medians import median
 from deltarank.io.atomic import write_atomic
+from deltarank.reproduce.config import METHODS, ReproduceConfig, checkpoints
 
 SCHEMA = "deltarank.reproduce/1"
 COST_KEYS = (
@@ -50,15 +51,13 @@ def _known(value: float | None) -> float:
 
 
 def build_summary(
-    config: Any,
+    config: ReproduceConfig,
     runs: dict[str, Path],
     evaluation: dict[str, dict[str, float]],
     spectra: dict[str, list[SpectrumResult]],
     subspace: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything the report, the learning-vs-forgetting figure and a reader need, in one dict."""
-    from deltarank.reproduce.pipeline import METHODS, checkpoints
-
     base = evaluation["base"]
     final_key = {m: f"{m}@{checkpoints(runs[m])[-1][0]}" for m in METHODS}
     modules = module_table(spectra["full"][-1], spectra["lora"][-1], config.lora_r)
@@ -94,8 +93,6 @@ def _cost(run_dir: Path) -> dict[str, Any]:
 
 
 def _points(runs: dict[str, Path], evaluation: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    from deltarank.reproduce.pipeline import METHODS, checkpoints
-
     points = []
     for method in METHODS:
         run = json.loads((runs[method] / "run.json").read_text())

@@ -11,11 +11,11 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from deltarank.analysis.tools import extract as extract_module
-from deltarank.io.adapter_writer import SafetensorsWriter, adapter_config
-from deltarank.analysis.tools.extract import ExtractResult, choose_rank, extract, retained_energy, truncate
 from deltarank.analysis.maths.svd import DeltaSVD
+from deltarank.analysis.tools import extract as extract_module
+from deltarank.analysis.tools.extract import ExtractResult, choose_rank, extract, retained_energy, truncate
 from deltarank.errors import DeltarankError, OutputError
+from deltarank.io.adapter_writer import SafetensorsWriter, adapter_config
 from tests.analysis.test_intruders import merged_dir, save_lora, save_tuned
 from tests.conftest import build_tiny_llama
 

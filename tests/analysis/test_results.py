@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from deltarank.analysis.results.spectrum import SCHEMA, MatrixSpectrum, SkippedTensor, SpectrumResult
+from deltarank.errors import InputError, OutputError
 from deltarank.io import atomic as results
 from deltarank.io.atomic import check_writable, write_atomic
-from deltarank.errors import InputError, OutputError
 
 
 def _matrix(name: str, layer: int | None, module: str, e90: int) -> MatrixSpectrum:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltarank.analysis.maths.deltas import DeltaInputs, dense_form, dora_form, form_delta, lora_form
+from deltarank.analysis.maths.deltas import DeltaInputs, dense_form, dora_form, form_delta
 from deltarank.analysis.maths.svd import delta_singular_values, factored_singular_values, singular_values
 from tests.planting import planted_delta
 
@@ -100,7 +100,9 @@ def test_dora_delta_by_hand() -> None:
 @pytest.mark.parametrize("fan_in_fan_out", [False, True])
 def test_a_lora_delta_is_kept_as_factors_in_the_stored_orientation(fan_in_fan_out: bool) -> None:
     b, a = _randn(12, 3, seed=5), _randn(3, 7, seed=6)
-    delta = form_delta({"lora_B": b, "lora_A": a}, DeltaInputs("lora", "F64", 0.75, fan_in_fan_out), torch.float64)
+    delta = form_delta(
+        {"lora_B": b, "lora_A": a}, DeltaInputs("lora", "F64", 0.75, fan_in_fan_out), torch.float64
+    )
     assert delta.matrix is None and delta.low_rank
     product = 0.75 * b @ a  # (out, in)
     torch.testing.assert_close(delta.dense(), product.mT if fan_in_fan_out else product, rtol=0.0, atol=1e-14)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from deltarank.analysis.maths.svd import factored_svd
 from deltarank.analysis.tools.similarity import (
     SimilarityResult,
     check_tops,
@@ -17,7 +18,6 @@ from deltarank.analysis.tools.similarity import (
     phi_grid,
     similarity,
 )
-from deltarank.analysis.maths.svd import factored_svd
 from deltarank.errors import DeltarankError
 from tests.analysis.test_intruders import merged_dir, orthogonal, save_lora, save_tuned
 

@@ -216,8 +216,8 @@ def test_workers_give_the_same_file_and_zero_is_refused(ckpts: dict[str, Path], 
     assert result.exit_code == 2 and "--workers" in result.stderr and not (tmp_path / "zero.json").exists()
 
 
-def test_the_program_exits_quickly_with_every_output_complete(ckpts: dict[str, Path], tmp_path: Path) -> None:
-    """`python -m deltarank spectrum` leaves by os._exit after its files are closed: same files, same status."""
+def test_the_program_writes_every_output_complete_and_exits_with_its_status(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    """`python -m deltarank spectrum` in a subprocess: complete files, the last line flushed, exit statuses."""
     import subprocess
     import sys
 

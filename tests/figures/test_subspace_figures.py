@@ -9,8 +9,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
-from deltarank.analysis.tools.intruders import EPSILON_SWEEP, IntruderResult, MatrixIntruders, count_intruders
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
+from deltarank.analysis.tools.intruders import EPSILON_SWEEP, IntruderResult, MatrixIntruders, count_intruders
 from deltarank.figures.save import save_figure
 from deltarank.figures.subspace import plot_intruders_by_layer, plot_retained_energy, plot_similarity_heatmaps
 
