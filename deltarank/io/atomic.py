@@ -35,14 +35,19 @@ def check_writable(path: str | Path) -> Path:
         OutputError: the parent directory is missing, not a directory, or not writable; `path` is a directory.
     """
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{target}: output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{target}: output directory {parent} is not writable")
+    _check_parent(target, "output directory")
     if target.is_dir():
         raise OutputError(f"{target}: is a directory, expected a file path")
     return target
+
+
+def _check_parent(target: Path, label: str) -> None:
+    """The directory `target` goes into must exist and be writable (`label` names it in the error)."""
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{target}: {label} {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{target}: {label} {parent} is not writable")
 
 
 def write_atomic(path: str | Path, text: str | bytes, durable: bool = True) -> None:
@@ -87,11 +92,7 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
         OutputError: missing or read-only parent, a file in the way, or a non-empty directory without overwrite.
     """
     target = Path(out_dir)
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{target}: parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{target}: parent directory {parent} is not writable")
+    _check_parent(target, "parent directory")
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target}: exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
