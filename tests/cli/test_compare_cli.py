@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from deltarank.cli import main
-from tests.figures.synthetic import planted_result
+from tests.figures.synthetic import energy_90_by_hand, marchenko_pastur_sigma, planted_result
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path]:
@@ -28,15 +28,19 @@ def test_compare_table_ratio_to_first_run(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split()[-1] == "lora/full"
-    assert lines[2].split() == ["q_proj", "256", lines[2].split()[2], "224", "200", "14", "16", "0.06x"]
-    assert [line.split()[0] for line in lines[2:]] == ["q_proj", "k_proj", "all"]
+    gauss = str(energy_90_by_hand(marchenko_pastur_sigma(256, 256)))  # 131: r0.9 of a 256 × 256 Gaussian
+    assert lines[2].split() == ["q_proj", "256", gauss, "224", "200", "14", "16", "0.06x"]
+    assert lines[3].split() == ["k_proj", "256", gauss, "100", "90", "10", "16", "0.10x"]
+    # medians over both matrices: (224 + 100)/2, (200 + 90)/2, (14 + 10)/2; 12/162 = 0.074
+    assert lines[4].split() == ["all", "256", gauss, "162", "145", "12", "16", "0.07x"]
+    assert len(lines) == 5
 
 
 def test_compare_lora_rank_labels_and_csv(tmp_path: Path) -> None:
     full, lora = _write(tmp_path)
     out = tmp_path / "table.csv"
     args = ["compare", str(full), str(lora), "--lora-rank", "16", "--label", "FT", "--label", "LoRA"]
-    result = CliRunner().invoke(main, [*args, "--csv", str(out)])
+    result = CliRunner().invoke(main, [*args, "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[2].split()[-2:] == ["14.0x", "0.88x"]
     rows = list(csv.DictReader(out.open()))
@@ -49,7 +53,7 @@ def test_compare_errors(tmp_path: Path) -> None:
     full, _ = _write(tmp_path)
     cases = [
         (["compare", str(tmp_path / "missing.json")], "missing.json: "),
-        (["compare", str(full), "--csv", str(tmp_path / "no" / "t.csv")], "does not exist"),
+        (["compare", str(full), "-o", str(tmp_path / "no" / "t.csv")], "does not exist"),
         (["compare", str(full), "--label", "a", "--label", "b"], "2 --label values for 1"),
     ]
     for args, message in cases:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy import optimize
 
 from deltarank.analysis.maths.ranks import energy_rank
 from deltarank.analysis.maths.reference import random_energy_rank
@@ -17,6 +18,45 @@ from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
 
 # A scaled-down SmolLM2 block: (out, in) per module type.
 SHAPES: dict[str, tuple[int, int]] = {"q_proj": (48, 48), "k_proj": (16, 48), "down_proj": (48, 128)}
+
+
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(200)
+
+
+def marchenko_pastur_sigma(rows: int, cols: int) -> np.ndarray:
+    """The Gaussian reference computed independently of `deltarank.analysis.maths.reference`: the
+    Marchenko–Pastur quantiles σ_i = √x_i with P(X > x_i) = (i + ½)/n, descending.
+
+    With x = c + d·cos θ the density's square-root edges vanish, so the tail probability is a smooth integral
+    in θ (Gauss–Legendre, 200 nodes) and each quantile a root of it (brentq); the package instead tabulates the
+    CDF in σ on a grid and interpolates. The two agree to ~1e-7 relative.
+    """
+    n, big = min(rows, cols), max(rows, cols)
+    y = n / big
+    lo, hi = (1 - y**0.5) ** 2, (1 + y**0.5) ** 2
+    c, d = (lo + hi) / 2, (hi - lo) / 2
+
+    def upper_tail(theta: float) -> float:  # P(X > c + d·cos θ) = ∫₀^θ f(c + d·cos t)·d·sin t dt
+        t = theta / 2 * (_NODES + 1)
+        integrand = d**2 * np.sin(t) ** 2 / (2 * np.pi * y * (c + d * np.cos(t)))
+        return float(theta / 2 * np.sum(_WEIGHTS * integrand))
+
+    thetas = [
+        optimize.brentq(lambda th, p=(i + 0.5) / n: upper_tail(th) - p, 0.0, np.pi, xtol=1e-15)
+        for i in range(n)
+    ]
+    return np.sqrt(c + d * np.cos(np.asarray(thetas)))
+
+
+def energy_90_by_hand(sigma: Sequence[float]) -> int:
+    """Smallest k with σ₁² + … + σ_k² ≥ 0.9·Σσ², by a plain loop (not the package's energy_rank)."""
+    squares = [float(s) ** 2 for s in sigma]
+    total, running = sum(squares), 0.0
+    for k, square in enumerate(squares, start=1):
+        running += square
+        if running >= 0.9 * total:
+            return k
+    return len(squares)
 
 
 def energy_90(sigma: Sequence[float]) -> int:

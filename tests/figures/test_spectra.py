@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deltarank.analysis.maths.reference import gaussian_singular_values
 from deltarank.figures.spectra import REFERENCE_LABEL, normalised_curves, plot_spectra
-from tests.figures.synthetic import SHAPES, full_result, lora_result
+from tests.figures.synthetic import SHAPES, full_result, lora_result, marchenko_pastur_sigma
 
 
 def _named(ax) -> list[str]:  # type: ignore[no-untyped-def]
@@ -58,9 +57,12 @@ def test_spectra_markers_sit_at_median_r90_over_n() -> None:
 def test_spectra_reference_is_the_marchenko_pastur_curve() -> None:
     fig = plot_spectra(full_result(), modules=["k_proj"])
     ref = next(line for line in fig.axes[0].get_lines() if line.get_label() == REFERENCE_LABEL)
-    rows, cols = SHAPES["k_proj"]
-    sigma = gaussian_singular_values(rows, cols)
-    np.testing.assert_allclose(ref.get_ydata(), sigma / sigma[0])
+    rows, cols = SHAPES["k_proj"]  # 16 × 48: y = 1/3, σ between 1 − √y and 1 + √y (times √max)
+    sigma = marchenko_pastur_sigma(rows, cols)  # the law's quantiles, computed without the package
+    np.testing.assert_allclose(ref.get_ydata(), sigma / sigma[0], rtol=1e-5)
+    np.testing.assert_allclose(ref.get_xdata(), (np.arange(rows) + 1) / rows)
+    energy = next(line for line in fig.axes[1].get_lines() if line.get_label() == REFERENCE_LABEL)
+    np.testing.assert_allclose(energy.get_ydata(), np.cumsum(sigma**2) / np.sum(sigma**2), rtol=1e-5)
 
 
 def test_lora_curve_stops_at_its_rank() -> None:
