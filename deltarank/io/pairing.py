@@ -6,15 +6,16 @@ differs is skipped and listed; no common tensor at all is an error.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from deltarank.errors import DeltarankError, InputError, PairingError
-from deltarank.io.adapter import AdapterSource, LoraModule, is_adapter_dir
+from deltarank.io.adapter import AdapterModule, AdapterSource, is_adapter_dir
 from deltarank.io.base import TensorInfo, TensorSource
 from deltarank.io.dtypes import SAFETENSORS_DTYPES
+from deltarank.io.hub import resolve_path
 from deltarank.io.naming import Selection, canonical_name
+from deltarank.io.peft_methods import kind_needs_base
 from deltarank.io.source import open_checkpoint
 
 
@@ -45,26 +46,25 @@ class DensePair:
 
 @dataclass(frozen=True)
 class AdapterPair:
-    """A base weight and the LoRA/DoRA factors that modify it."""
+    """A base weight and the saved adapter tensors that modify it."""
 
     name: str
     base_key: str
-    module: LoraModule
+    module: AdapterModule
     shape: tuple[int, int]
     base_dtype: str
     tuned_dtype: str
     fan_in_fan_out: bool
-    dora: bool
 
     @property
     def kind(self) -> str:
-        """How ΔW is formed from the saved tensors: `lora` or `dora`."""
-        return "dora" if self.dora else "lora"
+        """How ΔW is formed from the saved tensors: the method (lora, dora, adalora, loha, lokr, ia3, oft, ...)."""
+        return self.module.kind
 
     @property
     def needs_base(self) -> bool:
-        """True when ΔW cannot be formed without the base weight (DoRA's row norm)."""
-        return self.dora
+        """True when ΔW cannot be formed without the base weight (DoRA's row norm, IA3, OFT, BOFT)."""
+        return kind_needs_base(self.kind)
 
 
 Pair = DensePair | AdapterPair
@@ -136,9 +136,9 @@ def plan_adapter(
     """Pair each adapted module with the base weight it modifies, checking that the factors fit it."""
     base_index = _canonical_index(base)
     pairs: list[AdapterPair] = []
+    what = "LoRA factor" if adapter.method.kind == "lora" else f"{adapter.config.peft_type} module tensor"
     skipped = [
-        SkippedTensor(key, "not a LoRA factor (modules_to_save or unsupported)")
-        for key in adapter.unsupported
+        SkippedTensor(key, f"not a {what} (modules_to_save or unsupported)") for key in adapter.unsupported
     ]
     for name, module in adapter.modules.items():
         if name not in base_index:
@@ -162,7 +162,6 @@ def plan_adapter(
                 base_dtype=base_info.dtype,
                 tuned_dtype=factor_dtype,
                 fan_in_fan_out=adapter.config.fan_in_fan_out,
-                dora=module.magnitude_key is not None,
             )
         )
     if not pairs and not any(name in base_index for name in adapter.modules):
@@ -181,19 +180,20 @@ def _unreadable(base: TensorInfo, tuned: TensorInfo) -> str | None:
 def _check_factor_fit(
     adapter: AdapterSource, name: str, base_shape: tuple[int, ...], fan_in_fan_out: bool
 ) -> tuple[int, int]:
-    """B (out, r) and A (r, in) must match the base weight (out, in), or (in, out) with fan_in_fan_out."""
-    b_shape, a_shape = adapter.factor_shapes(name)
-    out_in = (b_shape[0], a_shape[1])
-    expected = (out_in[1], out_in[0]) if fan_in_fan_out else out_in
-    if len(base_shape) != 2 or tuple(base_shape) != expected or b_shape[1] != a_shape[0]:
+    """The module's tensors must fit the base weight (out, in), or (in, out) with fan_in_fan_out: LoRA's
+    B (out, r) and A (r, in), and the shapes each method's tensors imply (see `peft_methods`)."""
+    shapes = adapter.shapes(name)
+    implied = adapter.method.implied(shapes)
+    out_in = (base_shape[1], base_shape[0]) if fan_in_fan_out and len(base_shape) == 2 else tuple(base_shape)
+    fits = implied is not None and len(out_in) == 2
+    if implied is not None and fits:
+        fits = all(want is None or want == have for want, have in zip(implied, out_in, strict=True))
+    if not fits:
+        described = ", ".join(f"{role} {shape}" for role, shape in sorted(shapes.items()))
+        what = "factors" if adapter.method.kind == "lora" else "tensors"
         raise InputError(
             Path(adapter.path),
-            f"factors of {name!r} (B {b_shape}, A {a_shape}) do not fit the base weight {tuple(base_shape)}",
-        )
-    magnitude = adapter.magnitude_shape(name)
-    if magnitude is not None and math.prod(magnitude) != b_shape[0]:
-        raise InputError(
-            Path(adapter.path), f"DoRA magnitude of {name!r} has shape {magnitude}, expected ({b_shape[0]},)"
+            f"{what} of {name!r} ({described}) do not fit the base weight {tuple(base_shape)}",
         )
     return int(base_shape[0]), int(base_shape[1])
 
@@ -201,21 +201,23 @@ def _check_factor_fit(
 def plan_checkpoint(
     base: TensorSource, tuned: str | Path, selection: Selection
 ) -> tuple[TensorSource | AdapterSource, list[Pair], list[SkippedTensor]]:
-    """Open TUNED (a checkpoint or a PEFT LoRA/DoRA adapter directory) and pair it with BASE.
+    """Open TUNED (a checkpoint or a PEFT LoRA/DoRA adapter directory, either of them possibly a Hugging Face
+    repo id in the local cache) and pair it with BASE.
 
     Raises:
-        InputError: unreadable checkpoint or adapter.
+        InputError: unreadable checkpoint or adapter, uncached repo id.
         PairingError: no tensor in common.
         DeltarankError: nothing selected.
     """
     source: TensorSource | AdapterSource
     pairs: list[Pair]
-    if is_adapter_dir(tuned):
-        source = AdapterSource(tuned)
+    local = resolve_path(tuned)
+    if is_adapter_dir(local):
+        source = AdapterSource(local)
         adapter_pairs, skipped = plan_adapter(base, source, selection)
         pairs = list(adapter_pairs)
     else:
-        source = open_checkpoint(tuned)
+        source = open_checkpoint(local)
         dense_pairs, skipped = plan_dense(base, source, selection)
         pairs = list(dense_pairs)
     if not pairs and any("cannot be read" in item.reason for item in skipped):

@@ -234,7 +234,9 @@ def _edit_config(adapter: Path, **changes: Any) -> None:
 @pytest.mark.parametrize(
     ("changes", "problem"),
     [
-        ({"peft_type": "IA3"}, "unsupported PEFT type 'IA3'"),
+        ({"peft_type": "FOURIERFT"}, "unsupported PEFT type 'FOURIERFT'"),
+        ({"peft_type": "IA3"}, "holds no IA3 module tensors"),
+        ({"peft_type": "PREFIX_TUNING"}, "PEFT type 'PREFIX_TUNING' changes no weight"),
         ({"init_lora_weights": "pissa"}, "init_lora_weights='pissa' rewrites the base weights"),
         ({"init_lora_weights": "pissa_niter_4"}, "rewrites the base weights"),
         ({"init_lora_weights": "olora"}, "rewrites the base weights"),

@@ -279,8 +279,8 @@ def adapter_config_invalid_json(ws: Workspace) -> BadCase:
 
 @case
 def adapter_unknown_peft_type(ws: Workspace) -> BadCase:
-    directory = write_adapter(ws.path("adapter-ia3"), {**LORA_CONFIG, "peft_type": "IA3"})
-    return bad_tuned(ws, directory, "unsupported PEFT type 'IA3'", named=directory / "adapter_config.json")
+    directory = write_adapter(ws.path("adapter-fourierft"), {**LORA_CONFIG, "peft_type": "FOURIERFT"})
+    return bad_tuned(ws, directory, "unsupported PEFT type 'FOURIERFT'", named=directory / "adapter_config.json")
 
 
 @case

@@ -33,7 +33,8 @@ BaseReader = Callable[[str], torch.Tensor]
 
 @dataclass
 class LoadedPair:
-    """The stored tensors of one pair, named by role (`base`, `tuned`, `lora_A`, `lora_B`, `magnitude`)."""
+    """The stored tensors of one pair, named by role (`base`, `tuned`, `lora_A`, `lora_B`, `magnitude`, and the
+    other methods' saved parameter names, see `deltarank.io.peft_methods`)."""
 
     pair: Pair
     tensors: dict[str, torch.Tensor]
@@ -52,7 +53,10 @@ def delta_inputs(pair: Pair) -> DeltaInputs:
     """What the delta form of a pair needs besides its tensors."""
     if isinstance(pair, DensePair):
         return DeltaInputs(pair.kind, pair.tuned_dtype)
-    return DeltaInputs(pair.kind, pair.tuned_dtype, pair.module.scale, pair.fan_in_fan_out)
+    module = pair.module
+    return DeltaInputs(
+        pair.kind, pair.tuned_dtype, module.scale, pair.fan_in_fan_out, pair.shape, dict(module.options)
+    )
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def measure(
         at_noise_level=delta_norm > 0 and ranks["noise_floor"] == 0,
         lora_rank=pair.module.rank if isinstance(pair, AdapterPair) else None,
         approximate=approximate,
+        rank_bound=delta.rank_bound,
     )
 
 

@@ -9,21 +9,32 @@ exact ‖ΔW‖_F, ‖W_base‖_F, the erased fraction and the storage-noise mod
   decompositions, see `arrays`); on CUDA in torch.
 - lora: ΔW = s·B·A, kept as factors (never formed); s = α/r, or α/√r with rsLoRA.
 - dora: ΔW = m ⊙ (W + s·B·A) / ‖W + s·B·A‖_row − W, dense (needs W).
+- adalora: ΔW = s·B·(A ⊙ E), s = α/(init_r + 1e-5), factors (rank ≤ r' kept by the rank pattern).
+- vera: ΔW = (λ_b ⊙ B[:out])(λ_d ⊙ A[:, :in]) with the shared projections A, B, factors (rank ≤ r).
+- loha: ΔW = s·(W₁ₐW₁ᵦ) ⊙ (W₂ₐW₂ᵦ), s = α/r, as exact factors of r² columns (row-wise Kronecker products:
+  (P Q) ⊙ (R S) = (P ⊙ᵣ R)(Q ⊙꜀ S)), dense when r² ≥ min(m, n).
+- lokr: ΔW = s·W₁ ⊗ W₂ (each possibly a product W·ₐW·ᵦ), s = α/r, kept as the Kronecker pair: σ are the
+  products σ_i(W₁)σ_j(W₂), from two small SVDs.
+- ia3: ΔW = W ⊙ (l − 1), l scaling rows (out, 1) or, for feedforward modules, columns (1, in); dense (needs W).
+- oft: ΔW = W (Rᵀ − I), R block-diagonal from Cayley or peft's Cayley–Neumann series (`rotations`); dense.
+- boft: ΔW = (W Rᵀ) ⊙ s − W, R the block-diagonal Cayley rotation, s per output row; dense.
 
 Adding a method means adding one form to `FORMS` and its test against peft's fp32 merge; nothing else.
+Each form records a structural bound on rank(ΔW) when the method has one (None: up to min(m, n)).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from deltarank.analysis.maths.arrays import frobenius_norm, host_array
 from deltarank.analysis.maths.noise import StorageNoise, storage_noise
+from deltarank.analysis.maths.rotations import boft_rotation, oft_rotation_blocks
 
 
 @dataclass(frozen=True)
@@ -31,35 +42,44 @@ class DeltaInputs:
     """What a form needs besides the tensors: how the adapter scales and stores the weight.
 
     Attributes:
-        kind: dense, lora or dora (a key of `FORMS`).
+        kind: A key of `FORMS` (dense, lora, dora, adalora, vera, loha, lokr, ia3, oft, boft).
         tuned_dtype: Stored dtype label of the tuned tensor or factors (for the noise model).
         scale: The adapter's scaling s (1.0 for dense).
         fan_in_fan_out: The base weight is stored (in, out) (GPT-2 Conv1D): the factors' s·B·A is transposed.
+        shape: Stored shape of the weight (VeRA slices its shared projections to it).
+        options: Other settings of the method (OFT: coft, eps, block_share, use_cayley_neumann,
+            num_cayley_neumann_terms).
     """
 
     kind: str
     tuned_dtype: str
     scale: float = 1.0
     fan_in_fan_out: bool = False
+    shape: tuple[int, int] | None = None
+    options: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Delta:
     """ΔW of one weight in its stored orientation, with the whole-tensor figures of its record.
 
-    Exactly one of `matrix` and (`left`, `right`) is set: dense ΔW, or ΔW = scale · left @ right.
+    Exactly one of `matrix`, (`left`, `right`) and `kron` is set: dense ΔW, ΔW = scale · left @ right, or
+    ΔW = scale · kron[0] ⊗ kron[1].
 
     Attributes:
-        kind: The form that made it (dense, lora, dora).
+        kind: The form that made it (a key of `FORMS`).
         norm: ‖ΔW‖_F computed from the whole dense delta (exact whatever solver runs later); None for
             factors, whose r singular values are all computed exactly and give it.
         matrix: Dense ΔW, shape (m, n), compute dtype, on the compute device.
         left: Low-rank left factor, shape (m, r).
         right: Low-rank right factor, shape (r, n).
-        scale: Scalar of the low-rank product.
+        kron: Kronecker factors (a, c) and (b, d) with m = a·b, n = c·d.
+        scale: Scalar of the low-rank or Kronecker product.
         base_norm: ‖W_base‖_F when the form read W, else None.
         erased: Share of exactly-zero entries of a dense ΔW (None for factors).
         noise: Storage-noise model of the tuned tensor (None when no stored tensor rounds ΔW).
+        rank_bound: Upper bound on rank(ΔW) from the method's structure (r, r', r², rank products, changed
+            scales), None when it allows min(m, n).
     """
 
     kind: str
@@ -71,16 +91,20 @@ class Delta:
     base_norm: float | None = None
     erased: float | None = None
     noise: StorageNoise | None = None
+    kron: tuple[torch.Tensor, torch.Tensor] | None = None
+    rank_bound: int | None = None
 
     @property
     def low_rank(self) -> bool:
-        """True when ΔW is held as factors."""
+        """True when ΔW is held as factors (low-rank or Kronecker)."""
         return self.matrix is None
 
     def dense(self) -> torch.Tensor:
         """ΔW as a dense (m, n) matrix (formed from the factors when low-rank: for tools, never for σ)."""
         if self.matrix is not None:
             return self.matrix
+        if self.kron is not None:
+            return self.scale * torch.kron(*self.kron)
         assert self.left is not None and self.right is not None
         return self.scale * (self.left @ self.right)
 
@@ -135,8 +159,18 @@ def lora_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delt
     With fan_in_fan_out the stored weight is (in, out) and ΔW_stored = (s·B·A)ᵀ = s·Aᵀ·Bᵀ.
     """
     b, a = tensors["lora_B"].to(dtype), tensors["lora_A"].to(dtype)
-    left, right = (a.mT, b.mT) if inputs.fan_in_fan_out else (b, a)
-    return Delta(kind="lora", norm=None, left=left, right=right, scale=inputs.scale)
+    return _factors("lora", b, a, inputs)
+
+
+def _factors(kind: str, left: torch.Tensor, right: torch.Tensor, inputs: DeltaInputs) -> Delta:
+    """ΔW = s·L·R (out, r) @ (r, in) in the stored orientation (transposed with fan_in_fan_out)."""
+    if inputs.fan_in_fan_out:
+        left, right = right.mT, left.mT
+    bound = min(left.shape[1], left.shape[0], right.shape[1])
+    if right.shape[0] == 0:  # every direction pruned (AdaLoRA r' = 0): ΔW = 0
+        zero = torch.zeros(left.shape[0], right.shape[1], dtype=left.dtype, device=left.device)
+        return Delta(kind=kind, norm=0.0, matrix=zero, rank_bound=0)
+    return Delta(kind=kind, norm=None, left=left, right=right, scale=inputs.scale, rank_bound=bound)
 
 
 def dora_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
@@ -159,7 +193,124 @@ def dora_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delt
     )
 
 
-FORMS: dict[str, Form] = {"dense": dense_form, "lora": lora_form, "dora": dora_form}
+def adalora_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = s·B·(A ⊙ E) from `lora_B` (out, r'), `lora_A` (r', in), `lora_E` (r', 1); s = α/(init_r + 1e-5).
+
+    peft's `SVDLinear.get_delta_weight`; r' is the rank the rank pattern kept (0 gives ΔW = 0).
+    """
+    b, a, e = (tensors[k].to(dtype) for k in ("lora_B", "lora_A", "lora_E"))
+    return _factors("adalora", b, a * e.reshape(-1, 1), inputs)
+
+
+def vera_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = (λ_b ⊙ B[:out, :])(λ_d ⊙ A[:, :in]) from `vera_lambda_b` (out,), `vera_lambda_d` (r,) and the shared
+    projections `vera_B` (out_max, r), `vera_A` (r, in_max), sliced to the weight as peft's `get_delta_weight`."""
+    assert inputs.shape is not None
+    out, inp = (inputs.shape[1], inputs.shape[0]) if inputs.fan_in_fan_out else inputs.shape
+    lam_b, lam_d = tensors["vera_lambda_b"].to(dtype), tensors["vera_lambda_d"].to(dtype)
+    b = lam_b.reshape(-1, 1) * tensors["vera_B"][:out, :].to(dtype)  # (out, r)
+    a = lam_d.reshape(-1, 1) * tensors["vera_A"][:, :inp].to(dtype)  # (r, in)
+    return _factors("vera", b, a, inputs)
+
+
+def loha_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = s·(W₁ₐW₁ᵦ) ⊙ (W₂ₐW₂ᵦ) from `hada_w1_a`, `hada_w2_a` (out, r), `hada_w1_b`, `hada_w2_b` (r, in).
+
+    The Hadamard product of two rank-r products is exactly L·R with L[i, (p, q)] = W₁ₐ[i, p]·W₂ₐ[i, q] (out, r²)
+    and R[(p, q), j] = W₁ᵦ[p, j]·W₂ᵦ[q, j] (r², in): kept as those factors while r² < min(out, in), else dense.
+    """
+    w1a, w1b, w2a, w2b = (tensors[k].to(dtype) for k in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"))
+    rank, (out, inp) = w1a.shape[1] * w2a.shape[1], (w1a.shape[0], w1b.shape[1])
+    if rank < min(out, inp):
+        left = (w1a[:, :, None] * w2a[:, None, :]).reshape(out, rank)  # (out, r²)
+        right = (w1b[:, None, :] * w2b[None, :, :]).reshape(rank, inp)  # (r², in)
+        return _factors("loha", left, right, inputs)
+    matrix = inputs.scale * ((w1a @ w1b) * (w2a @ w2b))  # (out, in)
+    return _dense("loha", matrix, None, min(rank, out, inp))
+
+
+def lokr_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = s·W₁ ⊗ W₂ from `lokr_w1` (a, c) or `lokr_w1_a` @ `lokr_w1_b`, and `lokr_w2` (b, d) or `lokr_w2_a` @
+    `lokr_w2_b`; out = a·b, in = c·d (peft's `make_kron`). Kept as the pair: σ(W₁ ⊗ W₂) = {σ_i(W₁)σ_j(W₂)}."""
+    pair, bounds = [], []
+    for which in ("lokr_w1", "lokr_w2"):
+        if which in tensors:
+            factor = tensors[which].to(dtype)
+            bounds.append(min(factor.shape))
+        else:
+            a, b = tensors[f"{which}_a"].to(dtype), tensors[f"{which}_b"].to(dtype)
+            factor = a @ b
+            bounds.append(min(a.shape[1], *factor.shape))
+        pair.append(factor)
+    w1, w2 = pair
+    return Delta(kind="lokr", norm=None, kron=(w1, w2), scale=inputs.scale, rank_bound=bounds[0] * bounds[1])
+
+
+def ia3_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = W ⊙ (l − 1) from `base` and `ia3_l`: (out, 1) scales rows, (1, in) columns (feedforward modules);
+    with fan_in_fan_out l is transposed onto the stored (in, out) weight, as peft's `merge`."""
+    base = tensors["base"].to(dtype)
+    scales = tensors["ia3_l"].to(dtype)
+    scales = scales.mT if inputs.fan_in_fan_out else scales
+    matrix = base * (scales - 1.0)
+    return _dense("ia3", matrix, base, int(torch.count_nonzero(scales != 1.0)))
+
+
+def oft_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = W (Rᵀ − I) from `base` (out, in) and `oft_R` (k, b(b−1)/2): R = block_diag(R_1 … R_{in/b}) built as
+    the config says (`rotations.oft_rotation_blocks`); peft merges W' = (R Wᵀ)ᵀ."""
+    base = tensors["base"].to(dtype)
+    vectors = tensors["oft_R"].to(dtype)
+    out, inp = base.shape
+    block = (1 + math.isqrt(1 + 8 * vectors.shape[1])) // 2
+    options = inputs.options
+    blocks = oft_rotation_blocks(
+        vectors,
+        block,
+        inp // block,
+        coft=bool(options.get("coft", 0.0)),
+        eps=float(options.get("eps", 6e-5)),
+        neumann=bool(options.get("use_cayley_neumann", 1.0)),
+        terms=int(options.get("num_cayley_neumann_terms", 5)),
+    )  # (in/b, b, b)
+    eye = torch.eye(block, dtype=dtype, device=base.device)
+    by_block = base.reshape(out, inp // block, block)  # (out, in/b, b)
+    matrix = torch.einsum("okc,kdc->okd", by_block, blocks - eye).reshape(out, inp)  # W_k (R_kᵀ − I)
+    return _dense("oft", matrix, base, None)
+
+
+def boft_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = (W Rᵀ) ⊙ s − W from `base` (out, in), `boft_R` (1, D, H, H) and `boft_s` (out, 1), R the block-diagonal
+    Cayley rotation (`rotations.boft_rotation`), as peft's BOFT `merge`."""
+    base = tensors["base"].to(dtype)
+    rotation = boft_rotation(tensors["boft_R"].to(dtype))  # (in, in)
+    matrix = (base @ rotation.mT) * tensors["boft_s"].to(dtype) - base
+    return _dense("boft", matrix, base, None)
+
+
+def _dense(kind: str, matrix: torch.Tensor, base: torch.Tensor | None, bound: int | None) -> Delta:
+    """A dense ΔW formed from adapter tensors (no storage noise: nothing rounds it after forming)."""
+    return Delta(
+        kind=kind,
+        norm=float(torch.linalg.vector_norm(matrix)),
+        matrix=matrix,
+        base_norm=None if base is None else float(torch.linalg.vector_norm(base)),
+        rank_bound=bound,
+    )
+
+
+FORMS: dict[str, Form] = {
+    "dense": dense_form,
+    "lora": lora_form,
+    "dora": dora_form,
+    "adalora": adalora_form,
+    "vera": vera_form,
+    "loha": loha_form,
+    "lokr": lokr_form,
+    "ia3": ia3_form,
+    "oft": oft_form,
+    "boft": boft_form,
+}
 
 
 def form_delta(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:

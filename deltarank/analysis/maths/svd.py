@@ -4,6 +4,9 @@ Low-rank deltas s·L·R (LoRA factors, exact, never forming L·R): L = Q_L R_L, 
 R_L R_Rᵀ = U_r Σ_r V_rᵀ, an r × r SVD, so s·L·R = (Q_L U_r)(|s| Σ_r)(Q_R V_r)ᵀ with the sign of s folded into U:
 O((m + n)·r²) instead of O(m·n·min(m, n)).
 
+Kronecker deltas s·(A ⊗ B) (LoKr): A = U_A Σ_A V_Aᵀ and B = U_B Σ_B V_Bᵀ give
+s·(A ⊗ B) = (U_A ⊗ U_B)(|s| Σ_A ⊗ Σ_B)(V_A ⊗ V_B)ᵀ: the σ are the products σ_i(A)σ_j(B), from two small SVDs.
+
 Dense deltas, by solver:
 
 - `svd`: `torch.linalg.svdvals` in the compute dtype (the reference).
@@ -57,11 +60,40 @@ def delta_singular_values(delta: Delta, solver: str, top_k: int | None = None) -
     under the randomized solver (dense deltas only: the factor core is exact and cheaper)."""
     if delta.matrix is not None:
         return singular_values(delta.matrix, solver, top_k)
-    assert delta.left is not None and delta.right is not None
-    core = factored_singular_values(delta.left, delta.right, delta.scale)
-    full = torch.zeros(min(delta.left.shape[0], delta.right.shape[1]), dtype=core.dtype, device=core.device)
+    if delta.kron is not None:
+        first, second = delta.kron
+        core = kronecker_singular_values(first, second, delta.scale)
+        rows, cols = first.shape[0] * second.shape[0], first.shape[1] * second.shape[1]
+    else:
+        assert delta.left is not None and delta.right is not None
+        core = factored_singular_values(delta.left, delta.right, delta.scale)
+        rows, cols = delta.left.shape[0], delta.right.shape[1]
+    full = torch.zeros(min(rows, cols), dtype=core.dtype, device=core.device)
     full[: core.numel()] = core
     return full
+
+
+def kronecker_singular_values(first: torch.Tensor, second: torch.Tensor, scale: float) -> torch.Tensor:
+    """σ of s·(A ⊗ B): every product σ_i(A)σ_j(B), descending. Shapes: (a, c), (b, d) -> (min(a, c)·min(b, d),)."""
+    products = torch.outer(torch.linalg.svdvals(first), torch.linalg.svdvals(second)).flatten() * abs(scale)
+    return torch.sort(products, descending=True).values
+
+
+def kronecker_svd(
+    first: torch.Tensor, second: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of s·(A ⊗ B): U_A ⊗ U_B, σ_A ⊗ σ_B, V_A ⊗ V_B, ordered by descending σ (sign of s folded into U).
+
+    Shapes: (a, c), (b, d) -> U (a·b, k), σ (k,), V (c·d, k) with k = min(a, c)·min(b, d).
+    """
+    u_a, s_a, vh_a = torch.linalg.svd(first, full_matrices=False)
+    u_b, s_b, vh_b = torch.linalg.svd(second, full_matrices=False)
+    sigma = torch.outer(s_a, s_b).flatten() * abs(scale)
+    order = torch.argsort(sigma, descending=True)
+    sign = -1.0 if scale < 0 else 1.0
+    u = sign * torch.kron(u_a, u_b)[:, order]
+    v = torch.kron(vh_a.mT, vh_b.mT)[:, order]
+    return u, sigma[order], v
 
 
 def singular_values(delta: torch.Tensor, solver: str, top_k: int | None = None) -> torch.Tensor:
@@ -145,7 +177,7 @@ class DeltaSVD:
         u: Left singular vectors, shape (m, k), columns in descending σ order.
         s: Singular values, shape (k,), descending, non-negative.
         v: Right singular vectors, shape (n, k).
-        kind: The delta's kind (dense, lora, dora).
+        kind: The delta's kind (a key of `maths.deltas.FORMS`).
     """
 
     u: torch.Tensor
@@ -165,5 +197,7 @@ def delta_svd(delta: Delta) -> DeltaSVD:
     """Thin SVD of a delta in its stored orientation, by the factor core when it is low-rank."""
     if delta.left is not None and delta.right is not None:
         return DeltaSVD(*factored_svd(delta.left, delta.right, delta.scale), delta.kind)
+    if delta.kron is not None:
+        return DeltaSVD(*kronecker_svd(*delta.kron, delta.scale), delta.kind)
     u, s, vh = torch.linalg.svd(delta.dense(), full_matrices=False)  # (m, k), (k,), (k, n)
     return DeltaSVD(u, s, vh.mT, delta.kind)

@@ -29,7 +29,12 @@ class MatrixSpectrum(Record):
     layer: int | None = field(metadata={"help": "Transformer block index, None outside the blocks."})
     module: str = field(metadata={"help": "Module type, e.g. q_proj, down_proj."})
     shape: tuple[int, int] = field(metadata={"help": "Shape of the base weight (out, in)."})
-    kind: str = field(metadata={"help": "dense (two checkpoints), lora (factors) or dora."})
+    kind: str = field(
+        metadata={
+            "help": "dense (two checkpoints), or the adapter method: lora, dora, adalora, vera, loha, lokr, ia3, "
+            "oft, boft."
+        }
+    )
     singular_values: tuple[float, ...] = field(metadata={"help": "All min(shape) σ of ΔW, descending."})
     ranks: dict[str, float | None] = field(
         metadata={
@@ -51,10 +56,22 @@ class MatrixSpectrum(Record):
     at_noise_level: bool = field(
         default=False, metadata={"help": "True when no σ of ΔW rises above the noise edge."}
     )
-    lora_rank: int | None = field(default=None, metadata={"help": "Adapter rank r (LoRA/DoRA only)."})
+    lora_rank: int | None = field(
+        default=None,
+        metadata={
+            "help": "Adapter rank setting r (LoRA, DoRA, LoHa, LoKr, VeRA; AdaLoRA's kept r'); None otherwise."
+        },
+    )
     approximate: bool = field(
         default=False,
         metadata={"help": "True when σ are the top-k of the randomized solver (delta_norm is still exact)."},
+    )
+    rank_bound: int | None = field(
+        default=None,
+        metadata={
+            "help": "Bound on rank(ΔW) from the method's structure (LoRA r, AdaLoRA r', VeRA r, LoHa r², LoKr "
+            "rank(W₁)·rank(W₂) bound, IA3 changed scales); None when it allows min(shape)."
+        },
     )
 
 
@@ -83,7 +100,7 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
         rank_keys = sorted({k for m in self.matrices for k in m.ranks})
         columns = ["name", "layer", "module", "rows", "cols", "kind", *rank_keys]
         columns += ["delta_norm", "base_norm", "erased_fraction", "random_energy_90", "noise_edge"]
-        columns += ["at_noise_level", "lora_rank", "base_dtype", "tuned_dtype", "approximate"]
+        columns += ["at_noise_level", "lora_rank", "base_dtype", "tuned_dtype", "approximate", "rank_bound"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
@@ -91,7 +108,7 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
             row: list[object] = [m.name, m.layer, m.module, m.shape[0], m.shape[1], m.kind]
             row += [m.ranks.get(k) for k in rank_keys]
             row += [m.delta_norm, m.base_norm, m.erased_fraction, m.random_energy_90, m.noise_edge]
-            row += [m.at_noise_level, m.lora_rank, m.base_dtype, m.tuned_dtype, m.approximate]
+            row += [m.at_noise_level, m.lora_rank, m.base_dtype, m.tuned_dtype, m.approximate, m.rank_bound]
             writer.writerow(["" if v is None else v for v in row])
         text = buffer.getvalue()
         if path is not None:
