@@ -10,6 +10,7 @@ from pathlib import Path
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.base import PICKLE_SUFFIXES, TensorSource, refuse_pickle
 from deltarank.io.gguf_file import GGUFSource
+from deltarank.io.hub import resolve_path
 from deltarank.io.safetensors_file import SafetensorsSource, ShardedSafetensorsSource
 
 __all__ = ["TensorSource", "expand_checkpoints", "open_checkpoint"]
@@ -19,15 +20,17 @@ def open_checkpoint(path: str | Path) -> TensorSource:
     """Open a model checkpoint: a .safetensors file, a Hugging Face directory (single or sharded) or GGUF.
 
     Args:
-        path: File or directory.
+        path: File or directory, or a Hugging Face repo id `org/name[@revision]` in the local cache
+            (`deltarank.io.hub.resolve_path`).
 
     Returns:
         A TensorSource for it.
 
     Raises:
-        InputError: missing path, pickle checkpoint, directory without weights, unreadable file.
+        InputError: missing path or uncached repo id, pickle checkpoint, directory without weights, unreadable
+            file.
     """
-    p = Path(path)
+    p = resolve_path(path)
     if not p.exists():
         raise InputError(p, "no such file or directory")
     if p.is_dir():

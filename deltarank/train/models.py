@@ -105,7 +105,9 @@ def resolve_model(name_or_path: str | Path) -> ModelSource:
     if text.lower() in NAMED_MODELS:
         gguf = find_default_gguf() if text.lower() == DEFAULT_MODEL_NAME else find_gemma3_gguf()
         return ModelSource(text, gguf.parent, gguf.name)
-    path = Path(text).expanduser()
+    from deltarank.io.hub import resolve_path  # a Hugging Face repo id in the local cache -> its snapshot
+
+    path = resolve_path(text).expanduser()
     if path.is_file():
         if path.suffix == ".gguf":
             return ModelSource(text, path.parent, path.name)
