@@ -15,11 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from deltarank.errors import DeltarankError, InputError
 
-__all__ = ["ALLOW_PATTERNS", "download", "hub_cache_dir", "parse_repo_spec", "resolve_path"]
+__all__ = [
+    "ALLOW_PATTERNS",
+    "download",
+    "download_missing",
+    "hub_cache_dir",
+    "parse_repo_spec",
+    "resolve_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +150,19 @@ def download(spec: str | Path) -> Path:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DeltarankError(f"{spec}: download failed ({type(exc).__name__}: {reason})") from None
     return Path(str(folder))
+
+
+def download_missing(specs: Iterable[str | Path]) -> None:
+    """`--download`: fetch every repo id among `specs` into the cache; paths that exist and arguments that are
+    not repo ids are left alone (the readers report those as usual). Call it before the analysis, with the
+    arguments as the user gave them, and keep passing those arguments on: they then resolve from the cache.
+
+    Raises:
+        DeltarankError: a download failed.
+    """
+    for spec in specs:
+        if not Path(spec).exists() and parse_repo_spec(spec) is not None:
+            download(spec)
 
 
 def _not_cached(spec: str, repo_id: str, revision: str | None, cache: Path, exc: Exception) -> InputError:

@@ -20,7 +20,14 @@ from click.testing import CliRunner
 from deltarank.cli import main
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.adapter import AdapterSource
-from deltarank.io.hub import ALLOW_PATTERNS, download, hub_cache_dir, parse_repo_spec, resolve_path
+from deltarank.io.hub import (
+    ALLOW_PATTERNS,
+    download,
+    download_missing,
+    hub_cache_dir,
+    parse_repo_spec,
+    resolve_path,
+)
 from deltarank.io.naming import Selection
 from deltarank.io.pairing import plan_checkpoint
 from deltarank.io.safetensors_file import SafetensorsSource
@@ -264,6 +271,11 @@ def test_download_fetches_safe_files_only(
         assert not any(Path(pickle_name).match(pattern) for pattern in ALLOW_PATTERNS)
     assert download(str(tmp_path)) == tmp_path  # an existing path: no download
     assert len(calls) == 1
+    download_missing([str(tmp_path), "missing.safetensors", "org/tuned", "org/adapter@main"])
+    assert [(c["repo_id"], c["revision"]) for c in calls[1:]] == [
+        ("org/tuned", None),
+        ("org/adapter", "main"),
+    ]
 
 
 def test_download_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
