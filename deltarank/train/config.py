@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
 OPTIMIZER_STATE_POLICIES = ("last", "all", "none")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
+BATCHINGS = ("auto", "padding-free", "padded")
 # Learning rates used when none is given: TRL's SFT default for full fine-tuning, and the LoRA rate of
 # Biderman et al. 2024 for code instruction tuning (LoRA wants a ~10x larger rate than full fine-tuning).
 DEFAULT_LR = {"full": 2e-5, "lora": 2e-4}
@@ -85,6 +86,13 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name."})
+    batching: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (padding-free batches where the model keeps sequences apart, else padded), "
+            "padding-free, or padded."
+        },
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in backward."}
     )
@@ -266,6 +274,7 @@ def _validate(config: TrainConfig) -> None:
         "precision": PRECISIONS,
         "keep_optimizer_state": OPTIMIZER_STATE_POLICIES,
         "progress": PROGRESS_MODES,
+        "batching": BATCHINGS,
     }
     for key, allowed in choices.items():
         if getattr(config, key) not in allowed:

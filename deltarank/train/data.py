@@ -1,4 +1,4 @@
-"""Training data: a JSONL file or a built-in set, turned into token sequences and padded batches.
+"""Training data: a JSONL file or a built-in set, turned into token sequences and batches (padded or flat).
 
 A JSONL file holds one record per line, all of one shape (see `deltarank.train.formats`); a malformed line is
 an error naming the file and line. Built-in sets (`builtin:code`, `builtin:math`, ... see
@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -58,6 +58,8 @@ class PaddingCollator:
     """Right-pads a batch to its longest sequence; padding gets attention 0 and label `IGNORE_INDEX`."""
 
     pad_token_id: int
+    name: ClassVar[str] = "padded"
+    tokens_seen: ClassVar[str] = "non_padding"  # how Trainer counts tokens: the attention mask's ones
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -70,6 +72,40 @@ class PaddingCollator:
             labels[row, :n] = torch.tensor(feature["labels"])
             mask[row, :n] = 1
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@dataclass(frozen=True)
+class FlatCollator:
+    """Concatenates a batch into one row of real tokens, with position ids restarting at 0 for each sequence.
+
+    The padding-free batch of `transformers.DataCollatorWithFlattening`: no padding and no attention mask, so
+    the model's mask builder reads the sequence boundaries from the position ids and makes each sequence attend
+    only to itself (`deltarank.train.batching.attends_within_sequences` checks a model does). The first label
+    of every sequence is `IGNORE_INDEX`: a causal LM's loss shifts labels by one, so it would otherwise train
+    the last token of one sequence to predict the first of the next; it is never a target in a padded batch
+    either, so both batchings train on the same tokens with the same loss. `use_cache=False` keeps the model
+    from creating a KV cache, in whose presence the boundaries are not read.
+    """
+
+    name: ClassVar[str] = "padding-free"
+    tokens_seen: ClassVar[str] = "all"  # every token of a flattened batch is a real one
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for feature in features:
+            n = len(feature["input_ids"])
+            ids.extend(feature["input_ids"])
+            labels.append(IGNORE_INDEX)
+            labels.extend(feature["labels"][1:n])
+            positions.extend(range(n))
+        return {
+            "input_ids": torch.tensor([ids], dtype=torch.long),  # (1, ΣT)
+            "labels": torch.tensor([labels], dtype=torch.long),  # (1, ΣT)
+            "position_ids": torch.tensor([positions], dtype=torch.long),  # (1, ΣT)
+            "use_cache": False,
+        }
 
 
 def read_jsonl(path: str | Path) -> tuple[str, list[dict[str, Any]]]:

@@ -1,7 +1,8 @@
 """`run_training(config)`: one fine-tuning run on `transformers.Trainer`, top to bottom.
 
-resolve the model → tokenize the data → load the model in fp32 → wrap it (LoRA only) → Trainer.train →
-save the final weights (fp32 safetensors for full, a PEFT adapter for LoRA) → write run.json.
+resolve the model → tokenize the data → load the model in fp32 → wrap it (LoRA only) → pick padding-free or
+padded batches (`deltarank.train.batching`) → Trainer.train → save the final weights (fp32 safetensors for
+full, a PEFT adapter for LoRA) → write run.json.
 
 Because this is a plain `transformers.Trainer`, `accelerate launch -m deltarank train ...` runs it on many
 processes (DDP, FSDP, DeepSpeed through an accelerate config) with no code of ours.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError
+from deltarank.train.batching import make_collator
 from deltarank.train.callbacks import (
     CheckpointTidier,
     CostCallback,
@@ -28,7 +30,7 @@ from deltarank.train.callbacks import (
     remove_training_args,
 )
 from deltarank.train.config import TrainConfig
-from deltarank.train.data import PaddingCollator, TokenizedDataset, build_dataset
+from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
 from deltarank.train.lora import wrap_model
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from deltarank.train.run_record import run_record, write_run_record
@@ -81,17 +83,20 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
 
     set_seed(config.seed)  # LoRA's A is initialised before the Trainer seeds anything
     model = wrap_model(load_model(source), config)
+    collator = make_collator(config.batching, model, tokenizer.pad_token_id)
+    args.include_num_input_tokens_seen = collator.tokens_seen
     cost = CostCallback()
     resume_step = _checkpoint_step(checkpoint)
     train_log = TrainLogCallback(output_dir, resume_step)
     extra = [train_log, cost, *callbacks]
-    trainer = build_trainer(config, args, model, tokenizer, train_set, eval_set, extra)
+    trainer = build_trainer(config, args, model, tokenizer, collator, train_set, eval_set, extra)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
         remove_training_args(output_dir)
     record = run_record(config, trainer, cost, source, time.perf_counter() - started, train_log.offset, data)
     record["resumed_from_step"] = resume_step
+    record["batching"] = collator.name
     if trainer.is_world_process_zero():
         write_run_record(output_dir, record)
         logger.info("wrote %s", output_dir)
@@ -215,11 +220,12 @@ def build_trainer(
     args: Any,
     model: Any,
     tokenizer: Any,
+    collator: FlatCollator | PaddingCollator,
     train_set: TokenizedDataset,
     eval_set: TokenizedDataset | None,
     callbacks: list[Any],
 ) -> Any:
-    """A `transformers.Trainer` with deltarank's callbacks in place of its printer and progress bar."""
+    """A `transformers.Trainer` with deltarank's collator and callbacks (in place of its printer and bar)."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 
@@ -228,7 +234,7 @@ def build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
