@@ -91,7 +91,11 @@ def oft_block_size(n_elements: int) -> int | None:
 def _oft(shapes: Shapes) -> Implied | None:
     r = _matrix(shapes, "oft_R")
     size = oft_block_size(r[1]) if r else None
-    return (None, r[0] * size) if r and size else None  # with block_share, r[0] = 1: checked by the form
+    if not (r and size):
+        return None
+    return (
+        (None, r[0] * size) if r[0] > 1 else (None, None)
+    )  # one shared block: its fit is checked by the form
 
 
 def _boft(shapes: Shapes) -> Implied | None:

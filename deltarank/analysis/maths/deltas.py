@@ -35,6 +35,7 @@ import torch
 from deltarank.analysis.maths.arrays import frobenius_norm, host_array
 from deltarank.analysis.maths.noise import StorageNoise, storage_noise
 from deltarank.analysis.maths.rotations import boft_rotation, oft_rotation_blocks
+from deltarank.errors import DeltarankError
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ def ia3_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta
     scales = tensors["ia3_l"].to(dtype)
     scales = scales.mT if inputs.fan_in_fan_out else scales
     matrix = base * (scales - 1.0)
-    return _dense("ia3", matrix, base, int(torch.count_nonzero(scales != 1.0)))
+    return _dense("ia3", matrix, base, min(int(torch.count_nonzero(scales != 1.0)), *matrix.shape))
 
 
 def oft_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
@@ -263,6 +264,10 @@ def oft_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta
     vectors = tensors["oft_R"].to(dtype)
     out, inp = base.shape
     block = (1 + math.isqrt(1 + 8 * vectors.shape[1])) // 2
+    if inp % block or (vectors.shape[0] > 1 and vectors.shape[0] * block != inp):
+        raise DeltarankError(
+            f"OFT blocks of size {block} ({vectors.shape[0]} saved) do not tile {inp} inputs"
+        )
     options = inputs.options
     blocks = oft_rotation_blocks(
         vectors,
