@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, InputError, PairingError
 from deltarank.io.adapter import AdapterSource, parse_adapter_config
+from deltarank.io.base import TensorInfo
 from deltarank.io.naming import Selection, canonical_name, layer_index, module_type
 from deltarank.io.pairing import plan_adapter, plan_dense
 from deltarank.io.safetensors_file import read_header
-from deltarank.io.base import TensorInfo
 from tests.reliability.corpus import write_raw_safetensors, write_safetensors
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -88,15 +88,37 @@ def test_wrappers_in_any_order_strip_to_the_same_name(wrapped: tuple[str, str]) 
     st.dictionaries(st.one_of(NAME, WRAPPED.map("".join)), SHAPE, max_size=12),
     st.one_of(st.none(), st.sampled_from(["q_proj", "layers", ".*", "("])),
 )
+# Random names rarely meet on both sides: these reach pairing's branches every run (one pair and a
+# skipped shape mismatch through a wrapper prefix; every selected shape differs; up_proj not selected).
+@example(
+    {"model.layers.0.self_attn.q_proj.weight": (4, 8), "model.layers.1.mlp.up_proj.weight": (4, 4)},
+    {
+        "base_model.model.model.layers.0.self_attn.q_proj.weight": (8, 4),
+        "model.layers.1.mlp.up_proj.weight": (4, 4),
+    },
+    None,
+)
+@example(
+    {"model.layers.0.self_attn.q_proj.weight": (4, 8), "model.layers.1.mlp.up_proj.weight": (4, 4)},
+    {"model.layers.0.self_attn.q_proj.weight": (8, 4), "model.layers.1.mlp.up_proj.weight": (4, 8)},
+    None,
+)
+@example(
+    {"model.layers.0.self_attn.q_proj.weight": (4, 8), "model.layers.1.mlp.up_proj.weight": (4, 4)},
+    {"model.layers.0.self_attn.q_proj.weight": (4, 8), "x.weight": (4, 4)},
+    "q_proj",
+)
 def test_dense_pairing_is_by_canonical_name_or_a_clear_error(
     base_shapes: dict[str, tuple[int, ...]], tuned_shapes: dict[str, tuple[int, ...]], include: str | None
 ) -> None:
     base, tuned = MemorySource(base_shapes, Path("base")), MemorySource(tuned_shapes, Path("tuned"))
+    expected_error = _expected_dense_error(base_shapes, tuned_shapes, include)
     try:
         pairs, skipped = plan_dense(base, tuned, Selection(include=include))
     except DeltarankError as exc:
-        assert str(exc)
+        assert expected_error is not None and expected_error in str(exc), (expected_error, str(exc))
         return
+    assert expected_error is None
     names = [p.name for p in pairs]
     assert len(names) == len(set(names))
     for pair in pairs:
@@ -110,6 +132,34 @@ def test_dense_pairing_is_by_canonical_name_or_a_clear_error(
         name = canonical_name(key)
         if Selection(include=include).wants(name, len(shape)) and name in tuned_names:
             assert name in names or any(s.name == name for s in skipped)
+
+
+def _expected_dense_error(
+    base_shapes: dict[str, tuple[int, ...]], tuned_shapes: dict[str, tuple[int, ...]], include: str | None
+) -> str | None:
+    """Which error pairing must give, worked out from the inputs alone (None: it must succeed).
+
+    In the order pairing checks: an invalid --include, two keys of one checkpoint with one canonical name, no
+    name in common, every selected tensor paired with another shape (and none missing on either side).
+    """
+    if include == "(":
+        return "is not a valid regular expression"
+    for shapes in (base_shapes, tuned_shapes):
+        names = [canonical_name(key) for key in shapes]
+        if len(set(names)) < len(names):
+            return "both stand for"
+    base = {canonical_name(k): s for k, s in base_shapes.items()}
+    tuned = {canonical_name(k): s for k, s in tuned_shapes.items()}
+    if not base.keys() & tuned.keys():
+        return "have no tensor name in common"
+    selection = Selection(include=include)
+    chosen_base = {n for n, s in base.items() if selection.wants(n, len(s))}
+    chosen_tuned = {n for n, s in tuned.items() if selection.wants(n, len(s))}
+    if chosen_base ^ chosen_tuned:
+        return None  # a tensor missing on one side is skipped, not an error
+    if chosen_base and all(base[n] != tuned[n] for n in chosen_base):
+        return "every selected tensor differs in shape"
+    return None
 
 
 CONFIG_VALUE = st.one_of(
@@ -177,6 +227,16 @@ FACTOR_KEY = st.tuples(
         st.sampled_from(["q_proj", "up_proj", "layers\\.1\\..*", "(?i)x"]), st.integers(1, 8), max_size=2
     ),
 )
+@example(  # a well-formed adapter of two modules (random keys rarely make one)
+    {
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": (4, 8),
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": (8, 4),
+        "base_model.model.model.layers.1.mlp.up_proj.lora_A.default.weight": (4, 8),
+        "base_model.model.model.layers.1.mlp.up_proj.lora_B.default.weight": (8, 4),
+    },
+    4,
+    {},
+)
 def test_adapter_directory_and_pairing_give_a_result_or_a_clear_error(
     factors: dict[str, tuple[int, ...]], r: int, rank_pattern: dict[str, int]
 ) -> None:
@@ -198,8 +258,17 @@ def test_adapter_directory_and_pairing_give_a_result_or_a_clear_error(
             adapter = AdapterSource(directory)
             pairs, _ = plan_adapter(base, adapter, Selection())
         except DeltarankError as exc:
-            assert str(exc)
+            # A clear error names the adapter (its directory or a file in it) and says what is wrong.
+            assert isinstance(exc, InputError | PairingError), repr(exc)
+            assert str(directory) in str(exc) and len(str(exc)) > len(str(directory)) + 10, str(exc)
             return
+    # Every adapted block weight of the base with both factors saved is paired (lm_head is not selected).
+    wanted = {
+        canonical_name(key.split(".lora_")[0]) + ".weight"
+        for key in factors
+        if re.search(r"\.lora_[AB](\.[^.]+)?\.weight$", key)
+    }
+    assert {p.name for p in pairs} == wanted & {n for n in base.shapes if n != "lm_head.weight"}
     for pair in pairs:
         assert pair.name in base.shapes and pair.shape == base.shapes[pair.name]
         b_shape, a_shape = adapter.factor_shapes(pair.name)
