@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,20 @@ def smollm2_gguf() -> Path:
     if path is None:
         pytest.skip(SMOLLM2_MISSING)
     return path
+
+
+def free_port() -> int:
+    """A TCP port free right now on localhost (bound to port 0, read, closed), e.g. for torchrun's
+    --master-port, so that parallel or leftover runs cannot collide on a fixed number."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def master_port() -> int:
+    """A free port for a torchrun rendezvous (see `free_port`)."""
+    return free_port()
 
 
 def has_cuda() -> bool:
