@@ -4,14 +4,21 @@ Every tool runs as its own process (wall time and peak RSS from wait4); medians 
 taking turns in each round.
 
     python benchmarks/run_all.py [--repeats 5] [--real-tuned runs/reproduce/full] [--skip-weightwatcher]
+        [--scale [--scale-only] [--scale-layers 32]]
+
+--scale also generates a Llama-2-7B-shaped bf16 pair (benchmarks/pairs.py `llama7b_pair`: 224 projections,
+13.5 GB per checkpoint, ~27 GB of disk), runs deltarank spectrum on it once (wall time, peak RSS), writes
+benchmarks/results/scale.{md,json} (scale-<N>l.* for --scale-layers N < 32) and deletes the pair, also on failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,7 +111,7 @@ def compare_pair(label: str, base: Path, tuned: Path, repeats: int, weightwatche
 def kernel_limit(base: Path, tuned: Path, repeats: int) -> dict[str, object]:
     """deltarank's in-process time vs its decomposition kernels alone on preloaded deltas, same schedule.
 
-    The kernels run as a run runs them (`deltarank.analysis.schedule`: one worker per core, one BLAS thread
+    The kernels run as a run runs them (`deltarank.analysis.engine.schedule`: one worker per core, one BLAS thread
     each), so the ratio is what reading, checking, subtracting and recording cost on top. Medians of `repeats`.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -112,8 +119,8 @@ def kernel_limit(base: Path, tuned: Path, repeats: int) -> dict[str, object]:
     from safetensors.torch import load_file
 
     from deltarank.analysis.engine import spectrum
-    from deltarank.analysis.schedule import applied, cpu_schedule
-    from deltarank.analysis.solvers import resolve_solver, singular_values
+    from deltarank.analysis.engine.schedule import applied, cpu_schedule
+    from deltarank.analysis.maths.svd import resolve_solver, singular_values
 
     solver = resolve_solver("auto", torch.device("cpu"), torch.float32)
     b, t = load_file(str(base / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
@@ -184,6 +191,59 @@ def memory_scaling(repeats: int) -> dict[str, float]:
     }
 
 
+def scale_benchmark(layers: int = 32) -> dict[str, object]:
+    """Generate the Llama-2-7B-shaped bf16 pair, run deltarank spectrum on it once, delete the pair."""
+    root = HERE / "out" / f"llama2-7b-shaped-{layers}l"
+    need = 2 * 2 * sum(math.prod(s) for s in pairs.llama7b_shapes(layers).values())
+    free = shutil.disk_usage(HERE).free + _size(root)
+    if free < need * 1.05:
+        raise RuntimeError(
+            f"the {layers}-layer scale pair needs {need / 1e9:.1f} GB of disk, {free / 1e9:.1f} GB free"
+        )
+    out = HERE / "out" / f"scale-{layers}l.json"
+    row: dict[str, object] = {"layers": layers, "load_before": os.getloadavg()[0]}
+    try:
+        start = time.perf_counter()
+        print(f"[scale] generating the {layers}-layer pair under {root}", flush=True)
+        base, tuned = pairs.llama7b_pair(layers, root, progress=True)
+        row["generate_s"] = time.perf_counter() - start
+        row["checkpoint_bytes"] = _size(base)
+        print(f"[scale] deltarank spectrum on {_size(base) / 1e9:.2f} GB per checkpoint", flush=True)
+        wall, rss = run_process(deltarank_cmd(base, tuned, out))
+        result = json.loads(out.read_text())
+        row.update(
+            wall_s=wall,
+            peak_rss_mib=rss,
+            matrices=len(result["matrices"]),
+            skipped=len(result["skipped"]),
+            solver=result["solver"],
+            load_after=os.getloadavg()[0],
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        out.unlink(missing_ok=True)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def scale_markdown(row: dict, env: dict) -> str:  # type: ignore[type-arg]
+    """The README line of the scale benchmark."""
+    return (
+        f"Machine: {env['machine']}; deltarank {env['deltarank']}, torch {env['torch']}. One run.\n\n"
+        "| pair | matrices | checkpoint size | generate (s) | deltarank wall (s) | peak RSS (MiB) |\n"
+        "|---|---:|---:|---:|---:|---:|\n"
+        f"| Llama-2-7B-shaped bf16, {row['layers']} layers | {row['matrices']} | "
+        f"{row['checkpoint_bytes'] / 1e9:.2f} GB | {row['generate_s']:.0f} | {row['wall_s']:.1f} | "
+        f"{row['peak_rss_mib']:.0f} |\n\n"
+        f"Solver {row['solver']}, {row['skipped']} skipped; load average {row['load_before']:.1f} before, "
+        f"{row['load_after']:.1f} after (a shared machine is slower).\n"
+    )
+
+
 def environment() -> dict[str, str]:
     import transformers
 
@@ -212,8 +272,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--real-tuned", type=Path, default=Path("runs/reproduce/full"))
     parser.add_argument("--skip-weightwatcher", action="store_true")
+    parser.add_argument(
+        "--scale", action="store_true", help="also the Llama-2-7B-shaped pair (~27 GB of disk)"
+    )
+    parser.add_argument("--scale-only", action="store_true", help="only the scale benchmark")
+    parser.add_argument("--scale-layers", type=int, default=32, help="fewer for a test run [32]")
     args = parser.parse_args()
-    report: dict[str, object] = {"environment": environment()}
+    env = environment()
+    if args.scale or args.scale_only:
+        row = scale_benchmark(args.scale_layers)
+        name = "scale" if args.scale_layers == 32 else f"scale-{args.scale_layers}l"
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps({"environment": env, "scale": row}, indent=1))
+        (RESULTS / f"{name}.md").write_text(scale_markdown(row, env))
+        print(scale_markdown(row, env))
+        if args.scale_only:
+            return
+    report: dict[str, object] = {"environment": env}
     base, tuned = pairs.synthetic_pair()
     pair_rows = [
         compare_pair("synthetic-llama-8x1024", base, tuned, args.repeats, not args.skip_weightwatcher)
