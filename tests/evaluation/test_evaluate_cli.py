@@ -1,0 +1,112 @@
+"""`deltarank evaluate` on a tiny Llama: HumanEval completions are generated and run only with --execute,
+zh-sentiment is scored by exact match of the real generations, held-out loss is measured as training
+tokenizes; bad requests stop with one line before a model loads."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from deltarank.cli import main
+from deltarank.evaluation import tasks
+from deltarank.evaluation.generate import greedy_answer
+from deltarank.train import builtin_zh
+from deltarank.train.builtin_data import builtin_records, parse_builtin
+from deltarank.train.models import load_model, load_tokenizer, resolve_model
+from tests.train.conftest import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_lm"))
+
+
+def evaluate(model_dir: Path, out: Path, *args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(model_dir), "-o", str(out), *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())
+
+
+def test_humaneval_runs_completions_only_with_execute(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ("--data", "builtin:humaneval", "--limit", "2", "--max-new-tokens", "4")
+    calls: list[str] = []
+    original = tasks.run_program
+    monkeypatch.setattr(
+        tasks, "run_program", lambda source, limits: calls.append(source) or original(source, limits)
+    )
+    shown = evaluate(model_dir, tmp_path / "shown.json", *args)
+    assert shown["task"] == "humaneval" and shown["executed"] is False and calls == []
+    assert [p["task_id"] for p in shown["problems"]] == ["HumanEval/0", "HumanEval/1"]
+    assert "status" not in shown["problems"][0]
+    run = evaluate(model_dir, tmp_path / "run.json", *args, "--execute", "--timeout", "5")
+    assert len(calls) == 2 and run["executed"] is True
+    for problem in run["problems"]:  # a 2-layer random model writes no working Python
+        assert problem["status"] == "failed" and "sockets refused" in problem["isolation"]
+    assert run["passed"] == 0 and run["pass_at_1"] == 0.0
+
+
+def test_sentiment_accuracy_is_exact_match_of_the_generation(model_dir: Path) -> None:
+    source = resolve_model(str(model_dir))
+    model, tokenizer = load_model(source).eval(), load_tokenizer(source)
+    records = list(builtin_zh.sentiment_records("test"))[:3]
+    said = [greedy_answer(model, tokenizer, r["prompt"], 4) for r in records]
+    matching = [{**r, "answer": builtin_zh.normalize_answer(s)} for r, s in zip(records, said, strict=True)]
+    assert tasks.sentiment_accuracy(model, tokenizer, matching, 4)["accuracy"] == 1.0
+    other = [{**r, "answer": r["answer"] + "!"} for r in matching]
+    assert tasks.sentiment_accuracy(model, tokenizer, other, 4)["correct"] == 0
+
+
+def test_sentiment_cli(model_dir: Path, tmp_path: Path) -> None:
+    result = evaluate(model_dir, tmp_path / "a.json", "--data", "builtin:zh-sentiment:test", "--limit", "4",
+                      "--max-new-tokens", "2")  # fmt: skip
+    assert result["task"] == "accuracy" and result["examples"] == 4
+    assert 0 <= result["correct"] <= 4 and result["accuracy"] == result["correct"] / 4
+
+
+def test_held_out_loss_on_peoples_daily(model_dir: Path, tmp_path: Path) -> None:
+    result = evaluate(model_dir, tmp_path / "l.json", "--data", "builtin:zh-text:test", "--limit", "2",
+                      "--seq-len", "32")  # fmt: skip
+    assert result["task"] == "loss" and result["format"] == "text" and result["examples"] == 2
+    assert result["trained_tokens"] == 2 * 31
+    assert math.log(100) < result["loss"] < math.log(2000)  # a random model over a 320-token vocabulary
+
+
+BAD = {
+    "execute_without_humaneval": (
+        ["--data", "builtin:zh-text:test", "--execute"],
+        "--execute runs HumanEval",
+    ),
+    "unknown_builtin": (["--data", "builtin:zh-sentimnt:test"], "unknown built-in data"),
+    "missing_file": (["--data", "nowhere.jsonl"], "data file not found"),
+    "missing_tuned": (["--data", "builtin:zh-text:test", "--tuned", "no_run"], "tuned model not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_requests_fail_before_loading(model_dir: Path, tmp_path: Path, case: str) -> None:
+    args, problem = BAD[case]
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(model_dir), "-o", str(out), *args])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert problem in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_humaneval_is_not_training_data(model_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["train", "--model", str(model_dir), "--data", "builtin:humaneval", "--method", "lora"]
+    result = CliRunner().invoke(main, [*args, "--output-dir", str(run_dir)])
+    assert result.exit_code == 1 and "evaluation prompt set, not training data" in result.output
+    assert not run_dir.exists()
+
+
+def test_zh_sentiment_split_names_parse() -> None:
+    assert parse_builtin("builtin:zh-sentiment:test").split == "test"
+    assert next(builtin_records(parse_builtin("builtin:zh-sentiment")))["answer"] in ("正面", "负面")
