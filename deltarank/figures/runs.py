@@ -22,7 +22,7 @@ ENERGY_TAU = 0.9
 CHECKPOINT_RE = re.compile(r"^checkpoint[-_](\d+)$")
 TRAIN_LOG = "train_log.jsonl"
 TOKEN_KEYS: tuple[str, ...] = ("tokens", "num_tokens", "tokens_seen", "num_input_tokens_seen")
-ADAPTER_KINDS = frozenset({"lora", "dora"})
+ADAPTER_KINDS = frozenset({"lora", "dora", "adalora", "vera", "loha", "lokr", "ia3", "oft", "boft"})
 # Path components that name a file format, not a run: skipped when deriving a run label.
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".bin", ".pt"})
 _GENERIC_NAMES = frozenset(
@@ -48,7 +48,7 @@ class Run:
 
     @property
     def is_adapter(self) -> bool:
-        """True when the result was computed from LoRA/DoRA factors."""
+        """True when the result was computed from a PEFT adapter's saved tensors (any method)."""
         return bool(self.result.matrices) and all(m.kind in ADAPTER_KINDS for m in self.result.matrices)
 
 

@@ -330,3 +330,18 @@ def test_qlora_adapter_against_the_dequantized_nf4_base(tmp_path: Path) -> None:
         observed = np.asarray(record.singular_values)
         assert record.kind == "lora" and record.rank_bound == 4 and record.tuned_dtype == "F32"
         assert float(np.max(np.abs(observed - expected))) <= SIGMA_TOL * float(expected[0])
+
+
+def test_kronecker_delta_svd_reconstructs_the_product() -> None:
+    """The tools' thin SVD of a LoKr delta (U_A ⊗ U_B, σ_A ⊗ σ_B, V_A ⊗ V_B, sorted) is s·(A ⊗ B)."""
+    from deltarank.analysis.maths.deltas import Delta
+    from deltarank.analysis.maths.svd import delta_singular_values, delta_svd
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(shape, generator=generator, dtype=torch.float64) for shape in ((4, 6), (5, 3)))
+    delta = Delta(kind="lokr", norm=None, kron=(a, b), scale=-0.5)
+    svd = delta_svd(delta)
+    rebuilt = svd.u @ torch.diag(svd.s) @ svd.v.mT
+    torch.testing.assert_close(rebuilt, -0.5 * torch.kron(a, b))
+    assert torch.all(svd.s[:-1] >= svd.s[1:])
+    torch.testing.assert_close(delta_singular_values(delta, "svd"), torch.linalg.svdvals(delta.dense()))
