@@ -31,6 +31,7 @@ not a security boundary (use a container for untrusted models).
 @click.option("--max-new-tokens", type=int, help="Tokens generated per answer [accuracy 8, HumanEval 384].")
 @click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per sequence for the loss.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the result JSON here.")
+@click.option("--force", is_flag=True, help="Replace the output if it already exists.")
 def evaluate(**options: Any) -> None:
     """Evaluate MODEL (or MODEL + a training run's output) on held-out DATA."""
     from deltarank.evaluation.run import EvalRequest

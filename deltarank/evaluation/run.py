@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deltarank.errors import DeltarankError, InputError
+from deltarank.errors import DeltarankError, InputError, OutputError
 from deltarank.evaluation import tasks
 from deltarank.evaluation.sandbox import Limits
 from deltarank.train import builtin_data, builtin_humaneval
@@ -48,6 +48,7 @@ class EvalRequest:
         max_new_tokens: Generated tokens per answer (accuracy 8, HumanEval 384).
         seq_len: Maximum tokens per sequence for the loss.
         output: Where to write the result JSON, or None.
+        force: Replace an existing `output` (without it an existing file is refused and left untouched).
     """
 
     model: str
@@ -60,6 +61,7 @@ class EvalRequest:
     max_new_tokens: int | None = None
     seq_len: int = 512
     output: str | None = None
+    force: bool = False
 
 
 def task_of(data: str) -> str:
@@ -123,7 +125,8 @@ def _check(request: EvalRequest) -> str:
     if request.output:
         from deltarank.io.atomic import check_writable
 
-        check_writable(request.output)
+        if check_writable(request.output).exists() and not request.force:
+            raise OutputError(f"{request.output}: already exists (use --force to replace it)")
     return task
 
 

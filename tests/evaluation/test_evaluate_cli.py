@@ -99,6 +99,28 @@ def test_bad_requests_fail_before_loading(model_dir: Path, tmp_path: Path, case:
     assert not out.exists()
 
 
+def test_existing_output_needs_force(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    args = [
+        "evaluate",
+        "--model",
+        str(model_dir),
+        "-o",
+        str(out),
+        "--data",
+        "builtin:zh-text:test",
+        "--limit",
+        "1",
+    ]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 1 and "already exists (use --force to replace it)" in refused.output
+    assert out.read_text() == "{}"
+    replaced = CliRunner().invoke(main, [*args, "--seq-len", "16", "--force"])
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads(out.read_text())["task"] == "loss"
+
+
 def test_humaneval_is_not_training_data(model_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = ["train", "--model", str(model_dir), "--data", "builtin:humaneval", "--method", "lora"]
