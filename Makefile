@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/deltarank reproduce --quick
+	$(BIN)/deltarank reproduce --quick --resume
 
 lint: install
 	$(BIN)/ruff check deltarank tests benchmarks
@@ -35,7 +35,7 @@ test-fast: install
 
 figures: install
 	$(BIN)/deltarank plot runs/reproduce/spectra/*-step*.json \
-		--summary runs/reproduce/summary.json -o figures --kind all --format pdf,png
+		--summary runs/reproduce/summary.json -o figures --force --kind all --format pdf,png
 
 bench: install
 	$(PY) benchmarks/run_all.py

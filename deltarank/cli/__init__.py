@@ -9,12 +9,18 @@ import importlib
 import logging
 import signal
 import sys
+import traceback
 from typing import Any
 
 import click
 
 from deltarank import __version__
 from deltarank.errors import DeltarankError
+
+# Exit statuses, the same for every command (2 is click's usage error: an unknown option, a bad value).
+BAD_INPUT = 1
+INTERNAL_ERROR = 3
+INTERRUPTED = 130
 
 # name -> "module:function"; a module that does not exist yet is simply not listed.
 SUBCOMMANDS: dict[str, str] = {
@@ -60,30 +66,37 @@ class LazyGroup(click.Group):
         except DeltarankError as exc:
             _fail(str(exc), ctx)
         except KeyboardInterrupt as exc:
-            click.echo(f"Error: {exc or 'interrupted'}", err=True)  # a command may say what it kept
-            ctx.exit(130)
+            click.echo(f"Error: {str(exc) or 'interrupted'}", err=True)  # a command may say what it kept
+            ctx.exit(INTERRUPTED)
         except (OSError, MemoryError) as exc:
             _fail(f"{type(exc).__name__}: {exc}", ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
-            if logging.getLogger().isEnabledFor(logging.DEBUG):
-                raise
-            _fail(f"internal error ({type(exc).__name__}: {exc}); run with -vv for the traceback", ctx)
+            debug = ctx.params.get("verbose", 0) >= 2
+            if debug:
+                traceback.print_exc()
+            hint = "" if debug else "; run with -vv for the traceback"
+            _fail(f"internal error ({type(exc).__name__}: {exc}){hint}", ctx, INTERNAL_ERROR)
 
 
-def _fail(message: str, ctx: click.Context) -> None:
-    """Print one `Error:` line (no traceback) and exit with status 1."""
+def _fail(message: str, ctx: click.Context, status: int = BAD_INPUT) -> None:
+    """Print one `Error:` line (no traceback) and exit with `status`."""
     first_line = " ".join(message.split())
     click.echo(f"Error: {first_line}", err=True)
-    ctx.exit(1)
+    ctx.exit(status)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="deltarank")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug with tracebacks).")
 def main(verbose: int) -> None:
-    """deltarank: what does fine-tuning change in the weights? Spectra and ranks of ΔW = W_tuned − W_base."""
+    """deltarank: what does fine-tuning change in the weights? Spectra and ranks of ΔW = W_tuned − W_base.
+
+    \b
+    Exit status: 0 success, 1 bad input, 2 usage error, 3 internal error (traceback with -vv),
+    130 interrupted. Shell completion: eval "$(_DELTARANK_COMPLETE=bash_source deltarank)".
+    """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)

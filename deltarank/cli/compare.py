@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from deltarank.cli.options import check_new_file, output_option
+
 
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -20,14 +22,9 @@ import click
     type=click.IntRange(min=1),
     help="Divide each run's median r0.9 by this LoRA rank instead of by the first run's.",
 )
-@click.option(
-    "--csv",
-    "csv_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the table as CSV (atomically) to this path.",
-)
+@output_option("Also write the table as CSV (atomically) to this file.")
 def compare(
-    results: tuple[Path, ...], labels: tuple[str, ...], lora_rank: int | None, csv_path: Path | None
+    results: tuple[Path, ...], labels: tuple[str, ...], lora_rank: int | None, output: str | None, force: bool
 ) -> None:
     """Compare result files: per module type, median energy_90 (r0.9) and noise-floor rank per run, and
     the ratio of each run's r0.9 to the first run's (or to --lora-rank R).
@@ -37,12 +34,12 @@ def compare(
     """
     from deltarank.analysis.results import SpectrumResult
     from deltarank.figures.tables import compare_table
-    from deltarank.io.atomic import check_writable, write_atomic
+    from deltarank.io.atomic import write_atomic
 
-    if csv_path is not None:
-        check_writable(csv_path)
+    if output is not None:
+        check_new_file(output, force)
     loaded = [SpectrumResult.from_json(path) for path in results]
     table = compare_table(loaded, list(labels) or None, lora_rank=lora_rank)
     click.echo(table.to_text(), nl=False)
-    if csv_path is not None:
-        write_atomic(csv_path, table.to_csv())
+    if output is not None:
+        write_atomic(output, table.to_csv())

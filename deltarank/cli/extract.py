@@ -7,11 +7,15 @@ from typing import Any
 import click
 
 from deltarank.analysis.tools.extract import SAVE_DTYPES, ExtractResult, check_target
-from deltarank.cli.intruders import (
+from deltarank.cli.options import (
     analysis_options,
     check_figure_path,
+    echo,
+    fetch_missing,
     figure_option,
+    output_option,
     progress_bar,
+    quiet_option,
     save_figure_file,
 )
 from deltarank.io.atomic import check_output_dir
@@ -20,16 +24,18 @@ from deltarank.io.atomic import check_output_dir
 @click.command()
 @click.argument("base", type=click.Path(path_type=str))
 @click.argument("tuned", type=click.Path(path_type=str))
-@click.option("-o", "--output", required=True, help="Adapter directory to write.")
-@click.option("--rank", type=int, default=None, help="One rank R for every matrix (clipped to its size).")
+@output_option("Adapter directory to write.", required=True)
+@click.option(
+    "--lora-rank", "rank", type=int, default=None, help="One rank R for every matrix (clipped to its size)."
+)
 @click.option(
     "--energy", type=float, default=None, help="Per-matrix rank keeping this share τ of ΔW's energy."
 )
 @click.option("--dtype", type=click.Choice(list(SAVE_DTYPES)), default="float32", show_default=True)
 @click.option("--base-model-name", default=None, help="base_model_name_or_path to record (default: BASE).")
-@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists and is not empty.")
 @analysis_options
 @figure_option
+@quiet_option
 def extract(
     base: str,
     tuned: str,
@@ -40,6 +46,8 @@ def extract(
     base_model_name: str | None,
     force: bool,
     figure: str | None,
+    quiet: bool,
+    download: bool,
     **options: Any,
 ) -> None:
     """Write the best rank-k approximation of each ΔW = TUNED − BASE as a PEFT LoRA adapter.
@@ -51,8 +59,9 @@ def extract(
 
     check_target(rank, energy, dtype)
     check_output_dir(output, force)
-    check_figure_path(figure)
-    with progress_bar("extract") as hook:
+    check_figure_path(figure, force)
+    fetch_missing(download, [base, tuned])
+    with progress_bar("extract", quiet) as hook:
         result = run_extract(
             base,
             tuned,
@@ -65,12 +74,12 @@ def extract(
             progress=hook,
             **options,
         )
-    click.echo(format_table(result))
+    echo(format_table(result), quiet)
     if figure:
         from deltarank.figures.subspace import plot_retained_energy
 
         save_figure_file(plot_retained_energy(result), figure)
-    click.echo(f"Wrote adapter {output} (r = {result.r})" + (f" and {figure}" if figure else ""))
+    echo(f"Wrote adapter {output} (r = {result.r})" + (f" and {figure}" if figure else ""), quiet)
 
 
 def format_table(result: ExtractResult) -> str:

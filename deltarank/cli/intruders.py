@@ -1,96 +1,55 @@
-"""`deltarank intruders BASE TUNED`: intruder dimensions of the tuned weights (Shuttleworth et al. 2024).
-
-Also holds the options and the progress bar that `similarity` and `extract` share.
-"""
+"""`deltarank intruders BASE TUNED`: intruder dimensions of the tuned weights (Shuttleworth et al. 2024)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from deltarank.analysis.engine.compute import ProgressHook
 from deltarank.analysis.tools.intruders import DEFAULT_EPSILON, DEFAULT_TOP_K, IntruderResult
-from deltarank.io.atomic import check_writable
-
-F = TypeVar("F", bound=Callable[..., Any])
-FIGURE_SUFFIXES = (".pdf", ".png", ".svg")
-
-
-def analysis_options(func: F) -> F:
-    """--device, --precision, --include, --exclude (as `deltarank spectrum` has them)."""
-    options = [
-        click.option(
-            "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-        ),
-        click.option(
-            "--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True
-        ),
-        click.option(
-            "--include", default=None, help="Regex of tensor names to analyse instead of the default."
-        ),
-        click.option("--exclude", default=None, help="Regex of tensor names to leave out."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def figure_option(func: F) -> F:
-    """--figure PATH: also draw the command's figure (.pdf, .png or .svg)."""
-    return click.option("--figure", default=None, help="Also save the figure here (.pdf, .png or .svg).")(
-        func
-    )
-
-
-def check_figure_path(path: str | None) -> None:
-    """Fail before the work when the figure cannot be written."""
-    if path is None:
-        return
-    if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
-        raise click.BadParameter(f"{path!r}: use a .pdf, .png or .svg file name", param_hint="--figure")
-    check_writable(path)
-
-
-def save_figure_file(fig: Any, path: str) -> None:
-    """Save with the shared deterministic, atomic save helper."""
-    from deltarank.figures.save import save_figure
-
-    target = Path(path)
-    save_figure(fig, target.parent, target.stem, [target.suffix.lstrip(".").lower()])
-
-
-@contextmanager
-def progress_bar(desc: str) -> Iterator[ProgressHook]:
-    """A progress hook driving a tqdm bar on stderr, shown only when stderr is a terminal."""
-    from tqdm import tqdm
-
-    with tqdm(desc=desc, unit="matrix", disable=not sys.stderr.isatty(), leave=False) as bar:
-
-        def hook(done: int, total: int, name: str) -> None:
-            bar.total = total
-            bar.set_postfix_str(name[-40:], refresh=False)
-            bar.update(1)
-
-        yield hook
+from deltarank.cli.options import (
+    STDOUT,
+    analysis_options,
+    check_figure_path,
+    check_new_file,
+    echo,
+    fetch_missing,
+    figure_option,
+    output_option,
+    progress_bar,
+    quiet_option,
+    save_figure_file,
+)
 
 
 @click.command()
 @click.argument("base", type=click.Path(path_type=str))
 @click.argument("tuned", type=click.Path(path_type=str))
-@click.option("-o", "--output", default="intruders.json", show_default=True, help="Result JSON file.")
-@click.option("--top-k", type=click.IntRange(min=1), default=DEFAULT_TOP_K, show_default=True)
+@output_option("Result JSON file (- for stdout).", default="intruders.json")
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TOP_K,
+    show_default=True,
+    help="Top singular vectors of W' tested.",
+)
 @click.option(
     "--epsilon", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_EPSILON, show_default=True
 )
 @analysis_options
 @figure_option
+@quiet_option
 def intruders(
-    base: str, tuned: str, output: str, top_k: int, epsilon: float, figure: str | None, **options: Any
+    base: str,
+    tuned: str,
+    output: str,
+    force: bool,
+    top_k: int,
+    epsilon: float,
+    figure: str | None,
+    quiet: bool,
+    download: bool,
+    **options: Any,
 ) -> None:
     """Intruder dimensions: top-k singular vectors of TUNED's weights far (|cos| < ε) from all of BASE's.
 
@@ -99,17 +58,27 @@ def intruders(
     """
     from deltarank.analysis.tools.intruders import intruders as run_intruders
 
-    check_writable(output)
-    check_figure_path(figure)
-    with progress_bar("intruders") as hook:
+    to_stdout = output == STDOUT
+    if not to_stdout:
+        check_new_file(output, force)
+    check_figure_path(figure, force)
+    fetch_missing(download, [base, tuned])
+    with progress_bar("intruders", quiet) as hook:
         result = run_intruders(base, tuned, top_k=top_k, epsilon=epsilon, progress=hook, **options)
-    result.to_json(output)
-    click.echo(format_table(result))
+    if to_stdout:
+        click.echo(result.to_json())
+    else:
+        result.to_json(output)
+    echo(format_table(result), quiet, not to_stdout)
     if figure:
         from deltarank.figures.subspace import plot_intruders_by_layer
 
         save_figure_file(plot_intruders_by_layer([result]), figure)
-    click.echo(f"Wrote {output}" + (f" and {figure}" if figure else ""))
+    echo(
+        f"Wrote {'stdout' if to_stdout else output}" + (f" and {figure}" if figure else ""),
+        quiet,
+        not to_stdout,
+    )
 
 
 def format_table(result: IntruderResult) -> str:

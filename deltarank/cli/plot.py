@@ -7,19 +7,14 @@ from pathlib import Path
 
 import click
 
+from deltarank.cli.options import output_option
+
 KIND_HELP = "spectrum, ranks, ratio (the headline), steps, learning, or all (every kind the inputs allow)."
 
 
 @click.command()
 @click.argument("results", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory (created when missing).",
-)
+@output_option("Output directory (created when missing).", required=True)
 @click.option(
     "--kind",
     "kinds",
@@ -61,7 +56,8 @@ KIND_HELP = "spectrum, ranks, ratio (the headline), steps, learning, or all (eve
 )
 def plot(
     results: tuple[Path, ...],
-    out_dir: Path,
+    output: str,
+    force: bool,
     kinds: tuple[str, ...],
     formats: str,
     labels: tuple[str, ...],
@@ -87,6 +83,7 @@ def plot(
     from deltarank.analysis.results import SpectrumResult
     from deltarank.figures.render import render_figures
 
+    out_dir = Path(output)
     loaded = [SpectrumResult.from_json(path) for path in results]
     written = render_figures(
         loaded,
@@ -97,6 +94,7 @@ def plot(
         summary=summary,
         lora_rank=lora_rank,
         x_axis=x_axis,
+        overwrite=force,
     )
     for path in written:
         click.echo(str(path))

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
+
+from deltarank.cli.options import device_option, output_option
+from deltarank.io.atomic import check_output_dir
 
 
 @click.command()
 @click.option(
     "--quick/--long", default=True, show_default=True, help="Quick: minutes on a CPU; long: a GPU run."
 )
+@output_option("Run directory (runs, spectra, figures, summary.json, report.md).", default="runs/reproduce")
 @click.option(
-    "--out", "out_dir", default="runs/reproduce", show_default=True, type=click.Path(path_type=Path)
+    "--resume", is_flag=True, help="Continue a stopped reproduction in OUTPUT (finished stages are kept)."
 )
 @click.option("--domain", type=click.Choice(["code", "math"]), default="code", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option("--model", default="smollm2-135m", show_default=True, help="Base model (name, GGUF or HF dir).")
 @click.option(
-    "--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank (α = 2r)."
+    "--lora-rank", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank r (α = 2r)."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -29,19 +34,27 @@ import click
 )
 def reproduce(
     quick: bool,
-    out_dir: Path,
+    output: str,
+    force: bool,
+    resume: bool,
     domain: str,
     device: str,
     model: str,
-    lora_r: int,
+    lora_rank: int,
     seed: int,
     max_steps: int | None,
     subspace: bool,
 ) -> None:
     """Reproduce "LoRA Learns Less and Forgets Less" at small scale: full fine-tuning learns perturbations of
-    far higher rank than LoRA, and LoRA forgets less. Re-running skips finished stages."""
+    far higher rank than LoRA, and LoRA forgets less. `--resume` continues a stopped run where it stopped."""
     from deltarank.reproduce.pipeline import ReproduceConfig
     from deltarank.reproduce.pipeline import reproduce as run
+
+    out_dir = Path(output)
+    if not resume:
+        check_output_dir(out_dir, force)
+        if force and out_dir.is_dir():
+            shutil.rmtree(out_dir)
 
     config = ReproduceConfig(
         out_dir=out_dir,
@@ -49,7 +62,7 @@ def reproduce(
         quick=quick,
         device=device,
         model=model,
-        lora_r=lora_r,
+        lora_r=lora_rank,
         seed=seed,
         max_steps=max_steps,
         subspace=subspace,
@@ -57,7 +70,7 @@ def reproduce(
     summary = run(config, echo=lambda line: click.echo(line, err=True))
     head = summary["headline"]
     click.echo(
-        f"Full fine-tuning MLP deltas need {head['mlp_full_energy_90_over_lora_r']:.1f}× the LoRA rank r={lora_r} "
+        f"Full fine-tuning MLP deltas need {head['mlp_full_energy_90_over_lora_r']:.1f}× the LoRA rank r={lora_rank} "
         f"for 90% of their energy; forgetting: full {summary['forgetting']['full']:+.4f}, "
         f"LoRA {summary['forgetting']['lora']:+.4f} (general-text loss increase). See {out_dir / 'report.md'}."
     )

@@ -7,15 +7,20 @@ from typing import Any
 import click
 
 from deltarank.analysis.tools.similarity import DEFAULT_TOP, SIDES, SimilarityResult
-from deltarank.cli.intruders import (
+from deltarank.cli.options import (
+    STDOUT,
     analysis_options,
     check_figure_path,
+    check_new_file,
+    echo,
+    fetch_missing,
     figure_option,
+    output_option,
     progress_bar,
+    quiet_option,
     save_figure_file,
 )
 from deltarank.errors import DeltarankError
-from deltarank.io.atomic import check_writable
 
 TABLE_SIZES = (1, 4, 16, 64)
 
@@ -25,16 +30,16 @@ def parse_top(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise DeltarankError(f"--top {text!r}: expected comma-separated integers like 1,2,4,8") from None
+        raise DeltarankError(f"--sizes {text!r}: expected comma-separated integers like 1,2,4,8") from None
 
 
 @click.command()
 @click.argument("base", type=click.Path(path_type=str))
 @click.argument("tuned_a", type=click.Path(path_type=str))
 @click.argument("tuned_b", type=click.Path(path_type=str))
-@click.option("-o", "--output", default="similarity.json", show_default=True, help="Result JSON file.")
+@output_option("Result JSON file (- for stdout).", default="similarity.json")
 @click.option(
-    "--top",
+    "--sizes",
     default=",".join(str(t) for t in DEFAULT_TOP),
     show_default=True,
     help="Subspace sizes i, j of the φ grid, comma-separated (clipped per matrix).",
@@ -42,14 +47,18 @@ def parse_top(text: str) -> tuple[int, ...]:
 @click.option("--side", type=click.Choice(SIDES), default="left", show_default=True, help="Singular vectors.")
 @analysis_options
 @figure_option
+@quiet_option
 def similarity(
     base: str,
     tuned_a: str,
     tuned_b: str,
     output: str,
-    top: str,
+    force: bool,
+    sizes: str,
     side: str,
     figure: str | None,
+    quiet: bool,
+    download: bool,
     **options: Any,
 ) -> None:
     """Subspace similarity φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j) between the top singular vectors of
@@ -59,18 +68,28 @@ def similarity(
     """
     from deltarank.analysis.tools.similarity import similarity as run_similarity
 
-    sizes = parse_top(top)
-    check_writable(output)
-    check_figure_path(figure)
-    with progress_bar("similarity") as hook:
-        result = run_similarity(base, tuned_a, tuned_b, top=sizes, side=side, progress=hook, **options)
-    result.to_json(output)
-    click.echo(format_table(result))
+    top = parse_top(sizes)
+    to_stdout = output == STDOUT
+    if not to_stdout:
+        check_new_file(output, force)
+    check_figure_path(figure, force)
+    fetch_missing(download, [base, tuned_a, tuned_b])
+    with progress_bar("similarity", quiet) as hook:
+        result = run_similarity(base, tuned_a, tuned_b, top=top, side=side, progress=hook, **options)
+    if to_stdout:
+        click.echo(result.to_json())
+    else:
+        result.to_json(output)
+    echo(format_table(result), quiet, not to_stdout)
     if figure:
         from deltarank.figures.subspace import plot_similarity_heatmaps
 
         save_figure_file(plot_similarity_heatmaps(result), figure)
-    click.echo(f"Wrote {output}" + (f" and {figure}" if figure else ""))
+    echo(
+        f"Wrote {'stdout' if to_stdout else output}" + (f" and {figure}" if figure else ""),
+        quiet,
+        not to_stdout,
+    )
 
 
 def format_table(result: SimilarityResult) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -14,8 +13,18 @@ from deltarank.analysis.engine.run import spectrum_many
 from deltarank.analysis.maths.svd import SOLVERS
 from deltarank.analysis.results.medians import median
 from deltarank.analysis.results.spectrum import SpectrumResult, output_paths
+from deltarank.cli.options import (
+    STDOUT,
+    analysis_options,
+    check_new_file,
+    echo,
+    fetch_missing,
+    output_option,
+    progress_bar,
+    quiet_option,
+    refuse_existing,
+)
 from deltarank.errors import DeltarankError
-from deltarank.io.atomic import check_writable
 from deltarank.io.source import expand_checkpoints
 
 
@@ -32,16 +41,10 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
 @click.command()
 @click.argument("base", type=click.Path(path_type=str))
 @click.argument("tuned", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option(
-    "-o",
-    "--output",
-    default=None,
-    help="Result JSON file (default spectrum.json); with several TUNED, a directory (default spectra/).",
+@output_option(
+    "Result JSON file (default spectrum.json; - for stdout); with several TUNED, a directory (default spectra/)."
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
-@click.option("--include", default=None, help="Regex of tensor names to analyse (embeddings/LM head too).")
-@click.option("--exclude", default=None, help="Regex of tensor names to leave out.")
+@analysis_options
 @click.option(
     "--thresholds",
     default=",".join(str(t) for t in DEFAULT_THRESHOLDS),
@@ -56,7 +59,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     show_default=True,
     help="auto, svd, gram (exact) or randomized (approximate top-k, labelled so in the output).",
 )
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="σ kept by --solver randomized.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="σ computed by --solver randomized.")
 @click.option("--resume", is_flag=True, help="Reuse the matrices a killed run already finished.")
 @click.option(
     "--workers",
@@ -64,25 +67,29 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     default=None,
     help="CPU decompositions at once (Gram solver) [one per core, at most 4]; each holds one delta.",
 )
+@quiet_option
 def spectrum(
     base: str,
     tuned: tuple[str, ...],
     output: str | None,
+    force: bool,
     device: str,
     precision: str,
     include: str | None,
     exclude: str | None,
+    download: bool,
     thresholds: str,
     csv_path: str | None,
     solver: str,
     top_k: int | None,
     resume: bool,
     workers: int | None,
+    quiet: bool,
 ) -> None:
     """SVD spectrum and effective ranks of ΔW = TUNED − BASE for every weight matrix.
 
     BASE is a .safetensors file, a Hugging Face model directory or a GGUF file; TUNED is one of those or a
-    PEFT LoRA/DoRA adapter directory. Several TUNED (e.g. run/checkpoint-*) share one pass over BASE.
+    PEFT adapter directory. Several TUNED (e.g. run/checkpoint-*) share one pass over BASE.
     """
     options = SpectrumOptions(
         device=device,
@@ -94,29 +101,42 @@ def spectrum(
         top_k=top_k,
         workers=workers,
     )
+    fetch_missing(download, [base, *tuned])
     tuned_paths = expand_checkpoints(tuned)
-    outputs = output_paths(tuned_paths, output)
+    to_stdout = output == STDOUT
+    if to_stdout and len(tuned_paths) > 1:
+        raise DeltarankError("-o - (stdout) takes a single TUNED; with several, -o names a directory")
+    outputs = output_paths(tuned_paths, None if to_stdout else output)
+    for path in outputs if not to_stdout else []:
+        refuse_existing(path, force)  # output_paths checked that each can be written
     if csv_path:
-        check_writable(csv_path)
+        check_new_file(csv_path, force)
     if csv_path and len(tuned_paths) > 1:
         raise DeltarankError("--csv takes a single TUNED; with several, read each JSON with SpectrumResult")
     # The cache keeps finished matrices for a later --resume even when this run does not reuse any; it is
     # removed once the result files are written.
     cache_dir = cache_directory(outputs[0], os.environ.get("RANK", "0"))  # torchrun: one per rank
     cache = RecordCache(cache_dir, options.fingerprint(base, tuned_paths), resume)
-    results = _run_with_progress(base, tuned_paths, options, cache)
+    with progress_bar("spectrum", quiet) as hook:
+        results = spectrum_many(base, tuned_paths, options, progress=hook, resume=cache)
     if not results:  # a torchrun rank other than 0: rank 0 writes
         cache.remove()
         return
-    write_results(results, outputs, csv_path)
+    if to_stdout:
+        click.echo(results[0].to_json())
+        if csv_path:
+            results[0].to_csv(csv_path)
+    else:
+        write_results(results, outputs, csv_path)
     for result in results:
-        click.echo(format_table(result))
+        echo(format_table(result), quiet, to_stdout=not to_stdout)
         for line in result.warnings():
             click.echo(f"Warning: {line}", err=True)
     if results[0].resumed:
-        click.echo(f"Resumed: reused {results[0].resumed} finished matrices")
+        echo(f"Resumed: reused {results[0].resumed} finished matrices", quiet, to_stdout=not to_stdout)
     cache.remove()
-    click.echo("Wrote " + ", ".join(str(p) for p in outputs) + (f" and {csv_path}" if csv_path else ""))
+    written = ["stdout"] if to_stdout else [str(p) for p in outputs]
+    echo("Wrote " + ", ".join(written) + (f" and {csv_path}" if csv_path else ""), quiet, not to_stdout)
 
 
 def write_results(results: list[SpectrumResult], outputs: list[Path], csv_path: str | None) -> None:
@@ -135,21 +155,6 @@ def write_results(results: list[SpectrumResult], outputs: list[Path], csv_path: 
             f"interrupted while writing: {written} of {len(outputs)} result files written, none of them partial; "
             "rerun with --resume to write them all (the finished matrices are kept)"
         ) from None
-
-
-def _run_with_progress(
-    base: str, tuned: list[str], options: SpectrumOptions, cache: RecordCache
-) -> list[SpectrumResult]:
-    from tqdm import tqdm
-
-    with tqdm(desc="spectrum", unit="matrix", disable=not sys.stderr.isatty(), leave=False) as bar:
-
-        def hook(done: int, total: int, name: str) -> None:
-            bar.total = total
-            bar.set_postfix_str(name[-40:], refresh=False)
-            bar.update(done - bar.n)
-
-        return spectrum_many(base, tuned, options, progress=hook, resume=cache)
 
 
 def format_table(result: SpectrumResult) -> str:

@@ -10,12 +10,12 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from deltarank.analysis.results import SpectrumResult
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OutputError
 from deltarank.figures.headline import plot_headline
 from deltarank.figures.learning import load_summary, plot_learning_forgetting
 from deltarank.figures.ranks import plot_ranks_by_layer
 from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_runs
-from deltarank.figures.save import save_figure
+from deltarank.figures.save import parse_formats, save_figure
 from deltarank.figures.spectra import plot_spectra
 from deltarank.figures.training import can_plot_training, plot_rank_over_training
 
@@ -99,6 +99,7 @@ def render_figures(
     summary: Mapping[str, Any] | str | Path | None = None,
     lora_rank: int | None = None,
     x_axis: str = "step",
+    overwrite: bool = True,
 ) -> list[Path]:
     """Draw the asked figures from results (and a reproduction summary) and save them under `out_dir`.
 
@@ -111,6 +112,7 @@ def render_figures(
         summary: The reproduction's summary (dict or path of `summary.json`), for the learning figure.
         lora_rank: LoRA rank r when no LoRA result is given.
         x_axis: `step` or `tokens` for the training figure.
+        overwrite: Replace figure files that already exist; when False they are refused before any drawing.
 
     Returns:
         The written files, figure by figure.
@@ -133,6 +135,15 @@ def render_figures(
             reason = why_not(kind, runs, data, lora_rank)
             if reason:
                 raise DeltarankError(f"figure {kind!r} {reason}")
+    if not overwrite:
+        existing = [
+            p
+            for k in todo
+            for f in parse_formats(formats)
+            if (p := Path(out_dir) / f"{FIGURES[k]}.{f}").exists()
+        ]
+        if existing:
+            raise OutputError(f"{existing[0]}: already exists (use --force to replace it)")
     written: list[Path] = []
     for kind in todo:
         fig = draw(kind, runs, data, lora_rank, x_axis)

@@ -96,7 +96,7 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target}: exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise OutputError(f"{target}: directory exists and is not empty (use --force to replace it)")
+        raise OutputError(f"{target}: already exists (use --force to replace it)")
     return target
 
 

@@ -150,7 +150,7 @@ def test_output_checks(tiny_model_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep.txt").write_text("x")
-    with pytest.raises(OutputError, match="not empty"):
+    with pytest.raises(OutputError, match="already exists"):
         extract(tiny_model_dir, adapter, target, rank=1)
     extract(tiny_model_dir, adapter, target, rank=1, device="cpu", overwrite=True)
     assert not (target / "keep.txt").exists() and (target / "adapter_config.json").is_file()

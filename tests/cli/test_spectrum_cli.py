@@ -216,7 +216,9 @@ def test_workers_give_the_same_file_and_zero_is_refused(ckpts: dict[str, Path], 
     assert result.exit_code == 2 and "--workers" in result.stderr and not (tmp_path / "zero.json").exists()
 
 
-def test_the_program_writes_every_output_complete_and_exits_with_its_status(ckpts: dict[str, Path], tmp_path: Path) -> None:
+def test_the_program_writes_every_output_complete_and_exits_with_its_status(
+    ckpts: dict[str, Path], tmp_path: Path
+) -> None:
     """`python -m deltarank spectrum` in a subprocess: complete files, the last line flushed, exit statuses."""
     import subprocess
     import sys
@@ -256,7 +258,7 @@ def test_include_and_exclude(ckpts: dict[str, Path], tmp_path: Path) -> None:
     matrices = _matrices(out)
     assert sorted(matrices) == ["lm_head.weight", "model.embed_tokens.weight"]
     assert matrices["lm_head.weight"]["layer"] is None and matrices["lm_head.weight"]["shape"] == [128, 32]
-    _ok(ckpts["base"], ckpts["tuned32"], "-o", out, "--exclude", r"\.mlp\.")
+    _ok(ckpts["base"], ckpts["tuned32"], "-o", out, "--exclude", r"\.mlp\.", "--force")
     assert sorted({m["module"] for m in _matrices(out).values()}) == ["k_proj", "o_proj", "q_proj", "v_proj"]
 
 
@@ -414,7 +416,7 @@ def test_bad_input_one_error_line_and_old_output_untouched(
     args, named, problem = _bad_input(ckpts, tmp_path, kind)
     out = tmp_path / "spectrum.json"
     out.write_text(OLD_OUTPUT)
-    result = _run(*args, "-o", out)
+    result = _run(*args, "-o", out, "--force")  # even with --force, bad input leaves the old result untouched
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -432,7 +434,7 @@ def test_nan_in_a_sharded_checkpoint_names_shard_and_tensor(ckpts: dict[str, Pat
     model.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
     out = tmp_path / "s.json"
     out.write_text(OLD_OUTPUT)
-    result = _run(ckpts["base"], tmp_path / "sharded", "-o", out)
+    result = _run(ckpts["base"], tmp_path / "sharded", "-o", out, "--force")
     assert result.exit_code == 1
     shard = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())["weight_map"][
         DOWN1

@@ -39,7 +39,9 @@ def test_intruders_command(dirs: dict[str, Path], tmp_path: Path) -> None:
     assert result.total() == 2 and result.by_layer("q_proj") == {0: 2, 1: 0}
     assert "2 intruders among the top 10 at ε = 0.5" in stdout
     assert fig.stat().st_size > 0
-    code, _, _ = run("intruders", dirs["base"], dirs["lora"], "-o", out, "--top-k", "3", "--epsilon", "0.9")
+    code, _, _ = run(
+        "intruders", dirs["base"], dirs["lora"], "-o", out, "--top-k", "3", "--epsilon", "0.9", "--force"
+    )
     assert code == 0 and IntruderResult.from_json(out).top_k == 3
 
 
@@ -52,7 +54,7 @@ def test_similarity_command(dirs: dict[str, Path], tmp_path: Path) -> None:
         dirs["lora"],
         "-o",
         out,
-        "--top",
+        "--sizes",
         "1,2,4,8",
         "--device",
         "cpu",
@@ -73,18 +75,18 @@ def test_extract_command(dirs: dict[str, Path], tmp_path: Path) -> None:
     assert config["base_model_name_or_path"] == "tiny" and config["peft_type"] == "LORA"
     assert all(m.retained_energy >= 0.9 for m in ExtractResult.from_json(target).matrices)
     assert fig.is_file() and f"Wrote adapter {target}" in stdout
-    code, _, stderr = run(*args, "--rank", "2")
+    code, _, stderr = run(*args, "--lora-rank", "2")
     assert code == 1 and stderr.startswith("Error:") and "--force" in stderr
-    code, _, stderr = run(*args, "--rank", "2", "--force")
+    code, _, stderr = run(*args, "--lora-rank", "2", "--force")
     assert code == 0 and ExtractResult.from_json(target).r == 2
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("extract", "{base}", "{lora}", "-o", "{tmp}/a"), "exactly one of --rank and --energy"),
+        (("extract", "{base}", "{lora}", "-o", "{tmp}/a"), "exactly one of --lora-rank and --energy"),
         (("extract", "{base}", "{lora}", "-o", "{tmp}/a", "--energy", "1.5"), "--energy must lie in (0, 1]"),
-        (("similarity", "{base}", "{lora}", "{full}", "--top", "1,x"), "expected comma-separated integers"),
+        (("similarity", "{base}", "{lora}", "{full}", "--sizes", "1,x"), "expected comma-separated integers"),
         (("similarity", "{base}", "{lora}", "{full}", "-o", "{tmp}/no/s.json"), "does not exist"),
         (("intruders", "{base}", "{tmp}/missing"), "no such file or directory"),
         (

@@ -280,7 +280,9 @@ def adapter_config_invalid_json(ws: Workspace) -> BadCase:
 @case
 def adapter_unknown_peft_type(ws: Workspace) -> BadCase:
     directory = write_adapter(ws.path("adapter-fourierft"), {**LORA_CONFIG, "peft_type": "FOURIERFT"})
-    return bad_tuned(ws, directory, "unsupported PEFT type 'FOURIERFT'", named=directory / "adapter_config.json")
+    return bad_tuned(
+        ws, directory, "unsupported PEFT type 'FOURIERFT'", named=directory / "adapter_config.json"
+    )
 
 
 @case
@@ -364,9 +366,10 @@ def gguf_without_head_count(ws: Workspace) -> BadCase:
 
 
 def spectrum_args(ws: Workspace, bad: BadCase, mode: str) -> list[str]:
-    """overwrite: one TUNED over an existing result; create: a good TUNED first, into a new directory."""
+    """overwrite: one TUNED over an existing result (with --force: even then the bad input leaves it untouched);
+    create: a good TUNED first, into a new directory."""
     if mode == "overwrite":
-        return ["spectrum", str(bad.base), str(bad.tuned), "-o", str(ws.out / "spectrum.json")]
+        return ["spectrum", str(bad.base), str(bad.tuned), "-o", str(ws.out / "spectrum.json"), "--force"]
     return ["spectrum", str(bad.base), str(ws.other), str(bad.tuned), "-o", str(ws.out / "spectra")]
 
 
@@ -433,6 +436,7 @@ def test_csv_in_missing_directory(ws: Workspace) -> None:
         str(ws.out / "spectrum.json"),
         "--csv",
         str(target),
+        "--force",
     ]
     assert_one_line_error(CliRunner().invoke(main, args), target, "does not exist")
     assert tree_state(ws.root) == before
@@ -495,7 +499,7 @@ OTHER_COMMANDS: dict[str, Callable[[Workspace, BadCase], list[str]]] = {
         str(bad.tuned),
         "-o",
         str(ws.out / "adapter"),
-        "--rank",
+        "--lora-rank",
         "2",
     ],
 }

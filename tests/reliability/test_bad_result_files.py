@@ -57,7 +57,7 @@ def test_bad_result_file(tmp_path: Path, good_result: dict[str, object], name: s
     good = tmp_path / "good.json"
     good.write_text(json.dumps(good_result))
     if command == "compare":
-        args = ["compare", str(good), str(bad), "--csv", str(tmp_path / "table.csv")]
+        args = ["compare", str(good), str(bad), "-o", str(tmp_path / "table.csv")]
     else:
         args = ["plot", str(good), str(bad), "-o", str(tmp_path / "figures")]
     before = tree_state(tmp_path)

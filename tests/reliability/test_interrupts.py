@@ -84,7 +84,8 @@ def wait_for_records(proc: subprocess.Popen[str], output: Path, count: int) -> N
 
 
 def spectrum_args(inputs: list[Path], output: Path) -> list[str]:
-    return ["spectrum", *map(str, inputs), "-o", str(output), "--device", "cpu"]
+    """--force: some tests start over an older result, which an interrupted run must leave untouched."""
+    return ["spectrum", *map(str, inputs), "-o", str(output), "--device", "cpu", "--force"]
 
 
 def reference(inputs: list[Path], output: Path) -> None:

@@ -67,9 +67,9 @@ def choose_rank(sigma: Sequence[float] | np.ndarray, rank: int | None, energy: f
 def check_target(rank: int | None, energy: float | None, dtype: str) -> None:
     """Exactly one of rank ≥ 1 and energy in (0, 1]; a known save dtype."""
     if (rank is None) == (energy is None):
-        raise DeltarankError("give exactly one of --rank and --energy")
+        raise DeltarankError("give exactly one of --lora-rank and --energy")
     if rank is not None and rank < 1:
-        raise DeltarankError(f"--rank must be at least 1, got {rank}")
+        raise DeltarankError(f"--lora-rank must be at least 1, got {rank}")
     if energy is not None and not 0.0 < energy <= 1.0:
         raise DeltarankError(f"--energy must lie in (0, 1], got {energy}")
     if dtype not in SAVE_DTYPES:

@@ -1,0 +1,195 @@
+"""The options several commands share, declared once: one name and one behaviour per concept.
+
+| concept | option |
+|---|---|
+| where the result goes (file or directory; `-` = stdout for a JSON result) | `-o/--output` |
+| replace an existing result | `--force` |
+| compute device / dtype | `--device auto|cpu|cuda|cuda:N`, `--precision float32|float64` |
+| which tensors | `--include REGEX` (replaces the default selection), `--exclude REGEX` |
+| CPU decompositions at once | `--workers N` |
+| number of top singular values / vectors used | `--top-k K` |
+| rank of a LoRA adapter (trained, extracted, compared against) | `--lora-rank R` |
+| no table or progress, only errors | `-q/--quiet` |
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from deltarank.errors import OutputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+STDOUT = "-"
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
+FIGURE_SUFFIXES = (".pdf", ".png", ".svg")
+ProgressHook = Callable[[int, int, str], None]
+
+
+def _stack(*options: Callable[[F], F]) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def output_option(help_text: str, default: str | None = None, required: bool = False) -> Callable[[F], F]:
+    """`-o/--output` and `--force`: every command's output, refused when it exists unless `--force`."""
+    return _stack(
+        click.option(
+            "-o",
+            "--output",
+            default=default,
+            required=required,
+            show_default=default is not None,
+            help=help_text,
+        ),
+        click.option("--force", is_flag=True, help="Replace the output if it already exists."),
+    )
+
+
+class DeviceType(click.ParamType):
+    """auto, cpu, cuda or cuda:N (checked for CUDA when the run starts)."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
+            return text
+        self.fail(f"{text!r} is not one of auto, cpu, cuda, cuda:N", param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        return [CompletionItem(d) for d in DEVICES if d.startswith(incomplete)]
+
+
+DEVICE = DeviceType()
+
+
+def device_option(func: F) -> F:
+    """`--device auto|cpu|cuda|cuda:N`."""
+    return click.option(
+        "--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+    )(func)
+
+
+def analysis_options(func: F) -> F:
+    """--device, --precision, --include, --exclude: how every analysis command selects and computes."""
+    return _stack(
+        device_option,
+        click.option(
+            "--precision",
+            type=click.Choice(["float32", "float64"]),
+            default="float32",
+            show_default=True,
+            help="Compute dtype; both tensors are upcast to it before subtracting.",
+        ),
+        click.option(
+            "--include",
+            default=None,
+            help="Regex of tensor names to analyse instead of the default selection.",
+        ),
+        click.option("--exclude", default=None, help="Regex of tensor names to leave out."),
+        download_option,
+    )(func)
+
+
+def download_option(func: F) -> F:
+    """`--download`: fetch repo ids missing from the Hugging Face cache (never pickle files)."""
+    return click.option(
+        "--download",
+        is_flag=True,
+        help="Fetch org/name repo ids missing from the Hugging Face cache (safetensors, GGUF, JSON and "
+        "tokenizer files only; never pickle). Without it nothing is downloaded.",
+    )(func)
+
+
+def fetch_missing(download: bool, specs: list[str]) -> None:
+    """With `--download`, fetch the repo ids among `specs` that the Hugging Face cache lacks."""
+    if download:
+        from deltarank.io.hub import download_missing
+
+        download_missing(specs)
+
+
+def quiet_option(func: F) -> F:
+    """`-q/--quiet`: no table, no progress, no `Wrote` line; errors and warnings only."""
+    return click.option("-q", "--quiet", is_flag=True, help="Print only errors and warnings.")(func)
+
+
+def figure_option(func: F) -> F:
+    """--figure PATH: also draw the command's figure (.pdf, .png or .svg)."""
+    return click.option("--figure", default=None, help="Also save the figure here (.pdf, .png or .svg).")(
+        func
+    )
+
+
+def check_new_file(path: str | Path, force: bool) -> Path:
+    """An output file that may be written: its directory exists and is writable, and it does not exist yet
+    unless `force` (a finished result is never lost by a typo).
+
+    Raises:
+        OutputError: the file exists (without `force`), or its directory cannot be written.
+    """
+    from deltarank.io.atomic import check_writable
+
+    return refuse_existing(check_writable(path), force)
+
+
+def refuse_existing(path: str | Path, force: bool) -> Path:
+    """`path`, unless it exists and `force` is not given.
+
+    Raises:
+        OutputError: `path` exists and `force` is False.
+    """
+    target = Path(path)
+    if target.exists() and not force:
+        raise OutputError(f"{target}: already exists (use --force to replace it)")
+    return target
+
+
+def check_figure_path(path: str | None, force: bool) -> None:
+    """Fail before the work when the figure cannot be written."""
+    if path is None:
+        return
+    if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
+        raise click.BadParameter(f"{path!r}: use a .pdf, .png or .svg file name", param_hint="--figure")
+    check_new_file(path, force)
+
+
+def save_figure_file(fig: Any, path: str) -> None:
+    """Save with the shared deterministic, atomic save helper."""
+    from deltarank.figures.save import save_figure
+
+    target = Path(path)
+    save_figure(fig, target.parent, target.stem, [target.suffix.lstrip(".").lower()])
+
+
+def echo(text: str, quiet: bool, to_stdout: bool = True) -> None:
+    """Print a table or status line: to stdout, or to stderr when stdout carries the result (`-o -`)."""
+    if not quiet:
+        click.echo(text, err=not to_stdout)
+
+
+@contextmanager
+def progress_bar(desc: str, quiet: bool = False) -> Iterator[ProgressHook]:
+    """A progress hook driving a tqdm bar on stderr, shown only when stderr is a terminal."""
+    from tqdm import tqdm
+
+    with tqdm(desc=desc, unit="matrix", disable=quiet or not sys.stderr.isatty(), leave=False) as bar:
+
+        def hook(done: int, total: int, name: str) -> None:
+            bar.total = total
+            bar.set_postfix_str(name[-40:], refresh=False)
+            bar.update(done - bar.n)
+
+        yield hook
