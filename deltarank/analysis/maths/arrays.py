@@ -15,6 +15,15 @@ import numpy as np
 import torch
 
 FLOAT_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+# Matrices above this many entries (64 MiB of float32) are swept in blocks of rows where a whole-matrix
+# temporary would dominate memory (7B-sized MLP weights); smaller ones keep the one-pass code.
+LARGE_ENTRIES = 1 << 24
+
+
+def row_blocks(rows: int, cols: int, entries: int = LARGE_ENTRIES // 8) -> list[slice]:
+    """Consecutive row ranges of about `entries` entries each (at least one row), covering `rows`."""
+    step = max(1, entries // max(cols, 1))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 def host_array(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:

@@ -124,7 +124,11 @@ def dense_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Del
     if base.device.type != "cpu":
         return _device_dense(base, tuned, inputs.tuned_dtype, dtype)
     base_values = host_array(base, dtype)
-    delta = host_array(tuned, dtype) - base_values  # upcast first, then subtract
+    tuned_values = host_array(tuned, dtype)  # upcast first, then subtract
+    if tuned.dtype == dtype:  # a view of the stored tensor, which the noise model still reads
+        delta = tuned_values - base_values
+    else:  # a fresh widened copy: subtract in place (one (m, n) temporary less)
+        delta = np.subtract(tuned_values, base_values, out=tuned_values)
     norm = frobenius_norm(delta)
     # The numerical floor is σ₁·min(m, n)·eps and σ₁ ≥ ‖ΔW‖_F / √min(m, n): a lower bound of it before the σ
     # are known (0.99 absorbs rounding in the norm), which lets the noise pass skip its per-entry work.

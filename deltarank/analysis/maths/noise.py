@@ -11,12 +11,12 @@ null (the top singular value of a few synthetic rounding-noise matrices) is used
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from deltarank.analysis.maths.arrays import host_array
+from deltarank.analysis.maths.arrays import LARGE_ENTRIES, host_array, row_blocks
 from deltarank.io.dtypes import MIN_NORMAL_EXPONENT, mantissa_bits
 
 # Safety factor on the predicted edge (finite-size Tracy–Widom fluctuations are far smaller).
@@ -102,22 +102,44 @@ def storage_noise(tuned: torch.Tensor, tuned_dtype: str, floor_hint: float = 0.0
     if bits is None or tuned.numel() == 0:
         return StorageNoise(0.0)
     min_exponent = MIN_NORMAL_EXPONENT.get(tuned_dtype.upper())
-    values = host_array(tuned, torch.float64 if tuned.dtype == torch.float64 else torch.float32)
-    largest = max(float(values.max()), -float(values.min()))  # max|w| without an |w| temporary
+    width = torch.float64 if tuned.dtype == torch.float64 else torch.float32
+    rows, cols = tuned.shape[-2], tuned.shape[-1]
+    blocks = row_blocks(rows, cols) if tuned.numel() > LARGE_ENTRIES else [slice(0, rows)]
+    largest = 0.0
+    for block in blocks:  # max|w| without an |w| temporary
+        values = host_array(tuned[block], width)
+        largest = max(largest, float(values.max()), -float(values.min()))
     _, exponent = math.frexp(largest)
     if min_exponent is not None:
         exponent = max(exponent, min_exponent + 1)  # subnormal spacing, as in rounding_variance
     scale = math.ldexp(1.0, exponent - 1 - bits) / math.sqrt(12.0)  # √v_max
-    rows, cols = values.shape[-2], values.shape[-1]
     bound = NOISE_EDGE_MARGIN * scale * (math.sqrt(rows) + math.sqrt(cols))
     if bound <= floor_hint:
         return StorageNoise(bound)
-    _, entry_exponent = np.frexp(values)
-    if min_exponent is not None:
-        np.maximum(entry_exponent, min_exponent + 1, out=entry_exponent)
-    relative = np.exp2(((entry_exponent - exponent) * 2).astype(np.float32))  # 4^(e − e_max)
-    relative[values == 0] = 0.0
-    return _from_variance(relative, scale, bound)
+
+    def relative(block: slice) -> np.ndarray:
+        """Per-entry variances of the rows `block`, relative to v_max: 4^(e − e_max), 0 for exact zeros."""
+        values = host_array(tuned[block], width)
+        _, entry_exponent = np.frexp(values)
+        if min_exponent is not None:
+            np.maximum(entry_exponent, min_exponent + 1, out=entry_exponent)
+        out = np.exp2(((entry_exponent - exponent) * 2).astype(np.float32))
+        out[values == 0] = 0.0
+        return out
+
+    if len(blocks) == 1:
+        return _from_variance(relative(blocks[0]), scale, bound)
+    # A large matrix: row and column sums block by block; the whole array only if the Monte-Carlo null needs it.
+    row_sums = np.empty(rows)
+    col_sums = np.zeros(cols)
+    for block in blocks:
+        part = relative(block)
+        row_sums[block] = part.sum(axis=1, dtype=np.float64)
+        col_sums += part.sum(axis=0, dtype=np.float64)
+    noise = _from_norms(np.sqrt(row_sums), np.sqrt(col_sums), scale, bound)
+    if noise.analytic is None or not _uneven(np.sqrt(row_sums), np.sqrt(col_sums)):
+        return noise
+    return replace(noise, relative=torch.from_numpy(np.concatenate([relative(b) for b in blocks])))
 
 
 def _from_variance(variance: np.ndarray, scale: float, bound: float) -> StorageNoise:
@@ -127,12 +149,26 @@ def _from_variance(variance: np.ndarray, scale: float, bound: float) -> StorageN
     """
     row_norms = np.sqrt(variance.sum(axis=1, dtype=np.float64))  # (m,)
     col_norms = np.sqrt(variance.sum(axis=0, dtype=np.float64))  # (n,)
+    noise = _from_norms(row_norms, col_norms, scale, bound)
+    if noise.analytic is None or not _uneven(row_norms, col_norms):
+        return noise
+    return replace(noise, relative=torch.from_numpy(variance))
+
+
+def _from_norms(row_norms: np.ndarray, col_norms: np.ndarray, scale: float, bound: float) -> StorageNoise:
+    """The analytic edge margin·scale·(max row + max column noise norm); 0 for an all-zero variance."""
     if row_norms.mean() == 0:
         return StorageNoise(bound, 0.0)
-    analytic = NOISE_EDGE_MARGIN * scale * float(row_norms.max() + col_norms.max())
-    uneven = max(row_norms.max() / row_norms.mean(), col_norms.max() / col_norms.mean())
-    kept = torch.from_numpy(variance) if uneven > UNEVEN_RATIO else None
-    return StorageNoise(bound, analytic, kept, scale)
+    return StorageNoise(
+        bound, NOISE_EDGE_MARGIN * scale * float(row_norms.max() + col_norms.max()), None, scale
+    )
+
+
+def _uneven(row_norms: np.ndarray, col_norms: np.ndarray) -> bool:
+    """Row or column noise norms uneven enough (max / mean) for the Monte-Carlo null."""
+    if row_norms.mean() == 0:
+        return False
+    return max(row_norms.max() / row_norms.mean(), col_norms.max() / col_norms.mean()) > UNEVEN_RATIO
 
 
 def storage_noise_edge(tuned: torch.Tensor, tuned_dtype: str, floor: float) -> float:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deltarank.analysis.maths.arrays import FLOAT_DTYPES
+from deltarank.analysis.maths.arrays import FLOAT_DTYPES, LARGE_ENTRIES, row_blocks
 from deltarank.analysis.maths.deltas import Delta
 from deltarank.errors import DeltarankError
 
@@ -129,16 +129,39 @@ def gram_singular_values(delta: torch.Tensor) -> torch.Tensor:
 
 def _host_gram_singular_values(delta: torch.Tensor) -> torch.Tensor:
     """`gram_singular_values` of one CPU matrix in NumPy (no torch op). Shapes: (m, n) -> (min(m, n),)."""
-    values = delta.detach().numpy().astype(np.float64)  # float32 products are exact in float64
-    # NumPy sends a product of an array with its own transpose to dsyrk.
-    gram = values.T @ values if values.shape[0] >= values.shape[1] else values @ values.T
-    del values
+    array = delta.detach().numpy()
+    rows, cols = array.shape
+    if array.size > LARGE_ENTRIES and max(rows, cols) >= 2 * min(rows, cols):
+        # The float64 copy would be over twice the Gram: widen one block of the long side at a time.
+        gram = _blocked_gram(array if rows >= cols else array.T)
+    else:
+        values = array.astype(np.float64)  # float32 products are exact in float64
+        # NumPy sends a product of an array with its own transpose to dsyrk.
+        gram = values.T @ values if rows >= cols else values @ values.T
+        del values
     try:
         eigenvalues = np.linalg.eigvalsh(gram)  # ascending
     except np.linalg.LinAlgError as exc:
         raise DeltarankError(f"LAPACK dsyevd failed ({exc}) on a {tuple(delta.shape)} delta") from None
     sigma = np.sqrt(np.clip(eigenvalues[::-1], 0.0, None))
     return torch.from_numpy(sigma.astype(FLOAT_DTYPES[delta.dtype]))
+
+
+def _blocked_gram(tall: np.ndarray) -> np.ndarray:
+    """tallᵀ·tall in float64, summed over blocks of rows (each block widened on its own, then dsyrk).
+
+    Memory: the n × n Gram, one product buffer of the same size and one float64 block, instead of a float64
+    copy of the whole (m, n) matrix. The sum runs in a different order than one dsyrk call, well inside the
+    solver's √(n·ε₆₄)·σ₁ bound.
+    """
+    cols = tall.shape[1]
+    gram = np.zeros((cols, cols))
+    product = np.empty((cols, cols))
+    for rows in row_blocks(*tall.shape):
+        block = tall[rows].astype(np.float64)
+        np.matmul(block.T, block, out=product)
+        gram += product
+    return gram
 
 
 def randomized_singular_values(delta: torch.Tensor, top_k: int) -> torch.Tensor:
