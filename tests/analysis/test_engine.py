@@ -86,7 +86,7 @@ def test_randomized_is_labelled_approximate(series: tuple[Path, list[Path]]) -> 
 
 
 def test_torchrun_two_processes_give_the_single_process_result(
-    series: tuple[Path, list[Path]], tmp_path: Path
+    series: tuple[Path, list[Path]], tmp_path: Path, master_port: int
 ) -> None:
     base, tuned = series
     single = tmp_path / "single.json"
@@ -103,7 +103,7 @@ def test_torchrun_two_processes_give_the_single_process_result(
         "--nproc-per-node",
         "2",
         "--master-port",
-        "29533",
+        str(master_port),
     ]
     done = subprocess.run(
         [*torchrun, "-m", "deltarank", "spectrum", *common, "-o", str(split)],
