@@ -11,6 +11,7 @@ round-robin and rank 0 gathers.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
@@ -28,6 +29,7 @@ from deltarank.analysis.engine.measure import MeasureSettings, measure_batch
 from deltarank.analysis.engine.options import DEFAULT_THRESHOLDS, SpectrumOptions
 from deltarank.analysis.engine.plan import Plan, plan_run
 from deltarank.analysis.engine.schedule import applied, cpu_schedule
+from deltarank.analysis.maths.arrays import LARGE_ENTRIES
 from deltarank.analysis.maths.deltas import Delta
 from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
 from deltarank.errors import DeltarankError
@@ -190,7 +192,12 @@ def _run(
                 progress(len(done), len(jobs), record.name)
 
     # ΔW is formed on the reader thread; the raw tensors are dropped there.
-    reader = prefetched(todo, lambda job: (job, loader(job).delta(settings.dtype)), depth=width)
+    # One delta read ahead per worker keeps small decompositions fed; large ones take far longer to decompose
+    # than to read, so one read ahead suffices and saves a whole delta of memory.
+    large = any(math.prod(job.pair.shape) > LARGE_ENTRIES for job in todo)
+    reader = prefetched(
+        todo, lambda job: (job, loader(job).delta(settings.dtype)), depth=1 if large else width
+    )
     threads = applied(schedule) if schedule else nullcontext()
     pool = ThreadPoolExecutor(width, thread_name_prefix="deltarank-measure")
     running: dict[Future[list[MatrixSpectrum]], list[Job]] = {}
