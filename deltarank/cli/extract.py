@@ -33,6 +33,12 @@ from deltarank.io.atomic import check_output_dir
 )
 @click.option("--dtype", type=click.Choice(list(SAVE_DTYPES)), default="float32", show_default=True)
 @click.option("--base-model-name", default=None, help="base_model_name_or_path to record (default: BASE).")
+@click.option(
+    "--embeddings",
+    is_flag=True,
+    help="Also extract the input embedding (embed_tokens, as peft's nn.Embedding LoRA) and the LM head "
+    "(lm_head), like mergekit's --embed-lora; refused when they are tied.",
+)
 @analysis_options
 @figure_option
 @quiet_option
@@ -44,6 +50,7 @@ def extract(
     energy: float | None,
     dtype: str,
     base_model_name: str | None,
+    embeddings: bool,
     force: bool,
     figure: str | None,
     quiet: bool,
@@ -71,6 +78,7 @@ def extract(
             dtype=dtype,
             base_model_name_or_path=base_model_name,
             overwrite=force,
+            embeddings=embeddings,
             progress=hook,
             **options,
         )

@@ -2,7 +2,9 @@
 
 Layout, as `peft.PeftModel.from_pretrained` reads it: `adapter_config.json` (peft_type LORA, r, lora_alpha,
 target_modules, rank_pattern, alpha_pattern, base_model_name_or_path) and `adapter_model.safetensors` with
-keys `base_model.model.<module>.lora_A.weight` (r, in) and `...lora_B.weight` (out, r).
+keys `base_model.model.<module>.lora_A.weight` (r, in) and `...lora_B.weight` (out, r); an input embedding
+(nn.Embedding, weight (num_embeddings, dim)) has `...lora_embedding_A` (r, num_embeddings) and
+`...lora_embedding_B` (dim, r), merged by peft as ΔW = (B A)ᵀ · α/r.
 
 safetensors needs its header (every name, shape and offset) before the data, and with per-matrix ranks the
 shapes are only known at the end; so each factor is appended to a spill file as it is computed and the final
@@ -73,6 +75,12 @@ class SafetensorsWriter:
 def lora_keys(module: str) -> tuple[str, str]:
     """peft's saved key names of B and A for a module name like `model.layers.0.self_attn.q_proj`."""
     return f"{PEFT_PREFIX}{module}.lora_B.weight", f"{PEFT_PREFIX}{module}.lora_A.weight"
+
+
+def embedding_keys(module: str) -> tuple[str, str]:
+    """peft's saved key names of B (dim, r) and A (r, num_embeddings) of an nn.Embedding like
+    `model.embed_tokens` (no `.weight` suffix: peft stores them as parameters, not sub-modules)."""
+    return f"{PEFT_PREFIX}{module}.lora_embedding_B", f"{PEFT_PREFIX}{module}.lora_embedding_A"
 
 
 def adapter_config(ranks: dict[str, int], base_model: str) -> dict[str, Any]:

@@ -176,3 +176,80 @@ def test_adapter_config_most_common_rank() -> None:
     assert (config["r"], config["lora_alpha"]) == (4, 4)
     assert config["rank_pattern"] == {"a.v": 2} == config["alpha_pattern"]
     assert config["target_modules"] == ["a.q", "a.k", "a.v"]
+
+
+EMBED, HEAD = "model.embed_tokens.weight", "lm_head.weight"
+
+
+def save_with_embeddings(model_dir: Path, out_dir: Path, rank: int = 2, seed: int = 7) -> Path:
+    """A tuned copy whose embedding, LM head and one projection changed by planted rank-`rank` deltas."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = weights(model_dir)
+
+    def low_rank(shape: torch.Size) -> torch.Tensor:
+        left = torch.randn(shape[0], rank, generator=generator)
+        return 0.05 * left @ torch.randn(rank, shape[1], generator=generator)
+
+    q = "model.layers.0.self_attn.q_proj.weight"
+    return save_tuned(
+        model_dir, out_dir, {n: tensors[n] + low_rank(tensors[n].shape) for n in (EMBED, HEAD, q)}
+    )
+
+
+def test_embeddings_merge_back_to_the_tuned_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from deltarank.cli import main
+
+    tuned = save_with_embeddings(tiny_model_dir, tmp_path / "tuned", rank=2)
+    out = tmp_path / "adapter"
+    args = ["extract", str(tiny_model_dir), str(tuned), "--embeddings", "--lora-rank", "3", "--device", "cpu"]
+    run = CliRunner().invoke(main, [*args, "-o", str(out)])
+    assert run.exit_code == 0, run.output
+    result = ExtractResult.from_json(out)
+    by_name = {m.name: m for m in result.matrices}
+    assert {EMBED, HEAD} <= set(by_name) and by_name[EMBED].module == "embed_tokens"
+    assert by_name[EMBED].rank == 3 and by_name[EMBED].retained_energy == pytest.approx(1.0)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert {"model.embed_tokens", "lm_head"} <= set(config["target_modules"])
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    prefix = "base_model.model.model.embed_tokens."
+    assert saved[prefix + "lora_embedding_A"].shape == (3, 128)  # (r, num_embeddings)
+    assert saved[prefix + "lora_embedding_B"].shape == (32, 3)  # (embedding_dim, r)
+    assert saved["base_model.model.lm_head.lora_A.weight"].shape == (3, 32)
+
+    model = PeftModel.from_pretrained(build_tiny_llama(), out).merge_and_unload()
+    merged, target = model.state_dict(), weights(tuned)
+    for name in (EMBED, HEAD, "model.layers.0.self_attn.q_proj.weight"):
+        assert (merged[name] - target[name]).abs().max() < MERGE_TOL, name
+    from transformers import LlamaForCausalLM
+
+    reference = LlamaForCausalLM.from_pretrained(tuned).eval()
+    ids = torch.arange(0, 128, 5).reshape(1, -1)
+    with torch.no_grad():
+        got, want = model(ids).logits, reference(ids).logits
+    assert (got - want).abs().max() < 1e-4
+    with torch.no_grad():  # the change is visible: the base's logits differ
+        assert (build_tiny_llama()(ids).logits - want).abs().max() > 1e-3
+
+
+def test_without_embeddings_they_are_skipped(tiny_model_dir: Path, tmp_path: Path) -> None:
+    tuned = save_with_embeddings(tiny_model_dir, tmp_path / "tuned")
+    include = r"(embed_tokens|lm_head|q_proj)"
+    result = extract(tiny_model_dir, tuned, tmp_path / "a", rank=2, device="cpu", include=include)
+    assert [m.name for m in result.matrices] == ["model.layers.0.self_attn.q_proj.weight"]
+    reasons = {s.name: s.reason for s in result.skipped}
+    assert reasons.pop("model.layers.1.self_attn.q_proj.weight") == "ΔW is zero"
+    assert set(reasons) == {EMBED, HEAD} and all("--embeddings" in r for r in reasons.values())
+
+
+def test_embeddings_of_a_tied_model_are_refused(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    build_tiny_llama(tie_word_embeddings=True).save_pretrained(base, safe_serialization=True)
+    assert HEAD not in weights(base)  # transformers stores the tied head once, as the embedding
+    tensors = weights(base)
+    tensors[EMBED] = tensors[EMBED] + 0.01
+    tuned = save_tuned(base, tmp_path / "tuned", {EMBED: tensors[EMBED]})
+    with pytest.raises(DeltarankError, match=r"ties the LM head to model\.embed_tokens\.weight"):
+        extract(base, tuned, tmp_path / "a", rank=2, device="cpu", embeddings=True)
+    assert not (tmp_path / "a").exists()

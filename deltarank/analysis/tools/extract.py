@@ -7,12 +7,20 @@ or per-matrix ranks r_τ, the smallest k keeping a share τ of the energy (writt
 
 A LoRA TUNED is re-factorised from its factors (QR + r × r SVD, B·A never formed). Memory: one pair and its
 SVD; the factors stream to disk as they are computed.
+
+With `embeddings` (mergekit's `--embed-lora`) the input embedding and the LM head are extracted too: the LM head
+as an ordinary LoRA (nn.Linear), the embedding (num_embeddings, dim) in peft's nn.Embedding layout,
+lora_embedding_A = (U_k Σ_k^{1/2})ᵀ (k, num_embeddings) and lora_embedding_B = (Σ_k^{1/2} V_kᵀ)ᵀ (dim, k), which
+peft merges as (B A)ᵀ = U_k Σ_k V_kᵀ. A base whose LM head is tied to its embedding is refused: peft puts a LoRA
+on a tied embedding on the input side only, so no adapter reproduces both.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +39,7 @@ from deltarank.io.adapter_writer import (
     WEIGHTS_FILE,
     SafetensorsWriter,
     adapter_config,
+    embedding_keys,
     lora_keys,
 )
 from deltarank.io.atomic import atomic_directory, check_output_dir
@@ -41,6 +50,46 @@ from deltarank.io.pairing import Pair, SkippedTensor
 __all__ = ["ExtractResult", "MatrixExtract", "choose_rank", "extract", "retained_energy", "truncate"]
 
 SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What `embeddings` adds: the token embedding (nn.Embedding) and the LM head (nn.Linear) of the usual architectures.
+INPUT_EMBEDDING = re.compile(r"(?:^|\.)(?:embed_tokens|wte|word_embeddings|embed_in)\.weight$")
+LM_HEAD = re.compile(r"(?:^|\.)(?:lm_head|embed_out)\.weight$")
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class WithEmbeddings(Selection):
+    """A selection plus the input embedding and the LM head (unless `exclude` drops them)."""
+
+    def wants(self, name: str, ndim: int) -> bool:
+        if ndim == 2 and (INPUT_EMBEDDING.search(name) or LM_HEAD.search(name)):
+            return self.exclude is None or re.search(self.exclude, name) is None
+        return super().wants(name, ndim)
+
+
+def check_untied(base: TensorSource) -> None:
+    """Refuse a base whose LM head is tied to its input embedding (`tie_word_embeddings`, or no LM head stored).
+
+    Raises:
+        DeltarankError: the weights are tied.
+    """
+    names = base.names()
+    embedding = next((n for n in names if INPUT_EMBEDDING.search(n)), None)
+    if embedding is None:
+        return
+    has_head = any(LM_HEAD.search(n) for n in names)
+    config = base.path.parent / CONFIG_FILE
+    tied = False
+    if config.is_file():
+        try:
+            tied = json.loads(config.read_text(encoding="utf-8")).get("tie_word_embeddings") is True
+        except (OSError, ValueError, AttributeError):
+            tied = False
+    if tied or not has_head:
+        raise DeltarankError(
+            f"--embeddings: {base.path} ties the LM head to {embedding} (tie_word_embeddings); peft applies a "
+            "LoRA on a tied embedding to the input side only, so no adapter reproduces TUNED. Extract without "
+            "--embeddings, or untie the weights (tie_word_embeddings=false, lm_head.weight saved) in both models"
+        )
 
 
 def truncate(svd: DeltaSVD, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +139,7 @@ def extract(
     dtype: str = "float32",
     base_model_name_or_path: str | None = None,
     overwrite: bool = False,
+    embeddings: bool = False,
     progress: ProgressHook | None = None,
 ) -> ExtractResult:
     """Write the best rank-k approximation of every selected ΔW = TUNED − BASE as a PEFT LoRA adapter.
@@ -111,6 +161,8 @@ def extract(
         dtype: Stored dtype of the factors: float32, bfloat16 or float16.
         base_model_name_or_path: Written to adapter_config.json; defaults to `base` as given.
         overwrite: Replace an existing non-empty `out_dir`.
+        embeddings: Also extract the input embedding (peft's nn.Embedding LoRA) and the LM head; refused for
+            a base whose LM head is tied to the embedding.
         progress: Called as progress(done, total, name) after each matrix.
 
     Returns:
@@ -119,14 +171,17 @@ def extract(
     check_target(rank, energy, dtype)
     check_output_dir(out_dir, overwrite)
     dev, compute = resolve_device(device), resolve_precision(precision)
-    base_source, plan = plan_one(base, tuned, Selection(include=include, exclude=exclude))
+    selection = (WithEmbeddings if embeddings else Selection)(include=include, exclude=exclude)
+    base_source, plan = plan_one(base, tuned, selection)
+    if embeddings:
+        check_untied(base_source)
     if isinstance(plan.source, AdapterSource) and plan.source.config.fan_in_fan_out:
         raise DeltarankError(
             f"{tuned}: fan_in_fan_out adapters cannot be re-extracted (nn.Linear layout only)"
         )
     with atomic_directory(out_dir, overwrite) as tmp:
         records, skipped = _write_factors(
-            base_source, plan, tmp / WEIGHTS_FILE, dev, compute, rank, energy, dtype, progress
+            base_source, plan, tmp / WEIGHTS_FILE, dev, compute, rank, energy, dtype, embeddings, progress
         )
         if not records:
             raise DeltarankError("every selected ΔW is zero or unsupported: nothing to extract")
@@ -160,6 +215,7 @@ def _write_factors(
     rank: int | None,
     energy: float | None,
     dtype: str,
+    embeddings: bool,
     progress: ProgressHook | None,
 ) -> tuple[list[MatrixExtract], list[SkippedTensor]]:
     """SVD, truncate and append the factors of each pair to the adapter's safetensors file."""
@@ -169,8 +225,8 @@ def _write_factors(
     try:
 
         def load(pair: Pair) -> LoadedPair | None:
-            """One pair's tensors (None for an embedding or the LM head, which are not extracted)."""
-            return None if EMBEDDING_PATTERN.search(pair.name) else load_pair(pair, base, plan.source, dev)
+            """One pair's tensors (None for an embedding or the LM head that is not extracted)."""
+            return None if _left_out(pair.name, embeddings) else load_pair(pair, base, plan.source, dev)
 
         with prefetched(plan.pairs, load) as loads:
             for index, (pair, loaded) in enumerate(zip(plan.pairs, loads, strict=True)):
@@ -182,9 +238,14 @@ def _write_factors(
                     skipped.append(outcome)
                 else:
                     record, b, a = outcome  # (out, k), (k, in)
-                    key_b, key_a = lora_keys(pair.name.removesuffix(".weight"))
-                    writer.add(key_a, a.to(SAVE_DTYPES[dtype]))
-                    writer.add(key_b, b.to(SAVE_DTYPES[dtype]))
+                    module = pair.name.removesuffix(".weight")
+                    if INPUT_EMBEDDING.search(pair.name):  # nn.Embedding: ΔW = (B_e A_e)ᵀ, B_e = aᵀ, A_e = bᵀ
+                        key_b, key_a = embedding_keys(module)
+                        b, a = a.mT, b.mT
+                    else:
+                        key_b, key_a = lora_keys(module)
+                    writer.add(key_a, a.to(SAVE_DTYPES[dtype]).contiguous())
+                    writer.add(key_b, b.to(SAVE_DTYPES[dtype]).contiguous())
                     records.append(record)
                 if progress is not None:
                     progress(index + 1, len(plan.pairs), pair.name)
@@ -195,12 +256,19 @@ def _write_factors(
     return records, skipped
 
 
+def _left_out(name: str, embeddings: bool) -> bool:
+    """True for an embedding-like tensor that is not extracted (all of them without `embeddings`)."""
+    if not EMBEDDING_PATTERN.search(name):
+        return False
+    return not (embeddings and (INPUT_EMBEDDING.search(name) or LM_HEAD.search(name)))
+
+
 def _extract_one(
     pair: Pair, svd: DeltaSVD | None, rank: int | None, energy: float | None
 ) -> tuple[MatrixExtract, torch.Tensor, torch.Tensor] | SkippedTensor:
     """The record and the factors B (out, k), A (k, in) of one pair, or why it is skipped."""
     if svd is None:
-        return SkippedTensor(pair.name, "embedding or LM head: not extracted")
+        return SkippedTensor(pair.name, "embedding or LM head: not extracted (see --embeddings)")
     if svd.significant(pair.shape) == 0:
         return SkippedTensor(pair.name, "ΔW is zero")
     sigma = svd.s.to(torch.float64).cpu().numpy()
