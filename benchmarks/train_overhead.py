@@ -3,15 +3,19 @@
 The raw numbers go to benchmarks/out/train/results.json (a later run of one section keeps the other's).
 
 Two sections:
-- overhead: tokens/s of `deltarank.train.run_training` against a plain `transformers.Trainer` loop on the same
-  fp32 model, the same packed batches (every step exactly batch × seq_len tokens) and the same optimizer
-  settings. Each run is its own process; runs of the two alternate, and the table gives medians.
-  Throughput = tokens / seconds from `on_train_begin` to `on_train_end` (model loading excluded), measured the
-  same way for both.
+- overhead: non-padding tokens/s of `deltarank.train.run_training` on `builtin:code` (instruction data: one
+  function per sequence, most shorter than seq_len, loss on the completion) with its default padding-free
+  batches and with padded batches (`batching: padded`, what it did before), against a plain
+  `transformers.Trainer` loop on the same fp32 model with packed `builtin:code-raw` batches (every step
+  exactly batch × seq_len real tokens: the most a padded Trainer step can carry) and the same optimizer
+  settings. Each run is its own process; the kinds take turns in each round, and the table gives medians.
+  Throughput = non-padding tokens of steps 2+ / their wall seconds (the first step's one-time warm-up
+  excluded), measured by the same callback for every kind; also per CPU-second.
 - real: `deltarank train` 20-step full and LoRA runs (builtin:code, the reproduction's batch of 4 × 128) from
   the GGUF, with tokens/s and peak memory from run.json, and `deltarank spectrum` on both outputs as written.
 
-    python benchmarks/train_overhead.py [--section overhead|real|all] [--steps 6] [--repeats 5]
+    python benchmarks/train_overhead.py [--section overhead|real|all] [--steps 8] [--repeats 3]
+        [--kinds plain,deltarank,deltarank-padded,deltarank-packed]
 
 Overhead runs are logged to benchmarks/out/train/overhead_runs.jsonl as they finish, and a rerun with the same
 settings reuses them (delete that file to measure afresh).
@@ -35,6 +39,14 @@ OUT = HERE / "out" / "train"
 RESULTS = HERE / "results"
 PYTHON = sys.executable
 BATCH, SEQ_LEN, LR = 4, 128, {"full": 2e-5, "lora": 2e-4}
+# kind of run -> (data, batching); "plain" is the packed plain-Trainer baseline
+KINDS = {
+    "plain": ("builtin:code-raw", "padded"),
+    "deltarank": ("builtin:code", "auto"),
+    "deltarank-padded": ("builtin:code", "padded"),
+    "deltarank-packed": ("builtin:code-raw", "auto"),
+}
+DEFAULT_KINDS = "plain,deltarank,deltarank-padded"
 
 
 def fp32_model_dir() -> Path:
@@ -50,10 +62,11 @@ def fp32_model_dir() -> Path:
     return target
 
 
-def timing_callback() -> Any:
+def timing_callback(packed: bool) -> Any:
     """A TrainerCallback timing the steps after the first (one-time warm-up excluded), wall and CPU seconds.
 
-    The same callback times both loops, so both are measured alike; every step has BATCH × SEQ_LEN tokens.
+    The same callback times every loop, so all are measured alike. Tokens are the non-padding tokens of the
+    timed steps: BATCH × SEQ_LEN a step when `packed`, else as the Trainer counted them.
     """
     from transformers import TrainerCallback
 
@@ -61,9 +74,11 @@ def timing_callback() -> Any:
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step == 1:
                 self.start, self.cpu_start = time.perf_counter(), time.process_time()
+                self.tokens_start = state.num_input_tokens_seen
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            tokens = (state.global_step - 1) * BATCH * SEQ_LEN
+            counted = state.num_input_tokens_seen - self.tokens_start
+            tokens = (state.global_step - 1) * BATCH * SEQ_LEN if packed else counted
             seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
             self.result = {"tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds}
             self.result["tokens_per_cpu_second"] = tokens / cpu
@@ -71,14 +86,16 @@ def timing_callback() -> Any:
     return Timing()
 
 
-def worker_deltarank(method: str, steps: int, out: Path) -> dict[str, float]:
+def worker_deltarank(kind: str, method: str, steps: int, out: Path) -> dict[str, float]:
     """One `run_training` run (its own callbacks, logging and token counting included)."""
     from deltarank.train.config import TrainConfig
     from deltarank.train.trainer import run_training
 
+    data, batching = KINDS[kind]
     config = TrainConfig(
         model=str(fp32_model_dir()),
-        data="builtin:code-raw",
+        data=data,
+        batching=batching,
         method=method,
         output_dir=str(out),
         lr=LR[method],
@@ -88,14 +105,16 @@ def worker_deltarank(method: str, steps: int, out: Path) -> dict[str, float]:
         device="cpu",
         progress="none",
     )
-    timing = timing_callback()
+    timing = timing_callback(packed=False)
     run = run_training(config, callbacks=[timing]).run
-    assert run["tokens_seen"] == steps * BATCH * SEQ_LEN, run["tokens_seen"]
-    return dict(timing.result)
+    if data == "builtin:code-raw":
+        assert run["tokens_seen"] == steps * BATCH * SEQ_LEN, run["tokens_seen"]
+    return {**timing.result, "batching": run["batching"]}
 
 
-def worker_plain(method: str, steps: int, out: Path) -> dict[str, float]:
-    """The baseline: the same model, data and optimizer in a plain Trainer with its defaults otherwise."""
+def worker_plain(kind: str, method: str, steps: int, out: Path) -> dict[str, float]:
+    """The baseline: the same model and learning rate in a plain Trainer with its defaults otherwise (its
+    default optimizer, fused AdamW, is deltarank's too)."""
     from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoModelForCausalLM,
@@ -123,7 +142,6 @@ def worker_plain(method: str, steps: int, out: Path) -> dict[str, float]:
         per_device_train_batch_size=BATCH,
         max_steps=steps,
         learning_rate=LR[method],
-        optim="adamw_torch",
         save_strategy="no",
         report_to="none",
         use_cpu=True,
@@ -131,7 +149,7 @@ def worker_plain(method: str, steps: int, out: Path) -> dict[str, float]:
         remove_unused_columns=False,
         dataloader_pin_memory=False,
     )
-    timing = timing_callback()
+    timing = timing_callback(packed=True)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     plain = [{"input_ids": ids} for ids, _ in dataset.examples]
     Trainer(model=model, args=args, train_dataset=plain, data_collator=collator, callbacks=[timing]).train()
@@ -150,25 +168,29 @@ def run_worker(kind: str, method: str, steps: int, index: int) -> dict[str, floa
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def overhead(steps: int, repeats: int, methods: list[str]) -> dict[str, Any]:
-    """Alternate plain and deltarank runs; median and best tokens/s of each, and the relative overhead.
+def overhead(steps: int, repeats: int, methods: list[str], kinds: list[str]) -> dict[str, Any]:
+    """Runs of every kind take turns in each round; median and best tokens/s of each, and ratios to plain.
 
-    Best-of-N is the figure least disturbed by other work on a shared machine (a busy core slows a 2-thread
-    torch step several-fold); the median is given beside it.
+    Medians are the headline; best-of-N, the figure least disturbed by other work on a shared machine (a busy
+    core slows a 2-thread torch step several-fold), is given beside them.
     """
     fp32_model_dir()
     table: dict[str, Any] = {}
     for method in methods:
-        runs: dict[str, list[dict[str, float]]] = {"deltarank": [], "plain": []}
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         for index in range(repeats):
-            for kind in ("plain", "deltarank"):
+            for kind in kinds:
                 runs[kind].append(measured(kind, method, steps, index))
                 print(f"{method} {kind} run {index}: {runs[kind][-1]}", file=sys.stderr)
         row: dict[str, Any] = {"runs": runs}
         for name, pick in (("median", statistics.median), ("best", max)):
-            ours = pick(r["tokens_per_second"] for r in runs["deltarank"])
-            plain = pick(r["tokens_per_second"] for r in runs["plain"])
-            row[name] = {"deltarank": ours, "plain": plain, "overhead": 1 - ours / plain}
+            row[name] = {
+                kind: {
+                    "tokens_per_second": pick(r["tokens_per_second"] for r in runs[kind]),
+                    "tokens_per_cpu_second": pick(r["tokens_per_cpu_second"] for r in runs[kind]),
+                }
+                for kind in kinds
+            }
         table[method] = row
     return {"steps": steps, "repeats": repeats, "batch": BATCH, "seq_len": SEQ_LEN, "methods": table}
 
@@ -176,7 +198,8 @@ def overhead(steps: int, repeats: int, methods: list[str]) -> dict[str, Any]:
 def measured(kind: str, method: str, steps: int, index: int) -> dict[str, float]:
     """One worker's result, from the run log when an earlier (interrupted) invocation already measured it."""
     log = OUT / "overhead_runs.jsonl"
-    key = {"kind": kind, "method": method, "steps": steps, "index": index}
+    data, batching = KINDS[kind]
+    key = {"kind": kind, "data": data, "batching": batching, "method": method, "steps": steps, "index": index}
     if log.is_file():
         for line in log.read_text().splitlines():
             entry = json.loads(line)
@@ -283,30 +306,33 @@ def real_table(real: dict[str, Any]) -> list[str]:
 
 
 def overhead_table(over: dict[str, Any]) -> list[str]:
-    """Markdown lines for the overhead comparison."""
+    """Markdown lines for the throughput comparison: medians (and best) of each kind, ratios to plain."""
+    kinds = list(next(iter(over["methods"].values()))["median"])
     lines = [
-        f"## Overhead against a plain `transformers.Trainer` ({over['steps']} steps of "
-        f"{over['batch']} × {over['seq_len']} packed tokens, steps 2+ timed, {over['repeats']} alternating runs each)",
+        f"## Non-padding tokens/s against a plain packed `transformers.Trainer` ({over['steps']} steps of "
+        f"{over['batch']} × {over['seq_len']}, steps 2+ timed, {over['repeats']} rounds, kinds taking turns)",
         "",
-        "| method | plain tokens/s (best) | deltarank tokens/s (best) | overhead (best) | "
-        "plain (median) | deltarank (median) | overhead (median) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | kind | data | tokens/s (median) | ÷ plain | tokens/CPU-s (median) | ÷ plain | "
+        "tokens/s (best) | ÷ plain |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for method, r in over["methods"].items():
-        best, median = r["best"], r["median"]
-        cells = [
-            method,
-            f"{best['plain']:.1f}",
-            f"{best['deltarank']:.1f}",
-            f"{100 * best['overhead']:+.1f}%",
-        ]
-        cells += [f"{median['plain']:.1f}", f"{median['deltarank']:.1f}", f"{100 * median['overhead']:+.1f}%"]
-        lines.append("| " + " | ".join(cells) + " |")
+        median, best = r["median"], r["best"]
+        for kind in kinds:
+            cells = [method, kind, f"{KINDS[kind][0]}"]
+            for pick, key in ((median, "tokens_per_second"), (median, "tokens_per_cpu_second")):
+                cells += [f"{pick[kind][key]:.1f}", f"{pick[kind][key] / pick['plain'][key]:.2f}×"]
+            key = "tokens_per_second"
+            cells += [f"{best[kind][key]:.1f}", f"{best[kind][key] / best['plain'][key]:.2f}×"]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "The machine is shared: another process on one of the two cores slows a two-thread torch step several-fold "
-        "(see the load averages), so best-of-N is the least disturbed comparison; runs in quiet moments agree "
-        "within 1%.",
+        "Kinds: plain = a plain `Trainer` on packed `builtin:code-raw` (every token real, no padding to waste); "
+        "deltarank = `deltarank train` on `builtin:code` (instruction data, loss on the completion) with its "
+        "default padding-free batches; deltarank-padded = the same with `batching: padded` (each batch padded to "
+        "its longest sequence, as before); deltarank-packed = `deltarank train` on the packed data. Tokens are "
+        "non-padding tokens. The machine is shared with other jobs (see the load averages): runs of all kinds "
+        "take turns, so a slow spell falls on each alike, and the ratios are taken within this one run.",
         "",
         "Each run (tokens/s; tokens per CPU-second; 1-minute load average when it ended):",
         "",
@@ -338,18 +364,22 @@ def write_markdown(results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--section", choices=["overhead", "real", "all"], default="all")
-    parser.add_argument("--steps", type=int, default=6, help="steps per overhead run (the first is untimed)")
+    parser.add_argument("--steps", type=int, default=8, help="steps per overhead run (the first is untimed)")
     parser.add_argument("--real-steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="full,lora")
-    parser.add_argument("--worker", choices=["deltarank", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--kinds", default=DEFAULT_KINDS, help=f"of {', '.join(KINDS)}; plain is required")
+    parser.add_argument("--worker", choices=list(KINDS), help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker = worker_deltarank if args.worker == "deltarank" else worker_plain
-        print(json.dumps(worker(args.method, args.steps, args.out)))
+        worker = worker_plain if args.worker == "plain" else worker_deltarank
+        print(json.dumps(worker(args.worker, args.method, args.steps, args.out)))
         return
+    kinds = args.kinds.split(",")
+    if "plain" not in kinds or not set(kinds) <= set(KINDS):
+        parser.error(f"--kinds: plain and any of {', '.join(KINDS)}")
     OUT.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     path = OUT / "results.json"
@@ -358,7 +388,7 @@ def main() -> None:
         results["real"] = {**real_runs(args.real_steps), "machine": machine()}
     if args.section in ("overhead", "all"):
         results["overhead"] = {
-            **overhead(args.steps, args.repeats, args.methods.split(",")),
+            **overhead(args.steps, args.repeats, args.methods.split(","), kinds),
             "machine": machine(),
         }
     path.write_text(json.dumps(results, indent=1) + "\n")

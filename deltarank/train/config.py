@@ -85,7 +85,10 @@ class TrainConfig:
     warmup: float = field(default=0.0, metadata={"help": "Warm-up steps (int) or fraction of the run (<1)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
-    optim: str = field(default="adamw_torch", metadata={"help": "transformers optimizer name."})
+    optim: str = field(
+        default="adamw_torch_fused",
+        metadata={"help": "transformers optimizer name (its default: AdamW in one fused kernel)."},
+    )
     batching: str = field(
         default="auto",
         metadata={

@@ -80,13 +80,19 @@ class FlatCollator:
 
     The padding-free batch of `transformers.DataCollatorWithFlattening`: no padding and no attention mask, so
     the model's mask builder reads the sequence boundaries from the position ids and makes each sequence attend
-    only to itself (`deltarank.train.batching.attends_within_sequences` checks a model does). The first label
+    only to itself (`deltarank.train.batching.keeps_sequences_apart` checks that a model does). The first label
     of every sequence is `IGNORE_INDEX`: a causal LM's loss shifts labels by one, so it would otherwise train
     the last token of one sequence to predict the first of the next; it is never a target in a padded batch
     either, so both batchings train on the same tokens with the same loss. `use_cache=False` keeps the model
     from creating a KV cache, in whose presence the boundaries are not read.
+
+    Args:
+        trained_logits_only: Project only the positions whose next token is trained onto the vocabulary
+            (`logits_to_keep`, with their targets as `shift_labels`): the LM head and the cross-entropy skip
+            the prompt, about half the tokens of instruction data; the loss is the same.
     """
 
+    trained_logits_only: bool = True
     name: ClassVar[str] = "padding-free"
     tokens_seen: ClassVar[str] = "all"  # every token of a flattened batch is a real one
 
@@ -100,12 +106,18 @@ class FlatCollator:
             labels.append(IGNORE_INDEX)
             labels.extend(feature["labels"][1:n])
             positions.extend(range(n))
-        return {
+        batch: dict[str, Any] = {
             "input_ids": torch.tensor([ids], dtype=torch.long),  # (1, ΣT)
             "labels": torch.tensor([labels], dtype=torch.long),  # (1, ΣT)
             "position_ids": torch.tensor([positions], dtype=torch.long),  # (1, ΣT)
             "use_cache": False,
         }
+        if self.trained_logits_only:
+            targets = [*labels[1:], IGNORE_INDEX]  # position t predicts token t + 1
+            keep = [t for t, target in enumerate(targets) if target != IGNORE_INDEX]
+            batch["logits_to_keep"] = torch.tensor(keep, dtype=torch.long)  # (K,)
+            batch["shift_labels"] = torch.tensor([[targets[t] for t in keep]], dtype=torch.long)  # (1, K)
+        return batch
 
 
 def read_jsonl(path: str | Path) -> tuple[str, list[dict[str, Any]]]:

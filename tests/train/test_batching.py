@@ -11,7 +11,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from deltarank.errors import DeltarankError
-from deltarank.train.batching import attends_within_sequences, make_collator
+from deltarank.train.batching import keeps_sequences_apart, make_collator
 from deltarank.train.data import FlatCollator, PaddingCollator
 from deltarank.train.formats import IGNORE_INDEX
 from deltarank.train.trainer import run_training
@@ -48,20 +48,21 @@ def unbatched_losses(model: Any, batch: list[dict[str, list[int]]]) -> list[torc
 
 def flat_losses(model: Any, flat: dict[str, Any], batch: list[dict[str, list[int]]]) -> list[torch.Tensor]:
     """The per-token losses of each example, cut out of one forward pass over the flattened row."""
-    logits = model(**flat).logits[0]  # (ΣT, V)
-    out, start = [], 0
-    for f in batch:
-        n = len(f["input_ids"])
-        out.append(token_losses(logits[start : start + n], f["labels"]))
-        start += n
-    return out
+    logits = model(**flat).logits[0]  # (ΣT, V), or (K, V) for the kept positions
+    if "logits_to_keep" in flat:  # only positions with a trained target were projected; the rest take 0
+        kept = torch.nn.functional.cross_entropy(logits, flat["shift_labels"][0], reduction="none")
+        every = torch.zeros(flat["input_ids"].shape[1]).index_put((flat["logits_to_keep"],), kept)
+    else:
+        every = token_losses(logits, flat["labels"][0].tolist())
+    return list(every.split([len(f["input_ids"]) for f in batch]))
 
 
+@pytest.mark.parametrize("trained_logits_only", [True, False])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_flat_batch_gives_each_example_its_unbatched_loss(attention: str) -> None:
+def test_flat_batch_gives_each_example_its_unbatched_loss(attention: str, trained_logits_only: bool) -> None:
     model = build_tiny_llama(attn_implementation=attention)
     batch = examples()
-    flat = FlatCollator()(batch)
+    flat = FlatCollator(trained_logits_only)(batch)
     assert flat["input_ids"].shape == (1, sum(LENGTHS))  # not one padding token
     with torch.no_grad():
         expected = unbatched_losses(model, batch)
@@ -72,6 +73,8 @@ def test_flat_batch_gives_each_example_its_unbatched_loss(attention: str) -> Non
         torch.testing.assert_close(flattened, alone, rtol=1e-5, atol=1e-5)  # same mask, same values
     trained = sum(int((loss > 0).sum()) for loss in expected)
     assert trained == sum(n - PROMPT for n in LENGTHS)
+    if trained_logits_only:
+        assert flat["logits_to_keep"].numel() == trained  # the LM head skips every untrained position
     # the batch loss is the mean over the same trained tokens as the padded batch's
     torch.testing.assert_close(flat_loss, sum(loss.sum() for loss in expected) / trained)
     torch.testing.assert_close(flat_loss, padded_loss, rtol=1e-5, atol=1e-6)
@@ -81,7 +84,7 @@ def test_flat_batch_with_a_cache_would_leak_across_examples() -> None:
     """Why the collator sets use_cache=False: with a KV cache the boundaries are not read (the check can fail)."""
     model = build_tiny_llama()
     batch = examples()
-    leaky = {**FlatCollator()(batch), "use_cache": True}
+    leaky = {**FlatCollator(trained_logits_only=False)(batch), "use_cache": True}
     with torch.no_grad():
         expected = unbatched_losses(model, batch)
         actual = flat_losses(model, leaky, batch)
@@ -94,6 +97,8 @@ def test_flat_labels_never_cross_a_boundary() -> None:
     assert flat["labels"].tolist() == [[IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9]]  # 7 never predicts 8
     assert flat["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert flat["use_cache"] is False
+    assert flat["logits_to_keep"].tolist() == [0, 1, 3]  # positions whose next token is trained
+    assert flat["shift_labels"].tolist() == [[6, 7, 9]]
 
 
 class IgnoresPositions(torch.nn.Module):
@@ -106,19 +111,20 @@ class IgnoresPositions(torch.nn.Module):
     def get_input_embeddings(self) -> Any:
         return self.model.get_input_embeddings()
 
-    def forward(self, input_ids: torch.Tensor, position_ids: Any = None, use_cache: bool = False) -> Any:
-        return self.model(input_ids=input_ids, use_cache=use_cache)
+    def forward(self, position_ids: Any = None, **inputs: Any) -> Any:
+        return self.model(**inputs)
 
 
-def test_probe_accepts_llama_and_its_lora_wrapper_and_refuses_a_leaky_model() -> None:
+def test_check_accepts_llama_and_its_lora_wrapper_and_refuses_a_leaky_model() -> None:
     model = build_tiny_llama()
     model.train()
     lora = get_peft_model(build_tiny_llama(), LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.5))
-    assert attends_within_sequences(model) and attends_within_sequences(lora)
-    assert model.training  # the probe restores train mode
+    for collator in (FlatCollator(trained_logits_only=True), FlatCollator(trained_logits_only=False)):
+        assert keeps_sequences_apart(model, collator) and keeps_sequences_apart(lora, collator)
+        assert model.training  # the check restores train mode
     leaky = IgnoresPositions(build_tiny_llama())
-    assert not attends_within_sequences(leaky)
-    assert isinstance(make_collator("auto", model, PAD), FlatCollator)
+    assert not keeps_sequences_apart(leaky, FlatCollator(trained_logits_only=False))
+    assert make_collator("auto", model, PAD) == FlatCollator(trained_logits_only=True)
     assert isinstance(make_collator("padded", model, PAD), PaddingCollator)
     assert isinstance(make_collator("auto", leaky, PAD), PaddingCollator)  # the fallback
     with pytest.raises(DeltarankError, match="does not keep flattened sequences apart"):
