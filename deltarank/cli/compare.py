@@ -1,4 +1,4 @@
-"""`deltarank compare`: a terminal table of median ranks per module type across runs."""
+"""`deltarank compare`: a terminal table per module type across runs, for results of one family."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from deltarank.cli.options import check_new_file, output_option
 
 
 @click.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--label",
     "labels",
@@ -20,26 +20,55 @@ from deltarank.cli.options import check_new_file, output_option
 @click.option(
     "--lora-rank",
     type=click.IntRange(min=1),
-    help="Divide each run's median r0.9 by this LoRA rank instead of by the first run's.",
+    help="Spectra: divide each run's median r0.9 by this LoRA rank instead of by the first run's.",
 )
 @output_option("Also write the table as CSV (atomically) to this file.")
 def compare(
     results: tuple[Path, ...], labels: tuple[str, ...], lora_rank: int | None, output: str | None, force: bool
 ) -> None:
-    """Compare result files: per module type, median energy_90 (r0.9) and noise-floor rank per run, and
-    the ratio of each run's r0.9 to the first run's (or to --lora-rank R).
+    """Compare result files of one family (told apart by their schema), per module type.
 
-    The row `all` takes the medians over every matrix; `n` is min(rows, cols), `gauss_e90` the r0.9 of a
-    Gaussian matrix of the same shape.
+    \b
+    spectrum    median energy_90 (r0.9) and noise-floor rank per run, and the ratio of each
+                run's r0.9 to the first run's (or to --lora-rank R); `n` is min(rows, cols),
+                `gauss_e90` the r0.9 of a Gaussian matrix of the same shape
+    intruders   intruders at each run's ε (sum over the layers) and the most in one matrix
+    similarity  mean φ(i, i) over the layers per file, for i = 1, 4, 16, 64 where stored
+    extract     median rank written and mean retained energy per run (an adapter directory
+                written by extract works too)
+
+    The row `all` takes every matrix.
     """
-    from deltarank.analysis.results import SpectrumResult
-    from deltarank.figures.tables import compare_table
+    from deltarank.analysis.results import (
+        ExtractResult,
+        IntruderResult,
+        SimilarityResult,
+        SpectrumResult,
+        read_result,
+    )
+    from deltarank.errors import DeltarankError
+    from deltarank.figures import tables
     from deltarank.io.atomic import write_atomic
 
     if output is not None:
         check_new_file(output, force)
-    loaded = [SpectrumResult.from_json(path) for path in results]
-    table = compare_table(loaded, list(labels) or None, lora_rank=lora_rank)
+    loaded = [read_result(path) for path in results]
+    schemas = list(dict.fromkeys(result.SCHEMA for result in loaded))
+    if len(schemas) > 1:
+        raise DeltarankError(f"compare reads one result family at a time; got {' and '.join(schemas)} files")
+    if lora_rank is not None and not isinstance(loaded[0], SpectrumResult):
+        raise DeltarankError(f"--lora-rank applies to {SpectrumResult.SCHEMA} results only")
+    names = list(labels) or None
+    if all(isinstance(r, SpectrumResult) for r in loaded):
+        table = tables.compare_table(
+            [r for r in loaded if isinstance(r, SpectrumResult)], names, lora_rank=lora_rank
+        )
+    elif all(isinstance(r, IntruderResult) for r in loaded):
+        table = tables.intruder_table([r for r in loaded if isinstance(r, IntruderResult)], names)
+    elif all(isinstance(r, SimilarityResult) for r in loaded):
+        table = tables.similarity_table([r for r in loaded if isinstance(r, SimilarityResult)], names)
+    else:
+        table = tables.extract_table([r for r in loaded if isinstance(r, ExtractResult)], names)
     click.echo(table.to_text(), nl=False)
     if output is not None:
         write_atomic(output, table.to_csv())

@@ -9,11 +9,14 @@ import click
 
 from deltarank.cli.options import output_option
 
-KIND_HELP = "spectrum, ranks, ratio (the headline), steps, learning, or all (every kind the inputs allow)."
+KIND_HELP = (
+    "spectrum, ranks, ratio (the headline), steps, learning, intruders, similarity, energy, or all (every kind "
+    "the inputs allow)."
+)
 
 
 @click.command()
-@click.argument("results", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @output_option("Output directory (created when missing).", required=True)
 @click.option(
     "--kind",
@@ -34,8 +37,8 @@ KIND_HELP = "spectrum, ranks, ratio (the headline), steps, learning, or all (eve
     "--label",
     "labels",
     multiple=True,
-    help="Legend name per result file, in order (default: from the tuned path). Checkpoint "
-    "results with the same label form one run in the steps figure.",
+    help="Name per result file, in order (default: from the tuned path): legends, and the file names of "
+    "per-file figures. Checkpoint spectra with the same label form one run in the steps figure.",
 )
 @click.option(
     "--summary",
@@ -65,26 +68,31 @@ def plot(
     lora_rank: int | None,
     x_axis: str,
 ) -> None:
-    """Draw paper figures from RESULTS (deltarank.spectrum/1 JSON files) into a directory.
+    """Draw paper figures from RESULTS into a directory: result files of spectrum, intruders, similarity or
+    extract (an adapter directory written by extract works too), told apart by their schema; each file goes
+    to the figures of its family.
 
     \b
     Files written (per format):
-      spectra              normalised singular values and cumulative energy, per module type
-      ranks_by_layer       r0.9 against layer, one panel per module type
-      headline             full fine-tuning r0.9 next to the LoRA rank, ratio on the bars
-      rank_over_training   median r0.9 against step, from checkpoint results (.../checkpoint-N)
+      spectra              normalised singular values and cumulative energy, per module type (spectrum)
+      ranks_by_layer       r0.9 against layer, one panel per module type (spectrum)
+      headline             full fine-tuning r0.9 next to the LoRA rank, ratio on the bars (spectrum)
+      rank_over_training   median r0.9 against step, from checkpoint results (.../checkpoint-N) (spectrum)
       learning_forgetting  learning vs forgetting with the Pareto front (needs --summary)
+      intruders_by_layer   intruder count against layer, one line per run (intruders)
+      similarity           φ(i, j) heatmaps per module type (similarity; several: similarity-LABEL)
+      retained_energy      energy of ΔW kept against rank k (extract; several: retained_energy-LABEL)
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never a window
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # its per-font INFO lines drown `-v` output
 
-    from deltarank.analysis.results import SpectrumResult
+    from deltarank.analysis.results import read_result
     from deltarank.figures.render import render_figures
 
     out_dir = Path(output)
-    loaded = [SpectrumResult.from_json(path) for path in results]
+    loaded = [read_result(path) for path in results]
     written = render_figures(
         loaded,
         out_dir,

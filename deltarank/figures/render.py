@@ -1,35 +1,113 @@
-"""Draw and save a set of figures from result files: what `deltarank plot` runs, callable from Python."""
+"""Draw and save a set of figures from result files: what `deltarank plot` runs, callable from Python.
+
+The one place that decides which figure kinds exist, which inputs each needs, and the files they are saved as.
+Each result goes to the figures of its family: spectra to spectrum/ranks/ratio/steps, intruder results to
+`intruders`, similarity results to `similarity`, extract results to `energy`; a reproduction summary to
+`learning`.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from deltarank.analysis.results import SpectrumResult
+from deltarank.analysis.results import ExtractResult, IntruderResult, SimilarityResult, SpectrumResult
+from deltarank.analysis.results.base import ResultFile
 from deltarank.errors import DeltarankError, OutputError
 from deltarank.figures.headline import plot_headline
 from deltarank.figures.learning import load_summary, plot_learning_forgetting
 from deltarank.figures.ranks import plot_ranks_by_layer
-from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_runs
+from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_runs, result_labels
 from deltarank.figures.save import parse_formats, save_figure
 from deltarank.figures.spectra import plot_spectra
+from deltarank.figures.subspace import plot_intruders_by_layer, plot_retained_energy, plot_similarity_heatmaps
 from deltarank.figures.training import can_plot_training, plot_rank_over_training
 
 log = logging.getLogger(__name__)
 
-# kind -> file stem; `all` draws every kind the inputs allow.
+# kind -> file stem; `all` draws every kind the inputs allow. `similarity` and `energy` draw one figure per
+# result file: with several, each stem gets `-<label>` (see `stems`).
 FIGURES: dict[str, str] = {
     "spectrum": "spectra",
     "ranks": "ranks_by_layer",
     "ratio": "headline",
     "steps": "rank_over_training",
     "learning": "learning_forgetting",
+    "intruders": "intruders_by_layer",
+    "similarity": "similarity",
+    "energy": "retained_energy",
 }
 KINDS: tuple[str, ...] = (*FIGURES, "all")
+# kind -> the result family it draws (kinds not listed take spectra or the summary).
+FAMILY_OF_KIND: dict[str, type[ResultFile[Any]]] = {
+    "intruders": IntruderResult,
+    "similarity": SimilarityResult,
+    "energy": ExtractResult,
+}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What one `plot` call draws from: results sorted by family, each with its label, and the summary."""
+
+    runs: list[Run] = field(default_factory=list)
+    intruders: list[tuple[str, IntruderResult]] = field(default_factory=list)
+    similarity: list[tuple[str, SimilarityResult]] = field(default_factory=list)
+    extracts: list[tuple[str, ExtractResult]] = field(default_factory=list)
+    summary: Mapping[str, Any] | None = None
+
+    def of(self, kind: str) -> Sequence[tuple[str, ResultFile[Any]]]:
+        """The labelled results of the family that `kind` draws (empty for spectrum kinds and `learning`)."""
+        family = FAMILY_OF_KIND.get(kind)
+        if family is IntruderResult:
+            return self.intruders
+        if family is SimilarityResult:
+            return self.similarity
+        if family is ExtractResult:
+            return self.extracts
+        return []
+
+
+def sort_inputs(
+    results: Sequence[ResultFile[Any]],
+    labels: Sequence[str] | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> Inputs:
+    """Results of any family, each to its family with its label: given per file in order, else derived from
+    the tuned paths; names are made unique within a family (spectrum checkpoints of one run keep theirs).
+
+    Raises:
+        DeltarankError: the number of labels differs from the number of results, or an unknown result type.
+    """
+    result_labels(results, labels)  # one label per file, or none
+    by_family: dict[type[ResultFile[Any]], list[int]] = {}
+    for index, result in enumerate(results):
+        if not isinstance(result, SpectrumResult | IntruderResult | SimilarityResult | ExtractResult):
+            raise DeltarankError(f"cannot plot a {type(result).__name__} ({result.SCHEMA})")
+        by_family.setdefault(type(result), []).append(index)
+
+    def labelled(family: type[ResultFile[Any]]) -> list[tuple[str, Any]]:
+        chosen = [results[i] for i in by_family.get(family, [])]
+        given = [labels[i] for i in by_family.get(family, [])] if labels else None
+        return list(zip(result_labels(chosen, given), chosen, strict=True))
+
+    spectra = [results[i] for i in by_family.get(SpectrumResult, [])]
+    given = [labels[i] for i in by_family.get(SpectrumResult, [])] if labels else None
+    return Inputs(
+        runs=make_runs([r for r in spectra if isinstance(r, SpectrumResult)], given),
+        intruders=labelled(IntruderResult),
+        similarity=labelled(SimilarityResult),
+        extracts=labelled(ExtractResult),
+        summary=summary,
+    )
 
 
 def parse_kinds(values: str | Sequence[str]) -> list[str]:
@@ -49,14 +127,18 @@ def parse_kinds(values: str | Sequence[str]) -> list[str]:
     return kinds or ["all"]
 
 
-def why_not(
-    kind: str, runs: Sequence[Run], summary: Mapping[str, Any] | None, lora_rank: int | None
-) -> str | None:
+def why_not(kind: str, inputs: Inputs, lora_rank: int | None) -> str | None:
     """Why the inputs cannot make figure `kind`, or None when they can."""
+    runs = inputs.runs
     if kind == "learning":
-        return None if summary is not None else "needs --summary summary.json from `deltarank reproduce`"
+        return (
+            None if inputs.summary is not None else "needs --summary summary.json from `deltarank reproduce`"
+        )
+    if kind in FAMILY_OF_KIND:
+        family = FAMILY_OF_KIND[kind]
+        return None if inputs.of(kind) else f"needs a {family.SCHEMA} result file"
     if not runs:
-        return "needs at least one result file"
+        return f"needs a {SpectrumResult.SCHEMA} result file"
     if kind == "ratio":
         if all(run.is_adapter for run in runs):
             return "needs a full fine-tuning result (dense ΔW)"
@@ -67,15 +149,44 @@ def why_not(
     return None
 
 
-def draw(
-    kind: str,
-    runs: Sequence[Run],
-    summary: Mapping[str, Any] | None,
-    lora_rank: int | None,
-    x_axis: str = "step",
-) -> Figure:
-    """One figure of `kind`. Figures comparing runs draw each run's final result; `steps` draws all."""
+def stems(kind: str, inputs: Inputs) -> list[str]:
+    """The file stems of figure `kind`: one, or for a per-file kind with several files `<stem>-<label>`."""
+    per_file = kind in ("similarity", "energy")
+    items = inputs.of(kind)
+    if not per_file or len(items) <= 1:
+        return [FIGURES[kind]]
+    return [
+        f"{FIGURES[kind]}-{_UNSAFE.sub('_', label).strip('_') or index + 1}"
+        for index, (label, _) in enumerate(items)
+    ]
+
+
+def planned(
+    kind: str, inputs: Inputs, lora_rank: int | None, x_axis: str = "step"
+) -> list[tuple[str, Callable[[], Figure]]]:
+    """The figures of `kind` as (file stem, a function drawing it): one per kind, or one per file for the
+    similarity heatmaps and the retained-energy curves."""
+    if kind == "similarity":
+        return [
+            (stem, partial(plot_similarity_heatmaps, result))
+            for stem, (_, result) in zip(stems(kind, inputs), inputs.similarity, strict=True)
+        ]
+    if kind == "energy":
+        return [
+            (stem, partial(plot_retained_energy, result))
+            for stem, (_, result) in zip(stems(kind, inputs), inputs.extracts, strict=True)
+        ]
+    return [(FIGURES[kind], partial(draw, kind, inputs, lora_rank, x_axis))]
+
+
+def draw(kind: str, inputs: Inputs, lora_rank: int | None, x_axis: str = "step") -> Figure:
+    """The one figure of a kind that draws all its inputs together. Figures comparing runs draw each run's
+    final result; `steps` draws all."""
+    runs, summary = inputs.runs, inputs.summary
     latest = final_runs(runs)
+    if kind == "intruders" and inputs.intruders:
+        labels = [label for label, _ in inputs.intruders]
+        return plot_intruders_by_layer([r for _, r in inputs.intruders], labels)
     if kind == "spectrum":
         return plot_spectra(latest)
     if kind == "ranks":
@@ -90,7 +201,7 @@ def draw(
 
 
 def render_figures(
-    results: Sequence[SpectrumResult],
+    results: Sequence[ResultFile[Any]],
     out_dir: str | Path,
     *,
     kinds: str | Sequence[str] = "all",
@@ -104,11 +215,14 @@ def render_figures(
     """Draw the asked figures from results (and a reproduction summary) and save them under `out_dir`.
 
     Args:
-        results: Spectrum results; checkpoints of one run share a label (see `runs.make_runs`).
+        results: Results of any family (`read_result`); each goes to the figures of its family. Spectrum
+            checkpoints of one run share a label (see `runs.make_runs`).
         out_dir: Output directory, created when missing.
-        kinds: Figure kinds (spectrum, ranks, ratio, steps, learning) or `all`: every kind the inputs allow.
+        kinds: Figure kinds (spectrum, ranks, ratio, steps, learning, intruders, similarity, energy) or `all`:
+            every kind the inputs allow.
         formats: pdf, png and/or svg.
-        labels: One legend name per result; derived from the tuned paths when omitted.
+        labels: One name per result, in order (legends; file names of per-file figures); derived from the
+            tuned paths when omitted.
         summary: The reproduction's summary (dict or path of `summary.json`), for the learning figure.
         lora_rank: LoRA rank r when no LoRA result is given.
         x_axis: `step` or `tokens` for the training figure.
@@ -120,33 +234,33 @@ def render_figures(
     Raises:
         DeltarankError: an explicitly asked figure cannot be made from the inputs, or nothing can.
     """
-    runs = make_runs(results, labels)
     data = load_summary(summary) if isinstance(summary, str | Path) else summary
+    inputs = sort_inputs(results, labels, data)
     asked = parse_kinds(kinds)
     if "all" in asked:
-        todo = [k for k in FIGURES if why_not(k, runs, data, lora_rank) is None]
+        todo = [k for k in FIGURES if why_not(k, inputs, lora_rank) is None]
         for kind in (k for k in FIGURES if k not in todo):
-            log.info("skipping figure %s: %s", kind, why_not(kind, runs, data, lora_rank))
+            log.info("skipping figure %s: %s", kind, why_not(kind, inputs, lora_rank))
         if not todo:
             raise DeltarankError("nothing to plot: give result files and/or --summary")
     else:
         todo = asked
         for kind in todo:
-            reason = why_not(kind, runs, data, lora_rank)
+            reason = why_not(kind, inputs, lora_rank)
             if reason:
                 raise DeltarankError(f"figure {kind!r} {reason}")
+    figures = [item for kind in todo for item in planned(kind, inputs, lora_rank, x_axis)]
     if not overwrite:
         existing = [
             p
-            for k in todo
+            for stem, _ in figures
             for f in parse_formats(formats)
-            if (p := Path(out_dir) / f"{FIGURES[k]}.{f}").exists()
+            if (p := Path(out_dir) / f"{stem}.{f}").exists()
         ]
         if existing:
             raise OutputError(f"{existing[0]}: already exists (use --force to replace it)")
     written: list[Path] = []
-    for kind in todo:
-        fig = draw(kind, runs, data, lora_rank, x_axis)
-        written += save_figure(fig, out_dir, FIGURES[kind], formats)
-        log.info("wrote %s", FIGURES[kind])
+    for stem, make in figures:
+        written += save_figure(make(), out_dir, stem, formats)
+        log.info("wrote %s", stem)
     return written

@@ -11,9 +11,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deltarank.analysis.maths import ranks
-from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
+from deltarank.analysis.results import MatrixSpectrum, SimilarityResult, SpectrumResult
+from deltarank.analysis.results.base import ResultFile
 from deltarank.analysis.results.medians import module_medians, rank_of
 from deltarank.errors import DeltarankError, InputError
 
@@ -225,6 +227,34 @@ def display_labels(runs: Sequence[Run]) -> list[str]:
         if text in out:
             text = f"{text} #{i + 1}"
         out.append(text)
+    return out
+
+
+def result_labels(results: Sequence[ResultFile[Any]], labels: Sequence[str] | None = None) -> list[str]:
+    """One unique name per result of any family: the given labels, else derived from the tuned paths (a
+    similarity result: `A vs B`); a repeated name gets ` #<position>`.
+
+    Raises:
+        DeltarankError: the number of labels differs from the number of results.
+    """
+    if labels and len(labels) != len(results):
+        raise DeltarankError(
+            f"got {len(labels)} --label values for {len(results)} result files; give one each"
+        )
+    if labels:
+        names = list(labels)
+    else:
+        tuned = [str(getattr(r, "tuned", "")) for r in results if not isinstance(r, SimilarityResult)]
+        derived = iter(derived_labels(tuned))
+        names = [
+            f"{run_label(r.tuned_a)} vs {run_label(r.tuned_b)}"
+            if isinstance(r, SimilarityResult)
+            else next(derived)
+            for r in results
+        ]
+    out: list[str] = []
+    for i, name in enumerate(names):
+        out.append(f"{name} #{i + 1}" if name in out else name)
     return out
 
 

@@ -1,4 +1,8 @@
-"""The comparison table of `deltarank compare`: per module type, median ranks per run and their ratios."""
+"""The comparison tables of `deltarank compare`, one per result family: per module type, a few numbers per run.
+
+Spectrum: median ranks and their ratios; intruders: intruder counts; similarity: mean φ(i, i); extract: rank and
+retained energy. Each table prints aligned for a terminal and writes CSV with the raw numbers.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from deltarank.analysis.results import SpectrumResult
+from deltarank.analysis.results import ExtractResult, IntruderResult, SimilarityResult, SpectrumResult
 from deltarank.analysis.results.medians import median
 from deltarank.errors import DeltarankError
-from deltarank.figures.runs import as_runs, display_labels, energy_rank, module_order
+from deltarank.figures.runs import as_runs, display_labels, energy_rank, module_order, result_labels
 
 NOISE_KEY = "noise_floor"
 ALL_ROW = "all"
+PHI_SIZES = (1, 4, 16, 64)  # the subspace sizes i of the similarity table's φ(i, i)
+FINE = 3  # decimals of shares (φ, retained energy)
 
 Cell = str | int | float | None
 
@@ -25,11 +31,17 @@ class CompareTable:
     columns: tuple[str, ...]
     rows: tuple[tuple[Cell, ...], ...]
     ratio_from: int = 0  # columns from this index on hold ratios (shown as `14.0x`); 0: none
+    decimals: tuple[
+        int | None, ...
+    ] = ()  # per column: fixed decimals of its numbers; None or absent: default
 
     def to_text(self) -> str:
         """Aligned plain text for a terminal: text left, numbers right, `-` for missing values."""
         ratio = self.ratio_from or len(self.columns)
-        cells = [list(self.columns)] + [[_text(c, i >= ratio) for i, c in enumerate(r)] for r in self.rows]
+        places = [self.decimals[i] if i < len(self.decimals) else None for i in range(len(self.columns))]
+        cells = [list(self.columns)] + [
+            [_text(c, i >= ratio, places[i]) for i, c in enumerate(r)] for r in self.rows
+        ]
         widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
         lines = []
         for row_index, row in enumerate(cells):
@@ -49,10 +61,13 @@ class CompareTable:
         return buffer.getvalue()
 
 
-def _text(cell: Cell, is_ratio: bool) -> str:
-    """A cell for the terminal: ratios as `14.0x`, whole numbers without decimals, medians to 0.1."""
+def _text(cell: Cell, is_ratio: bool, places: int | None = None) -> str:
+    """A cell for the terminal: ratios as `14.0x`, whole numbers without decimals, medians to 0.1 (or the
+    column's fixed decimals)."""
     if cell is None:
         return "-"
+    if isinstance(cell, float) and places is not None:
+        return f"{cell:.{places}f}"
     if isinstance(cell, float):
         if is_ratio:
             return f"{cell:.1f}x" if cell >= 1 else f"{cell:.2f}x"
@@ -106,3 +121,104 @@ def compare_table(
             row.append(value / base if value is not None and base else None)
         rows.append(tuple(row))
     return CompareTable(columns=tuple(columns), rows=tuple(rows), ratio_from=ratio_from)
+
+
+def _modules(
+    results: Sequence[IntruderResult] | Sequence[SimilarityResult] | Sequence[ExtractResult],
+) -> list[str]:
+    """Module types in first-seen order over all results, then the row `all`."""
+    order: dict[str, None] = {}
+    for result in results:
+        for m in result.matrices:
+            order.setdefault(m.module, None)
+    return [*order, ALL_ROW]
+
+
+def _check_matrices(results: Sequence[IntruderResult] | Sequence[ExtractResult]) -> None:
+    for result in results:
+        if not result.matrices:
+            raise DeltarankError(f"{result.tuned}: the result holds no matrices")
+
+
+def intruder_table(results: Sequence[IntruderResult], labels: Sequence[str] | None = None) -> CompareTable:
+    """Per module type: matrices `n`, and per run the intruders at the run's ε (`<label> ε=<ε>`: the sum over the
+    layers) and the most in one matrix (`<label> max`). The row `all` sums every matrix.
+
+    Raises:
+        DeltarankError: the labels do not match the results, or a result has no matrices.
+    """
+    names = result_labels(results, labels)
+    _check_matrices(results)
+    columns = ["module", "n"]
+    for name, result in zip(names, results, strict=True):
+        columns += [f"{name} ε={result.epsilon:g}", f"{name} max"]
+    rows: list[tuple[Cell, ...]] = []
+    for module in _modules(results):
+        groups = [[m.count for m in r.matrices if module in (ALL_ROW, m.module)] for r in results]
+        sizes = {len(g) for g in groups if g}
+        row: list[Cell] = [module, sizes.pop() if len(sizes) == 1 else None]
+        for counts in groups:
+            row += [sum(counts), max(counts)] if counts else [None, None]
+        rows.append(tuple(row))
+    return CompareTable(columns=tuple(columns), rows=tuple(rows))
+
+
+def similarity_table(
+    results: Sequence[SimilarityResult], labels: Sequence[str] | None = None, sizes: Sequence[int] = PHI_SIZES
+) -> CompareTable:
+    """Per module type: matrices `n`, and per file the mean φ(i, i) over its layers for the sizes i in `sizes`
+    that some file stores (`<label> φ(i,i)`). The row `all` averages over every matrix.
+
+    Raises:
+        DeltarankError: the labels do not match the results, or no file stores any of the sizes.
+    """
+    names = result_labels(results, labels)
+    shown = [i for i in sizes if any(r.module_means(i) for r in results)]
+    if not shown:
+        stored = sorted({i for r in results for m in r.matrices for i in m.tops_a})
+        raise DeltarankError(
+            f"no similarity result stores φ(i, i) for i in {', '.join(map(str, sizes))} (stored: {stored})"
+        )
+    columns = ["module", "n"] + [f"{name} φ({i},{i})" for name in names for i in shown]
+    rows: list[tuple[Cell, ...]] = []
+    for module in _modules(results):
+        groups = [[m for m in r.matrices if module in (ALL_ROW, m.module)] for r in results]
+        counts = {len(g) for g in groups if g}
+        row: list[Cell] = [module, counts.pop() if len(counts) == 1 else None]
+        for group in groups:
+            for i in shown:
+                values = [v for m in group if (v := m.phi(i, i)) is not None]
+                row.append(float(sum(values) / len(values)) if values else None)
+        rows.append(tuple(row))
+    return CompareTable(
+        columns=tuple(columns), rows=tuple(rows), decimals=(None, None) + (FINE,) * (len(columns) - 2)
+    )
+
+
+def extract_table(results: Sequence[ExtractResult], labels: Sequence[str] | None = None) -> CompareTable:
+    """Per module type: matrices `n`, and per run the median rank written (`<label> rank`) and the mean
+    retained energy Σ_{i≤k} σ_i² / Σ σ_i² (`<label> energy`). The row `all` takes every matrix.
+
+    Raises:
+        DeltarankError: the labels do not match the results, or a result has no matrices.
+    """
+    names = result_labels(results, labels)
+    _check_matrices(results)
+    columns = ["module", "n"]
+    decimals: list[int | None] = [None, None]
+    for name in names:
+        columns += [f"{name} rank", f"{name} energy"]
+        decimals += [None, FINE]
+    rows: list[tuple[Cell, ...]] = []
+    for module in _modules(results):
+        groups = [[m for m in r.matrices if module in (ALL_ROW, m.module)] for r in results]
+        counts = {len(g) for g in groups if g}
+        row: list[Cell] = [module, counts.pop() if len(counts) == 1 else None]
+        for group in groups:
+            energy = [m.retained_energy for m in group]
+            row += [
+                median(float(m.rank) for m in group),
+                float(sum(energy) / len(energy)) if energy else None,
+            ]
+        rows.append(tuple(row))
+    return CompareTable(columns=tuple(columns), rows=tuple(rows), decimals=tuple(decimals))

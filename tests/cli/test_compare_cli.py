@@ -7,8 +7,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from deltarank.analysis.results import ExtractResult, MatrixExtract
 from deltarank.cli import main
 from tests.figures.synthetic import energy_90_by_hand, marchenko_pastur_sigma, planted_result
+from tests.figures.test_subspace_figures import intruder_result, similarity_result
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path]:
@@ -61,3 +63,91 @@ def test_compare_errors(tmp_path: Path) -> None:
         assert result.exit_code == 1, (args, result.output)
         assert result.output.strip().startswith("Error: ") and message in result.output, result.output
     assert CliRunner().invoke(main, ["compare"]).exit_code == 2  # click usage error: no file given
+
+
+def _rows(output: str) -> list[list[str]]:
+    """The table's body rows, split on whitespace (header and rule left out)."""
+    return [line.split() for line in output.splitlines()[2:]]
+
+
+def test_compare_intruder_counts_per_run(tmp_path: Path) -> None:
+    # layer L of every module type has L (full) or L + 1 (lora) top vectors at |cos| 0.2 < ε = 0.5
+    full, lora, out = tmp_path / "full.json", tmp_path / "lora.json", tmp_path / "t.csv"
+    intruder_result("full", 0.2).to_json(full)
+    intruder_result("lora", 0.2).to_json(lora)
+    result = CliRunner().invoke(main, ["compare", str(full), str(lora), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    header = result.output.splitlines()[0].split()
+    assert header == ["module", "n", "full", "ε=0.5", "full", "max", "lora", "ε=0.5", "lora", "max"]
+    assert _rows(result.output) == [
+        ["q_proj", "3", "3", "2", "6", "3"],  # full 0 + 1 + 2, at most 2; lora 1 + 2 + 3, at most 3
+        ["down_proj", "3", "3", "2", "6", "3"],
+        ["up_proj", "3", "3", "2", "6", "3"],
+        ["all", "9", "9", "2", "18", "3"],
+    ]
+    rows = list(csv.DictReader(out.open()))
+    assert rows[-1] == {"module": "all", "n": "9", "full ε=0.5": "9", "full max": "2", "lora ε=0.5": "18",
+                        "lora max": "3"}  # fmt: skip
+
+
+def test_compare_similarity_mean_phi(tmp_path: Path) -> None:
+    # φ = (layer + 1)/10 for layers 0, 1, 2; layer 2 of up_proj stores no j = 4
+    path = tmp_path / "sim.json"
+    similarity_result().to_json(path)
+    result = CliRunner().invoke(main, ["compare", str(path), "--label", "L/F"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].split() == ["module", "n", "L/F", "φ(1,1)", "L/F", "φ(4,4)"]
+    assert _rows(result.output) == [
+        ["q_proj", "3", "0.200", "0.200"],
+        ["down_proj", "3", "0.200", "0.200"],
+        ["up_proj", "3", "0.200", "0.150"],  # (0.1 + 0.2)/2
+        ["all", "9", "0.200", "0.188"],  # (0.1 + 0.2 + 0.3)·2 + 0.1 + 0.2 over 8
+    ]
+
+
+def _extract(tuned: str, ranks: dict[str, list[int]], energy: float) -> ExtractResult:
+    matrices = tuple(
+        MatrixExtract(f"model.layers.{layer}.{module}.weight", layer, module, (16, 16), "dense", rank, energy,
+                      (1.0,) * 16)
+        for module, per_layer in ranks.items()
+        for layer, rank in enumerate(per_layer)
+    )  # fmt: skip
+    return ExtractResult("base", tuned, "out", None, 0.9, 4, "float32", "float32", "cpu", matrices)
+
+
+def test_compare_extract_rank_and_energy(tmp_path: Path) -> None:
+    first, adapter = tmp_path / "a.json", tmp_path / "adapter"
+    _extract("runs/full", {"q_proj": [2, 4, 9], "v_proj": [1, 1, 1]}, 0.9).to_json(first)
+    adapter.mkdir()
+    _extract("runs/dora", {"q_proj": [8, 8, 8], "v_proj": [3, 5, 5]}, 0.75).to_json(
+        adapter / "deltarank_extract.json"
+    )
+    result = CliRunner().invoke(main, ["compare", str(first), str(adapter)])  # the adapter directory is read
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].split() == ["module", "n", "full", "rank", "full", "energy", "dora",
+                                                     "rank", "dora", "energy"]  # fmt: skip
+    assert _rows(result.output) == [
+        ["q_proj", "3", "4", "0.900", "8", "0.750"],  # median ranks
+        ["v_proj", "3", "1", "0.900", "5", "0.750"],
+        ["all", "6", "1.5", "0.900", "6.5", "0.750"],  # medians of 1, 1, 1, 2, 4, 9 and 3, 5, 5, 8, 8, 8
+    ]
+
+
+def test_compare_unknown_or_mixed_results_are_one_error_line(tmp_path: Path) -> None:
+    full, _ = _write(tmp_path)
+    intruders, odd = tmp_path / "i.json", tmp_path / "odd.json"
+    intruder_result("full", 0.2).to_json(intruders)
+    odd.write_text('{"schema": "deltarank.reproduce/1"}')
+    cases = [
+        ([odd], "schema 'deltarank.reproduce/1'); known schemas: deltarank.spectrum/1, deltarank.intruders/1, "
+                "deltarank.similarity/1, deltarank.extract/1"),
+        ([full, intruders], "compare reads one result family at a time; got deltarank.spectrum/1 and "
+                            "deltarank.intruders/1 files"),
+        ([intruders, "--lora-rank", "4"], "--lora-rank applies to deltarank.spectrum/1 results only"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = CliRunner().invoke(main, ["compare", *map(str, args), "-o", str(tmp_path / "t.csv")])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and lines[0].endswith(message), lines
+    assert not (tmp_path / "t.csv").exists()

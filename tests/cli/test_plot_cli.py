@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from deltarank.cli import main
 from tests.figures.synthetic import full_result, lora_result, planted_result, write_summary
+from tests.figures.test_subspace_figures import extract_result, intruder_result, similarity_result
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -64,7 +65,10 @@ def test_plot_user_errors_are_one_line(tmp_path: Path) -> None:
     not_result = tmp_path / "x.json"
     not_result.write_text('{"schema": "something/else"}')
     cases = [
-        (["plot", str(not_result), "-o", str(tmp_path)], "not a deltarank.spectrum/1 result file"),
+        (
+            ["plot", str(not_result), "-o", str(tmp_path)],
+            "schema 'something/else'); known schemas: deltarank",
+        ),
         (["plot", str(full), "-o", str(tmp_path), "--kind", "ratio"], "needs a LoRA rank"),
         (["plot", str(full), "-o", str(tmp_path), "--format", "gif"], "unknown figure format 'gif'"),
         (["plot", str(full), "-o", str(tmp_path), "--kind", "pie"], "unknown figure kind 'pie'"),
@@ -85,3 +89,69 @@ def test_plot_help_lists_the_figures() -> None:
     assert result.exit_code == 0
     for word in ("--kind", "--summary", "--lora-rank", "--x-axis", "headline", "learning_forgetting"):
         assert word in result.output
+
+
+def _write_subspace(tmp_path: Path) -> dict[str, Path]:
+    """Intruder results of two runs, one similarity result, two extract results (one as an adapter directory)."""
+    paths = {name: tmp_path / f"{name}.json" for name in ("i_full", "i_lora", "sim", "x_full")}
+    intruder_result("full", 0.2).to_json(paths["i_full"])
+    intruder_result("lora", 0.2).to_json(paths["i_lora"])
+    similarity_result().to_json(paths["sim"])
+    extract_result().to_json(paths["x_full"])
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    extract_result().to_json(adapter / "deltarank_extract.json")
+    return paths | {"x_dir": adapter}
+
+
+def test_plot_every_family_at_once(tmp_path: Path) -> None:
+    full, lora, _ = _write(tmp_path)
+    sub = _write_subspace(tmp_path)
+    out = tmp_path / "figs"
+    files = [full, lora, sub["i_full"], sub["sim"], sub["i_lora"], sub["x_full"], sub["x_dir"]]
+    labels = ["full", "lora", "full", "lora vs full", "lora", "energy 0.9", "again"]
+    args = ["plot", *map(str, files), "-o", str(out), "--format", "png"]
+    result = CliRunner().invoke(main, [*args, *[x for label in labels for x in ("--label", label)]])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [str(out / f"{stem}.png") for stem in [
+        "spectra", "ranks_by_layer", "headline", "intruders_by_layer", "similarity",
+        "retained_energy-energy_0.9", "retained_energy-again",
+    ]]  # fmt: skip
+    assert all(path.stat().st_size > 10_000 for path in out.iterdir())
+    again = CliRunner().invoke(main, args)  # every stem is checked before drawing: nothing replaced
+    assert again.exit_code == 1 and "already exists (use --force to replace it)" in again.output
+
+
+def test_plot_each_subspace_family_alone(tmp_path: Path) -> None:
+    sub = _write_subspace(tmp_path)
+    cases = [
+        ([sub["i_full"], sub["i_lora"]], "intruders", ["intruders_by_layer.svg"]),
+        ([sub["sim"]], "all", ["similarity.svg"]),
+        ([sub["x_dir"]], "energy", ["retained_energy.svg"]),
+        ([sub["x_full"], sub["x_dir"]], "all", ["retained_energy-full.svg", "retained_energy-full_2.svg"]),
+    ]
+    for index, (files, kind, names) in enumerate(cases):
+        out = tmp_path / f"o{index}"
+        args = ["plot", *map(str, files), "-o", str(out), "--kind", kind, "--format", "svg"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, (kind, result.output)
+        assert sorted(p.name for p in out.iterdir()) == names
+        assert all(p.read_text().startswith("<?xml") for p in out.iterdir())
+
+
+def test_plot_a_kind_without_its_family_is_one_line(tmp_path: Path) -> None:
+    full, _, _ = _write(tmp_path)
+    sub = _write_subspace(tmp_path)
+    cases = [
+        ([full], "similarity", "figure 'similarity' needs a deltarank.similarity/1 result file"),
+        ([sub["sim"]], "intruders", "figure 'intruders' needs a deltarank.intruders/1 result file"),
+        ([sub["i_full"]], "energy", "figure 'energy' needs a deltarank.extract/1 result file"),
+        ([sub["x_full"]], "ranks", "figure 'ranks' needs a deltarank.spectrum/1 result file"),
+    ]
+    for files, kind, message in cases:
+        result = CliRunner().invoke(
+            main, ["plot", *map(str, files), "-o", str(tmp_path / "o"), "--kind", kind]
+        )
+        assert result.exit_code == 1
+        assert result.output.strip() == f"Error: {message}", result.output
+    assert not (tmp_path / "o").exists()

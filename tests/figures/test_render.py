@@ -64,3 +64,20 @@ def test_output_is_deterministic(tmp_path: Path) -> None:
     assert len(first) == 4
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_each_file_goes_to_its_family_with_its_label() -> None:
+    from deltarank.figures.render import sort_inputs
+    from tests.figures.test_subspace_figures import extract_result, intruder_result, similarity_result
+
+    results = [full_result(), intruder_result("full", 0.2), similarity_result(), intruder_result("lora", 0.2)]
+    inputs = sort_inputs([*results, extract_result()], ["full", "full", "A vs B", "lora", "x"])
+    assert [run.label for run in inputs.runs] == ["full"]
+    assert [label for label, _ in inputs.intruders] == ["full", "lora"]  # names are unique per family only
+    assert [label for label, _ in inputs.similarity] == ["A vs B"]
+    derived = sort_inputs([*results, extract_result(), extract_result()])
+    assert [label for label, _ in derived.intruders] == ["full", "lora"]
+    assert [label for label, _ in derived.similarity] == ["lora vs full"]
+    assert [label for label, _ in derived.extracts] == ["full", "full #2"]
+    with pytest.raises(DeltarankError, match="got 1 --label values for 4 result files"):
+        sort_inputs(results, ["a"])

@@ -2,11 +2,13 @@
 
 from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
 from deltarank.analysis.results.intruders import IntruderResult, MatrixIntruders
+from deltarank.analysis.results.read import FAMILIES, read_result
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
 from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
 from deltarank.io.pairing import SkippedTensor
 
 __all__ = [
+    "FAMILIES",
     "ExtractResult",
     "IntruderResult",
     "MatrixExtract",
@@ -16,4 +18,5 @@ __all__ = [
     "SimilarityResult",
     "SkippedTensor",
     "SpectrumResult",
+    "read_result",
 ]

@@ -101,7 +101,15 @@ class ResultFile(Record, Generic[M]):
         Raises:
             InputError: unreadable file, invalid JSON, another schema, or a malformed body.
         """
-        data = read_json_object(source)
+        return cls.from_data(read_json_object(source), source)
+
+    @classmethod
+    def from_data(cls: type[F], data: dict[str, Any], source: str | Path) -> F:
+        """A result of this family from the JSON object already read from `source` (named in errors).
+
+        Raises:
+            InputError: another schema, or a malformed body.
+        """
         if data.get("schema") != cls.SCHEMA:
             raise InputError(source, f"not a {cls.SCHEMA} result file (schema {data.get('schema')!r})")
         try:

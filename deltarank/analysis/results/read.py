@@ -1,0 +1,43 @@
+"""Read any result file by its `schema`: what `deltarank plot` and `deltarank compare` open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deltarank.analysis.results.base import ResultFile, read_json_object
+from deltarank.analysis.results.extract import RESULT_FILE, ExtractResult
+from deltarank.analysis.results.intruders import IntruderResult
+from deltarank.analysis.results.similarity import SimilarityResult
+from deltarank.analysis.results.spectrum import SpectrumResult
+from deltarank.errors import InputError
+
+# schema -> result family, in the order the commands list them.
+FAMILIES: dict[str, type[ResultFile[Any]]] = {
+    family.SCHEMA: family for family in (SpectrumResult, IntruderResult, SimilarityResult, ExtractResult)
+}
+
+
+def read_result(source: str | Path) -> ResultFile[Any]:
+    """The result in a file, of whichever family its `schema` names.
+
+    Args:
+        source: A result JSON file, an adapter directory written by `extract` (its `deltarank_extract.json`),
+            or JSON text starting with `{`.
+
+    Raises:
+        InputError: unreadable or invalid JSON, an unknown schema (the message names the known ones), or a
+            malformed body.
+    """
+    text = str(source)
+    if not text.lstrip().startswith("{") and Path(text).is_dir():
+        source = Path(text) / RESULT_FILE
+    data = read_json_object(source)
+    schema = data.get("schema")
+    family = FAMILIES.get(schema) if isinstance(schema, str) else None
+    if family is None:
+        what = "no schema field" if schema is None else f"schema {schema!r}"
+        raise InputError(
+            source, f"not a deltarank result file ({what}); known schemas: {', '.join(FAMILIES)}"
+        )
+    return family.from_data(data, source)
