@@ -77,7 +77,9 @@ class EvalModels:
                 self._base = wrapped.unload()
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(str(tuned), dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(
+            str(tuned), dtype=torch.float32, use_safetensors=True, local_files_only=True
+        ).eval()
         return fn(model)
 
 

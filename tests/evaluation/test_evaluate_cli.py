@@ -99,6 +99,21 @@ def test_bad_requests_fail_before_loading(model_dir: Path, tmp_path: Path, case:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_training_run_is_measured_against_its_base(model_dir: Path, tmp_path: Path, method: str) -> None:
+    """`--tuned` reads a full run's safetensors directory or attaches a LoRA adapter to the base."""
+    run_dir = tmp_path / "run"
+    train_args = ["--data", "builtin:zh-text", "--method", method, "--output-dir", str(run_dir), "--max-steps", "2",
+                  "--lr", "1e-2", "--seq-len", "32", "--batch-size", "2"]  # fmt: skip
+    trained = CliRunner().invoke(main, ["train", "--model", str(model_dir), *train_args])
+    assert trained.exit_code == 0, trained.output
+    args = ("--data", "builtin:zh-text:test", "--limit", "2", "--seq-len", "32")
+    base = evaluate(model_dir, tmp_path / "base.json", *args)
+    tuned = evaluate(model_dir, tmp_path / "tuned.json", *args, "--tuned", str(run_dir))
+    assert tuned["tuned"] == str(run_dir) and tuned["trained_tokens"] == base["trained_tokens"]
+    assert tuned["loss"] < base["loss"] - 0.02  # two large steps on Chinese text lower the Chinese loss
+
+
 def test_existing_output_needs_force(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     out.write_text("{}")
