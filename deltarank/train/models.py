@@ -169,11 +169,13 @@ def load_tokenizer(source: ModelSource) -> Any:
     return tokenizer
 
 
-def load_model(source: ModelSource) -> Any:
+def load_model(source: ModelSource, quantization_config: Any = None) -> Any:
     """Load a causal language model in float32 (GGUF weights are dequantized), ready for training.
 
+    `quantization_config` (QLoRA's 4-bit `BitsAndBytesConfig`) quantizes a Hugging Face directory's weights.
+
     Raises:
-        InputError: transformers cannot build a causal LM from the source.
+        InputError: transformers cannot build a causal LM from the source, or a GGUF is to be quantized.
     """
     import torch
     from transformers import AutoModelForCausalLM, GgufConfig
@@ -184,6 +186,12 @@ def load_model(source: ModelSource) -> Any:
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
     else:
         kwargs["use_safetensors"] = True
+    if quantization_config is not None:
+        if source.gguf_file:
+            raise InputError(
+                source.directory, "a GGUF cannot be quantized again for qlora; give a safetensors directory"
+            )
+        kwargs["quantization_config"] = quantization_config
     try:
         model = AutoModelForCausalLM.from_pretrained(str(source.directory), **kwargs)
     except (OSError, ValueError, KeyError) as exc:

@@ -1,7 +1,7 @@
 """`run.json`: the training-cost and provenance record of one run (what comparative studies report).
 
-Layout (`schema: deltarank.train-run/1`): method, parameters {trainable, total, trainable_fraction},
-tokens_seen, steps, wall_seconds, train_seconds (all sessions of a resumed run), tokens_per_second (this
+Layout (`schema: deltarank.train-run/1`): method, parameters {trainable, total, trainable_fraction, base,
+trainable_share_of_base}, stored_bytes (the saved weight or adapter files), tokens_seen, steps, wall_seconds, train_seconds (all sessions of a resumed run), tokens_per_second (this
 session's tokens over its training seconds), peak_memory_bytes, peak_memory_kind (rss: the resident-set peak
 while training; cuda_max_allocated), device, world_size, dtypes, seed, final_loss, eval_loss, model, data,
 config (resolved), versions, git_commit, git_dirty, created, resumed_from_step.
@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltarank.train.lora import parameter_counts
+from deltarank.train.methods import base_parameter_count, parameter_counts
 
 if TYPE_CHECKING:
     from deltarank.train.callbacks import CostCallback
@@ -90,6 +90,7 @@ def run_record(
     """
     state = trainer.state
     trainable, total = parameter_counts(trainer.model)
+    base = base_parameter_count(trainer.model, config.method)
     dtype = next(p.dtype for p in trainer.model.parameters() if p.requires_grad)
     commit, dirty = git_commit()
     return {
@@ -99,7 +100,10 @@ def run_record(
             "trainable": trainable,
             "total": total,
             "trainable_fraction": trainable / max(total, 1),
+            "base": base,
+            "trainable_share_of_base": trainable / max(base, 1),
         },
+        "stored_bytes": stored_bytes(Path(config.output_dir)),
         "tokens_seen": int(state.num_input_tokens_seen),
         "steps": int(state.global_step),
         "wall_seconds": wall_seconds,
@@ -109,7 +113,10 @@ def run_record(
         "peak_memory_kind": cost.peak_kind,
         "device": str(trainer.args.device),
         "world_size": int(trainer.args.world_size),
-        "dtypes": {"master_weights": str(dtype).removeprefix("torch."), "compute": COMPUTE[config.precision]},
+        "dtypes": {
+            "master_weights": str(dtype).removeprefix("torch."),
+            "compute": COMPUTE[config.mixed_precision],
+        },
         "seed": config.seed,
         "final_loss": last_value(state.log_history, "loss"),
         "eval_loss": last_value(state.log_history, "eval_loss"),
@@ -121,6 +128,14 @@ def run_record(
         "git_dirty": dirty,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def stored_bytes(output_dir: Path) -> int:
+    """Bytes of the trained weights a run saved in `output_dir` (model, adapter; checkpoints left out)."""
+    return sum(p.stat().st_size for p in output_dir.glob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
 
 
 def write_run_record(output_dir: Path, record: dict[str, Any]) -> Path:

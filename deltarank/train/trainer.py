@@ -31,7 +31,7 @@ from deltarank.train.callbacks import (
 )
 from deltarank.train.config import TrainConfig
 from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
-from deltarank.train.lora import wrap_model
+from deltarank.train.methods import method_callbacks, quantization_config, wrap_model
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from deltarank.train.run_record import run_record, write_run_record
 
@@ -82,13 +82,13 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     from transformers import set_seed
 
     set_seed(config.seed)  # LoRA's A is initialised before the Trainer seeds anything
-    model = wrap_model(load_model(source), config)
+    model = wrap_model(load_model(source, quantization_config(config)), config)
     collator = make_collator(config.batching, model, tokenizer.pad_token_id)
     args.include_num_input_tokens_seen = collator.tokens_seen
     cost = CostCallback()
     resume_step = _checkpoint_step(checkpoint)
     train_log = TrainLogCallback(output_dir, resume_step)
-    extra = [train_log, cost, *callbacks]
+    extra = [train_log, cost, *method_callbacks(config), *callbacks]
     trainer = build_trainer(config, args, model, tokenizer, collator, train_set, eval_set, extra)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(output_dir))
@@ -166,11 +166,18 @@ def training_arguments(config: TrainConfig) -> Any:
     import torch
     from transformers import TrainingArguments
 
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise DeltarankError("--device cuda: no CUDA device is available")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeltarankError(f"--device {config.device}: no CUDA device is available")
+    if config.device.startswith("cuda:"):
+        index = int(config.device[5:])
+        if index >= torch.cuda.device_count():
+            raise DeltarankError(f"--device {config.device}: only {torch.cuda.device_count()} CUDA device(s)")
+        torch.cuda.set_device(index)  # the Trainer's single-process device is the current CUDA device
+    _check_reporter(config.report_to)
     eval_steps = config.eval_steps or config.save_steps
     on_cuda = config.device != "cpu" and torch.cuda.is_available()
-    use_cpu = config.device == "cpu" or (config.precision != "fp32" and not on_cuda)  # bf16 on CPU needs it
+    amp = config.mixed_precision != "fp32"
+    use_cpu = config.device == "cpu" or (amp and not on_cuda)  # bf16 on CPU needs it
     try:
         return TrainingArguments(
             output_dir=config.output_dir,
@@ -195,17 +202,29 @@ def training_arguments(config: TrainConfig) -> Any:
             eval_strategy="steps" if (config.eval_data and eval_steps) else "no",
             eval_steps=eval_steps,
             include_num_input_tokens_seen="non_padding",
-            bf16=config.precision == "bf16-mixed",
-            fp16=config.precision == "fp16-mixed",
+            bf16=config.mixed_precision == "bf16-mixed",
+            fp16=config.mixed_precision == "fp16-mixed",
             use_cpu=use_cpu,
             activation_checkpointing=config.gradient_checkpointing,
             dataloader_pin_memory=on_cuda,
             remove_unused_columns=False,
             disable_tqdm=True,
-            report_to="none",
+            report_to=config.report_to,
         )
     except ValueError as exc:
         raise DeltarankError(f"invalid training option: {' '.join(str(exc).split())}") from exc
+
+
+REPORTER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def _check_reporter(report_to: str) -> None:
+    """--report-to tensorboard|wandb needs its package (event files go to <output>/runs/ for tensorboard)."""
+    import importlib.util
+
+    packages = REPORTER_PACKAGES.get(report_to, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise DeltarankError(f"--report-to {report_to} needs `pip install {packages[0]}`")
 
 
 def sequences_needed(config: TrainConfig, args: Any) -> int | None:

@@ -78,7 +78,7 @@ def test_both_max_steps_and_epochs_in_one_source() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("method", "qlora", "method must be one of full, lora"),
+        ("method", "sgd", "method must be one of full, lora, qlora"),
         ("lora_r", 0, "lora_r must be a positive integer"),
         ("lora_dropout", 1.0, r"lora_dropout must be in \[0, 1\)"),
         ("device", "tpu", "device must be one of auto, cpu, cuda"),

@@ -121,7 +121,7 @@ def test_run_writes_log_and_cost_record(tiny_lm_dir: Path, pc_data: Path, tmp_pa
 
 def test_bf16_autocast_keeps_fp32_master_weights(tiny_lm_dir: Path, pc_data: Path, tmp_path: Path) -> None:
     result = run_training(
-        tiny_config(tiny_lm_dir, pc_data, tmp_path / "bf16", precision="bf16-mixed", max_steps=1)
+        tiny_config(tiny_lm_dir, pc_data, tmp_path / "bf16", mixed_precision="bf16-mixed", max_steps=1)
     )
     assert result.run["dtypes"] == {"master_weights": "float32", "compute": "bfloat16 autocast"}
     tuned = load_file(tmp_path / "bf16" / "model.safetensors")

@@ -1,0 +1,400 @@
+"""The one place training methods differ: loading options and wrapping the model, one function per method.
+
+| method | what trains | built by |
+|---|---|---|
+| full | every weight | (unchanged model) |
+| lora, qlora | low-rank B·A per target (qlora: on a 4-bit NF4 base; rsLoRA, DoRA switches) | peft |
+| ia3 | a scaling vector per target | peft |
+| loha, lokr | Hadamard / Kronecker products of low-rank factors | peft |
+| adalora | SVD-form LoRA whose ranks a budget reallocates during training | peft |
+| oft, boft | orthogonal (block-diagonal / butterfly) rotations of the weights | peft |
+| vera | scaling vectors on frozen random projections shared by every layer | peft |
+| prompt, prefix, ptuning | virtual tokens (prefix: key/value prefixes per layer) | peft |
+| adapter | Houlsby bottleneck adapters after attention and MLP | `deltarank.train.bottleneck` |
+
+LoRA defaults follow Biderman et al. 2024 ("LoRA Learns Less and Forgets Less"): adapt all linear layers of
+the blocks and set α = 2r. The other methods take peft's defaults (its papers' settings). `attention` / `mlp`
+pick the linear layers inside attention or MLP blocks by the module path (`self_attn`, `attention`, `mlp`,
+`feed_forward`, ...), so they work beyond Llama.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+
+from deltarank.errors import DeltarankError
+from deltarank.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+ALL_LINEAR = "all-linear"
+GROUP_MARKERS = {
+    "attention": ("attn", "attention"),
+    "mlp": ("mlp", "feed_forward", "ffn"),
+}
+
+
+def wrap_model(model: Any, config: TrainConfig) -> Any:
+    """Return the model to train: unchanged for `full` (every weight trainable), else the method's wrapper.
+
+    `config` must be resolved (`TrainConfig.resolved()`). Raises DeltarankError for targets the model lacks.
+    """
+    return BUILDERS[config.method](model, config)
+
+
+def quantization_config(config: TrainConfig) -> Any | None:
+    """The `quantization_config` for `from_pretrained`: QLoRA's 4-bit NF4 with double quantisation, else None."""
+    if config.method != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+
+
+def method_callbacks(config: TrainConfig) -> list[Any]:
+    """Trainer callbacks a method needs (AdaLoRA's rank allocation after every optimizer step)."""
+    return [AdaLoraAllocator()] if config.method == "adalora" else []
+
+
+def full(model: Any, config: TrainConfig) -> Any:
+    """Full fine-tuning: every weight trainable."""
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return model
+
+
+def lora(model: Any, config: TrainConfig) -> Any:
+    """LoRA (Hu et al. 2021) with rsLoRA / DoRA switches; r, α = 2r, all linear layers by default."""
+    from peft import LoraConfig
+
+    return _peft(model, LoraConfig(**_lora_kwargs(model, config)))
+
+
+def qlora(model: Any, config: TrainConfig) -> Any:
+    """QLoRA (Dettmers et al. 2023): LoRA on the 4-bit NF4 base `quantization_config` loaded."""
+    from peft import LoraConfig, prepare_model_for_kbit_training
+
+    if not getattr(model, "is_loaded_in_4bit", False):
+        raise DeltarankError("qlora needs the model loaded in 4 bits (load_model with quantization_config)")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    keep_nf4_exact(model)
+    return _peft(model, LoraConfig(**_lora_kwargs(model, config)))
+
+
+def keep_nf4_exact(model: Any) -> Any:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights, which rounds their block scales to
+    bfloat16 for good (a no-grad forward, such as a batching probe, would leave a base that is no longer the
+    NF4 one the adapter is measured against). Returns `model`."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def ia3(model: Any, config: TrainConfig) -> Any:
+    """IA3 (Liu et al. 2022): learned scaling of keys, values and the MLP input of down_proj (peft's default)."""
+    from peft import IA3Config
+
+    if config.target_modules is None:
+        return _peft(model, IA3Config(task_type="CAUSAL_LM"))
+    targets = _targets(model, config)
+    names = linear_module_names(model)
+    mlp = {n.rsplit(".", 1)[-1] for n in names if _in_group(n, "mlp")}
+    feedforward = [t for t in targets if t.rsplit(".", 1)[-1] in mlp]
+    return _peft(
+        model, IA3Config(target_modules=targets, feedforward_modules=feedforward, task_type="CAUSAL_LM")
+    )
+
+
+def loha(model: Any, config: TrainConfig) -> Any:
+    """LoHa (Hyeon-Woo et al. 2022): Hadamard product of two rank-r products."""
+    from peft import LoHaConfig
+
+    return _peft(
+        model,
+        LoHaConfig(
+            r=config.loha_r,
+            alpha=config.loha_alpha,
+            target_modules=_targets(model, config),
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def lokr(model: Any, config: TrainConfig) -> Any:
+    """LoKr (Yeh et al. 2023): Kronecker product of a small factor and a rank-r product."""
+    from peft import LoKrConfig
+
+    return _peft(
+        model,
+        LoKrConfig(
+            r=config.lokr_r,
+            alpha=config.lokr_alpha,
+            target_modules=_targets(model, config),
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def adalora(model: Any, config: TrainConfig) -> Any:
+    """AdaLoRA (Zhang et al. 2023): ranks from init_r down to target_r on average, by importance.
+
+    `total_step` is set to the run's real step count when training begins (`AdaLoraAllocator`).
+    """
+    from peft import AdaLoraConfig
+
+    return _peft(
+        model,
+        AdaLoraConfig(
+            init_r=config.adalora_init_r,
+            target_r=config.adalora_target_r,
+            lora_alpha=config.adalora_alpha,
+            target_modules=_targets(model, config),
+            total_step=max(config.max_steps or 0, 2),
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def oft(model: Any, config: TrainConfig) -> Any:
+    """OFT (Qiu et al. 2023): a block-diagonal orthogonal rotation of each weight's input space."""
+    from peft import OFTConfig
+
+    return _peft(
+        model,
+        OFTConfig(
+            r=0,
+            oft_block_size=config.oft_block_size,
+            target_modules=_targets(model, config),
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def boft(model: Any, config: TrainConfig) -> Any:
+    """BOFT (Liu et al. 2024): a butterfly-factorised orthogonal rotation and a scale."""
+    from peft import BOFTConfig
+
+    return _peft(
+        model,
+        BOFTConfig(
+            boft_block_size=config.boft_block_size,
+            boft_n_butterfly_factor=config.boft_butterfly_factor,
+            target_modules=_targets(model, config),
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def vera(model: Any, config: TrainConfig) -> Any:
+    """VeRA (Kopiczko et al. 2024): scaling vectors on shared frozen random projections (saved with it)."""
+    from peft import VeraConfig
+
+    return _peft(
+        model,
+        VeraConfig(
+            r=config.vera_r,
+            target_modules=_targets(model, config),
+            save_projection=True,
+            task_type="CAUSAL_LM",
+        ),
+    )
+
+
+def prompt(model: Any, config: TrainConfig) -> Any:
+    """Prompt tuning (Lester et al. 2021): learned input embeddings of virtual tokens."""
+    from peft import PromptTuningConfig
+
+    return _peft(model, PromptTuningConfig(num_virtual_tokens=config.virtual_tokens, task_type="CAUSAL_LM"))
+
+
+def prefix(model: Any, config: TrainConfig) -> Any:
+    """Prefix tuning (Li & Liang 2021): learned key/value prefixes in every layer (optionally through an MLP)."""
+    from peft import PrefixTuningConfig
+
+    kwargs: dict[str, Any] = {}
+    if config.encoder_hidden_size is not None:
+        kwargs["encoder_hidden_size"] = config.encoder_hidden_size
+    return _peft(
+        model,
+        PrefixTuningConfig(
+            num_virtual_tokens=config.virtual_tokens,
+            prefix_projection=config.prefix_projection,
+            task_type="CAUSAL_LM",
+            **kwargs,
+        ),
+    )
+
+
+def ptuning(model: Any, config: TrainConfig) -> Any:
+    """P-tuning (Liu et al. 2021): virtual-token embeddings produced by an MLP prompt encoder."""
+    from peft import PromptEncoderConfig
+
+    kwargs: dict[str, Any] = {}
+    if config.encoder_hidden_size is not None:
+        kwargs["encoder_hidden_size"] = config.encoder_hidden_size
+    return _peft(
+        model,
+        PromptEncoderConfig(
+            num_virtual_tokens=config.virtual_tokens,
+            encoder_reparameterization_type="MLP",
+            task_type="CAUSAL_LM",
+            **kwargs,
+        ),
+    )
+
+
+def adapter(model: Any, config: TrainConfig) -> Any:
+    """Bottleneck adapters (Houlsby et al. 2019) after every attention and MLP block; the base is frozen."""
+    from deltarank.train.bottleneck import BottleneckConfig, add_adapters
+
+    for param in model.parameters():
+        param.requires_grad_(False)
+    size = config.adapter_size or max(1, int(model.config.hidden_size) // 16)
+    add_adapters(model, BottleneckConfig(size=size, nonlinearity=config.adapter_nonlinearity))
+    return model
+
+
+BUILDERS: dict[str, Callable[[Any, TrainConfig], Any]] = {
+    "full": full,
+    "lora": lora,
+    "qlora": qlora,
+    "ia3": ia3,
+    "loha": loha,
+    "lokr": lokr,
+    "adalora": adalora,
+    "oft": oft,
+    "boft": boft,
+    "vera": vera,
+    "prompt": prompt,
+    "prefix": prefix,
+    "ptuning": ptuning,
+    "adapter": adapter,
+}
+
+
+class AdaLoraAllocator(TrainerCallback):
+    """AdaLoRA's budget: `total_step` set to the run's steps, then `update_and_allocate` after every step."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        peft_config = model.peft_config[model.active_adapter]
+        peft_config.total_step = int(state.max_steps)
+
+    def on_optimizer_step(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+    ) -> None:
+        # gradients are still there (zeroed after this event); the step being taken is global_step + 1
+        model.base_model.update_and_allocate(state.global_step + 1)
+
+
+def _peft(model: Any, peft_config: Any) -> Any:
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as exc:
+        raise DeltarankError(f"cannot build the {peft_config.peft_type.value} adapter: {exc}") from exc
+
+
+def _lora_kwargs(model: Any, config: TrainConfig) -> dict[str, Any]:
+    return {
+        "r": config.lora_r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": _targets(model, config),
+        "use_rslora": config.rslora,
+        "use_dora": config.dora,
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
+
+
+def _targets(model: Any, config: TrainConfig) -> str | list[str]:
+    return resolve_target_modules(model, config.target_modules or ALL_LINEAR)
+
+
+def _in_group(name: str, group: str) -> bool:
+    return any(m in part.lower() for part in name.split(".")[:-1] for m in GROUP_MARKERS[group])
+
+
+def linear_module_names(model: Any, include_head: bool = False) -> list[str]:
+    """Qualified names of the linear layers a LoRA adapter may target (the output head excluded)."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = []
+    for name, module in model.named_modules():
+        if module is head and not include_head:
+            continue
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+            names.append(name)
+    return names
+
+
+def resolve_target_modules(model: Any, spec: str) -> str | list[str]:
+    """Turn `all-linear`, `attention`, `mlp` or `a,b,c` into peft's `target_modules`.
+
+    Raises:
+        DeltarankError: a group matches no layer, or a named module is not a linear layer of the model.
+    """
+    names = linear_module_names(model)
+    if spec == ALL_LINEAR:
+        return _leaf_targets(names, linear_module_names(model, include_head=True))
+    if spec in GROUP_MARKERS:
+        return _group_targets(names, spec, linear_module_names(model, include_head=True))
+    wanted = [n.strip() for n in spec.split(",") if n.strip()]
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+    for name in wanted:
+        if not any(n == name or n.endswith("." + name) for n in names):
+            close = difflib.get_close_matches(name, leaves, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; linear layers: {', '.join(leaves)}"
+            raise DeltarankError(f"target module '{name}' is not a linear layer of the model{hint}")
+    return wanted
+
+
+def _group_targets(names: list[str], group: str, every_linear: list[str]) -> list[str]:
+    """The linear layers inside one block type (a module path part contains one of the group's markers)."""
+    chosen = [n for n in names if _in_group(n, group)]
+    if not chosen:
+        raise DeltarankError(f"target_modules={group}: no linear layer of the model sits in an {group} block")
+    return _leaf_targets(chosen, every_linear)
+
+
+def _leaf_targets(chosen: list[str], every_linear: list[str]) -> list[str]:
+    """Leaf names (`q_proj`) when they select exactly `chosen`; else the full module paths."""
+    leaves = {n.rsplit(".", 1)[-1] for n in chosen}
+    others = {n.rsplit(".", 1)[-1] for n in every_linear if n not in set(chosen)}
+    return sorted(chosen) if leaves & others else sorted(leaves)
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters, each tied tensor counted once (a 4-bit weight by its unpacked size)."""
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in model.parameters())
+    return trainable, total
+
+
+def base_parameter_count(model: Any, method: str) -> int:
+    """Parameters of the base model: all for full fine-tuning, else the frozen ones (adapters train alone)."""
+    if method == "full":
+        return parameter_counts(model)[1]
+    return sum(
+        _numel(p) for n, p in model.named_parameters() if not p.requires_grad and not n.endswith("ranknum")
+    )
+
+
+def _numel(param: Any) -> int:
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)  # bitsandbytes Params4bit
+    return int(math.prod(shape)) if shape is not None else int(param.numel())
