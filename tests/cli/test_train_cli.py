@@ -128,3 +128,88 @@ def test_accelerate_launch_one_cpu_process(model_dir: Path, data: Path, tmp_path
     run = json.loads((out / "run.json").read_text())
     assert (run["steps"], run["world_size"], run["device"]) == (2, 1, "cpu")
     assert {"model.safetensors", "config.json"} <= {p.name for p in (out / "checkpoint-1").iterdir()}
+
+
+def test_help_is_generated_from_train_config() -> None:
+    import dataclasses
+
+    from deltarank.train.config import TrainConfig
+
+    result = invoke(["train", "-h"])
+    assert result.exit_code == 0
+    for f in dataclasses.fields(TrainConfig):
+        flags = f.metadata.get("flags", ("--" + f.name.replace("_", "-"),))
+        assert flags[0] in result.output, f.name
+    for text in ("-o, --output, --output-dir", "--lora-rank, --lora-r", "[default: 16]", "lora / qlora:",
+                 "--mixed-precision [fp32|bf16-mixed|fp16-mixed]", "--report-to [none|tensorboard|wandb]",
+                 "ptuning|adapter]"):  # fmt: skip
+        assert text in result.output, text
+    assert "--precision " not in result.output  # one meaning of --precision: the analysis compute dtype
+
+
+def test_report_to_tensorboard_writes_loss_events(model_dir: Path, data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    result = invoke(["train", "--model", str(model_dir), "--data", str(data), "--method", "lora", "-o", str(out),
+                     "--lora-rank", "2", "--max-steps", "2", "--batch-size", "2", "--seq-len", "64",
+                     "--report-to", "tensorboard", "--progress", "none"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    event_files = list((out / "runs").rglob("events.out.tfevents.*"))
+    assert event_files
+    events = EventAccumulator(str(event_files[0].parent))
+    events.Reload()
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2]
+    assert json.loads((out / "run.json").read_text())["config"]["report_to"] == "tensorboard"
+
+
+def test_wandb_missing_is_one_line(model_dir: Path, data: Path, tmp_path: Path) -> None:
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed; this checks the message without it")
+    result = CliRunner().invoke(main, ["train", "--model", str(model_dir), "--data", str(data), "--method", "full",
+                                       "-o", str(tmp_path / "o"), "--report-to", "wandb"])  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output == "Error: --report-to wandb needs `pip install wandb`\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["--precision", "bf16-mixed"],
+            2,
+            "No such option '--precision'. (Did you mean one of: '--mixed-precision'",
+        ),
+        (["--mixed-precision", "float32"], 2, "'float32' is not one of 'fp32', 'bf16-mixed', 'fp16-mixed'"),
+        (["--device", "tpu"], 2, "'tpu' is not one of auto, cpu, cuda, cuda:N"),
+        (["--method", "sgd"], 2, "'sgd' is not one of 'full', 'lora'"),
+    ],
+)
+def test_bad_values_are_usage_errors(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(
+        main, ["train", "--model", "m", "--data", "d", "-o", str(tmp_path / "o"), *args]
+    )
+    assert result.exit_code == code
+    assert message in result.output
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without CUDA")
+def test_device_cuda_n_is_accepted_and_checked(model_dir: Path, data: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "--model", str(model_dir), "--data", str(data), "--method", "full",
+                                       "-o", str(tmp_path / "o"), "--device", "cuda:1"])  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output == "Error: --device cuda:1: no CUDA device is available\n"
+
+
+def test_old_precision_key_and_method_sections(tmp_path: Path) -> None:
+    from deltarank.train.config import TrainConfig
+
+    config = tmp_path / "old.yaml"
+    config.write_text(
+        "model: m\ndata: d\nmethod: oft\noutput_dir: o\nprecision: bf16-mixed\noft:\n  block_size: 8\n"
+    )
+    with pytest.warns(FutureWarning, match="config key 'precision' is deprecated; use 'mixed_precision'"):
+        loaded = TrainConfig.from_sources(config, {"lora_r": None})
+    assert (loaded.mixed_precision, loaded.oft_block_size) == ("bf16-mixed", 8)
