@@ -10,6 +10,7 @@ from deltarank.analysis.tools.extract import SAVE_DTYPES, ExtractResult, check_t
 from deltarank.cli.options import (
     analysis_options,
     check_figure_path,
+    dry_run_option,
     echo,
     fetch_missing,
     figure_option,
@@ -42,6 +43,7 @@ from deltarank.io.atomic import check_output_dir
 @analysis_options
 @figure_option
 @quiet_option
+@dry_run_option
 def extract(
     base: str,
     tuned: str,
@@ -55,6 +57,7 @@ def extract(
     figure: str | None,
     quiet: bool,
     download: bool,
+    dry_run: bool,
     **options: Any,
 ) -> None:
     """Write the best rank-k approximation of each ΔW = TUNED − BASE as a PEFT LoRA adapter.
@@ -65,6 +68,11 @@ def extract(
     from deltarank.analysis.tools.extract import extract as run_extract
 
     check_target(rank, energy, dtype)
+    if dry_run:  # headers only: nothing is downloaded, computed or written
+        from deltarank.analysis.tools.preview import preview
+
+        click.echo(preview(base, [tuned], command="extract", **options).to_text())
+        return
     check_output_dir(output, force)
     check_figure_path(figure, force)
     fetch_missing(download, [base, tuned])

@@ -12,6 +12,7 @@ from deltarank.cli.options import (
     analysis_options,
     check_figure_path,
     check_new_file,
+    dry_run_option,
     echo,
     fetch_missing,
     figure_option,
@@ -39,6 +40,7 @@ from deltarank.cli.options import (
 @analysis_options
 @figure_option
 @quiet_option
+@dry_run_option
 def intruders(
     base: str,
     tuned: str,
@@ -49,6 +51,7 @@ def intruders(
     figure: str | None,
     quiet: bool,
     download: bool,
+    dry_run: bool,
     **options: Any,
 ) -> None:
     """Intruder dimensions: top-k singular vectors of TUNED's weights far (|cos| < ε) from all of BASE's.
@@ -58,6 +61,11 @@ def intruders(
     """
     from deltarank.analysis.tools.intruders import intruders as run_intruders
 
+    if dry_run:  # headers only: nothing is downloaded, computed or written
+        from deltarank.analysis.tools.preview import preview
+
+        click.echo(preview(base, [tuned], command="intruders", **options).to_text())
+        return
     to_stdout = output == STDOUT
     if not to_stdout:
         check_new_file(output, force)

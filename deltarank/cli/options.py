@@ -121,6 +121,16 @@ def fetch_missing(download: bool, specs: list[str]) -> None:
         download_missing(specs)
 
 
+def dry_run_option(func: F) -> F:
+    """`--dry-run`: print what the run would analyse, skip and hold in memory (headers only), write nothing."""
+    return click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Print the pairs that would be analysed, those skipped, the decompositions and the estimated "
+        "peak memory, from the headers only; compute and write nothing.",
+    )(func)
+
+
 def quiet_option(func: F) -> F:
     """`-q/--quiet`: no table, no progress, no `Wrote` line; errors and warnings only."""
     return click.option("-q", "--quiet", is_flag=True, help="Print only errors and warnings.")(func)

@@ -6,12 +6,13 @@ from typing import Any
 
 import click
 
-from deltarank.analysis.tools.similarity import DEFAULT_TOP, SIDES, SimilarityResult
+from deltarank.analysis.tools.similarity import DEFAULT_TOP, SIDES, SimilarityResult, check_tops
 from deltarank.cli.options import (
     STDOUT,
     analysis_options,
     check_figure_path,
     check_new_file,
+    dry_run_option,
     echo,
     fetch_missing,
     figure_option,
@@ -48,6 +49,7 @@ def parse_top(text: str) -> tuple[int, ...]:
 @analysis_options
 @figure_option
 @quiet_option
+@dry_run_option
 def similarity(
     base: str,
     tuned_a: str,
@@ -59,6 +61,7 @@ def similarity(
     figure: str | None,
     quiet: bool,
     download: bool,
+    dry_run: bool,
     **options: Any,
 ) -> None:
     """Subspace similarity φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j) between the top singular vectors of
@@ -69,6 +72,12 @@ def similarity(
     from deltarank.analysis.tools.similarity import similarity as run_similarity
 
     top = parse_top(sizes)
+    if dry_run:  # headers only: nothing is downloaded, computed or written
+        from deltarank.analysis.tools.preview import preview
+
+        check_tops(top)
+        click.echo(preview(base, [tuned_a, tuned_b], command="similarity", **options).to_text())
+        return
     to_stdout = output == STDOUT
     if not to_stdout:
         check_new_file(output, force)

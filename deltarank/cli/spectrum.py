@@ -17,6 +17,7 @@ from deltarank.cli.options import (
     STDOUT,
     analysis_options,
     check_new_file,
+    dry_run_option,
     echo,
     fetch_missing,
     output_option,
@@ -68,6 +69,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     help="CPU decompositions at once (Gram solver) [one per core, at most 4]; each holds one delta.",
 )
 @quiet_option
+@dry_run_option
 def spectrum(
     base: str,
     tuned: tuple[str, ...],
@@ -85,6 +87,7 @@ def spectrum(
     resume: bool,
     workers: int | None,
     quiet: bool,
+    dry_run: bool,
 ) -> None:
     """SVD spectrum and effective ranks of ΔW = TUNED − BASE for every weight matrix.
 
@@ -101,6 +104,11 @@ def spectrum(
         top_k=top_k,
         workers=workers,
     )
+    if dry_run:  # headers only: nothing is downloaded, computed or written
+        from deltarank.analysis.tools.preview import preview
+
+        click.echo(preview(base, expand_checkpoints(tuned), options).to_text())
+        return
     fetch_missing(download, [base, *tuned])
     tuned_paths = expand_checkpoints(tuned)
     to_stdout = output == STDOUT

@@ -1,0 +1,519 @@
+"""`preview`: what a run of spectrum, intruders, similarity or extract would do, from the headers alone.
+
+The plan (`deltarank.analysis.engine.plan.plan_run`) reads only safetensors headers, GGUF metadata and adapter
+configs, never tensor data, so a preview of a 7B-sized sharded checkpoint takes a fraction of a second. It
+lists the pairs that would be analysed (name, shape, stored dtypes, kind), those skipped and why, the number
+of decompositions and an estimate of the peak memory. Skips that depend on the values (a ΔW that is exactly
+zero, in similarity and extract) cannot be known from headers and are not listed.
+
+The memory estimate (`estimate_memory`) is a model of the code, not a measurement: the tensors alive at the
+worst moment of the run for the largest pair of the plan, counted from what each step allocates (stored
+tensors, the compute-dtype ΔW, the solver's float64 copies and Gram matrix, LAPACK's SVD workspace, the
+storage-noise pass's temporaries), times the pairs in flight (decompositions running and pairs read ahead).
+It leaves out the interpreter and libraries (`Preview.process_bytes`, this process's resident memory when the
+preview was made, stands for them), allocator slack and the occasional Monte-Carlo noise array.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deltarank.analysis.engine.options import SpectrumOptions
+from deltarank.analysis.engine.plan import Plan, plan_run
+from deltarank.analysis.engine.run import CUDA_BATCH
+from deltarank.analysis.engine.schedule import cpu_schedule
+from deltarank.analysis.maths.svd import RANDOMIZED_OVERSAMPLE
+from deltarank.analysis.tools.similarity import _match
+from deltarank.errors import DeltarankError
+from deltarank.io.adapter import AdapterSource
+from deltarank.io.dtypes import SAFETENSORS_DTYPES, mantissa_bits
+from deltarank.io.naming import EMBEDDING_PATTERN
+from deltarank.io.pairing import AdapterPair, Pair, SkippedTensor
+
+__all__ = [
+    "COMMANDS",
+    "MemoryEstimate",
+    "Preview",
+    "PreviewGroup",
+    "PreviewPair",
+    "estimate_memory",
+    "preview",
+]
+
+COMMANDS = ("spectrum", "intruders", "similarity", "extract")
+# Kinds whose ΔW is kept as factors (σ from an r × r core, never an m × n matrix); LoHa only while r² < min(m, n).
+FACTORED_KINDS = frozenset({"lora", "adalora", "vera", "lokr", "loha"})
+# Bytes per entry of the storage-noise pass on a dense delta (maths/noise.py `storage_noise`): the float32
+# mantissa and int32 exponent of `np.frexp`, the int32 exponent difference, its float32 cast, the `exp2`
+# result (kept as the relative variances) and the `values == 0` mask.
+NOISE_PASS_BYTES = 4 + 4 + 4 + 4 + 4 + 1
+# Extra bytes per entry while a bfloat16 tensor is widened exactly (arrays.py `host_array`: uint32 bits and
+# the shifted copy).
+BF16_WIDEN_BYTES = 8
+
+
+@dataclass(frozen=True)
+class PreviewPair:
+    """One pair a run would analyse.
+
+    Attributes:
+        name: Canonical tensor name.
+        shape: Stored shape (m, n) of the weight.
+        base_dtype: Stored dtype label of the base tensor.
+        tuned_dtype: Stored dtype label of the tuned tensor or of the adapter's tensors.
+        kind: How ΔW is formed: dense (two checkpoints) or the adapter method (lora, dora, ...).
+        rank: Inner width of the factors when ΔW is decomposed from them (an r × r core; r² for LoHa), None
+            when it is decomposed as an m × n matrix.
+    """
+
+    name: str
+    shape: tuple[int, int]
+    base_dtype: str
+    tuned_dtype: str
+    kind: str
+    rank: int | None = None
+
+    @property
+    def factored(self) -> bool:
+        """ΔW is decomposed from its factors, never formed."""
+        return self.rank is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "base_dtype": self.base_dtype,
+            "tuned_dtype": self.tuned_dtype,
+            "kind": self.kind,
+            "rank": self.rank,
+        }
+
+
+@dataclass(frozen=True)
+class PreviewGroup:
+    """The pairs and skips of one TUNED (a checkpoint or an adapter)."""
+
+    tuned: str
+    source: str  # "checkpoint" or "<PEFT type> adapter"
+    pairs: tuple[PreviewPair, ...]
+    skipped: tuple[SkippedTensor, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tuned": self.tuned,
+            "source": self.source,
+            "pairs": [pair.to_dict() for pair in self.pairs],
+            "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped],
+        }
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak memory of the tensors of a run (an estimate from the code, see the module docstring).
+
+    Attributes:
+        peak_bytes: Bytes of tensors alive at the worst moment.
+        shape: The pair shape it was estimated for (the one with the largest footprint).
+        in_flight: How the run holds pairs at once, in words (workers, read-ahead, batches).
+        parts: (what, bytes) of the terms that add up to `peak_bytes`.
+    """
+
+    peak_bytes: int
+    shape: tuple[int, int] | None
+    in_flight: str
+    parts: tuple[tuple[str, int], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peak_bytes": self.peak_bytes,
+            "shape": list(self.shape) if self.shape else None,
+            "in_flight": self.in_flight,
+            "parts": [{"what": what, "bytes": size} for what, size in self.parts],
+        }
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a run would do, from the headers alone (`preview`).
+
+    Attributes:
+        command: spectrum, intruders, similarity or extract.
+        base: BASE as given.
+        device: The device the run would compute on.
+        precision: The compute dtype name.
+        solver: The concrete σ solver (spectrum), or `svd` (the subspace tools' thin SVDs).
+        workers: Decompositions the run keeps going at once.
+        groups: One per TUNED, in order.
+        skipped: Skips of the run as a whole (similarity: what only one side changes).
+        decompositions: SVDs (or Gram eigendecompositions) the run would compute, factor cores included.
+        factored: How many of them are small factor-core decompositions (r × r, LoRA and the like).
+        memory: The peak memory estimate of the tensors.
+        process_bytes: Resident memory of this process when the preview was made (interpreter and libraries;
+            the run adds `memory.peak_bytes` to about that), None where it cannot be read.
+        seconds: Time the planning took.
+    """
+
+    command: str
+    base: str
+    device: str
+    precision: str
+    solver: str
+    workers: int
+    groups: tuple[PreviewGroup, ...]
+    skipped: tuple[SkippedTensor, ...]
+    decompositions: int
+    factored: int
+    memory: MemoryEstimate
+    process_bytes: int | None
+    seconds: float
+
+    @property
+    def pairs(self) -> tuple[PreviewPair, ...]:
+        """Every pair of every group, in order."""
+        return tuple(pair for group in self.groups for pair in group.pairs)
+
+    @property
+    def all_skipped(self) -> tuple[SkippedTensor, ...]:
+        """Every skip: the groups' then the run's."""
+        return (*(s for group in self.groups for s in group.skipped), *self.skipped)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the whole preview."""
+        return {
+            "command": self.command,
+            "base": self.base,
+            "device": self.device,
+            "precision": self.precision,
+            "solver": self.solver,
+            "workers": self.workers,
+            "groups": [group.to_dict() for group in self.groups],
+            "skipped": [{"name": s.name, "reason": s.reason} for s in self.skipped],
+            "decompositions": self.decompositions,
+            "factored": self.factored,
+            "memory": self.memory.to_dict(),
+            "process_bytes": self.process_bytes,
+            "seconds": self.seconds,
+        }
+
+    def to_text(self) -> str:
+        """The table the command line prints: pairs per TUNED, skips, decompositions and memory."""
+        lines = [
+            f"Dry run of {self.command}: headers only; nothing was computed or written.",
+            f"BASE  {self.base}",
+        ]
+        width = max([44, *(len(p.name) for p in self.pairs)])
+        for group in self.groups:
+            lines += ["", f"TUNED {group.tuned} ({group.source}): {len(group.pairs)} pairs"]
+            header = f"  {'name':<{width}}  {'shape':>12}  {'base':>7}  {'tuned':>7}  kind"
+            lines += [header, "  " + "-" * (len(header) - 2)]
+            for p in group.pairs:
+                shape = f"{p.shape[0]}×{p.shape[1]}"
+                lines.append(
+                    f"  {p.name:<{width}}  {shape:>12}  {p.base_dtype:>7}  {p.tuned_dtype:>7}  {p.kind}"
+                )
+            lines += _skip_lines(group.skipped)
+        if self.skipped:
+            lines += ["", "Run:", *_skip_lines(self.skipped)]
+        full = self.decompositions - self.factored
+        lines += [
+            "",
+            f"{len(self.pairs)} pairs, {len(self.all_skipped)} skipped; {self.decompositions} decompositions "
+            f"({full} of full matrices, {self.factored} of factor cores) on {self.device} "
+            f"({self.precision}, {self.solver}, {self.memory.in_flight})",
+            f"Estimated peak memory: {_size(self.memory.peak_bytes)} of tensors"
+            + (f" (largest pair {self.memory.shape[0]}×{self.memory.shape[1]})" if self.memory.shape else "")
+            + (f" + about {_size(self.process_bytes)} for the process itself" if self.process_bytes else ""),
+            f"Planned in {self.seconds:.3f} s",
+        ]
+        return "\n".join(lines)
+
+
+def _skip_lines(skipped: Sequence[SkippedTensor]) -> list[str]:
+    if not skipped:
+        return []
+    return [f"  skipped ({len(skipped)}):", *(f"    {s.name}: {s.reason}" for s in skipped)]
+
+
+def _size(nbytes: int) -> str:
+    if nbytes >= 1024**3:
+        return f"{nbytes / 1024**3:.2f} GiB"
+    return f"{nbytes / 1024**2:.1f} MiB"
+
+
+def preview(
+    base: str | Path,
+    tuned: Sequence[str | Path],
+    options: SpectrumOptions | None = None,
+    *,
+    command: str = "spectrum",
+    **changes: Any,
+) -> Preview:
+    """What `command` would do with BASE and TUNED, from their headers (no tensor data is read).
+
+    Args:
+        base: Base checkpoint, as the command takes it.
+        tuned: The TUNED checkpoints or adapters: any number for spectrum, one for intruders and extract, two
+            (A and B) for similarity.
+        options: Device, precision, include/exclude and, for spectrum, solver, top_k and workers.
+        command: spectrum, intruders, similarity or extract.
+        **changes: `SpectrumOptions` fields overriding `options`.
+
+    Raises:
+        DeltarankError: the same input errors the run would raise while planning.
+    """
+    if command not in COMMANDS:
+        raise DeltarankError(f"unknown command {command!r} ({', '.join(COMMANDS)})")
+    expected = {"intruders": 1, "extract": 1, "similarity": 2}.get(command)
+    if expected is not None and len(tuned) != expected:
+        raise DeltarankError(f"{command} takes {expected} TUNED, got {len(tuned)}")
+    opts = SpectrumOptions.of(options, **changes)
+    device = opts.compute_device()
+    start = time.perf_counter()
+    _, plans = plan_run(base, tuned, opts.selection)
+    groups, run_skipped = _groups(command, plans)
+    seconds = time.perf_counter() - start
+    solver = opts.concrete_solver(device) if command == "spectrum" else "svd"
+    workers, batch = 1, 1
+    if command == "spectrum" and device.type == "cpu" and solver == "gram":
+        workers = cpu_schedule(opts.workers).workers
+    if command == "spectrum" and device.type == "cuda":
+        batch = CUDA_BATCH
+    pairs = [pair for group in groups for pair in group.pairs]
+    # intruders: thin SVDs of W and W' (full matrices, adapters merged); the others one decomposition per
+    # listed pair (similarity lists both sides of each matrix).
+    per_pair = 2 if command == "intruders" else 1
+    factored = 0 if command == "intruders" else sum(pair.factored for pair in pairs)
+    return Preview(
+        command=command,
+        base=str(base),
+        device=str(device),
+        precision=opts.precision,
+        solver=solver,
+        workers=workers,
+        groups=groups,
+        skipped=run_skipped,
+        decompositions=per_pair * len(pairs),
+        factored=factored,
+        memory=estimate_memory(command, pairs, opts.dtype, solver, workers, batch, opts.top_k),
+        process_bytes=_resident_bytes(),
+        seconds=seconds,
+    )
+
+
+def _groups(command: str, plans: list[Plan]) -> tuple[tuple[PreviewGroup, ...], tuple[SkippedTensor, ...]]:
+    """The preview groups of the plans, with the command's own skips (as its run makes them)."""
+    if command == "similarity":
+        common, skipped = _match(plans[0], plans[1])
+        sides = (
+            _group(plans[0], [a for a, _ in common], []),
+            _group(plans[1], [b for _, b in common], []),
+        )
+        return sides, tuple(skipped)
+    groups = []
+    for plan in plans:
+        pairs, skipped = list(plan.pairs), list(plan.skipped)
+        if (
+            command == "extract"
+            and isinstance(plan.source, AdapterSource)
+            and plan.source.config.fan_in_fan_out
+        ):
+            raise DeltarankError(
+                f"{plan.tuned_path}: fan_in_fan_out adapters cannot be re-extracted (nn.Linear layout only)"
+            )
+        if command == "extract":  # extract.py: embeddings and the LM head are not extracted
+            skipped += [
+                SkippedTensor(p.name, "embedding or LM head: not extracted") for p in pairs if _embedding(p)
+            ]
+            pairs = [p for p in pairs if not _embedding(p)]
+        groups.append(_group(plan, pairs, skipped))
+    return tuple(groups), ()
+
+
+def _embedding(pair: Pair) -> bool:
+    return bool(EMBEDDING_PATTERN.search(pair.name))
+
+
+def _group(plan: Plan, pairs: Sequence[Pair], skipped: Sequence[SkippedTensor]) -> PreviewGroup:
+    source = plan.source
+    label = f"{source.config.peft_type} adapter" if isinstance(source, AdapterSource) else "checkpoint"
+    return PreviewGroup(
+        plan.tuned_path, label, tuple(_preview_pair(p, source) for p in pairs), tuple(skipped)
+    )
+
+
+def _preview_pair(pair: Pair, source: Any) -> PreviewPair:
+    return PreviewPair(
+        pair.name, pair.shape, pair.base_dtype, pair.tuned_dtype, pair.kind, _rank(pair, source)
+    )
+
+
+def _rank(pair: Pair, source: Any) -> int | None:
+    """The inner width r of a factored delta (r² for LoHa), or None when ΔW is a dense matrix."""
+    if not isinstance(pair, AdapterPair) or pair.kind not in FACTORED_KINDS:
+        return None
+    rank = pair.module.rank
+    if rank is None:
+        shapes = source.shapes(pair.name) if isinstance(source, AdapterSource) else {}
+        rank = min((min(s) for s in shapes.values() if len(s) == 2), default=1)
+    if pair.kind == "loha":
+        rank = rank * rank
+        return rank if rank < min(pair.shape) else None  # deltas.py loha_form: dense when r² ≥ min(m, n)
+    return rank
+
+
+def _resident_bytes() -> int | None:
+    """Resident memory of this process (Linux /proc), or None."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _itemsize(dtype: str) -> int:
+    """Bytes per entry of a stored tensor once read (GGUF and unknown labels are dequantized to float32)."""
+    torch_dtype = SAFETENSORS_DTYPES.get(dtype.upper())
+    return torch_dtype.itemsize if torch_dtype is not None else 4
+
+
+def _widen(stored: str, compute: int, entries: int) -> int:
+    """Bytes of the compute-dtype copy of a stored tensor (none when it already is that dtype; host_array and
+    `.to` return the tensor itself), with bfloat16's transient widening."""
+    size = _itemsize(stored)
+    if size == compute and stored.upper() in ("F32", "F64"):
+        return 0
+    return compute * entries + (BF16_WIDEN_BYTES * entries if stored.upper() == "BF16" else 0)
+
+
+def estimate_memory(
+    command: str,
+    pairs: Sequence[PreviewPair],
+    dtype: torch.dtype,
+    solver: str,
+    workers: int = 1,
+    batch: int = 1,
+    top_k: int | None = None,
+) -> MemoryEstimate:
+    """Estimated peak bytes of the tensors a run holds at once (a model of the code, not a measurement).
+
+    spectrum (run.py): `workers` decompositions run at once, each holding its ΔW (a batch of `batch` on CUDA)
+    and the solver's working arrays; the reader thread keeps up to `workers` formed deltas ahead, the last of
+    them being formed (stored tensors read, widened, subtracted, then the storage-noise pass). The Gram solver
+    (svd.py `_host_gram_singular_values`) holds a float64 copy of ΔW and the n × n float64 Gram (n the smaller
+    side), then the Gram and LAPACK's copy of it; the SVD solver a copy of ΔW.
+
+    intruders, similarity and extract (one thread, one pair read ahead): the stored tensors of the current and
+    the next pair, the compute-dtype matrices, and each thin SVD's U, V, input copy and gesdd workspace
+    (≈ 7k² + 4k entries); similarity also keeps the first delta's vectors while the second is decomposed.
+
+    Every slot is counted at the pair with the largest footprint. Left out: the interpreter and libraries,
+    allocator slack, and the Monte-Carlo noise array a few very uneven bf16 tensors keep (m·n float32 each).
+    """
+    compute = torch.empty((), dtype=dtype).element_size()
+    if not pairs:
+        return MemoryEstimate(0, None, "nothing to run", ())
+    best: tuple[int, PreviewPair, list[tuple[str, int]]] | None = None
+    for pair in pairs:
+        parts = _footprint(command, pair, compute, solver, workers, batch, top_k)
+        total = sum(size for _, size in parts)
+        if best is None or total > best[0]:
+            best = (total, pair, parts)
+    assert best is not None
+    if command == "spectrum":
+        in_flight = f"{workers} worker{'s' * (workers > 1)}, {workers} read ahead"
+        if batch > 1:
+            in_flight = f"batches of {batch}, 1 read ahead"
+    else:
+        in_flight = "1 pair at a time, 1 read ahead"
+    return MemoryEstimate(best[0], best[1].shape, in_flight, tuple(best[2]))
+
+
+def _footprint(
+    command: str, pair: PreviewPair, compute: int, solver: str, workers: int, batch: int, top_k: int | None
+) -> list[tuple[str, int]]:
+    """The (what, bytes) terms of the worst moment of a run whose every slot holds `pair`."""
+    m, n = pair.shape
+    entries, k = m * n, min(m, n)
+    stored_base, stored_tuned = _itemsize(pair.base_dtype), _itemsize(pair.tuned_dtype)
+    dense = not pair.factored
+    # Stored tensors of one pair once read: both matrices, or the base (methods that need it) and the factors.
+    if pair.kind == "dense":
+        raw = (stored_base + stored_tuned) * entries
+    elif dense:
+        raw = stored_base * entries + stored_tuned * (m + n)
+    else:
+        raw = stored_tuned * (m + n) * (pair.rank or 0)
+    delta = compute * entries if dense else compute * (m + n) * (pair.rank or 0)
+    if pair.kind == "dense":
+        noise = NOISE_PASS_BYTES * entries if mantissa_bits(pair.tuned_dtype) is not None else 0
+        tuned_copy = _widen(pair.tuned_dtype, compute, entries)
+        forming = raw + _widen(pair.base_dtype, compute, entries) + delta + max(tuned_copy, noise)
+    elif dense:  # dora, ia3, oft, boft (and LoHa past r² ≥ min): W, the product, the adapted weight, ΔW
+        forming = raw + 4 * compute * entries
+    else:
+        forming = raw + delta
+    svd_out = compute * (m + n) * k  # U (m, k) and V (n, k) of a thin SVD
+    # A thin SVD (torch.linalg.svd, LAPACK gesdd): a copy of the input and a workspace of about 7k² + 4k.
+    gesdd_full = compute * (entries + 7 * k * k + 4 * k)
+    gesdd = gesdd_full if dense else 0
+    if command == "spectrum":
+        # Running: each worker's ΔW(s) and solver arrays; read ahead: formed deltas, the last one being formed
+        # (its stored tensors include the base tensor the reader keeps for the next checkpoint's pair).
+        extra = _solver_bytes(solver, m, n, compute, top_k) if dense else 2 * delta
+        running = workers * batch
+        return [
+            (f"{running} delta(s) being decomposed", running * delta),
+            (f"{solver} solver working arrays × {running}", running * extra),
+            (f"{workers - 1} formed delta(s) read ahead", (workers - 1) * delta),
+            ("pair being read and formed (stored tensors, widening, noise pass)", forming),
+        ]
+    if command == "intruders":
+        # Current and next pair's stored tensors (the base too for adapters), W in the compute dtype, then W'
+        # (merged from the adapter: base copy, B·A, s·B·A, the sum) and its thin SVD while U of W is kept.
+        stored = (stored_base + (stored_tuned if pair.kind == "dense" else 0)) * entries
+        if pair.kind == "dense":
+            tuned_w, merging = _widen(pair.tuned_dtype, compute, entries), 0
+        else:
+            tuned_w, merging = compute * entries, (5 if dense else 3) * compute * entries
+        svd_phase = tuned_w + compute * m * k + gesdd_full + svd_out
+        return [
+            ("stored tensors of the current and the next pair", 2 * max(stored, raw)),
+            ("W in the compute dtype", _widen(pair.base_dtype, compute, entries)),
+            (
+                "W' merged, or its thin SVD (input copy, gesdd workspace, U, V) beside U of W",
+                max(merging, svd_phase),
+            ),
+        ]
+    decompose = delta + gesdd + (svd_out if dense else 2 * delta)
+    current = max(forming, raw + decompose)
+    if command == "extract":  # the SVD, then B and A of the truncation and their save-dtype copies (k ≤ min)
+        current = max(current, raw + (3 * svd_out if dense else 4 * delta))
+    parts = [
+        ("stored tensors of the next pair (read ahead)", raw),
+        (
+            "current pair: stored tensors, ΔW forming or its thin SVD (input copy, gesdd workspace, U, V)",
+            current,
+        ),
+    ]
+    if command == "similarity":
+        parts.append(("U, V of ΔW_A kept while ΔW_B is decomposed", svd_out if dense else 2 * delta))
+    return parts
+
+
+def _solver_bytes(solver: str, m: int, n: int, compute: int, top_k: int | None) -> int:
+    """Working arrays of one dense decomposition besides ΔW itself (svd.py)."""
+    k = min(m, n)
+    if solver == "gram":
+        # float64 copy of ΔW and the Gram, then the Gram and eigvalsh's copy of it.
+        return max(8 * m * n + 8 * k * k, 16 * k * k)
+    if solver == "randomized":
+        q = min((top_k or 1) + RANDOMIZED_OVERSAMPLE, k)
+        return 3 * compute * (m + n) * q
+    return compute * (m * n + 4 * k)  # svdvals: LAPACK's copy of ΔW (σ only)
