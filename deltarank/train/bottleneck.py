@@ -122,16 +122,25 @@ def load_adapter(model: Any, directory: str | Path) -> Any:
     Raises:
         InputError: no adapter there, or its tensors do not fit the model.
     """
-    from safetensors.torch import load_file
-
     folder = Path(directory)
     if not (folder / CONFIG_NAME).is_file():
         raise InputError(folder, f"no {CONFIG_NAME}: not a bottleneck adapter")
     meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     add_adapters(model, BottleneckConfig(size=int(meta["size"]), nonlinearity=str(meta["nonlinearity"])))
+    return load_adapter_weights(model, folder)
+
+
+def load_adapter_weights(model: Any, directory: str | Path) -> Any:
+    """Copy the adapter tensors saved in `directory` into a model that has adapters already (resume).
+
+    Raises:
+        InputError: the tensors do not match the model's adapters.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(directory)
     tensors = load_file(str(folder / WEIGHTS_NAME))
-    expected = set(adapter_state_dict(model))
-    if set(tensors) != expected:
+    if set(tensors) != set(adapter_state_dict(model)):
         raise InputError(folder, "adapter tensors do not match the model's layers")
     model.load_state_dict(tensors, strict=False)
     return model

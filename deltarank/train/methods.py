@@ -68,6 +68,19 @@ def method_callbacks(config: TrainConfig) -> list[Any]:
     return [AdaLoraAllocator()] if config.method == "adalora" else []
 
 
+def adapt_trainer(trainer: Any, config: TrainConfig) -> Any:
+    """Method-specific Trainer changes: bottleneck adapters resume from their own checkpoint files (the Trainer
+    looks only for whole-model or peft weights). Returns `trainer`."""
+    if config.method == "adapter":
+        from deltarank.train.bottleneck import load_adapter_weights
+
+        def load_checkpoint(checkpoint: str, model: Any = None) -> None:
+            load_adapter_weights(model if model is not None else trainer.model, checkpoint)
+
+        trainer._load_from_checkpoint = load_checkpoint
+    return trainer
+
+
 def full(model: Any, config: TrainConfig) -> Any:
     """Full fine-tuning: every weight trainable."""
     for param in model.parameters():

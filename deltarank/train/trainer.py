@@ -31,7 +31,7 @@ from deltarank.train.callbacks import (
 )
 from deltarank.train.config import TrainConfig
 from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
-from deltarank.train.methods import method_callbacks, quantization_config, wrap_model
+from deltarank.train.methods import adapt_trainer, method_callbacks, quantization_config, wrap_model
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from deltarank.train.run_record import run_record, write_run_record
 
@@ -89,7 +89,9 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     resume_step = _checkpoint_step(checkpoint)
     train_log = TrainLogCallback(output_dir, resume_step)
     extra = [train_log, cost, *method_callbacks(config), *callbacks]
-    trainer = build_trainer(config, args, model, tokenizer, collator, train_set, eval_set, extra)
+    trainer = adapt_trainer(
+        build_trainer(config, args, model, tokenizer, collator, train_set, eval_set, extra), config
+    )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.save_model(str(output_dir))
     if trainer.is_world_process_zero():
