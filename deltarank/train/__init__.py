@@ -1,4 +1,5 @@
-"""Fine-tuning runs whose weight deltas deltarank analyses: full fine-tuning or LoRA on `transformers.Trainer`.
+"""Fine-tuning runs whose weight deltas deltarank analyses: full fine-tuning, LoRA and the other PEFT methods
+(`deltarank.train.methods`) on `transformers.Trainer`.
 
     from deltarank.train import TrainConfig, run_training
     result = run_training(TrainConfig(model="smollm2-135m", data="builtin:code", method="lora",
@@ -6,8 +7,8 @@
     result.run["tokens_per_second"]
 
 Modules: config (TrainConfig), models (resolve_model, find_default_gguf), data and formats (JSONL shapes),
-builtin_data (builtin:code / builtin:math and their held-out splits), lora (the model wrapping),
-trainer (run_training), callbacks (train_log.jsonl, cost, progress), run_record (run.json).
+builtin_data (builtin:code / builtin:math and their held-out splits), methods (the model wrapping, one
+function per method), bottleneck (Houlsby adapters), trainer (run_training), callbacks (train_log.jsonl, cost, progress), run_record (run.json).
 """
 
 from __future__ import annotations
