@@ -175,19 +175,20 @@ def overhead(steps: int, repeats: int, methods: list[str], kinds: list[str]) -> 
     core slows a 2-thread torch step several-fold), is given beside them.
     """
     fp32_model_dir()
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {kind: [] for kind in kinds} for m in methods}
+    for index in range(repeats):  # round by round, so a slow spell of the shared machine hits every kind
+        for method in methods:
+            for kind in kinds:
+                runs[method][kind].append(measured(kind, method, steps, index))
+                print(f"{method} {kind} run {index}: {runs[method][kind][-1]}", file=sys.stderr)
     table: dict[str, Any] = {}
     for method in methods:
-        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-        for index in range(repeats):
-            for kind in kinds:
-                runs[kind].append(measured(kind, method, steps, index))
-                print(f"{method} {kind} run {index}: {runs[kind][-1]}", file=sys.stderr)
-        row: dict[str, Any] = {"runs": runs}
+        row: dict[str, Any] = {"runs": runs[method]}
         for name, pick in (("median", statistics.median), ("best", max)):
             row[name] = {
                 kind: {
-                    "tokens_per_second": pick(r["tokens_per_second"] for r in runs[kind]),
-                    "tokens_per_cpu_second": pick(r["tokens_per_cpu_second"] for r in runs[kind]),
+                    "tokens_per_second": pick(r["tokens_per_second"] for r in runs[method][kind]),
+                    "tokens_per_cpu_second": pick(r["tokens_per_cpu_second"] for r in runs[method][kind]),
                 }
                 for kind in kinds
             }
