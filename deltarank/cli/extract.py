@@ -71,7 +71,7 @@ def extract(
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview
 
-        click.echo(preview(base, [tuned], command="extract", **options).to_text())
+        click.echo(preview(base, [tuned], command="extract", embeddings=embeddings, **options).to_text())
         return
     check_output_dir(output, force)
     check_figure_path(figure, force)

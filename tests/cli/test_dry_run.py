@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from deltarank.analysis.engine.run import spectrum
 from deltarank.analysis.tools.extract import extract
 from deltarank.analysis.tools.intruders import intruders
-from deltarank.analysis.tools.preview import estimate_memory, preview
+from deltarank.analysis.tools.preview import PreviewPair, estimate_memory, preview
 from deltarank.analysis.tools.similarity import similarity
 from deltarank.cli import main
 from tests.analysis.test_intruders import save_lora
@@ -109,6 +109,45 @@ def test_tool_dry_runs_list_what_the_runs_analyse(
     assert code == 0, stderr
     assert files_under(tmp_path) == before
     assert f"Dry run of {command}" in stdout and "Estimated peak memory" in stdout
+
+
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_extract_dry_run_follows_embeddings(
+    embeddings: bool, tiny_model_dir: Path, tuned_dir: Path, tmp_path: Path
+) -> None:
+    """Embedding and LM head: skipped with extract's own reason, or listed with `embeddings`."""
+    include = r"embed_tokens|lm_head|layers\.0\.self_attn\.q_proj"
+    plan = preview(
+        tiny_model_dir, [tuned_dir], command="extract", device="cpu", include=include, embeddings=embeddings
+    )
+    result = extract(
+        tiny_model_dir,
+        tuned_dir,
+        tmp_path / "a",
+        rank=2,
+        device="cpu",
+        include=include,
+        embeddings=embeddings,
+    )
+    assert [p.name for p in plan.pairs] == [m.name for m in result.matrices]
+    assert [(s.name, s.reason) for s in plan.all_skipped] == [(s.name, s.reason) for s in result.skipped]
+    assert len(plan.pairs) == (3 if embeddings else 1)
+    code, stdout, stderr = run(
+        "extract",
+        tiny_model_dir,
+        tuned_dir,
+        "-o",
+        tmp_path / "b",
+        "--lora-rank",
+        "2",
+        "--include",
+        include,
+        *(["--embeddings"] if embeddings else []),
+        "--dry-run",
+    )
+    assert code == 0, stderr
+    assert ("lm_head.weight: embedding or LM head" in stdout) is not embeddings
+    assert not (tmp_path / "b").exists()
 
 
 def test_lora_adapter_pairs_show_kind_lora(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -211,14 +250,25 @@ def test_seven_b_sharded_checkpoint_plans_from_headers_fast(tmp_path: Path) -> N
 
 
 def test_memory_estimate_follows_the_gram_solver() -> None:
-    """One F32 pair, one worker: the formed delta and the stored pair, plus the float64 copy and the Gram."""
-    from deltarank.analysis.tools.preview import PreviewPair
-
+    """One F32 pair, one worker: the stored pair, ΔW, the noise pass, the float64 copy and the Gram."""
     pair = PreviewPair("w", (300, 100), "F32", "F32", "dense")
     m, n = pair.shape
     estimate = estimate_memory("spectrum", [pair], torch.float32, "gram", workers=1)
-    noise = 21 * m * n  # the storage-noise pass's temporaries
-    forming = 8 * m * n + 4 * m * n + max(0, noise)  # stored pair, ΔW, noise pass (F32 needs no widening)
+    forming = 8 * m * n + 4 * m * n + 16 * m * n  # stored pair, ΔW, noise pass (F32 needs no widening)
     assert estimate.peak_bytes == 4 * m * n + max(8 * m * n + 8 * n * n, 16 * n * n) + forming
-    two = estimate_memory("spectrum", [pair], torch.float32, "gram", workers=2)
-    assert two.peak_bytes > estimate.peak_bytes
+    assert (
+        estimate_memory("spectrum", [pair], torch.float32, "gram", workers=2).peak_bytes > estimate.peak_bytes
+    )
+
+
+def test_memory_estimate_of_a_7b_mlp_weight_uses_row_blocks() -> None:
+    """11008 × 4096 bf16: blocked Gram (no float64 copy of ΔW) and one delta read ahead, as run.py does."""
+    pair = PreviewPair("mlp", (11008, 4096), "BF16", "BF16", "dense")
+    estimate = estimate_memory("spectrum", [pair], torch.float32, "gram", workers=2)
+    entries, k = 11008 * 4096, 4096
+    assert "1 read ahead" in estimate.in_flight
+    gram = dict(estimate.parts)["gram solver working arrays × 2"]
+    assert 2 * 16 * k * k <= gram < 2 * (16 * k * k + 8 * entries // 4)
+    assert (
+        estimate.peak_bytes < 2 * 8 * entries + 2 * 4 * entries + 16 * entries
+    )  # well under a float64 copy each

@@ -11,11 +11,17 @@ worst moment of the run for the largest pair of the plan, counted from what each
 tensors, the compute-dtype ΔW, the solver's float64 copies and Gram matrix, LAPACK's SVD workspace, the
 storage-noise pass's temporaries), times the pairs in flight (decompositions running and pairs read ahead).
 It leaves out the interpreter and libraries (`Preview.process_bytes`, this process's resident memory when the
-preview was made, stands for them), allocator slack and the occasional Monte-Carlo noise array.
+preview was made, stands for them), allocator slack and the occasional Monte-Carlo noise array. Checked on
+benchmarks/pairs.py `synthetic_pair()` (fp32, 56 matrices of 1024 × 2816, CPU, Gram solver): estimated 118 and
+170 MiB for 1 and 2 workers; the run's resident memory grew by 91 and 125 MiB with glibc's mmap threshold fixed
+(MALLOC_MMAP_THRESHOLD_=131072; the storage-noise pass, counted, was skipped on these fp32 deltas) and by 248
+and 320 MiB with the default, whose heap keeps freed arrays under 32 MiB for reuse (7B-sized ones are larger
+and go back to the system).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -29,12 +35,13 @@ from deltarank.analysis.engine.options import SpectrumOptions
 from deltarank.analysis.engine.plan import Plan, plan_run
 from deltarank.analysis.engine.run import CUDA_BATCH
 from deltarank.analysis.engine.schedule import cpu_schedule
+from deltarank.analysis.maths.arrays import LARGE_ENTRIES, row_blocks
 from deltarank.analysis.maths.svd import RANDOMIZED_OVERSAMPLE
+from deltarank.analysis.tools.extract import WithEmbeddings, _extract_one, _left_out, check_untied
 from deltarank.analysis.tools.similarity import _match
 from deltarank.errors import DeltarankError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.dtypes import SAFETENSORS_DTYPES, mantissa_bits
-from deltarank.io.naming import EMBEDDING_PATTERN
 from deltarank.io.pairing import AdapterPair, Pair, SkippedTensor
 
 __all__ = [
@@ -50,13 +57,12 @@ __all__ = [
 COMMANDS = ("spectrum", "intruders", "similarity", "extract")
 # Kinds whose ΔW is kept as factors (σ from an r × r core, never an m × n matrix); LoHa only while r² < min(m, n).
 FACTORED_KINDS = frozenset({"lora", "adalora", "vera", "lokr", "loha"})
-# Bytes per entry of the storage-noise pass on a dense delta (maths/noise.py `storage_noise`): the float32
-# mantissa and int32 exponent of `np.frexp`, the int32 exponent difference, its float32 cast, the `exp2`
-# result (kept as the relative variances) and the `values == 0` mask.
-NOISE_PASS_BYTES = 4 + 4 + 4 + 4 + 4 + 1
-# Extra bytes per entry while a bfloat16 tensor is widened exactly (arrays.py `host_array`: uint32 bits and
-# the shifted copy).
-BF16_WIDEN_BYTES = 8
+# Bytes per entry at the peak of the storage-noise pass (maths/noise.py `storage_noise`, whole matrix or one
+# row block of a large one): the float32 mantissa and int32 exponent of `np.frexp` and two int32/float32
+# temporaries of 4^(e − e_max); the tuned values widened to float32 come on top unless stored so.
+NOISE_PASS_BYTES = 4 + 4 + 4 + 4
+# Bytes per entry of the transient uint32 array while a 16-bit tensor is widened (arrays.py `host_array`).
+WIDEN_TRANSIENT_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -253,6 +259,7 @@ def preview(
     options: SpectrumOptions | None = None,
     *,
     command: str = "spectrum",
+    embeddings: bool = False,
     **changes: Any,
 ) -> Preview:
     """What `command` would do with BASE and TUNED, from their headers (no tensor data is read).
@@ -263,6 +270,7 @@ def preview(
             (A and B) for similarity.
         options: Device, precision, include/exclude and, for spectrum, solver, top_k and workers.
         command: spectrum, intruders, similarity or extract.
+        embeddings: extract's `embeddings` (the input embedding and the LM head extracted too).
         **changes: `SpectrumOptions` fields overriding `options`.
 
     Raises:
@@ -276,8 +284,13 @@ def preview(
     opts = SpectrumOptions.of(options, **changes)
     device = opts.compute_device()
     start = time.perf_counter()
-    _, plans = plan_run(base, tuned, opts.selection)
-    groups, run_skipped = _groups(command, plans)
+    selection = opts.selection
+    if command == "extract" and embeddings:
+        selection = WithEmbeddings(include=opts.include, exclude=opts.exclude)
+    base_source, plans = plan_run(base, tuned, selection)
+    if command == "extract" and embeddings:
+        check_untied(base_source)
+    groups, run_skipped = _groups(command, plans, embeddings)
     seconds = time.perf_counter() - start
     solver = opts.concrete_solver(device) if command == "spectrum" else "svd"
     workers, batch = 1, 1
@@ -307,7 +320,9 @@ def preview(
     )
 
 
-def _groups(command: str, plans: list[Plan]) -> tuple[tuple[PreviewGroup, ...], tuple[SkippedTensor, ...]]:
+def _groups(
+    command: str, plans: list[Plan], embeddings: bool = False
+) -> tuple[tuple[PreviewGroup, ...], tuple[SkippedTensor, ...]]:
     """The preview groups of the plans, with the command's own skips (as its run makes them)."""
     if command == "similarity":
         common, skipped = _match(plans[0], plans[1])
@@ -327,17 +342,14 @@ def _groups(command: str, plans: list[Plan]) -> tuple[tuple[PreviewGroup, ...], 
             raise DeltarankError(
                 f"{plan.tuned_path}: fan_in_fan_out adapters cannot be re-extracted (nn.Linear layout only)"
             )
-        if command == "extract":  # extract.py: embeddings and the LM head are not extracted
-            skipped += [
-                SkippedTensor(p.name, "embedding or LM head: not extracted") for p in pairs if _embedding(p)
-            ]
-            pairs = [p for p in pairs if not _embedding(p)]
+        if command == "extract":  # extract.py: embedding-like tensors left out (all without `embeddings`)
+            for pair in (p for p in pairs if _left_out(p.name, embeddings)):
+                outcome = _extract_one(pair, None, None, None)  # the run's own skip and reason
+                assert isinstance(outcome, SkippedTensor)
+                skipped.append(outcome)
+            pairs = [p for p in pairs if not _left_out(p.name, embeddings)]
         groups.append(_group(plan, pairs, skipped))
     return tuple(groups), ()
-
-
-def _embedding(pair: Pair) -> bool:
-    return bool(EMBEDDING_PATTERN.search(pair.name))
 
 
 def _group(plan: Plan, pairs: Sequence[Pair], skipped: Sequence[SkippedTensor]) -> PreviewGroup:
@@ -384,12 +396,22 @@ def _itemsize(dtype: str) -> int:
 
 
 def _widen(stored: str, compute: int, entries: int) -> int:
-    """Bytes of the compute-dtype copy of a stored tensor (none when it already is that dtype; host_array and
-    `.to` return the tensor itself), with bfloat16's transient widening."""
-    size = _itemsize(stored)
-    if size == compute and stored.upper() in ("F32", "F64"):
+    """Bytes of the compute-dtype copy of a stored tensor: none when it already is that dtype (host_array and
+    `.to` return the tensor itself)."""
+    if _itemsize(stored) == compute and stored.upper() in ("F32", "F64"):
         return 0
-    return compute * entries + (BF16_WIDEN_BYTES * entries if stored.upper() == "BF16" else 0)
+    return compute * entries
+
+
+def _noise_pass(tuned_dtype: str, m: int, n: int) -> int:
+    """Peak bytes of the storage-noise pass: the whole matrix, or one row block above LARGE_ENTRIES."""
+    if mantissa_bits(tuned_dtype) is None:
+        return 0
+    entries = m * n
+    if entries > LARGE_ENTRIES:
+        entries = max(b.stop - b.start for b in row_blocks(m, n)) * n
+    widened = 0 if tuned_dtype.upper() in ("F32", "F64") else 4 + WIDEN_TRANSIENT_BYTES
+    return (NOISE_PASS_BYTES + widened) * entries
 
 
 def estimate_memory(
@@ -404,10 +426,12 @@ def estimate_memory(
     """Estimated peak bytes of the tensors a run holds at once (a model of the code, not a measurement).
 
     spectrum (run.py): `workers` decompositions run at once, each holding its ΔW (a batch of `batch` on CUDA)
-    and the solver's working arrays; the reader thread keeps up to `workers` formed deltas ahead, the last of
-    them being formed (stored tensors read, widened, subtracted, then the storage-noise pass). The Gram solver
-    (svd.py `_host_gram_singular_values`) holds a float64 copy of ΔW and the n × n float64 Gram (n the smaller
-    side), then the Gram and LAPACK's copy of it; the SVD solver a copy of ΔW.
+    and the solver's working arrays; the reader thread keeps up to `workers` formed deltas ahead (one when a
+    matrix exceeds `LARGE_ENTRIES`), the last of them being formed (stored tensors read, widened, subtracted,
+    then the storage-noise pass, in row blocks above `LARGE_ENTRIES`). The Gram solver (svd.py
+    `_host_gram_singular_values`) holds a float64 copy of ΔW and the n × n float64 Gram (n the smaller side),
+    or for a large matrix at least twice as long as wide the Gram, a product buffer and one float64 row block;
+    then the Gram and LAPACK's copy of it. The SVD solver holds a copy of ΔW.
 
     intruders, similarity and extract (one thread, one pair read ahead): the stored tensors of the current and
     the next pair, the compute-dtype matrices, and each thin SVD's U, V, input copy and gesdd workspace
@@ -419,15 +443,17 @@ def estimate_memory(
     compute = torch.empty((), dtype=dtype).element_size()
     if not pairs:
         return MemoryEstimate(0, None, "nothing to run", ())
+    # run.py: `workers` deltas read ahead, one when the plan holds a matrix above LARGE_ENTRIES.
+    depth = 1 if any(math.prod(p.shape) > LARGE_ENTRIES for p in pairs) else workers
     best: tuple[int, PreviewPair, list[tuple[str, int]]] | None = None
     for pair in pairs:
-        parts = _footprint(command, pair, compute, solver, workers, batch, top_k)
+        parts = _footprint(command, pair, compute, solver, workers, batch, top_k, depth)
         total = sum(size for _, size in parts)
         if best is None or total > best[0]:
             best = (total, pair, parts)
     assert best is not None
     if command == "spectrum":
-        in_flight = f"{workers} worker{'s' * (workers > 1)}, {workers} read ahead"
+        in_flight = f"{workers} worker{'s' * (workers > 1)}, {depth} read ahead"
         if batch > 1:
             in_flight = f"batches of {batch}, 1 read ahead"
     else:
@@ -436,7 +462,14 @@ def estimate_memory(
 
 
 def _footprint(
-    command: str, pair: PreviewPair, compute: int, solver: str, workers: int, batch: int, top_k: int | None
+    command: str,
+    pair: PreviewPair,
+    compute: int,
+    solver: str,
+    workers: int,
+    batch: int,
+    top_k: int | None,
+    depth: int,
 ) -> list[tuple[str, int]]:
     """The (what, bytes) terms of the worst moment of a run whose every slot holds `pair`."""
     m, n = pair.shape
@@ -452,9 +485,14 @@ def _footprint(
         raw = stored_tuned * (m + n) * (pair.rank or 0)
     delta = compute * entries if dense else compute * (m + n) * (pair.rank or 0)
     if pair.kind == "dense":
-        noise = NOISE_PASS_BYTES * entries if mantissa_bits(pair.tuned_dtype) is not None else 0
-        tuned_copy = _widen(pair.tuned_dtype, compute, entries)
-        forming = raw + _widen(pair.base_dtype, compute, entries) + delta + max(tuned_copy, noise)
+        # deltas.py dense_form: the base widened (a view when stored in the compute dtype), ΔW (in place in the
+        # widened tuned copy, or new), the widening's transient, then the noise pass.
+        narrow = any(
+            _widen(d, compute, 1) and d.upper() != "F32" for d in (pair.base_dtype, pair.tuned_dtype)
+        )
+        transient = WIDEN_TRANSIENT_BYTES * entries if narrow else 0
+        noise = _noise_pass(pair.tuned_dtype, m, n)
+        forming = raw + _widen(pair.base_dtype, compute, entries) + delta + max(transient, noise)
     elif dense:  # dora, ia3, oft, boft (and LoHa past r² ≥ min): W, the product, the adapted weight, ΔW
         forming = raw + 4 * compute * entries
     else:
@@ -471,7 +509,7 @@ def _footprint(
         return [
             (f"{running} delta(s) being decomposed", running * delta),
             (f"{solver} solver working arrays × {running}", running * extra),
-            (f"{workers - 1} formed delta(s) read ahead", (workers - 1) * delta),
+            (f"{depth - 1} formed delta(s) read ahead", (depth - 1) * delta),
             ("pair being read and formed (stored tensors, widening, noise pass)", forming),
         ]
     if command == "intruders":
@@ -511,7 +549,11 @@ def _solver_bytes(solver: str, m: int, n: int, compute: int, top_k: int | None) 
     """Working arrays of one dense decomposition besides ΔW itself (svd.py)."""
     k = min(m, n)
     if solver == "gram":
-        # float64 copy of ΔW and the Gram, then the Gram and eigvalsh's copy of it.
+        # Blocked (svd.py `_blocked_gram`): the Gram, a product buffer and a float64 block of the long side;
+        # else a float64 copy of ΔW and the Gram. Then the Gram and eigvalsh's copy of it.
+        if m * n > LARGE_ENTRIES and max(m, n) >= 2 * k:
+            block = max(b.stop - b.start for b in row_blocks(max(m, n), k)) * k
+            return 16 * k * k + 8 * block
         return max(8 * m * n + 8 * k * k, 16 * k * k)
     if solver == "randomized":
         q = min((top_k or 1) + RANDOMIZED_OVERSAMPLE, k)
