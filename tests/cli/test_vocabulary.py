@@ -69,6 +69,22 @@ COMMANDS: dict[str, Callable[[dict[str, Path], Path], list[object]]] = {
     "compare": lambda i, out: ["compare", i["full_json"], i["lora_json"], "-o", out],
 }
 DIRECTORY_OUTPUTS = {"extract", "plot"}
+# Commands whose work is mocked out in the exit-status tests (their real runs train a model).
+RUNS: dict[str, Callable[[dict[str, Path], Path], list[object]]] = {
+    "train": lambda i, out: [
+        "train",
+        "--model",
+        i["base"],
+        "--data",
+        "builtin:code",
+        "--method",
+        "lora",
+        "-o",
+        out,
+    ],
+    "reproduce": lambda i, out: ["reproduce", "-o", out, "--device", "cpu"],
+    "evaluate": lambda i, out: ["evaluate", "--model", i["base"], "--data", "builtin:code:test"],
+}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -91,9 +107,9 @@ def test_an_existing_output_is_refused_without_force_and_replaced_with_it(
     assert target.exists()
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("command", [*COMMANDS, *RUNS])
 def test_a_bad_option_value_is_a_usage_error(command: str, inputs: dict[str, Path], tmp_path: Path) -> None:
-    result = invoke(*COMMANDS[command](inputs, tmp_path / "x"), "--no-such-option")
+    result = invoke(*{**COMMANDS, **RUNS}[command](inputs, tmp_path / "x"), "--no-such-option")
     assert result.exit_code == 2
     assert "No such option" in result.stderr
 
@@ -107,6 +123,9 @@ def test_a_bad_option_value_is_a_usage_error(command: str, inputs: dict[str, Pat
         ("extract", "deltarank.analysis.tools.extract.extract"),
         ("plot", "deltarank.figures.render.render_figures"),
         ("compare", "deltarank.figures.tables.compare_table"),
+        ("train", "deltarank.train.trainer.run_training"),
+        ("reproduce", "deltarank.reproduce.pipeline.reproduce"),
+        ("evaluate", "deltarank.evaluation.run.evaluate"),
     ],
 )
 def test_an_internal_error_exits_3_with_one_line_and_a_traceback_only_under_vv(
@@ -116,7 +135,7 @@ def test_an_internal_error_exits_3_with_one_line_and_a_traceback_only_under_vv(
         raise RuntimeError("planted bug")
 
     monkeypatch.setattr(target, broken)
-    args = COMMANDS[command](inputs, tmp_path / "x")
+    args = {**COMMANDS, **RUNS}[command](inputs, tmp_path / "x")
     plain = invoke(*args)
     assert plain.exit_code == 3, plain.output
     assert (
