@@ -10,6 +10,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from deltarank.analysis.results import ExtractResult, IntruderResult, SimilarityResult, SpectrumResult
 from deltarank.analysis.results.medians import median
@@ -134,6 +135,14 @@ def _modules(
     return [*order, ALL_ROW]
 
 
+def _row_groups(results: Sequence[Any], module: str) -> tuple[list[list[Any]], int | None]:
+    """Per result, its matrices of one row (a module type, or every matrix for `all`), and the row's matrix
+    count `n` when every result that has the module agrees on it (else None)."""
+    groups = [[m for m in r.matrices if module in (ALL_ROW, m.module)] for r in results]
+    counts = {len(g) for g in groups if g}
+    return groups, counts.pop() if len(counts) == 1 else None
+
+
 def _check_matrices(results: Sequence[IntruderResult] | Sequence[ExtractResult]) -> None:
     for result in results:
         if not result.matrices:
@@ -182,9 +191,8 @@ def similarity_table(
     columns = ["module", "n"] + [f"{name} φ({i},{i})" for name in names for i in shown]
     rows: list[tuple[Cell, ...]] = []
     for module in _modules(results):
-        groups = [[m for m in r.matrices if module in (ALL_ROW, m.module)] for r in results]
-        counts = {len(g) for g in groups if g}
-        row: list[Cell] = [module, counts.pop() if len(counts) == 1 else None]
+        groups, count = _row_groups(results, module)
+        row: list[Cell] = [module, count]
         for group in groups:
             for i in shown:
                 values = [v for m in group if (v := m.phi(i, i)) is not None]
@@ -211,9 +219,8 @@ def extract_table(results: Sequence[ExtractResult], labels: Sequence[str] | None
         decimals += [None, FINE]
     rows: list[tuple[Cell, ...]] = []
     for module in _modules(results):
-        groups = [[m for m in r.matrices if module in (ALL_ROW, m.module)] for r in results]
-        counts = {len(g) for g in groups if g}
-        row: list[Cell] = [module, counts.pop() if len(counts) == 1 else None]
+        groups, count = _row_groups(results, module)
+        row: list[Cell] = [module, count]
         for group in groups:
             energy = [m.retained_energy for m in group]
             row += [
