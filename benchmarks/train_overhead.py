@@ -359,6 +359,11 @@ def write_markdown(results: dict[str, Any]) -> None:
         lines += real_table(results["real"])
     if "overhead" in results:
         lines += overhead_table(results["overhead"])
+    if "steps" in results:
+        from train_steps import steps_table  # the in-process section's own script
+
+        lines += steps_table(results["steps"])
+    lines += ["Where a step's time goes: `benchmarks/results/train_profile.md`.", ""]
     (RESULTS / "train.md").write_text("\n".join(lines))
 
 
