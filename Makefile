@@ -38,7 +38,7 @@ figures: install
 		--summary runs/reproduce/summary.json -o figures --force --kind all --format pdf,png
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --scale
 	$(PY) benchmarks/solver_shapes.py > benchmarks/results/solvers.md
 
 clean:

@@ -14,7 +14,9 @@ LABELS = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 @pytest.mark.parametrize("stored", list(LABELS))
 @pytest.mark.parametrize("precision", [torch.float32, torch.float64])
-def test_numpy_and_torch_dense_forms_give_the_same_record(stored: torch.dtype, precision: torch.dtype) -> None:
+def test_numpy_and_torch_dense_forms_give_the_same_record(
+    stored: torch.dtype, precision: torch.dtype
+) -> None:
     generator = torch.Generator().manual_seed(3)
     base = (torch.randn(96, 64, generator=generator) * 0.05).to(stored)
     update = torch.randn(96, 4, generator=generator) @ torch.randn(4, 64, generator=generator) * 1e-3
@@ -48,7 +50,9 @@ def test_a_batched_call_gives_the_records_of_single_calls() -> None:
         left[i] = 0  # one row that does not move
         tuned = base + 1e-2 * (left @ torch.randn(rank, 24, generator=generator))
         pair = DensePair(f"model.layers.{i}.mlp.up_proj.weight", "b", "t", (40, 24), "F32", "F32")
-        items.append((pair, dense_form({"base": base, "tuned": tuned}, DeltaInputs("dense", "F32"), torch.float32)))
+        items.append(
+            (pair, dense_form({"base": base, "tuned": tuned}, DeltaInputs("dense", "F32"), torch.float32))
+        )
     settings = MeasureSettings(torch.float32, (0.5, 0.9, 0.99), solver="svd")
 
     batched = measure_batch(items, settings)
