@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from deltarank.analysis.maths.arrays import LARGE_ENTRIES, host_array, row_blocks
+from deltarank.analysis.maths.randomized import seeded_top_sigma
 from deltarank.io.dtypes import MIN_NORMAL_EXPONENT, mantissa_bits
 
 # Safety factor on the predicted edge (finite-size Tracy–Widom fluctuations are far smaller).
@@ -199,8 +200,7 @@ def monte_carlo_edge(variance: torch.Tensor, draws: int = NOISE_MC_DRAWS) -> flo
         uniform = torch.rand(variance.shape, generator=generator, dtype=torch.float32)
         noise = (2.0 * uniform - 1.0) * half_width
         if min(noise.shape) > EXACT_MC_SIZE:
-            _, top, _ = torch.svd_lowrank(noise, q=MC_LOWRANK_Q, niter=MC_LOWRANK_ITERS)
-            tops.append(float(top[0]))
+            tops.append(float(seeded_top_sigma(noise, MC_LOWRANK_Q, MC_LOWRANK_ITERS)[0]))
         else:
             tops.append(float(torch.linalg.matrix_norm(noise, ord=2)))
     return max(tops)

@@ -17,7 +17,8 @@ Dense deltas, by solver:
   `deltarank.analysis.engine.schedule`; per-shape times in `benchmarks/results/solvers.md`).
   Batches and CUDA tensors use torch. Error bound (tested against a float64 SVD): |σ̂_i − σ_i| ≤ GRAM_ERROR·σ₁ with
   GRAM_ERROR = √(n·ε₆₄) (≈ 1e-7 at n = 4096), no worse than a float32 SVD's own error (≈ n·ε₃₂·σ₁).
-- `randomized`: the top-k σ by a randomised SVD (`torch.svd_lowrank`); approximate and labelled so.
+- `randomized`: the top-k σ by a seeded randomised range finder (Halko et al. 2011, with power iterations);
+  approximate and labelled so, and the same on every run.
 
 `auto` picks `gram` on CPU at float32 precision, and `svd` otherwise (float64 precision keeps the float64
 SVD, whose error is far below the Gram bound; on CUDA the batched SVD kernels are used).
@@ -33,6 +34,7 @@ import torch
 
 from deltarank.analysis.maths.arrays import FLOAT_DTYPES, LARGE_ENTRIES, row_blocks
 from deltarank.analysis.maths.deltas import Delta
+from deltarank.analysis.maths.randomized import seeded_top_sigma
 from deltarank.errors import DeltarankError
 
 EXACT_SOLVERS = ("svd", "gram")
@@ -169,8 +171,7 @@ def randomized_singular_values(delta: torch.Tensor, top_k: int) -> torch.Tensor:
     k = min(top_k, *delta.shape[-2:])
     q = min(k + RANDOMIZED_OVERSAMPLE, *delta.shape[-2:])
     if delta.dim() == 2:
-        _, sigma, _ = torch.svd_lowrank(delta, q=q, niter=RANDOMIZED_ITERS)
-        return sigma[:k]
+        return seeded_top_sigma(delta, q, RANDOMIZED_ITERS)[:k]
     return torch.stack([randomized_singular_values(d, top_k) for d in delta])
 
 
