@@ -221,6 +221,12 @@ def test_spectrum_cli_with_repo_ids_matches_the_paths(
     assert (data["base"], data["tuned"]) == ("org/base", "org/tuned")  # as the user gave them
 
 
+def test_dry_run_with_repo_ids_lists_the_pairs_offline(cache: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["spectrum", "org/base", "org/tuned", "--dry-run", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert Q0 in result.stdout and not list(tmp_path.glob("*.json"))
+
+
 def test_library_spectrum_takes_repo_ids(cache: Path) -> None:
     import deltarank
 
