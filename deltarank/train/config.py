@@ -205,6 +205,13 @@ class TrainConfig:
             "help": "Replace an existing non-empty output directory (removed once every input check passed)."
         },
     )
+    download: bool = field(
+        default=False,
+        metadata={
+            "help": "Fetch an org/name --model missing from the Hugging Face cache (safetensors, GGUF, JSON and "
+            "tokenizer files only); without it nothing is downloaded."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, data order and dropout."})
     device: str = field(default="auto", metadata={"help": "auto, cpu (forces CPU), cuda or cuda:N."})
     mixed_precision: str = field(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError
+from deltarank.io.hub import download_missing
 from deltarank.train.batching import make_collator
 from deltarank.train.callbacks import (
     CheckpointTidier,
@@ -71,6 +72,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     config = config.resolved()
     output_dir = Path(config.output_dir)
     checkpoint = prepare_output_dir(output_dir, config.resume, config.force)
+    if config.download:
+        download_missing([config.model])
     source = resolve_model(config.model)
     args = training_arguments(config)
     tokenizer = load_tokenizer(source)

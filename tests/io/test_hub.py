@@ -296,3 +296,31 @@ def test_download_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "\n" not in str(excinfo.value)
     with pytest.raises(InputError, match="not a Hugging Face repo id"):
         download("no/such/path")
+
+
+def test_download_flag_fetches_the_repo_ids_before_the_run(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--download` on an analysis command and on train: snapshot_download (replaced) sees each repo id."""
+    import huggingface_hub
+
+    fetched: list[str] = []
+    real = huggingface_hub.snapshot_download
+
+    def fake_snapshot_download(repo_id: str, **kwargs: Any) -> str:
+        if kwargs.get("local_files_only"):  # a cache lookup, not a download
+            return str(real(repo_id, **kwargs))
+        fetched.append(repo_id)
+        return str(_snapshot(cache, "org/base", REV_OLD))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    out = tmp_path / "s.json"
+    args = ["spectrum", "org/base", "org/tuned", "--download", "--device", "cpu", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert fetched == ["org/base", "org/tuned"] and out.is_file()
+    fetched.clear()
+    train = ["train", "--model", "org/missing", "--data", "builtin:code", "--method", "lora", "--download"]
+    result = CliRunner().invoke(main, [*train, "-o", str(tmp_path / "run")])
+    assert fetched == ["org/missing"]  # fetched first; the fake put nothing in the cache, so then refused
+    assert result.exit_code == 1 and "not in the Hugging Face cache" in result.stderr
