@@ -36,7 +36,10 @@ BAD_FILES: dict[str, tuple[Callable[[dict[str, object]], bytes | None], str]] = 
     "missing": (lambda r: None, "cannot read result file"),
     "random_bytes": (lambda r: np.random.default_rng(0).bytes(300), "not a JSON result file"),
     "not_json": (lambda r: b"spectrum: yes\n", r"not a JSON result file \(Expecting value at line 1\)"),
-    "other_schema": (lambda r: _broken(r, schema="other/1").encode(), "not a deltarank.spectrum/1 result"),
+    "other_schema": (
+        lambda r: _broken(r, schema="other/1").encode(),
+        r"not a deltarank result file \(schema 'other/1'\); known schemas: deltarank.spectrum/1",
+    ),
     "missing_field": (
         lambda r: _broken(r, base=None).encode(),
         "malformed .* result file .*missing field 'base'",
