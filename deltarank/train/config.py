@@ -145,15 +145,31 @@ class TrainConfig:
     dora: bool = field(
         default=False, metadata={"help": "Weight-decomposed LoRA (DoRA; lora, qlora).", "section": "lora"}
     )
-    loha_r: int = field(default=8, metadata={"help": "LoHa rank of each Hadamard factor.", "section": "loha"})
+    loha_r: int = field(
+        default=8,
+        metadata={"flags": ("--loha-rank",), "help": "LoHa rank of each Hadamard factor.", "section": "loha"},
+    )
     loha_alpha: int = field(default=8, metadata={"help": "LoHa alpha (scale α/r).", "section": "loha"})
-    lokr_r: int = field(default=8, metadata={"help": "LoKr rank of the Kronecker factor.", "section": "lokr"})
+    lokr_r: int = field(
+        default=8,
+        metadata={"flags": ("--lokr-rank",), "help": "LoKr rank of the Kronecker factor.", "section": "lokr"},
+    )
     lokr_alpha: int = field(default=8, metadata={"help": "LoKr alpha (scale α/r).", "section": "lokr"})
     adalora_init_r: int = field(
-        default=12, metadata={"help": "AdaLoRA initial rank of every matrix.", "section": "adalora"}
+        default=12,
+        metadata={
+            "flags": ("--adalora-init-rank",),
+            "help": "AdaLoRA initial rank of every matrix.",
+            "section": "adalora",
+        },
     )
     adalora_target_r: int = field(
-        default=8, metadata={"help": "AdaLoRA average rank after budget allocation.", "section": "adalora"}
+        default=8,
+        metadata={
+            "flags": ("--adalora-target-rank",),
+            "help": "AdaLoRA average rank after budget allocation.",
+            "section": "adalora",
+        },
     )
     adalora_alpha: int = field(default=8, metadata={"help": "AdaLoRA alpha.", "section": "adalora"})
     oft_block_size: int = field(
@@ -170,7 +186,12 @@ class TrainConfig:
         default=1, metadata={"help": "BOFT number of butterfly factors.", "section": "boft"}
     )
     vera_r: int = field(
-        default=256, metadata={"help": "VeRA rank of the shared random projections.", "section": "vera"}
+        default=256,
+        metadata={
+            "flags": ("--vera-rank",),
+            "help": "VeRA rank of the shared random projections.",
+            "section": "vera",
+        },
     )
     virtual_tokens: int = field(
         default=20,
