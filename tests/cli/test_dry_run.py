@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import struct
@@ -211,23 +212,15 @@ def write_sparse_sharded(
     )
 
 
-def llama7b_shapes(
-    layers: int = 32, hidden: int = 4096, mlp: int = 11008, vocab: int = 32000
-) -> dict[str, tuple[int, ...]]:
-    """Every tensor of a Llama-2-7B checkpoint (as benchmarks/pairs.py `llama7b_shapes`)."""
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
-        p = f"model.layers.{i}"
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            shapes[f"{p}.self_attn.{name}.weight"] = (hidden, hidden)
-        shapes[f"{p}.mlp.gate_proj.weight"] = (mlp, hidden)
-        shapes[f"{p}.mlp.up_proj.weight"] = (mlp, hidden)
-        shapes[f"{p}.mlp.down_proj.weight"] = (hidden, mlp)
-        shapes[f"{p}.input_layernorm.weight"] = (hidden,)
-        shapes[f"{p}.post_attention_layernorm.weight"] = (hidden,)
-    shapes["model.norm.weight"] = (hidden,)
-    shapes["lm_head.weight"] = (vocab, hidden)
-    return shapes
+def llama7b_shapes() -> dict[str, tuple[int, ...]]:
+    """Every tensor of a Llama-2-7B checkpoint: benchmarks/pairs.py's `llama7b_shapes`, the one definition."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_pairs", Path(__file__).parents[2] / "benchmarks" / "pairs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    pairs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pairs)
+    return dict(pairs.llama7b_shapes())
 
 
 def test_seven_b_sharded_checkpoint_plans_from_headers_fast(tmp_path: Path) -> None:
