@@ -102,6 +102,13 @@ class TrainConfig:
     eval_data: str | None = field(
         default=None, metadata={"help": "Held-out data for eval loss (same forms)."}
     )
+    max_examples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train on only the first N examples of the data (sequences: records, or packed blocks of "
+            "text); a study's data_size. Default: all."
+        },
+    )
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (exclusive with epochs)."})
     epochs: float | None = field(
         default=None, metadata={"help": "Passes over the data; 1 if neither is given."}
@@ -251,6 +258,12 @@ class TrainConfig:
     )
     warmup: float = field(default=0.0, metadata={"help": "Warm-up steps (int) or fraction of the run (<1)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    attention_dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout on the attention probabilities while training (default: the model's own)."
+        },
+    )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     optim: str = field(
         default="adamw_torch_fused",
@@ -269,6 +282,22 @@ class TrainConfig:
     logging_steps: int = field(default=1, metadata={"help": "Write a train_log.jsonl line every N steps."})
     eval_steps: int | None = field(
         default=None, metadata={"help": "Eval every N steps (default: at saves, end)."}
+    )
+    track_rank: int = field(
+        default=0,
+        metadata={
+            "help": "Measure the effective ranks of every ΔW every N optimizer steps (and at the last step), "
+            "as `deltarank spectrum` does, into train_log.jsonl; 0: off. Not for prompt methods or "
+            "bottleneck adapters (no ΔW).",
+        },
+    )
+    track_rank_sample: int | None = field(
+        default=None,
+        metadata={
+            "help": "Full fine-tuning: track N weight matrices, every module type of evenly spaced layers "
+            "(first and last included); default two layers' worth (14 for Llama). Their base is kept "
+            "in fp32.",
+        },
     )
     max_eval_sequences: int | None = field(
         default=64, metadata={"help": "Cap on eval sequences (eval is a full forward pass per sequence)."}
@@ -496,10 +525,12 @@ POSITIVE = (
     "virtual_tokens",
 )
 POSITIVE_OR_NONE = (
+    "max_examples",
     "max_steps",
     "save_steps",
     "eval_steps",
     "max_eval_sequences",
+    "track_rank_sample",
     "encoder_hidden_size",
     "adapter_size",
 )
@@ -529,6 +560,7 @@ def _validate(config: TrainConfig) -> None:
         raise DeltarankError(
             f"method {config.method} needs padded batches (its virtual tokens precede each row)"
         )
+    _validate_rank_tracking(config)
     if config.max_steps is not None and config.epochs is not None:
         raise DeltarankError("give either max_steps or epochs, not both")
     for key in ("epochs", "lr", "lora_alpha"):
@@ -536,7 +568,29 @@ def _validate(config: TrainConfig) -> None:
             raise DeltarankError(f"{key} must be positive, got {getattr(config, key)}")
     if not 0.0 <= config.lora_dropout < 1.0:
         raise DeltarankError(f"lora_dropout must be in [0, 1), got {config.lora_dropout}")
+    if config.attention_dropout is not None and not 0.0 <= config.attention_dropout < 1.0:
+        raise DeltarankError(f"attention_dropout must be in [0, 1), got {config.attention_dropout}")
     if config.warmup < 0 or config.weight_decay < 0 or config.max_grad_norm < 0:
         raise DeltarankError("warmup, weight_decay and max_grad_norm must not be negative")
     if config.seq_len < 2:
         raise DeltarankError(f"seq_len must be at least 2, got {config.seq_len}")
+
+
+def _validate_rank_tracking(config: TrainConfig) -> None:
+    """`track_rank` needs a method that changes weights; `track_rank_sample` is for full fine-tuning."""
+    if config.track_rank < 0:
+        raise DeltarankError(f"track_rank must be 0 (off) or a positive integer, got {config.track_rank}")
+    if config.track_rank and config.method in PROMPT_METHODS:
+        raise DeltarankError(
+            f"--track-rank: method {config.method} learns virtual tokens and changes no weight, so there is no "
+            "ΔW to track"
+        )
+    if config.track_rank and config.method == "adapter":
+        raise DeltarankError(
+            "--track-rank: bottleneck adapters add new layers and change no weight, so there is no ΔW to track"
+        )
+    if config.track_rank_sample is not None and config.method != "full":
+        raise DeltarankError(
+            f"--track-rank-sample is for full fine-tuning (method {config.method} is tracked on every adapted "
+            "matrix from its factors)"
+        )

@@ -10,6 +10,7 @@ processes (DDP, FSDP, DeepSpeed through an accelerate config) with no code of ou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ from deltarank.train.callbacks import (
 )
 from deltarank.train.config import TrainConfig
 from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
+from deltarank.train.formats import IGNORE_INDEX
 from deltarank.train.methods import adapt_trainer, method_callbacks, quantization_config, wrap_model
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from deltarank.train.run_record import run_record, write_run_record
@@ -86,7 +88,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     from transformers import set_seed
 
     set_seed(config.seed)  # LoRA's A is initialised before the Trainer seeds anything
-    model = wrap_model(load_model(source, quantization_config(config)), config)
+    model = wrap_model(set_attention_dropout(load_model(source, quantization_config(config)), config), config)
     collator = make_collator(config.batching, model, tokenizer.pad_token_id)
     args.include_num_input_tokens_seen = collator.tokens_seen
     cost = CostCallback()
@@ -107,6 +109,18 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
         write_run_record(output_dir, record)
         logger.info("wrote %s", output_dir)
     return TrainResult(output_dir, record, trainer.is_world_process_zero())
+
+
+def set_attention_dropout(model: Any, config: TrainConfig) -> Any:
+    """Apply `attention_dropout` to the model's config and to every attention module (which copied it at
+    construction: Llama, Gemma 3 and most transformers models read `self.attention_dropout` in forward)."""
+    if config.attention_dropout is None:
+        return model
+    model.config.attention_dropout = config.attention_dropout
+    for module in model.modules():
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = config.attention_dropout
+    return model
 
 
 def prepare_output_dir(output_dir: Path, resume: bool, force: bool = False) -> Path | None:
@@ -290,7 +304,18 @@ def _datasets(
     config: TrainConfig, tokenizer: Any, train_sequences: int | None
 ) -> tuple[TokenizedDataset, TokenizedDataset | None, dict[str, Any]]:
     """The train set, the eval set (capped at `max_eval_sequences`) and their summaries for run.json."""
-    train_set, train_summary = build_dataset(config.data, tokenizer, config.seq_len, train_sequences)
+    caps = [n for n in (train_sequences, config.max_examples) if n is not None]
+    train_set, train_summary = build_dataset(config.data, tokenizer, config.seq_len, min(caps, default=None))
+    if config.max_examples is not None and len(train_set) > config.max_examples:
+        train_set = TokenizedDataset(train_set.examples[: config.max_examples])
+        train_summary = dataclasses.replace(
+            train_summary,
+            sequences=len(train_set),
+            tokens=sum(len(ids) for ids, _ in train_set.examples),
+            trained_tokens=sum(
+                sum(1 for x in labels if x != IGNORE_INDEX) for _, labels in train_set.examples
+            ),
+        )
     summaries: dict[str, Any] = {"train": train_summary.to_dict(), "eval": None}
     if not config.eval_data:
         return train_set, None, summaries
