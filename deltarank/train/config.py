@@ -410,7 +410,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InputError(file, "config file must hold a mapping of keys to values")
-    return {_canonical_key(str(k), file): v for k, v in _flatten_sections(data).items()}
+    return config_values(data, file, coerce=False)
+
+
+def config_values(data: Mapping[str, Any], source: str | Path | None, coerce: bool = True) -> dict[str, Any]:
+    """A mapping of config keys (either spelling, method sections allowed) with canonical keys and, with
+    `coerce`, values converted to the fields' types (what `deltarank study` files hold under `base:`).
+
+    Raises:
+        InputError: an unknown key (naming the closest valid one) or a value of the wrong type (`source` set).
+        DeltarankError: the same without a `source`.
+    """
+    values = {_canonical_key(str(k), source): v for k, v in _flatten_sections(dict(data)).items()}
+    return {k: _coerce(k, v, source) for k, v in values.items()} if coerce else values
 
 
 def _flatten_sections(data: dict[str, Any]) -> dict[str, Any]:
