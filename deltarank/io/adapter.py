@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,13 @@ from typing import Any
 import torch
 
 from deltarank.errors import InputError
-from deltarank.io.base import PICKLE_SUFFIXES, refuse_pickle
+from deltarank.io.base import PICKLE_SUFFIXES, TensorSource, refuse_pickle
+from deltarank.io.memory import MemorySource
 from deltarank.io.naming import canonical_name
 from deltarank.io.peft_methods import METHODS, PROMPT_TYPES, ROLE_OF_PARAM
+from deltarank.io.quantization import QuantizationSpec, read_quantization
 from deltarank.io.safetensors_file import SafetensorsSource
+from deltarank.io.standalone import VIRTUAL_TOKEN_TYPES
 
 CONFIG_FILE = "adapter_config.json"
 # peft's LoraConfig default α, used when a config omits lora_alpha.
@@ -90,12 +94,23 @@ def parse_adapter_config(path: Path) -> AdapterConfig:
         raise InputError(config_path, f"invalid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise InputError(config_path, "expected a JSON object")
+    return adapter_config_from_dict(raw, config_path)
+
+
+def adapter_config_from_dict(raw: dict[str, Any], config_path: Path) -> AdapterConfig:
+    """Check the decoded `adapter_config.json` (or peft's `PeftConfig.to_dict()` of a live model, JSON-encoded);
+    `config_path` names it in errors. Raises InputError as `parse_adapter_config`."""
     peft_type = str(raw.get("peft_type", "")).upper()
     if peft_type in PROMPT_TYPES:
+        where = (
+            f"`deltarank spectrum {config_path.parent}` (the adapter alone) reports its virtual-token matrix"
+            if peft_type in VIRTUAL_TOKEN_TYPES
+            else "its tensors are not read"
+        )
         raise InputError(
             config_path,
             f"PEFT type {peft_type!r} changes no weight (it learns virtual-token embeddings or a gated prompt), "
-            "so there is no ΔW to measure",
+            f"so there is no ΔW to measure; {where}",
         )
     if peft_type not in METHODS:
         raise InputError(
@@ -221,7 +236,8 @@ class AdapterModule:
 
     Attributes:
         name: Base weight name, e.g. model.layers.0.self_attn.q_proj.weight.
-        kind: Delta kind: lora, dora, adalora, loha, lokr, ia3, oft, boft or vera.
+        kind: Delta kind: lora, qlora (LoRA on a quantized base), dora, adalora, loha, lokr, ia3, oft, boft or
+            vera.
         keys: (role, safetensors key) of every tensor its ΔW reads, shared ones (VeRA's projections) included.
         rank: The adapter's rank setting r (kept rank r' for AdaLoRA, len(λ_d) for VeRA); None for IA3/OFT/BOFT.
         alpha: α (0 where the method has none).
@@ -263,22 +279,45 @@ LoraModule = AdapterModule  # the name before methods other than LoRA were read
 class AdapterSource:
     """A PEFT adapter directory of a weight-modifying method, read one module's tensors at a time."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, in_memory: tuple[AdapterConfig, TensorSource] | None = None) -> None:
+        """Open an adapter directory; `in_memory` = (config, tensors) is the adapter of a live model instead
+        (see `AdapterSource.from_state_dict`), and `path` only names it."""
         self.path = Path(path)
-        self.config = parse_adapter_config(self.path)
+        self._file: TensorSource
+        if in_memory is not None:
+            self.config, self._file = in_memory
+            self.weights_path = self.path
+        else:
+            self.config = parse_adapter_config(self.path)
+            weights = self.path / WEIGHTS_FILE
+            if not weights.is_file():
+                pickles = [f for f in self.path.glob("adapter_model*") if f.suffix in PICKLE_SUFFIXES]
+                if pickles:
+                    raise refuse_pickle(pickles[0])
+                raise InputError(self.path, f"adapter directory has no {WEIGHTS_FILE}")
+            self._file = SafetensorsSource(weights)
+            self.weights_path = weights
         self.method = METHODS[self.config.peft_type]
-        weights = self.path / WEIGHTS_FILE
-        if not weights.is_file():
-            pickles = [f for f in self.path.glob("adapter_model*") if f.suffix in PICKLE_SUFFIXES]
-            if pickles:
-                raise refuse_pickle(pickles[0])
-            raise InputError(self.path, f"adapter directory has no {WEIGHTS_FILE}")
-        self._file = SafetensorsSource(weights)
-        self.weights_path = weights
+        # QLoRA: LoRA trained on a 4-bit base, recognised by the quantization.json deltarank train writes
+        self.quantization: QuantizationSpec | None = (
+            read_quantization(self.path) if self.config.peft_type == "LORA" and in_memory is None else None
+        )
         self.modules, self.unsupported = self._index()
         if not self.modules:
             saved = "/".join(self.method.params)
             raise InputError(weights, f"holds no {self.config.peft_type} module tensors ({saved})")
+
+    @classmethod
+    def from_state_dict(
+        cls, config: dict[str, Any], tensors: Mapping[str, torch.Tensor], label: str | Path
+    ) -> AdapterSource:
+        """The adapter of a live peft model, read like a saved one: `config` is its JSON-encoded
+        `PeftConfig.to_dict()` (what `adapter_config.json` holds) and `tensors` peft's
+        `get_peft_model_state_dict(model)` (the names `adapter_model.safetensors` holds); `label` names it in
+        errors. The tensors are read where they are, not copied."""
+        path = Path(label)
+        parsed = adapter_config_from_dict(config, path / CONFIG_FILE)
+        return cls(path, (parsed, MemorySource(path, tensors)))
 
     def _index(self) -> tuple[dict[str, AdapterModule], list[str]]:
         params = "|".join(self.method.params)
@@ -332,6 +371,8 @@ class AdapterSource:
             rank, scale = r_config, config.scaling(r_config, alpha)
             if kind == "lora" and "magnitude" in keys:
                 kind = "dora"
+            elif kind == "lora" and self.quantization is not None:
+                kind = "qlora"
         elif kind == "adalora":
             rank = self.shape(keys["lora_A"])[0]  # r' kept by the rank pattern
             alpha = config.lora_alpha

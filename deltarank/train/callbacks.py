@@ -29,7 +29,8 @@ class TrainLogCallback(TrainerCallback):
     """Appends one JSON line per logging step to `train_log.jsonl`.
 
     Fields: step, loss, learning_rate, grad_norm, tokens_seen, elapsed_s (and epoch); eval lines carry
-    step, eval_loss, tokens_seen, elapsed_s. On resume, lines after the checkpoint's step are dropped first
+    step, eval_loss, tokens_seen, elapsed_s; rank lines (`--track-rank`, see `rank_tracking`) step, tokens_seen,
+    rank, rank_s. On resume, lines after the checkpoint's step are dropped first
     and the clock continues from the last kept line.
     """
 
@@ -57,6 +58,13 @@ class TrainLogCallback(TrainerCallback):
                 entry[key] = logs[key]
         entry["tokens_seen"] = state.num_input_tokens_seen
         entry["elapsed_s"] = round(self.offset + time.perf_counter() - self.start, 3)
+        self.append(entry)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Write one line (with a `step`, so that a resume keeps or drops it like the others); main process
+        only, during training."""
+        if self.handle is None:
+            return
         self.handle.write(json.dumps(entry) + "\n")
         self.handle.flush()
 

@@ -37,6 +37,7 @@ from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset
 from deltarank.train.formats import IGNORE_INDEX
 from deltarank.train.methods import adapt_trainer, method_callbacks, quantization_config, wrap_model
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
+from deltarank.train.rank_tracking import tracking_callbacks
 from deltarank.train.run_record import run_record, write_run_record
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     cost = CostCallback()
     resume_step = _checkpoint_step(checkpoint)
     train_log = TrainLogCallback(output_dir, resume_step)
-    extra = [train_log, cost, *method_callbacks(config), *callbacks]
+    tracking = tracking_callbacks(config, model, train_log)  # before a resumed checkpoint changes the model
+    extra = [train_log, cost, *method_callbacks(config), *tracking, *callbacks]
     trainer = adapt_trainer(
         build_trainer(config, args, model, tokenizer, collator, train_set, eval_set, extra), config
     )

@@ -14,6 +14,7 @@ import torch
 from deltarank.analysis.engine.cache import fingerprint
 from deltarank.analysis.engine.compute import resolve_device, resolve_precision
 from deltarank.analysis.engine.distributed import local_device
+from deltarank.analysis.engine.measure import MeasureSettings
 from deltarank.analysis.maths.svd import resolve_solver
 from deltarank.errors import DeltarankError
 from deltarank.io.naming import Selection
@@ -36,6 +37,8 @@ class SpectrumOptions:
         top_k: Number of singular values for the randomized solver.
         workers: CPU decompositions run at once by the Gram solver; None picks one per core, at most
             `deltarank.analysis.engine.schedule.MAX_WORKERS` (each holds one delta and its Gram matrix).
+        quantization_error: For an adapter trained on a quantized base (QLoRA): also the quantisation error
+            and the total change of each weight (None: yes for such adapters; True: required; False: no).
     """
 
     device: str = "auto"
@@ -46,6 +49,7 @@ class SpectrumOptions:
     solver: str = "auto"
     top_k: int | None = None
     workers: int | None = None
+    quantization_error: bool | None = None
 
     def __post_init__(self) -> None:
         values = tuple(sorted({float(t) for t in self.thresholds}))
@@ -91,6 +95,10 @@ class SpectrumOptions:
         """The solver `auto` stands for on `device` at this precision."""
         return resolve_solver(self.solver, device, self.dtype)
 
+    def measure_settings(self, device: torch.device) -> MeasureSettings:
+        """How each delta is measured on `device`: the settings `measure` takes."""
+        return MeasureSettings(self.dtype, self.thresholds, self.concrete_solver(device), self.top_k)
+
     def fingerprint(self, base: str | Path, tuned: Sequence[str | Path]) -> str:
         """A digest of the inputs (paths, sizes, modification times) and of every option that can change a
         record: the resolved device and solver included, the number of workers not."""
@@ -104,5 +112,6 @@ class SpectrumOptions:
             "thresholds": list(self.thresholds),
             "solver": self.concrete_solver(device),
             "top_k": self.top_k,
+            "quantization_error": self.quantization_error,
         }
         return fingerprint([str(base), *(str(t) for t in tuned)], options)

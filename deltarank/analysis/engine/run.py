@@ -34,6 +34,7 @@ from deltarank.analysis.maths.deltas import Delta
 from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
 from deltarank.errors import DeltarankError
 from deltarank.io.base import TensorSource
+from deltarank.io.standalone import StandaloneAdapter
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,12 @@ def spectrum_many(
     """
     opts = SpectrumOptions.of(options, **changes)
     device = opts.compute_device()
-    settings = MeasureSettings(opts.dtype, opts.thresholds, opts.concrete_solver(device), opts.top_k)
+    settings = opts.measure_settings(device)
     cache = resume if isinstance(resume, RecordCache) or resume is None else None
     if isinstance(resume, str | Path):
         cache = RecordCache(Path(resume), opts.fingerprint(base, tuned))
     try:
-        base_source, plans = plan_run(base, tuned, opts.selection)
+        base_source, plans = plan_run(base, tuned, opts.selection, opts.quantization_error)
         with joined(device) as world:
             records = _run(base_source, plans, device, settings, world, progress, cache, opts.workers)
             gathered = gather(records, world)
@@ -154,7 +155,7 @@ def _jobs(plans: list[Plan], world: World) -> list[Job]:
 
 
 def _run(
-    base: TensorSource,
+    base: TensorSource | StandaloneAdapter,
     plans: list[Plan],
     device: torch.device,
     settings: MeasureSettings,
