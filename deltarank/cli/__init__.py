@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "similarity": "deltarank.cli.similarity:similarity",
     "extract": "deltarank.cli.extract:extract",
     "evaluate": "deltarank.cli.evaluate:evaluate",
+    "study": "deltarank.cli.study:study",
 }
 
 
