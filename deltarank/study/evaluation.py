@@ -1,0 +1,432 @@
+"""What a study measures on the base model and on every finished run: learning, forgetting, diversity, cost
+and the ranks of ΔW.
+
+- learning: mean loss per trained token on the held-out set (tokenized exactly as training tokenizes it:
+  `deltarank.evaluation.tasks.held_out_loss`), and the exact-match accuracy of greedy answers where the data
+  has closed answers (`builtin:zh-sentiment:test`: 正面 / 负面; `builtin:math:test`: the final number);
+- forgetting, as `deltarank reproduce` measures it: the rise of the loss on the base model's own sampled
+  answers to general prompts (written once by `measure_base` to `general_text.jsonl`), plus the loss rise on
+  every `evaluate.forgetting` data spec;
+- diversity: k samples per prompt, counted by `deltarank.study.diversity`;
+- cost: from the run's `run.json` (see `cost_of`);
+- ranks: the medians over layers, per module type, of energy_90 and of the noise-floor rank of ΔW
+  (`deltarank.analysis.engine.spectrum` of the run against the model it trained from). Methods that change
+  no weight matrix (prompt, prefix, ptuning tuning and bottleneck adapters) have no ΔW: their ranks are {}.
+
+Models are evaluated on the CPU in float32, as `deltarank evaluate` and `reproduce` evaluate them; `device`
+is where the spectrum's decompositions run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+GENERAL_TEXT = "general_text.jsonl"
+NO_DELTA_METHODS = ("prompt", "prefix", "ptuning", "adapter")
+NO_DELTA_NOTE = "no weight delta: {method} trains virtual tokens or added modules, not the model's weights"
+ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
+ACCURACY_NEW_TOKENS = {"zh-sentiment": 8, "math": 160}  # an answer word; a short worked solution
+RANK_KEYS = {"energy_90_median": "energy_90", "noise_floor_median": "noise_floor"}
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    """The `evaluate:` section of a study file (small defaults: a study evaluates in minutes on CPU).
+
+    Attributes:
+        held_out: Data spec for the held-out loss; None: the run's `data` with `:test` (built-in sets only).
+        held_out_sequences: Sequences of the held-out set to take the loss over.
+        accuracy: A closed-answer set (builtin:zh-sentiment:test, builtin:math:test); None: that set when the
+            run trains on builtin:zh-sentiment or builtin:math, else no accuracy.
+        accuracy_examples: Examples answered for the accuracy.
+        forgetting: Extra held-out data specs whose loss rise also counts as forgetting.
+        general_tokens: Tokens of each base-model answer in the general-text forgetting set.
+        diversity_prompts: `builtin:humaneval` or a JSONL of {"prompt": ...}; None: no diversity.
+        diversity_n: Prompts sampled for diversity.
+        diversity_samples: Samples per prompt.
+        temperature: Sampling temperature of the diversity samples.
+        top_p: Nucleus-sampling threshold of the diversity samples.
+        max_new_tokens: Tokens per diversity sample.
+        execute: Run HumanEval samples against their tests (pass/fail split).
+        seq_len: Maximum tokens per held-out sequence.
+    """
+
+    held_out: str | None = None
+    held_out_sequences: int = 32
+    accuracy: str | None = None
+    accuracy_examples: int = 40
+    forgetting: tuple[str, ...] = ()
+    general_tokens: int = 64
+    diversity_prompts: str | None = None
+    diversity_n: int = 4
+    diversity_samples: int = 8
+    temperature: float = 0.2
+    top_p: float = 0.95
+    max_new_tokens: int = 64
+    execute: bool = False
+    seq_len: int = 128
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
+        """The spec of a study file's `evaluate:` mapping (None or {}: the defaults); `max-new-tokens` and
+        `max_new_tokens` are the same key.
+
+        Raises:
+            InputError: an unknown key (naming the closest valid one), a value of the wrong type or range.
+        """
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise InputError("evaluate", f"must be a mapping of keys to values, got {type(raw).__name__}")
+        valid = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            name = str(key).replace("-", "_")
+            if name not in valid:
+                close = difflib.get_close_matches(name, list(valid), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+                raise InputError("evaluate", f"unknown key '{key}'; {hint}")
+            values[name] = _coerce(name, value, cls.__dataclass_fields__[name].default)
+        return cls(**values)
+
+    def held_out_for(self, data: str) -> str | None:
+        """The held-out set of a run trained on `data` (None: none known, give `held_out`)."""
+        if self.held_out is not None:
+            return self.held_out
+        from deltarank.train.builtin_data import is_builtin, parse_builtin
+
+        return f"builtin:{parse_builtin(data).dataset}:test" if is_builtin(data) else None
+
+    def accuracy_for(self, data: str) -> str | None:
+        """The closed-answer set of a run trained on `data`, or None."""
+        if self.accuracy is not None:
+            return self.accuracy
+        from deltarank.train.builtin_data import is_builtin, parse_builtin
+
+        return ACCURACY_SETS.get(parse_builtin(data).dataset) if is_builtin(data) else None
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """A study-file value as the field's type (strings, positive ints, floats, a bool, a list of specs)."""
+    problem = None
+    if name == "forgetting":
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
+            return tuple(items)
+        problem = "a data spec or a list of data specs"
+    elif name in ("held_out", "accuracy", "diversity_prompts"):
+        if value is None or isinstance(value, str):
+            return value
+        problem = "a data spec (text)"
+    elif isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        problem = "true or false"
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        problem = "a positive integer"
+    elif isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            if name == "top_p" and value > 1:
+                problem = "a number in (0, 1]"
+            else:
+                return float(value)
+        else:
+            problem = "a positive number"
+    raise InputError("evaluate", f"{name} must be {problem}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+def measure_base(
+    model: str, data: str, spec: EvaluateSpec, work_dir: Path, seed: int = 0, device: str = "auto"
+) -> dict[str, Any]:
+    """The base model's measurements (JSON-serialisable), the reference for forgetting and diversity.
+
+    Writes work_dir/general_text.jsonl (the forgetting set, generated once: an existing file is reused) and,
+    when diversity is asked for, work_dir/generations.jsonl.
+
+    Returns:
+        {"model", "learning", "forgetting", "diversity"} (the sections a run has, without cost and ranks).
+
+    Raises:
+        DeltarankError: a missing model or data set, bad diversity prompts.
+    """
+    from deltarank.reproduce.evaluate import general_text
+    from deltarank.train.models import load_model, load_tokenizer, resolve_model
+
+    _check_sets(data, spec)
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    base = _eval_mode(load_model(source))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    general_path = work_dir / GENERAL_TEXT
+    if not general_path.is_file():
+        from deltarank.io.atomic import write_atomic
+
+        records = general_text(base, tokenizer, spec.general_tokens, seed)
+        write_atomic(general_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    result = _measure(base, tokenizer, data, spec, work_dir, seed)
+    return {"model": source.describe(), **result}
+
+
+def measure_run(
+    run_dir: Path,
+    model: str,
+    data: str,
+    spec: EvaluateSpec,
+    base: dict[str, Any],
+    base_dir: Path,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """One finished `train` run measured against `base` (`measure_base`'s result, whose work dir is base_dir).
+
+    Args:
+        run_dir: The run's `train` output directory (run.json and the saved model or adapter).
+        model: What the run trained from (for a stacked run the parent's output directory).
+        data: The run's training data spec (picks the default held-out and accuracy sets).
+        spec: What to measure.
+        base: The base model's measurements: forgetting and learning changes are taken against them.
+        base_dir: measure_base's work dir (its general_text.jsonl is the forgetting set).
+        seed: Seed of the diversity samples.
+        device: Where the spectrum runs (`auto`, `cpu`, `cuda`, ...).
+
+    Returns:
+        {"learning", "forgetting", "diversity", "cost", "ranks"} and, for a method without ΔW, "ranks_note".
+        Writes run_dir/generations.jsonl when diversity is asked for.
+
+    Raises:
+        DeltarankError: no run.json in run_dir, a missing model, data or forgetting set.
+    """
+    from deltarank.train.models import load_tokenizer, resolve_model
+
+    record = read_run_record(run_dir)
+    method = str(record.get("method"))
+    _check_sets(data, spec)
+    if not (base_dir / GENERAL_TEXT).is_file():
+        raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    tuned = _eval_mode(load_tuned(source, run_dir, method))
+    found = _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
+    del tuned
+    _add_changes(found, base)
+    result: dict[str, Any] = {**found, "cost": cost_of(record)}
+    if method in NO_DELTA_METHODS:
+        result["ranks"] = {}
+        result["ranks_note"] = NO_DELTA_NOTE.format(method=method)
+    else:
+        result["ranks"] = rank_medians(source, run_dir, device)
+    return result
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """The run.json of a finished `train` run.
+
+    Raises:
+        InputError: no readable run.json (the run has not finished).
+    """
+    path = run_dir / "run.json"
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"no finished run here ({type(exc).__name__})") from None
+
+
+def load_tuned(source: Any, run_dir: Path, method: str) -> Any:
+    """The trained model: a full fine-tune's directory, or the base with the run's adapter attached."""
+    import torch
+
+    from deltarank.train.models import load_model
+
+    if method == "full":
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(
+            str(run_dir), dtype=torch.float32, use_safetensors=True, local_files_only=True
+        )
+    base = load_model(source)
+    if method == "adapter":
+        from deltarank.train.bottleneck import load_adapter
+
+        return load_adapter(base, run_dir)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(run_dir))
+
+
+def _eval_mode(model: Any) -> Any:
+    model.eval()
+    model.config.use_cache = True  # training turns the KV cache off; generation needs it
+    return model
+
+
+def _check_sets(data: str, spec: EvaluateSpec) -> None:
+    """Fail on unknown sets before any model loads."""
+    from deltarank.evaluation.run import task_of
+    from deltarank.train.builtin_data import is_builtin, parse_builtin
+
+    for name in filter(None, (spec.held_out_for(data), *spec.forgetting)):
+        if is_builtin(name):
+            parse_builtin(name)
+        elif not Path(name).is_file():
+            raise InputError(name, "held-out data not found (a JSONL file or builtin:<name>:test)")
+    accuracy = spec.accuracy_for(data)
+    if accuracy is not None and task_of(accuracy) != "accuracy" and not accuracy.startswith("builtin:math"):
+        raise InputError(
+            accuracy, "accuracy needs a closed-answer set: builtin:zh-sentiment:test or builtin:math:test"
+        )
+    if spec.diversity_prompts is not None:
+        from deltarank.study.diversity import diversity_prompts
+
+        diversity_prompts(spec.diversity_prompts, spec.diversity_n)
+
+
+def _measure(
+    model: Any,
+    tokenizer: Any,
+    data: str,
+    spec: EvaluateSpec,
+    out_dir: Path,
+    seed: int,
+    base_dir: Path | None = None,
+) -> dict[str, Any]:
+    """learning, forgetting (absolute losses) and diversity of one loaded model."""
+    from deltarank.evaluation.tasks import held_out_loss
+    from deltarank.reproduce.evaluate import encode_chats, sequence_loss
+
+    learning: dict[str, Any] = {}
+    held_out = spec.held_out_for(data)
+    if held_out is None:
+        learning["held_out_note"] = "no held-out set: name one in evaluate.held_out"
+    else:
+        loss = held_out_loss(model, tokenizer, held_out, spec.seq_len, spec.held_out_sequences)
+        learning.update(held_out=held_out, held_out_sequences=loss["examples"], held_out_loss=loss["loss"])
+    accuracy = spec.accuracy_for(data)
+    if accuracy is not None:
+        learning.update(
+            accuracy_set=accuracy, **_accuracy(model, tokenizer, accuracy, spec.accuracy_examples)
+        )
+
+    general_path = (base_dir or out_dir) / GENERAL_TEXT
+    records = [json.loads(line) for line in general_path.read_text(encoding="utf-8").splitlines() if line]
+    general = encode_chats(tokenizer, records, spec.seq_len)
+    forgetting: dict[str, Any] = {
+        "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0),
+        "general_sequences": len(general),
+    }
+    for name in spec.forgetting:
+        forgetting[f"loss:{name}"] = held_out_loss(
+            model, tokenizer, name, spec.seq_len, spec.held_out_sequences
+        )["loss"]
+
+    diversity: dict[str, Any] = {}
+    if spec.diversity_prompts is not None:
+        from deltarank.study.diversity import GENERATIONS_FILE, diversity_prompts, measure_diversity
+
+        diversity = measure_diversity(
+            model,
+            tokenizer,
+            diversity_prompts(spec.diversity_prompts, spec.diversity_n),
+            samples=spec.diversity_samples,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            max_new_tokens=spec.max_new_tokens,
+            seed=seed,
+            execute=spec.execute,
+            generations_path=out_dir / GENERATIONS_FILE,
+        )
+        diversity["prompt_set"] = spec.diversity_prompts
+    return {"learning": learning, "forgetting": forgetting, "diversity": diversity}
+
+
+def _accuracy(model: Any, tokenizer: Any, name: str, examples: int) -> dict[str, Any]:
+    """Exact-match accuracy of greedy answers on a closed-answer built-in set."""
+    from deltarank.train.builtin_data import builtin_records, parse_builtin
+
+    parsed = parse_builtin(name)
+    if parsed.dataset == "math":
+        from deltarank.reproduce.evaluate import math_accuracy
+        from deltarank.train.builtin_data import held_out_examples
+
+        held = held_out_examples("math", examples)
+        share = math_accuracy(model, tokenizer, held, ACCURACY_NEW_TOKENS["math"])
+        return {"accuracy": share, "accuracy_examples": len(held)}
+    from deltarank.evaluation.tasks import sentiment_accuracy
+
+    records = list(itertools.islice(builtin_records(parsed), examples))
+    found = sentiment_accuracy(model, tokenizer, records, ACCURACY_NEW_TOKENS["zh-sentiment"])
+    return {"accuracy": found["accuracy"], "accuracy_examples": found["examples"]}
+
+
+def _add_changes(found: dict[str, Any], base: Mapping[str, Any]) -> None:
+    """Add each run's change against the base: held-out loss change and the forgetting rises."""
+    base_learning = base.get("learning", {})
+    learning = found["learning"]
+    if "held_out_loss" in learning and base_learning.get("held_out_loss") is not None:
+        learning["held_out_loss_change"] = learning["held_out_loss"] - base_learning["held_out_loss"]
+    if "accuracy" in learning and base_learning.get("accuracy") is not None:
+        learning["accuracy_change"] = learning["accuracy"] - base_learning["accuracy"]
+    base_forgetting = base.get("forgetting", {})
+    forgetting = found["forgetting"]
+    for key in [k for k in forgetting if k == "general_loss" or k.startswith("loss:")]:
+        if base_forgetting.get(key) is not None:
+            rise_key = "general_loss_rise" if key == "general_loss" else "rise:" + key.removeprefix("loss:")
+            forgetting[rise_key] = forgetting[key] - base_forgetting[key]
+
+
+# ------------------------------------------------------------------------------------------------ cost, ranks
+
+
+def cost_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The cost columns of a run, from its run.json.
+
+    device_seconds = train_seconds (training time of every session of a resumed run; loading and saving
+    left out) × world_size (training processes, one device each; a CPU run is one process, one device).
+    """
+    parameters = record.get("parameters", {})
+    train_seconds = record.get("train_seconds")
+    world = int(record.get("world_size") or 1)
+    return {
+        "trainable_parameters": parameters.get("trainable"),
+        "trainable_share": parameters.get("trainable_share_of_base"),
+        "total_parameters": parameters.get("total"),
+        "tokens": record.get("tokens_seen"),
+        "steps": record.get("steps"),
+        "wall_seconds": record.get("wall_seconds"),
+        "train_seconds": train_seconds,
+        "devices": world,
+        "device": record.get("device"),
+        "device_seconds": None if train_seconds is None else float(train_seconds) * world,
+        "tokens_per_second": record.get("tokens_per_second"),
+        "peak_memory_bytes": record.get("peak_memory_bytes"),
+        "peak_memory_kind": record.get("peak_memory_kind"),
+        "stored_bytes": record.get("stored_bytes"),
+    }
+
+
+def rank_medians(source: Any, run_dir: Path, device: str = "auto") -> dict[str, dict[str, float | None]]:
+    """Per module type, the medians over layers of energy_90 and of the noise-floor rank of the run's ΔW."""
+    from deltarank.analysis.engine import spectrum
+    from deltarank.analysis.results.medians import module_medians, rank_of
+
+    base_path = Path(source.directory) / source.gguf_file if source.gguf_file else Path(source.directory)
+    result = spectrum(base_path, run_dir, device=device)
+    columns: dict[str, Callable[[Any], float | None]] = {k: rank_of(v) for k, v in RANK_KEYS.items()}
+    per_column = {column: module_medians(result.matrices, value) for column, value in columns.items()}
+    modules = list(dict.fromkeys(m.module for m in result.matrices))
+    return {module: {c: per_column[c].get(module) for c in RANK_KEYS} for module in modules}
