@@ -1,0 +1,78 @@
+"""Diversity counts on a hand-computed example (no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deltarank.errors import InputError
+from deltarank.study.diversity import (
+    count_diversity,
+    distinct_n,
+    distinct_strings,
+    diversity_prompts,
+    normalise_whitespace,
+)
+
+# Two prompts, three samples each.
+SAMPLES = [
+    ["return a + b", "return a + b", "return  a + b"],  # 2 distinct strings; 1 after whitespace normalisation
+    ["x = 1", "y = 2", "x = 1\n"],  # 3 distinct strings; 2 after normalisation ("x = 1" twice)
+]
+PASSED = [[True, True, False], [False, True, False]]
+# Whitespace tokens of the six samples:
+#   [return a + b] ×3 (the double space splits the same way), [x = 1] ×2, [y = 2]
+# unigrams: 4·3 + 3·2 + 3 = 21 in all; distinct: return a + b x = 1 y 2 -> 9       => distinct-1 = 9/21
+# bigrams: 3·3 + 2·2 + 2 = 15 in all; distinct: (return a) (a +) (+ b) (x =) (= 1) (y =) (= 2) -> 7
+#                                                                                  => distinct-2 = 7/15
+# passing: prompt 0 {"return a + b"} -> 1; prompt 1 {"y = 2"} -> 1                 => mean 1.0
+# failing: prompt 0 {"return  a + b"} -> 1; prompt 1 {"x = 1", "x = 1\n"} -> 2      => mean 1.5
+# pass rate 3/6 = 0.5; distinct strings per prompt (2 + 3)/2 = 2.5, normalised (1 + 2)/2 = 1.5
+
+
+def test_hand_computed_example() -> None:
+    found = count_diversity(SAMPLES, PASSED)
+    assert found == {
+        "prompts": 2,
+        "samples_per_prompt": 3,
+        "distinct_per_prompt": 2.5,
+        "distinct_per_prompt_normalised": 1.5,
+        "distinct_1": pytest.approx(9 / 21),
+        "distinct_1_ngrams": 9,
+        "total_1_ngrams": 21,
+        "distinct_2": pytest.approx(7 / 15),
+        "distinct_2_ngrams": 7,
+        "total_2_ngrams": 15,
+        "pass_rate": 0.5,
+        "distinct_passing_per_prompt": 1.0,
+        "distinct_failing_per_prompt": 1.5,
+    }
+
+
+def test_counting_parts() -> None:
+    assert normalise_whitespace("  a\t b \n") == "a b"
+    assert distinct_strings(["a", "a ", "a"]) == 2
+    assert distinct_n(["a b a b"], 2) == (2, 3)  # (a b) (b a) (a b)
+    assert distinct_n(["a"], 2) == (0, 0)
+    no_checker = count_diversity([["", ""]])
+    assert no_checker["distinct_per_prompt"] == 1.0 and no_checker["distinct_1"] is None
+    assert "pass_rate" not in no_checker
+
+
+def test_prompt_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("a", "b", "c")))
+    assert [p.prompt for p in diversity_prompts(str(path), 2)] == ["a", "b"]
+    path.write_text('{"text": "a"}\n')
+    with pytest.raises(InputError, match='line 1 has no "prompt"'):
+        diversity_prompts(str(path), 2)
+    with pytest.raises(InputError, match="not found"):
+        diversity_prompts(str(tmp_path / "missing.jsonl"), 2)
+
+
+def test_humaneval_prompts() -> None:
+    found = diversity_prompts("builtin:humaneval", 3)
+    assert [p.prompt_id for p in found] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert found[0].problem is not None and found[0].prompt.startswith("from typing import List")
