@@ -70,14 +70,16 @@ def plot(
 ) -> None:
     """Draw paper figures from RESULTS into a directory: result files of spectrum, intruders, similarity or
     extract (an adapter directory written by extract works too), told apart by their schema; each file goes
-    to the figures of its family.
+    to the figures of its family. A train_log.jsonl of `deltarank train --track-rank N` (or its run directory)
+    goes to the steps figure.
 
     \b
     Files written (per format):
       spectra              normalised singular values and cumulative energy, per module type (spectrum)
       ranks_by_layer       r0.9 against layer, one panel per module type (spectrum)
       headline             full fine-tuning r0.9 next to the LoRA rank, ratio on the bars (spectrum)
-      rank_over_training   median r0.9 against step, from checkpoint results (.../checkpoint-N) (spectrum)
+      rank_over_training   median r0.9 against step, from checkpoint results (.../checkpoint-N) (spectrum),
+                           or from the train_log.jsonl (or run directory) of `train --track-rank N`
       learning_forgetting  learning vs forgetting with the Pareto front (needs --summary)
       intruders_by_layer   intruder count against layer, one line per run (intruders)
       similarity           φ(i, j) heatmaps per module type (similarity; several: similarity-LABEL)
@@ -89,16 +91,26 @@ def plot(
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # its per-font INFO lines drown `-v` output
 
     from deltarank.analysis.results import read_result
+    from deltarank.errors import DeltarankError
     from deltarank.figures.render import render_figures
+    from deltarank.figures.training import is_tracked_log, read_tracked_ranks
 
     out_dir = Path(output)
-    loaded = [read_result(path) for path in results]
+    if labels and len(labels) != len(results):
+        raise DeltarankError(f"{len(labels)} --label for {len(results)} inputs; give one per input or none")
+    logs = [is_tracked_log(path) for path in results]
+    tracked = [
+        read_tracked_ranks(path, labels[i] if labels else None) for i, path in enumerate(results) if logs[i]
+    ]
+    loaded = [read_result(path) for path, log in zip(results, logs, strict=True) if not log]
+    result_labels = [label for label, log in zip(labels, logs, strict=True) if not log] if labels else []
     written = render_figures(
         loaded,
         out_dir,
         kinds=kinds,
         formats=formats,
-        labels=list(labels) or None,
+        labels=result_labels or None,
+        tracked=tracked,
         summary=summary,
         lora_rank=lora_rank,
         x_axis=x_axis,

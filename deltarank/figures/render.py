@@ -28,7 +28,12 @@ from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_ru
 from deltarank.figures.save import parse_formats, save_figure
 from deltarank.figures.spectra import plot_spectra
 from deltarank.figures.subspace import plot_intruders_by_layer, plot_retained_energy, plot_similarity_heatmaps
-from deltarank.figures.training import can_plot_training, plot_rank_over_training
+from deltarank.figures.training import (
+    TrackedRun,
+    can_plot_training,
+    plot_rank_over_training,
+    plot_tracked_ranks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,7 @@ class Inputs:
     similarity: list[tuple[str, SimilarityResult]] = field(default_factory=list)
     extracts: list[tuple[str, ExtractResult]] = field(default_factory=list)
     summary: Mapping[str, Any] | None = None
+    tracked: list[TrackedRun] = field(default_factory=list)
 
     def of(self, kind: str) -> Sequence[tuple[str, ResultFile[Any]]]:
         """The labelled results of the family that `kind` draws (empty for spectrum kinds and `learning`)."""
@@ -80,6 +86,7 @@ def sort_inputs(
     results: Sequence[ResultFile[Any]],
     labels: Sequence[str] | None = None,
     summary: Mapping[str, Any] | None = None,
+    tracked: Sequence[TrackedRun] = (),
 ) -> Inputs:
     """Results of any family, each to its family with its label: given per file in order, else derived from
     the tuned paths; names are made unique within a family (spectrum checkpoints of one run keep theirs).
@@ -107,6 +114,7 @@ def sort_inputs(
         similarity=labelled(SimilarityResult),
         extracts=labelled(ExtractResult),
         summary=summary,
+        tracked=list(tracked),
     )
 
 
@@ -137,6 +145,8 @@ def why_not(kind: str, inputs: Inputs, lora_rank: int | None) -> str | None:
     if kind in FAMILY_OF_KIND:
         family = FAMILY_OF_KIND[kind]
         return None if inputs.of(kind) else f"needs a {family.SCHEMA} result file"
+    if kind == "steps" and inputs.tracked:
+        return None
     if not runs:
         return f"needs a {SpectrumResult.SCHEMA} result file"
     if kind == "ratio":
@@ -193,6 +203,8 @@ def draw(kind: str, inputs: Inputs, lora_rank: int | None, x_axis: str = "step")
         return plot_ranks_by_layer(latest, lora_rank=lora_rank)
     if kind == "ratio":
         return plot_headline(latest, lora_rank=lora_rank)
+    if kind == "steps" and inputs.tracked:
+        return plot_tracked_ranks(inputs.tracked, x_axis=x_axis, lora_rank=lora_rank)
     if kind == "steps":
         return plot_rank_over_training(list(runs), x_axis=x_axis, lora_rank=lora_rank)
     if kind == "learning" and summary is not None:
@@ -211,6 +223,7 @@ def render_figures(
     lora_rank: int | None = None,
     x_axis: str = "step",
     overwrite: bool = True,
+    tracked: Sequence[TrackedRun] = (),
 ) -> list[Path]:
     """Draw the asked figures from results (and a reproduction summary) and save them under `out_dir`.
 
@@ -227,6 +240,8 @@ def render_figures(
         lora_rank: LoRA rank r when no LoRA result is given.
         x_axis: `step` or `tokens` for the training figure.
         overwrite: Replace figure files that already exist; when False they are refused before any drawing.
+        tracked: Rank lines of `train --track-rank` logs (`training.read_tracked_ranks`): the steps figure
+            draws them instead of checkpoint results.
 
     Returns:
         The written files, figure by figure.
@@ -235,7 +250,7 @@ def render_figures(
         DeltarankError: an explicitly asked figure cannot be made from the inputs, or nothing can.
     """
     data = load_summary(summary) if isinstance(summary, str | Path) else summary
-    inputs = sort_inputs(results, labels, data)
+    inputs = sort_inputs(results, labels, data, tracked)
     asked = parse_kinds(kinds)
     if "all" in asked:
         todo = [k for k in FIGURES if why_not(k, inputs, lora_rank) is None]

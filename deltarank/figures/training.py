@@ -5,6 +5,10 @@ path; results with the same label (given, or derived from the run directory) for
 model (no `checkpoint-<N>` in its path) is placed at the last step of its run — the last `step` of the
 run's `train_log.jsonl` (or `steps` in its `run.json`) when there is one, else its latest checkpoint — drawn as an open marker, and it
 replaces a checkpoint at that same step. Tokens come from `train_log.jsonl` (see `runs.tokens_at`).
+
+The same figure from a run trained with `--track-rank N`, without checkpoints: its `train_log.jsonl` (or the run
+directory) holds rank lines (`deltarank.train.rank_tracking`), read by `read_tracked_ranks`; each run is one
+line of its median r₀.₉ per module type, and its median noise-floor rank is the dashed line of the same colour.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from deltarank.analysis.results import SpectrumResult
-from deltarank.errors import DeltarankError
+from deltarank.analysis.results.extract import RESULT_FILE
+from deltarank.errors import DeltarankError, InputError
 from deltarank.figures.panels import grid_shape, log_rank_axis, lora_rank_line, module_grid, place_legend
 from deltarank.figures.runs import (
     TRAIN_LOG,
@@ -189,3 +194,121 @@ def _draw_panel(ax: Axes, series: dict[str, list[Point]], module: str) -> None:
                 zorder=3,
                 label="_final",
             )
+
+
+# Fields of a tracked rank line (see `deltarank.train.rank_tracking`): solid and dashed lines of the figure.
+TRACKED_RANK = "energy_90_median"
+TRACKED_FLOOR = "noise_floor_median"
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """The rank lines of one run's `train_log.jsonl` (`train --track-rank`), in step order.
+
+    Attributes:
+        label: Legend name (the run directory's name unless given).
+        steps: Step of each measurement.
+        tokens: Tokens seen at each measurement (None where the line has none).
+        ranks: Per measurement: module type -> its fields (`energy_90_median`, `noise_floor_median`, ...).
+    """
+
+    label: str
+    steps: tuple[int, ...]
+    tokens: tuple[int | None, ...]
+    ranks: tuple[dict[str, dict[str, float]], ...]
+
+    def modules(self) -> list[str]:
+        """Module types in first-seen order."""
+        return list(dict.fromkeys(m for entry in self.ranks for m in entry))
+
+
+def is_tracked_log(path: Path) -> bool:
+    """True for a `.jsonl` training log, or a run directory holding one (and no extract result)."""
+    if path.is_dir():
+        return (path / TRAIN_LOG).is_file() and not (path / RESULT_FILE).is_file()
+    return path.suffix == ".jsonl"
+
+
+def read_tracked_ranks(path: Path, label: str | None = None) -> TrackedRun:
+    """The rank lines of a training log (or of a run directory's `train_log.jsonl`).
+
+    Lines that are not JSON objects (a run killed mid-write) are skipped; a later line of a step replaces an
+    earlier one.
+
+    Raises:
+        InputError: the log cannot be read, or holds no rank line (the run was not trained with --track-rank).
+    """
+    log = path / TRAIN_LOG if path.is_dir() else path
+    try:
+        text = log.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(log, f"cannot read the training log ({exc})") from None
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("rank"), dict)
+            and isinstance(entry.get("step"), int)
+        ):
+            by_step[entry["step"]] = entry
+    if not by_step:
+        raise InputError(log, "holds no rank lines (train with --track-rank N to record them)")
+    entries = [by_step[step] for step in sorted(by_step)]
+    directory = log.parent.resolve()
+    return TrackedRun(
+        label=label or directory.name,
+        steps=tuple(sorted(by_step)),
+        tokens=tuple(e.get("tokens_seen") for e in entries),
+        ranks=tuple(e["rank"] for e in entries),
+    )
+
+
+def plot_tracked_ranks(
+    runs: Sequence[TrackedRun], *, x_axis: str = "step", lora_rank: int | None = None
+) -> Figure:
+    """Median r₀.₉ (solid) and median noise-floor rank (dashed) per module type against step or tokens, one
+    colour per run, from `--track-rank` logs.
+
+    Raises:
+        DeltarankError: an unknown axis, or tokens asked for and a log line has none.
+    """
+    if x_axis not in X_AXES:
+        raise DeltarankError(f"unknown x axis {x_axis!r}; choose step or tokens")
+    if x_axis == "tokens" and any(t is None for run in runs for t in run.tokens):
+        raise DeltarankError("a rank line has no tokens_seen; plot against step")
+    names = list(dict.fromkeys(m for run in runs for m in run.modules()))
+    r_by_module = dict.fromkeys(names, lora_rank) if lora_rank is not None else {}
+    with paper_style():
+        fig, axes, spare = module_grid(names, PANEL_HEIGHT_IN)
+        columns = grid_shape(len(names))[1]
+        for j, (ax, module) in enumerate(zip(axes, names, strict=True)):
+            for i, run in enumerate(runs):
+                x = np.array(run.steps if x_axis == "step" else run.tokens, dtype=float)
+                for field, style in ((TRACKED_RANK, "-"), (TRACKED_FLOOR, "--")):
+                    y = np.array(
+                        [entry.get(module, {}).get(field, np.nan) for entry in run.ranks], dtype=float
+                    )
+                    ax.plot(
+                        x,
+                        y,
+                        color=run_color(i),
+                        linestyle=style,
+                        marker=run_marker(i) if style == "-" else None,
+                        markersize=3.5,
+                        label=run.label if style == "-" else "_floor",
+                    )
+            lora_rank_line(ax, r_by_module, module)
+            log_rank_axis(ax)
+            ax.set_xlabel("training step" if x_axis == "step" else "tokens seen")
+            if x_axis == "tokens":
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
+            if j % columns == 0:
+                ax.set_ylabel("median rank")
+        axes[0].plot([], [], color="black", label="r₀.₉")
+        axes[0].plot([], [], color="black", linestyle="--", label="noise-floor rank")
+        place_legend(fig, axes, spare)
+    return fig
