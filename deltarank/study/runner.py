@@ -1,0 +1,460 @@
+"""`run_study`: train every run of a study, measure it, and write study.json, study.csv, figures and report.md.
+
+The study directory is the study's working state:
+
+    DIR/study.yaml                 the resolved study (a rerun of the same study continues it)
+    DIR/base/<model>--<data>/      the base model measured on each training set (measurement.json,
+                                   general_text.jsonl, generations.jsonl)
+    DIR/<run>/                     `deltarank train`'s output + measurement.json (+ generations.jsonl)
+    DIR/study.json, study.csv, report.md, figures/
+
+A finished run (run.json and a measurement.json of the current `evaluate:`) is skipped; a run stopped during
+training resumes from its last complete checkpoint (`train --resume`); a measurement is redone when
+`evaluate:` changed. study.json, study.csv, the figures and the report are rebuilt from the per-run files every
+time. Runs are tasks of the chosen executor (`deltarank.study.executors`), in waves: base measurements, runs
+without a parent, then the runs stacked on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import shutil
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deltarank.errors import DeltarankError, InputError, OutputError
+from deltarank.io.atomic import write_atomic
+from deltarank.study.evaluation import EvaluateSpec, measure_base, measure_run
+from deltarank.study.executors import Executor, SequentialExecutor
+from deltarank.study.spec import NOT_IDENTITY, RunSpec, Study, parse_study, short_hash
+from deltarank.study.store import study_document, write_study
+
+log = logging.getLogger(__name__)
+Echo = Callable[[str], None]
+
+STUDY_YAML = "study.yaml"
+MEASUREMENT = "measurement.json"
+BASE_DIR = "base"
+FIGURES_DIR = "figures"
+REPORT = "report.md"
+SETTINGS = (
+    "method",
+    "model",
+    "data",
+    "max_examples",
+    "lr",
+    "lora_r",
+    "lora_alpha",
+    "target_modules",
+    "max_steps",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "seq_len",
+    "weight_decay",
+    "attention_dropout",
+    "seed",
+)
+LORA_METHODS = ("lora", "qlora")
+# Training throughput assumed by --dry-run before a run of the study has finished (tokens/s on 2 CPU cores):
+# SmolLM2-135M measured by `make demo` (README: 137 full, 152 LoRA; 140 taken for both); Gemma 3 270M is not
+# measured: the SmolLM2 figure halved for twice the parameters. Other models: the SmolLM2 figure.
+DEFAULT_TOKENS_PER_SECOND = {"smollm2-135m": 140.0, "gemma3-270m": 70.0}
+FALLBACK_TOKENS_PER_SECOND = 140.0
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands in the study directory: done, training stopped at a checkpoint, or pending."""
+
+    state: str  # "done", "measure" (trained, not measured), "resume", "pending"
+    step: int | None = None
+
+
+def run_study(
+    study: Study,
+    out_dir: Path,
+    device: str = "auto",
+    force: bool = False,
+    executor: Executor | None = None,
+    echo: Echo = print,
+) -> dict[str, Any]:
+    """Run (or continue) a study in `out_dir` and return the study.json document.
+
+    Raises:
+        OutputError: `out_dir` holds another study (or other files) and `force` is not given.
+        DeltarankError: a run or measurement failed (finished runs stay for the next attempt).
+    """
+    prepare_study_dir(study, out_dir, force)
+    runner = executor or SequentialExecutor()
+    resolved = study.resolved
+    pairs = base_pairs(study)
+    todo = [
+        (key, model, data) for key, (model, data) in pairs.items() if not _base_cached(study, out_dir, key)
+    ]
+    for key, _, _ in todo:
+        echo(f"[base {key}] measuring the base model")
+    runner.run_wave([(measure_base_task, (resolved, key, str(out_dir), device)) for key, _, _ in todo])
+    for wave in study.levels():
+        pending = []
+        for run in wave:
+            status = run_status(study, run, out_dir)
+            if status.state == "done":
+                echo(f"[{run.name}] done already, skipping")
+                continue
+            verb = {"measure": "measuring", "resume": f"resuming from step {status.step}"}.get(
+                status.state, "training"
+            )
+            echo(f"[{run.name}] {verb}")
+            pending.append((run_task, (resolved, run.name, str(out_dir), device)))
+        runner.run_wave(pending)
+    return write_outputs(study, out_dir, echo)
+
+
+def write_outputs(study: Study, out_dir: Path, echo: Echo = print) -> dict[str, Any]:
+    """study.json, study.csv, the figures and report.md, from the per-run files."""
+    from deltarank.figures.study import render_study_figures
+    from deltarank.study.report import write_report
+
+    document = study_document(study_header(study), base_measurements(study, out_dir), rows(study, out_dir))
+    json_path, csv_path = write_study(document, out_dir)
+    figures = render_study_figures(document, out_dir / FIGURES_DIR)
+    write_report(document, out_dir / REPORT)
+    echo(
+        f"Wrote {json_path}, {csv_path}, {out_dir / REPORT} and {len(figures)} figures in {out_dir / FIGURES_DIR}/"
+    )
+    return document
+
+
+def study_header(study: Study) -> dict[str, Any]:
+    return {
+        "name": study.name,
+        "description": study.description,
+        "fingerprint": study.fingerprint,
+        "file": study.resolved,
+    }
+
+
+# ------------------------------------------------------------------------------------------- the study directory
+
+
+def prepare_study_dir(study: Study, out_dir: Path, force: bool) -> None:
+    """Create `out_dir` for this study, or accept it when it holds the same study; write DIR/study.yaml.
+
+    With `force`, a directory holding another study takes this one: runs whose settings are unchanged (the
+    same name, hence the same resolved TrainConfig) are kept, the others are trained; run directories the new
+    study does not name are left alone and ignored.
+
+    Raises:
+        OutputError: `out_dir` holds another study or other files, and `force` is not given.
+    """
+    saved = out_dir / STUDY_YAML
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        if not saved.is_file():
+            raise OutputError(f"{out_dir}: already exists and holds no study (use --force to write into it)")
+        if _saved_fingerprint(saved) != study.fingerprint:
+            raise OutputError(
+                f"{out_dir}: holds a different study (use --force to switch it to this study file; runs "
+                "with unchanged settings are kept)"
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from exc
+    text = f"# deltarank study, fingerprint {study.fingerprint}\n" + yaml.safe_dump(
+        study.resolved, sort_keys=False, allow_unicode=True
+    )
+    write_atomic(saved, text)
+
+
+def _saved_fingerprint(path: Path) -> str | None:
+    try:
+        return parse_study(yaml.safe_load(path.read_text(encoding="utf-8")), path).fingerprint
+    except (yaml.YAMLError, DeltarankError, OSError):
+        return None
+
+
+def open_study_dir(out_dir: Path) -> Study:
+    """The study a study directory holds (its study.yaml), as the executors' tasks read it."""
+    path = out_dir / STUDY_YAML
+    return parse_study(yaml.safe_load(path.read_text(encoding="utf-8")), path)
+
+
+# ------------------------------------------------------------------------------------------------ base models
+
+
+def base_pairs(study: Study) -> dict[str, tuple[str, str]]:
+    """The (base model, training data) pairs the runs need a base measurement for, by directory key."""
+    pairs: dict[str, tuple[str, str]] = {}
+    for run in study.runs:
+        model, data = study.root_model(run), str(run.config["data"])
+        pairs.setdefault(base_key(model, data), (model, data))
+    return pairs
+
+
+def base_key(model: str, data: str) -> str:
+    """`smollm2-135m`, `builtin:code` -> `smollm2-135m--code` (a directory name under DIR/base)."""
+
+    def part(text: str) -> str:
+        text = text.removeprefix("builtin:")
+        return re.sub(r"[^A-Za-z0-9.+_-]+", "_", Path(text).name if "/" in text else text).strip("_.")
+
+    return f"{part(model)}--{part(data)}"
+
+
+def base_seed(study: Study) -> int:
+    """The seed of the base model's samples (general text, diversity): base: seed, else 0 (as reproduce)."""
+    return int(study.resolved["base"].get("seed", 0))
+
+
+def evaluate_hash(spec: EvaluateSpec) -> str:
+    return short_hash(dataclasses.asdict(spec))
+
+
+def _base_cached(study: Study, out_dir: Path, key: str) -> bool:
+    return _cached_measurement(out_dir / BASE_DIR / key, study.evaluate) is not None
+
+
+def _cached_measurement(folder: Path, spec: EvaluateSpec) -> dict[str, Any] | None:
+    """A measurement.json made with this `evaluate:` spec, or None."""
+    path = folder / MEASUREMENT
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved.get("evaluate") != evaluate_hash(spec):
+        return None
+    return dict(saved["result"])
+
+
+def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, device: str) -> dict[str, Any]:
+    """A task: measure the base model of one (model, data) pair into DIR/base/<key>/measurement.json."""
+    folder = Path(out_dir)
+    study = parse_study(resolved, folder / STUDY_YAML)
+    model, data = base_pairs(study)[key]
+    work_dir = folder / BASE_DIR / key
+    cached = _cached_measurement(work_dir, study.evaluate)
+    if cached is not None:
+        return cached
+    result = measure_base(model, data, study.evaluate, work_dir, seed=base_seed(study), device=device)
+    _write_measurement(work_dir, study.evaluate, result)
+    return result
+
+
+def base_measurements(study: Study, out_dir: Path) -> dict[str, Any]:
+    """Every base measurement of the study, by key (each must exist)."""
+    found = {}
+    for key in base_pairs(study):
+        result = _cached_measurement(out_dir / BASE_DIR / key, study.evaluate)
+        if result is None:
+            raise DeltarankError(f"{out_dir / BASE_DIR / key}: the base model has not been measured")
+        found[key] = result
+    return found
+
+
+def _write_measurement(folder: Path, spec: EvaluateSpec, result: Mapping[str, Any]) -> None:
+    document = {"evaluate": evaluate_hash(spec), "result": result}
+    write_atomic(folder / MEASUREMENT, json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------------ runs
+
+
+def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
+    """done (trained and measured with this `evaluate:`), measure, resume (a checkpoint) or pending."""
+    from deltarank.train.trainer import last_complete_checkpoint
+
+    run_dir = out_dir / run.name
+    if (run_dir / "run.json").is_file() and _same_settings(run, run_dir):
+        done = _cached_measurement(run_dir, study.evaluate) is not None
+        return RunStatus("done" if done else "measure")
+    checkpoint = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
+    if checkpoint is not None and _same_settings(run, run_dir):
+        return RunStatus("resume", int(checkpoint.name.rsplit("-", 1)[1]))
+    return RunStatus("pending")
+
+
+def _same_settings(run: RunSpec, run_dir: Path) -> bool:
+    """Whether the run directory's saved train_config.yaml is this run's (a changed explicit run is not)."""
+    from deltarank.train.config import TrainConfig
+    from deltarank.train.trainer import CONFIG_NAME
+
+    path = run_dir / CONFIG_NAME
+    if not path.is_file():
+        return False
+    try:
+        saved = TrainConfig.from_sources(path).resolved().to_dict()
+    except DeltarankError:
+        return False
+    for key in NOT_IDENTITY:
+        saved.pop(key, None)
+    if run.parent is not None:
+        saved["model"] = f"run:{run.parent}"
+    return bool(saved == run.identity())
+
+
+def run_model(run: RunSpec, out_dir: Path) -> str:
+    """What a run trains from: its model, or its parent run's output directory."""
+    return str(out_dir / run.parent) if run.parent is not None else str(run.config["model"])
+
+
+def run_task(resolved: Mapping[str, Any], name: str, out_dir: str, device: str) -> dict[str, Any]:
+    """A task: train one run (resuming a stopped one) and measure it into DIR/<run>/measurement.json."""
+    folder = Path(out_dir)
+    study = parse_study(resolved, folder / STUDY_YAML)
+    run = study.run(name)
+    run_dir = folder / run.name
+    status = run_status(study, run, folder)
+    if status.state in ("resume", "pending"):
+        train_run(run, folder, device, resume=status.state == "resume")
+    cached = _cached_measurement(run_dir, study.evaluate)
+    if cached is not None:
+        return cached
+    key = base_key(study.root_model(run), str(run.config["data"]))
+    base_dir = folder / BASE_DIR / key
+    base = _cached_measurement(base_dir, study.evaluate)
+    if base is None:
+        raise DeltarankError(f"{base_dir}: the base model has not been measured")
+    seed = int(run.train_config(run_dir).seed)
+    result = measure_run(
+        run_dir, run_model(run, folder), str(run.config["data"]), study.evaluate, base, base_dir, seed, device
+    )
+    _write_measurement(run_dir, study.evaluate, result)
+    return result
+
+
+def train_run(run: RunSpec, out_dir: Path, device: str, resume: bool) -> None:
+    """Train one run into DIR/<run>/ (a fresh start removes what a run stopped before its first checkpoint
+    left, or a run directory of other settings)."""
+    from deltarank.train.trainer import run_training
+
+    run_dir = out_dir / run.name
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)
+    if run.parent is not None and not (out_dir / run.parent / "run.json").is_file():
+        raise DeltarankError(f"run {run.name}: its parent {run.parent} has not finished")
+    config = run.train_config(run_dir, model=run_model(run, out_dir), device=device, resume=resume)
+    run_training(config)
+
+
+def rows(study: Study, out_dir: Path) -> list[dict[str, Any]]:
+    """study.json's rows: every run's coordinates, settings and measurements (each must be measured)."""
+    found = []
+    for run in study.runs:
+        result = _cached_measurement(out_dir / run.name, study.evaluate)
+        if result is None:
+            raise DeltarankError(f"{out_dir / run.name}: not trained and measured yet")
+        row: dict[str, Any] = {"name": run.name, "coordinates": run.coordinates, "from": run.parent}
+        row.update(result)
+        row["settings"] = settings(study, run)
+        row["base"] = base_key(study.root_model(run), str(run.config["data"]))
+        found.append(row)
+    return found
+
+
+def settings(study: Study, run: RunSpec) -> dict[str, Any]:
+    """The training settings a reader compares runs by (data_size for max_examples; LoRA r and α for LoRA)."""
+    resolved = run.train_config(Path("run")).resolved().to_dict()
+    values = {("data_size" if k == "max_examples" else k): resolved[k] for k in SETTINGS}
+    values["model"] = study.root_model(run)
+    if resolved["method"] not in LORA_METHODS:
+        values["lora_r"] = values["lora_alpha"] = None
+    return values
+
+
+# --------------------------------------------------------------------------------------------------- dry run
+
+
+def plan(study: Study, out_dir: Path) -> list[dict[str, Any]]:
+    """What `--dry-run` shows: each run's name, coordinates, steps, tokens, state and estimated hours."""
+    rates = measured_rates(study, out_dir)
+    planned = []
+    for run in study.runs:
+        status = run_status(study, run, out_dir) if out_dir.is_dir() else RunStatus("pending")
+        steps = planned_steps(run)
+        config = run.train_config(Path("run"))
+        tokens = None if steps is None else steps * config.batch_size * config.grad_accum * config.seq_len
+        rate = rates.get(study.root_model(run)) or DEFAULT_TOKENS_PER_SECOND.get(
+            study.root_model(run), FALLBACK_TOKENS_PER_SECOND
+        )
+        left = tokens
+        if status.state in ("done", "measure"):
+            left = 0
+        elif tokens is not None and steps and status.step:
+            left = tokens * max(0, steps - status.step) // steps
+        planned.append(
+            {
+                "name": run.name,
+                "coordinates": run.coordinates,
+                "from": run.parent,
+                "steps": steps,
+                "tokens": tokens,
+                "state": status.state if status.state != "resume" else f"resume@{status.step}",
+                "seconds": None if left is None else left / rate,
+                "tokens_per_second": rate,
+            }
+        )
+    return planned
+
+
+def planned_steps(run: RunSpec) -> int | None:
+    """Optimizer steps of a run: max_steps, or epochs over data_size examples (None when the data's size is
+    unknown before reading it)."""
+    config = run.train_config(Path("run")).resolved()
+    if config.max_steps is not None:
+        return config.max_steps
+    if config.max_examples is None or config.epochs is None:
+        return None
+    per_step = config.batch_size * config.grad_accum
+    return math.ceil(math.ceil(config.max_examples / per_step) * config.epochs)
+
+
+def measured_rates(study: Study, out_dir: Path) -> dict[str, float]:
+    """Median training tokens/s of this study's finished runs, per base model."""
+    found: dict[str, list[float]] = {}
+    for run in study.runs:
+        path = out_dir / run.name / "run.json"
+        if not path.is_file():
+            continue
+        try:
+            rate = json.loads(path.read_text(encoding="utf-8")).get("tokens_per_second")
+        except (OSError, ValueError):
+            continue
+        if rate:
+            found.setdefault(study.root_model(run), []).append(float(rate))
+    return {model: statistics.median(values) for model, values in found.items()}
+
+
+def check_study_inputs(study: Study) -> None:
+    """Fail before any run on a model or data set that does not exist (the first run naming it is named).
+
+    Raises:
+        InputError: a model that cannot be resolved, or a data file that is missing.
+    """
+    from deltarank.train.builtin_data import is_builtin, parse_builtin
+    from deltarank.train.models import resolve_model
+
+    for run in study.runs:
+        if run.parent is None:
+            try:
+                resolve_model(str(run.config["model"]))
+            except DeltarankError as exc:
+                raise InputError(run.name, str(exc)) from None
+        for spec in filter(None, (run.config.get("data"), run.config.get("eval_data"))):
+            if is_builtin(str(spec)):
+                parse_builtin(str(spec))
+            elif not Path(str(spec)).is_file():
+                raise InputError(str(spec), f"run {run.name}: data file not found")
