@@ -99,7 +99,8 @@ def sequence_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], p
                 torch.tensor(lab),
                 1,
             )
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
+        # prompt and P-tuning adapters put their virtual tokens' logits first: keep the last T positions
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -width:][:, :-1]  # (B, T-1, V)
         target = labels[:, 1:]  # (B, T-1)
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
