@@ -1,4 +1,5 @@
-"""`deltarank spectrum BASE TUNED [TUNED ...]`: spectra and effective ranks of every weight delta."""
+"""`deltarank spectrum BASE TUNED [TUNED ...]`: spectra and effective ranks of every weight delta;
+`deltarank spectrum ADAPTER_DIR`: those of a prompt-based or bottleneck adapter's own matrices."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from deltarank.cli.options import (
     refuse_existing,
 )
 from deltarank.errors import DeltarankError
+from deltarank.io.hub import resolve_path
 from deltarank.io.source import expand_checkpoints
+from deltarank.io.standalone import is_standalone_adapter
 
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
@@ -41,7 +44,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
 
 @click.command()
 @click.argument("base", type=click.Path(path_type=str))
-@click.argument("tuned", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("tuned", nargs=-1, type=click.Path(path_type=str))
 @output_option(
     "Result JSON file (default spectrum.json; - for stdout); with several TUNED, a directory (default spectra/)."
 )
@@ -61,6 +64,12 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     help="auto, svd, gram (exact) or randomized (approximate top-k, labelled so in the output).",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="σ computed by --solver randomized.")
+@click.option(
+    "--quantization-error/--no-quantization-error",
+    default=None,
+    help="QLoRA adapters (trained on a 4-bit base): also record each weight's quantisation error "
+    "dequant(W_nf4) − W and the total change (BASE must be the full-precision base) [default: on for them].",
+)
 @click.option("--resume", is_flag=True, help="Reuse the matrices a killed run already finished.")
 @click.option(
     "--workers",
@@ -84,6 +93,7 @@ def spectrum(
     csv_path: str | None,
     solver: str,
     top_k: int | None,
+    quantization_error: bool | None,
     resume: bool,
     workers: int | None,
     quiet: bool,
@@ -93,7 +103,17 @@ def spectrum(
 
     BASE is a .safetensors file, a Hugging Face model directory or a GGUF file; TUNED is one of those or a
     PEFT adapter directory. Several TUNED (e.g. run/checkpoint-*) share one pass over BASE.
+
+    A prompt-based (prompt, prefix, P-tuning) or bottleneck adapter changes no weight: give its directory
+    alone, `deltarank spectrum ADAPTER_DIR`, for the spectra of its own learned matrices.
     """
+    if not tuned:
+        if not is_standalone_adapter(resolve_path(base)):
+            raise DeltarankError(
+                f"missing TUNED: `deltarank spectrum BASE TUNED`; a single argument must be a prompt-based "
+                f"(prompt, prefix, P-tuning) or bottleneck adapter directory, and {base} is not one"
+            )
+        tuned = (base,)
     options = SpectrumOptions(
         device=device,
         precision=precision,
@@ -103,6 +123,7 @@ def spectrum(
         solver=solver,
         top_k=top_k,
         workers=workers,
+        quantization_error=quantization_error,
     )
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview

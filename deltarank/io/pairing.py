@@ -6,6 +6,7 @@ differs is skipped and listed; no common tensor at all is an error.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,13 @@ from deltarank.io.adapter import AdapterModule, AdapterSource, is_adapter_dir
 from deltarank.io.base import TensorInfo, TensorSource
 from deltarank.io.dtypes import SAFETENSORS_DTYPES
 from deltarank.io.hub import resolve_path
-from deltarank.io.naming import Selection, canonical_name
+from deltarank.io.naming import Selection, canonical_name, module_type
 from deltarank.io.peft_methods import kind_needs_base
+from deltarank.io.quantization import QuantizationSpec
 from deltarank.io.source import open_checkpoint
+from deltarank.io.standalone import StandaloneAdapter, StoredMatrix, is_standalone_adapter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class AdapterPair:
     base_dtype: str
     tuned_dtype: str
     fan_in_fan_out: bool
+    quantization: QuantizationSpec | None = None  # the 4-bit base it was trained on (QLoRA)
 
     @property
     def kind(self) -> str:
@@ -67,7 +73,35 @@ class AdapterPair:
         return kind_needs_base(self.kind)
 
 
-Pair = DensePair | AdapterPair
+@dataclass(frozen=True)
+class QuantizationPair:
+    """A base weight against its own 4-bit quantisation (QLoRA's base), optionally with the adapter trained on it.
+
+    Without `adapter` its ΔW is the quantisation error dequant(W_q) − W (kind `quantization_error`); with it,
+    the whole change QLoRA makes to the original weight, quantisation error plus the adapter's ΔW formed on the
+    dequantized base (kind `qlora_total`). Its name is the weight's name with `:<kind>` appended.
+    """
+
+    name: str
+    base_key: str
+    shape: tuple[int, int]
+    base_dtype: str
+    tuned_dtype: str
+    quantization: QuantizationSpec
+    adapter: AdapterPair | None = None
+
+    @property
+    def kind(self) -> str:
+        """`quantization_error`, or `qlora_total` with the adapter."""
+        return "quantization_error" if self.adapter is None else "qlora_total"
+
+    @property
+    def label(self) -> str:
+        """Module label of its record: the weight's module type with `:<kind>` (e.g. `q_proj:qlora_total`)."""
+        return f"{module_type(self.name.rsplit(':', 1)[0])}:{self.kind}"
+
+
+Pair = DensePair | AdapterPair | QuantizationPair | StoredMatrix
 
 
 def _canonical_index(source: TensorSource) -> dict[str, str]:
@@ -131,11 +165,24 @@ def plan_dense(
 
 
 def plan_adapter(
-    base: TensorSource, adapter: AdapterSource, selection: Selection
-) -> tuple[list[AdapterPair], list[SkippedTensor]]:
-    """Pair each adapted module with the base weight it modifies, checking that the factors fit it."""
+    base: TensorSource, adapter: AdapterSource, selection: Selection, quantization_error: bool | None = False
+) -> tuple[list[AdapterPair | QuantizationPair], list[SkippedTensor]]:
+    """Pair each adapted module with the base weight it modifies, checking that the factors fit it.
+
+    For an adapter trained on a quantized base (QLoRA) and `quantization_error` true or None (auto), each
+    module's pair is followed by its `QuantizationPair`s: the quantisation error and the total change.
+
+    Raises:
+        DeltarankError: `quantization_error=True` for an adapter whose base was not quantized.
+    """
+    if quantization_error and adapter.quantization is None:
+        raise DeltarankError(
+            f"--quantization-error: {adapter.path} is not marked as trained on a quantized base "
+            "(no quantization.json, and no run.json with method qlora)"
+        )
+    with_parts = adapter.quantization is not None and quantization_error is not False
     base_index = _canonical_index(base)
-    pairs: list[AdapterPair] = []
+    pairs: list[AdapterPair | QuantizationPair] = []
     what = "LoRA factor" if adapter.method.kind == "lora" else f"{adapter.config.peft_type} module tensor"
     skipped = [
         SkippedTensor(key, f"not a {what} (modules_to_save or unsupported)") for key in adapter.unsupported
@@ -153,20 +200,46 @@ def plan_adapter(
             skipped.append(SkippedTensor(name, f"stored dtype {dtype} cannot be read"))
             continue
         shape = _check_factor_fit(adapter, name, base_info.shape, adapter.config.fan_in_fan_out)
-        pairs.append(
-            AdapterPair(
-                name=name,
-                base_key=base_index[name],
-                module=module,
-                shape=shape,
-                base_dtype=base_info.dtype,
-                tuned_dtype=factor_dtype,
-                fan_in_fan_out=adapter.config.fan_in_fan_out,
-            )
+        pair = AdapterPair(
+            name=name,
+            base_key=base_index[name],
+            module=module,
+            shape=shape,
+            base_dtype=base_info.dtype,
+            tuned_dtype=factor_dtype,
+            fan_in_fan_out=adapter.config.fan_in_fan_out,
+            quantization=adapter.quantization,
         )
+        pairs.append(pair)
+        if with_parts and adapter.quantization is not None:
+            for part in (None, pair):
+                kind = "quantization_error" if part is None else "qlora_total"
+                pairs.append(
+                    QuantizationPair(
+                        f"{name}:{kind}",
+                        pair.base_key,
+                        shape,
+                        base_info.dtype,
+                        base_info.dtype if part is None else factor_dtype,
+                        adapter.quantization,
+                        part,
+                    )
+                )
     if not pairs and not any(name in base_index for name in adapter.modules):
         raise PairingError(f"adapter {adapter.path} modifies no weight of {base.path} (wrong base model?)")
     return pairs, skipped
+
+
+def open_standalone(base: TensorSource, tuned: Path) -> StandaloneAdapter:
+    """The standalone adapter TUNED given beside a model BASE, which is left unread (one log line says so)."""
+    adapter = StandaloneAdapter(tuned)
+    log.warning(
+        "%s: a %s changes no base weight: BASE %s is not needed (its own matrices are analysed)",
+        tuned,
+        adapter.what,
+        base.path,
+    )
+    return adapter
 
 
 def _unreadable(base: TensorInfo, tuned: TensorInfo) -> str | None:
@@ -199,22 +272,33 @@ def _check_factor_fit(
 
 
 def plan_checkpoint(
-    base: TensorSource, tuned: str | Path, selection: Selection
-) -> tuple[TensorSource | AdapterSource, list[Pair], list[SkippedTensor]]:
-    """Open TUNED (a checkpoint or a PEFT LoRA/DoRA adapter directory, either of them possibly a Hugging Face
-    repo id in the local cache) and pair it with BASE.
+    base: TensorSource,
+    tuned: str | Path,
+    selection: Selection,
+    quantization_error: bool | None = False,
+) -> tuple[TensorSource | AdapterSource | StandaloneAdapter, list[Pair], list[SkippedTensor]]:
+    """Open TUNED (a checkpoint or a PEFT adapter directory, either of them possibly a Hugging Face repo id in
+    the local cache) and pair it with BASE.
+
+    A bottleneck adapter (see `deltarank.io.standalone`) needs no base: its own matrices are its pairs. A
+    prompt-based adapter is refused with one line naming the command that reports it (the adapter alone).
+    `quantization_error` is `plan_adapter`'s.
 
     Raises:
         InputError: unreadable checkpoint or adapter, uncached repo id.
         PairingError: no tensor in common.
         DeltarankError: nothing selected.
     """
-    source: TensorSource | AdapterSource
+    source: TensorSource | AdapterSource | StandaloneAdapter
     pairs: list[Pair]
     local = resolve_path(tuned)
-    if is_adapter_dir(local):
+    skipped: list[SkippedTensor]
+    if is_standalone_adapter(local) and not is_adapter_dir(local):
+        source = open_standalone(base, local)
+        pairs, skipped = list(source.selected(selection)), []
+    elif is_adapter_dir(local):
         source = AdapterSource(local)
-        adapter_pairs, skipped = plan_adapter(base, source, selection)
+        adapter_pairs, skipped = plan_adapter(base, source, selection, quantization_error)
         pairs = list(adapter_pairs)
     else:
         source = open_checkpoint(local)

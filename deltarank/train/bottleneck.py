@@ -22,11 +22,17 @@ import torch
 from torch import nn
 
 from deltarank.errors import InputError
+from deltarank.io.standalone import (
+    BOTTLENECK_ATTRIBUTE,
+    BOTTLENECK_CONFIG,
+    BOTTLENECK_SCHEMA,
+    BOTTLENECK_WEIGHTS,
+)
 
-WEIGHTS_NAME = "bottleneck_adapter.safetensors"
-CONFIG_NAME = "bottleneck_config.json"
-SCHEMA = "deltarank.bottleneck-adapter/1"
-ATTRIBUTE = "bottleneck_adapter"
+WEIGHTS_NAME = BOTTLENECK_WEIGHTS
+CONFIG_NAME = BOTTLENECK_CONFIG
+SCHEMA = BOTTLENECK_SCHEMA
+ATTRIBUTE = BOTTLENECK_ATTRIBUTE
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU, "tanh": nn.Tanh}
 ATTENTION_NAMES = ("self_attn", "attention", "attn")
 MLP_NAMES = ("mlp", "feed_forward", "ffn")

@@ -24,11 +24,13 @@ import difflib
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from deltarank.errors import DeltarankError
+from deltarank.io.quantization import QLORA_NF4, QUANTIZATION_FILE
 from deltarank.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -57,9 +59,10 @@ def quantization_config(config: TrainConfig) -> Any | None:
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.float32,
+        bnb_4bit_quant_type=QLORA_NF4.quant_type,
+        bnb_4bit_use_double_quant=QLORA_NF4.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, QLORA_NF4.dtype),
+        bnb_4bit_quant_storage=getattr(torch, QLORA_NF4.quant_storage),
     )
 
 
@@ -103,7 +106,24 @@ def qlora(model: Any, config: TrainConfig) -> Any:
         raise DeltarankError("qlora needs the model loaded in 4 bits (load_model with quantization_config)")
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     keep_nf4_exact(model)
-    return _peft(model, LoraConfig(**_lora_kwargs(model, config)))
+    return record_quantization(_peft(model, LoraConfig(**_lora_kwargs(model, config))))
+
+
+def record_quantization(model: Any) -> Any:
+    """Make every save of the adapter (final and checkpoint-<step>) also write `quantization.json`, the NF4
+    settings of its base (peft's files do not say the base was quantized; the analysis reads them to form
+    the quantisation error). Returns `model`."""
+    from deltarank.io.atomic import write_atomic
+
+    save = model.save_pretrained
+
+    def save_pretrained(save_directory: str, *args: Any, **kwargs: Any) -> Any:
+        saved = save(save_directory, *args, **kwargs)
+        write_atomic(Path(save_directory) / QUANTIZATION_FILE, QLORA_NF4.to_json())
+        return saved
+
+    model.save_pretrained = save_pretrained
+    return model
 
 
 def keep_nf4_exact(model: Any) -> Any:

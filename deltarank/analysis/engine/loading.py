@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -24,11 +24,13 @@ from deltarank.analysis.maths.deltas import Delta, DeltaInputs, form_delta
 from deltarank.errors import InputError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.base import TensorSource
-from deltarank.io.pairing import AdapterPair, DensePair, Pair
+from deltarank.io.pairing import AdapterPair, DensePair, Pair, QuantizationPair
+from deltarank.io.standalone import StandaloneAdapter, StoredMatrix
 
 JobT = TypeVar("JobT")
 OutT = TypeVar("OutT")
 BaseReader = Callable[[str], torch.Tensor]
+Source = TensorSource | AdapterSource | StandaloneAdapter
 
 
 @dataclass
@@ -53,9 +55,22 @@ def delta_inputs(pair: Pair) -> DeltaInputs:
     """What the delta form of a pair needs besides its tensors."""
     if isinstance(pair, DensePair):
         return DeltaInputs(pair.kind, pair.tuned_dtype)
+    if isinstance(pair, StoredMatrix):
+        return DeltaInputs(pair.kind, pair.tuned_dtype, shape=pair.shape, columns=pair.columns)
+    if isinstance(pair, QuantizationPair):
+        if pair.adapter is None:
+            return DeltaInputs(pair.kind, pair.tuned_dtype, shape=pair.shape, quantization=pair.quantization)
+        inner = delta_inputs(pair.adapter)
+        return replace(inner, kind=pair.kind, quantization=pair.quantization, adapter_kind=pair.adapter.kind)
     module = pair.module
     return DeltaInputs(
-        pair.kind, pair.tuned_dtype, module.scale, pair.fan_in_fan_out, pair.shape, dict(module.options)
+        pair.kind,
+        pair.tuned_dtype,
+        module.scale,
+        pair.fan_in_fan_out,
+        pair.shape,
+        dict(module.options),
+        pair.quantization,
     )
 
 
@@ -70,9 +85,7 @@ class Job:
 class JobLoader:
     """Reads jobs' tensors, holding only the most recent base tensor for reuse."""
 
-    def __init__(
-        self, base: TensorSource, tuned: Sequence[TensorSource | AdapterSource], device: torch.device
-    ) -> None:
+    def __init__(self, base: TensorSource, tuned: Sequence[Source], device: torch.device) -> None:
         self.base, self.tuned, self.device = base, tuned, device
         self._base_key: str | None = None
         self._base_tensor: torch.Tensor | None = None
@@ -92,7 +105,7 @@ class JobLoader:
 def load_pair(
     pair: Pair,
     base: TensorSource,
-    tuned: TensorSource | AdapterSource,
+    tuned: Source,
     device: torch.device,
     read_base: BaseReader | None = None,
     with_base: bool = False,
@@ -108,6 +121,16 @@ def load_pair(
         with_base: Also read the base weight of an adapter pair whose delta does not need it.
     """
     get_base = read_base or (lambda key: read_checked(base, key, device))
+    if isinstance(pair, StoredMatrix):  # a standalone adapter's own matrix: no base
+        assert isinstance(tuned, StandaloneAdapter)
+        return LoadedPair(
+            pair, {role: _to(_checked(tuned.read(key), tuned, key), device) for role, key in pair.keys}
+        )
+    if isinstance(pair, QuantizationPair):  # the base against its quantisation (and the adapter on it)
+        loaded = {"base": get_base(pair.base_key)}
+        if pair.adapter is not None:
+            loaded = {**load_pair(pair.adapter, base, tuned, device).tensors, **loaded}
+        return LoadedPair(pair, loaded)
     if isinstance(pair, DensePair):
         assert not isinstance(tuned, AdapterSource)
         tuned_t = read_checked(tuned, pair.tuned_key, device)
@@ -121,9 +144,9 @@ def load_pair(
     return LoadedPair(pair, tensors)
 
 
-def read_checked(source: TensorSource | AdapterSource, key: str, device: torch.device) -> torch.Tensor:
+def read_checked(source: Source, key: str, device: torch.device) -> torch.Tensor:
     """One stored tensor, refused when it holds NaN or Inf, on the compute device."""
-    assert not isinstance(source, AdapterSource)
+    assert not isinstance(source, AdapterSource | StandaloneAdapter)
     return _to(_checked(source.read(key), source, key), device)
 
 
@@ -164,16 +187,16 @@ def _read_ahead(
                 del item
 
 
-def _checked(tensor: torch.Tensor, source: TensorSource | AdapterSource, name: str) -> torch.Tensor:
+def _checked(tensor: torch.Tensor, source: Source, name: str) -> torch.Tensor:
     """Refuse tensors holding NaN or Inf, naming them."""
     if tensor.is_floating_point() and not all_finite(tensor):
         raise InputError(_file_of(source, name), f"tensor {name!r} contains NaN or Inf")
     return tensor
 
 
-def _file_of(source: TensorSource | AdapterSource, name: str) -> Path:
+def _file_of(source: Source, name: str) -> Path:
     """The file holding a tensor: the shard of a sharded checkpoint, the weights file of an adapter."""
-    if isinstance(source, AdapterSource):
+    if isinstance(source, AdapterSource | StandaloneAdapter):
         return source.weights_path
     try:
         return source.info(name).file

@@ -19,7 +19,8 @@ from deltarank.analysis.maths.reference import random_energy_rank
 from deltarank.analysis.maths.svd import delta_singular_values, singular_values
 from deltarank.analysis.results.spectrum import MatrixSpectrum
 from deltarank.io.naming import layer_index, module_type
-from deltarank.io.pairing import AdapterPair, Pair
+from deltarank.io.pairing import AdapterPair, Pair, QuantizationPair
+from deltarank.io.standalone import StoredMatrix
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def measure(
     return MatrixSpectrum(
         name=pair.name,
         layer=layer_index(pair.name),
-        module=module_type(pair.name),
+        module=record_module(pair),
         shape=pair.shape,
         kind=delta.kind,
         singular_values=tuple(values.tolist()),
@@ -69,6 +70,14 @@ def measure(
         approximate=approximate,
         rank_bound=delta.rank_bound,
     )
+
+
+def record_module(pair: Pair) -> str:
+    """The module label of a record: the weight's module type (`q_proj`), or the label of a part or a
+    standalone matrix (`q_proj:quantization_error`, `virtual_tokens`, `self_attn.down`)."""
+    if isinstance(pair, QuantizationPair | StoredMatrix):
+        return pair.label
+    return module_type(pair.name)
 
 
 def measure_batch(batch: list[tuple[Pair, Delta]], settings: MeasureSettings) -> list[MatrixSpectrum]:

@@ -34,7 +34,6 @@ from deltarank.analysis.maths.deltas import Delta
 from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
 from deltarank.errors import DeltarankError
 from deltarank.io.base import TensorSource
-from deltarank.io.standalone import StandaloneAdapter
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def spectrum_many(
     if isinstance(resume, str | Path):
         cache = RecordCache(Path(resume), opts.fingerprint(base, tuned))
     try:
-        base_source, plans = plan_run(base, tuned, opts.selection, opts.quantization_error)
+        base_source, plans = plan_run(base, tuned, opts.selection, opts.quantization_error, standalone=True)
         with joined(device) as world:
             records = _run(base_source, plans, device, settings, world, progress, cache, opts.workers)
             gathered = gather(records, world)
@@ -155,7 +154,7 @@ def _jobs(plans: list[Plan], world: World) -> list[Job]:
 
 
 def _run(
-    base: TensorSource | StandaloneAdapter,
+    base: TensorSource,
     plans: list[Plan],
     device: torch.device,
     settings: MeasureSettings,

@@ -18,6 +18,13 @@ exact ‖ΔW‖_F, ‖W_base‖_F, the erased fraction and the storage-noise mod
 - ia3: ΔW = W ⊙ (l − 1), l scaling rows (out, 1) or, for feedforward modules, columns (1, in); dense (needs W).
 - oft: ΔW = W (Rᵀ − I), R block-diagonal from Cayley or peft's Cayley–Neumann series (`rotations`); dense.
 - boft: ΔW = (W Rᵀ) ⊙ s − W, R the block-diagonal Cayley rotation, s per output row; dense.
+- qlora: s·B·A of a LoRA trained on a 4-bit base (as lora); a DoRA on one reads the dequantized base Ŵ.
+- quantization_error: Ŵ − W, Ŵ = dequant(quant₄(W)) as the training held it (`quantization`); dense, full rank.
+- qlora_total: (Ŵ − W) + ΔW_adapter(Ŵ): what QLoRA changes relative to the original weight; dense.
+
+Not deltas (standalone adapters, `deltarank.io.standalone`): virtual_tokens (a prompt-based adapter's
+virtual-token matrix, or a column block of it), bottleneck_down / bottleneck_up (a bottleneck adapter's
+projections, dense) and bottleneck_product (up·down, kept as those factors: rank ≤ the bottleneck size).
 
 Adding a method means adding one form to `FORMS` and its test against peft's fp32 merge; nothing else.
 Each form records a structural bound on rank(ΔW) when the method has one (None: up to min(m, n)).
@@ -27,15 +34,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from deltarank.analysis.maths.arrays import frobenius_norm, host_array
 from deltarank.analysis.maths.noise import StorageNoise, storage_noise
+from deltarank.analysis.maths.quantization import dequantized
 from deltarank.analysis.maths.rotations import boft_rotation, oft_rotation_blocks
 from deltarank.errors import DeltarankError
+from deltarank.io.quantization import QuantizationSpec
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,10 @@ class DeltaInputs:
         shape: Stored shape of the weight (VeRA slices its shared projections to it).
         options: Other settings of the method (OFT: coft, eps, block_share, use_cayley_neumann,
             num_cayley_neumann_terms).
+        quantization: How the base was quantized for training (QLoRA), else None: the forms that read W read
+            the dequantized Ŵ instead, and the quantisation forms need it.
+        adapter_kind: The adapter's own kind inside `qlora_total` (qlora or dora).
+        columns: (start, stop) of the stored matrix's columns a virtual_tokens record keeps, or None for all.
     """
 
     kind: str
@@ -58,6 +71,9 @@ class DeltaInputs:
     fan_in_fan_out: bool = False
     shape: tuple[int, int] | None = None
     options: Mapping[str, float] = field(default_factory=dict)
+    quantization: QuantizationSpec | None = None
+    adapter_kind: str | None = None
+    columns: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -297,6 +313,47 @@ def boft_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delt
     return _dense("boft", matrix, base, None)
 
 
+def qlora_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """ΔW = s·B·A of a LoRA trained on a quantized base: `lora_form`, labelled qlora."""
+    return replace(lora_form(tensors, inputs, dtype), kind="qlora")
+
+
+def quantization_error_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """Ŵ − W from `base` (m, n): Ŵ is W quantized and dequantized as `inputs.quantization` says, both upcast to
+    `dtype` before subtracting. Full rank in general; nothing rounds it after forming (no storage noise)."""
+    assert inputs.quantization is not None
+    base = tensors["base"].to(dtype)
+    matrix = dequantized(tensors["base"], inputs.quantization).to(dtype) - base
+    return _dense("quantization_error", matrix, base, None)
+
+
+def qlora_total_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """(Ŵ − W) + ΔW_adapter from `base` and the adapter's tensors: the adapter's ΔW (its own form, on Ŵ when it
+    reads the base) plus the quantisation error, i.e. W_trained − W for the original weight W; dense (m, n)."""
+    assert inputs.quantization is not None and inputs.adapter_kind is not None
+    base = tensors["base"].to(dtype)
+    nf4 = dequantized(tensors["base"], inputs.quantization).to(dtype)
+    adapter = replace(inputs, kind=inputs.adapter_kind, quantization=None, adapter_kind=None)
+    delta = FORMS[inputs.adapter_kind]({**tensors, "base": nf4}, adapter, dtype).dense()
+    return _dense("qlora_total", delta + (nf4 - base), base, None)
+
+
+def stored_matrix_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """A standalone adapter's stored `matrix` (virtual tokens, a bottleneck projection) as it is, upcast; its
+    `columns` block when set. Not a delta: no base and no storage-noise model."""
+    matrix = tensors["matrix"].to(dtype)
+    if inputs.columns is not None:
+        matrix = matrix[:, inputs.columns[0] : inputs.columns[1]]
+    return _dense(inputs.kind, matrix, None, None)
+
+
+def bottleneck_product_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
+    """up·down of a bottleneck adapter from `up` (hidden, size) and `down` (size, hidden), kept as the factors
+    (exact σ from their core, rank ≤ size)."""
+    up, down = tensors["up"].to(dtype), tensors["down"].to(dtype)
+    return _factors("bottleneck_product", up, down, replace(inputs, scale=1.0, fan_in_fan_out=False))
+
+
 def _dense(kind: str, matrix: torch.Tensor, base: torch.Tensor | None, bound: int | None) -> Delta:
     """A dense ΔW formed from adapter tensors (no storage noise: nothing rounds it after forming)."""
     return Delta(
@@ -319,9 +376,21 @@ FORMS: dict[str, Form] = {
     "ia3": ia3_form,
     "oft": oft_form,
     "boft": boft_form,
+    "qlora": qlora_form,
+    "quantization_error": quantization_error_form,
+    "qlora_total": qlora_total_form,
+    "virtual_tokens": stored_matrix_form,
+    "bottleneck_down": stored_matrix_form,
+    "bottleneck_up": stored_matrix_form,
+    "bottleneck_product": bottleneck_product_form,
 }
+# Forms that take the quantization themselves; every other form reading `base` gets the dequantized Ŵ.
+QUANTIZATION_FORMS = ("quantization_error", "qlora_total")
 
 
 def form_delta(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
-    """ΔW of one weight by the form of its kind (see `FORMS`)."""
+    """ΔW of one weight by the form of its kind (see `FORMS`); an adapter trained on a quantized base (QLoRA's
+    DoRA) reads the dequantized base Ŵ it was trained on."""
+    if inputs.quantization is not None and "base" in tensors and inputs.kind not in QUANTIZATION_FORMS:
+        tensors = {**tensors, "base": dequantized(tensors["base"], inputs.quantization)}
     return FORMS[inputs.kind](tensors, inputs, dtype)

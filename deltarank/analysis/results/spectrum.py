@@ -31,8 +31,10 @@ class MatrixSpectrum(Record):
     shape: tuple[int, int] = field(metadata={"help": "Shape of the base weight (out, in)."})
     kind: str = field(
         metadata={
-            "help": "dense (two checkpoints), or the adapter method: lora, dora, adalora, vera, loha, lokr, ia3, "
-            "oft, boft."
+            "help": "dense (two checkpoints), or the adapter method: lora, qlora, dora, adalora, vera, loha, lokr, "
+            "ia3, oft, boft; a QLoRA adapter's other parts: quantization_error (dequantized 4-bit base − base) "
+            "and qlora_total (their sum); not deltas (a standalone adapter's own matrices): virtual_tokens, "
+            "bottleneck_down, bottleneck_up, bottleneck_product."
         }
     )
     singular_values: tuple[float, ...] = field(metadata={"help": "All min(shape) σ of ΔW, descending."})

@@ -287,7 +287,9 @@ def preview(
     selection = opts.selection
     if command == "extract" and embeddings:
         selection = WithEmbeddings(include=opts.include, exclude=opts.exclude)
-    base_source, plans = plan_run(base, tuned, selection)
+    spectrum_run = command == "spectrum"
+    quantization_error = opts.quantization_error if spectrum_run else False
+    base_source, plans = plan_run(base, tuned, selection, quantization_error, standalone=spectrum_run)
     if command == "extract" and embeddings:
         check_untied(base_source)
     groups, run_skipped = _groups(command, plans, embeddings)
