@@ -18,6 +18,8 @@ from deltarank.io.dtypes import LOW_PRECISION, is_quantized
 from deltarank.io.pairing import SkippedTensor
 
 SCHEMA = "deltarank.spectrum/1"
+# Record kinds of a standalone adapter's own matrices (`deltarank spectrum ADAPTER_DIR`): not weight deltas.
+NOT_DELTAS = frozenset({"virtual_tokens", "bottleneck_down", "bottleneck_up", "bottleneck_product"})
 MAX_LISTED = 5
 
 
@@ -129,6 +131,12 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
         """What a reader must know before trusting the ranks: low-precision or quantized storage, deltas at
         noise level, unchanged matrices, approximate spectra and skipped tensors (the CLI prints these)."""
         out = []
+        standalone = [m for m in self.matrices if m.kind in NOT_DELTAS]
+        if standalone:
+            out.append(
+                f"{len(standalone)} record(s) are an adapter's own matrices ({'/'.join(sorted({m.kind for m in standalone}))}), "
+                "not deltas: nothing is subtracted, so 'noise_floor' is their numerical rank (no storage-noise model)"
+            )
         # Only dense deltas carry storage noise: LoRA σ come from the factors, DoRA's from W as stored.
         dense = [m for m in self.matrices if m.kind == "dense"]
         dtypes = {m.base_dtype for m in dense} | {m.tuned_dtype for m in dense}
