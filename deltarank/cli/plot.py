@@ -97,7 +97,7 @@ def plot(
 
     out_dir = Path(output)
     if labels and len(labels) != len(results):
-        raise DeltarankError(f"{len(labels)} --label for {len(results)} inputs; give one per input or none")
+        raise DeltarankError(f"got {len(labels)} --label values for {len(results)} inputs; give one each")
     logs = [is_tracked_log(path) for path in results]
     tracked = [
         read_tracked_ranks(path, labels[i] if labels else None) for i, path in enumerate(results) if logs[i]
