@@ -21,12 +21,24 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from deltarank.figures.study_rows import (
+    Run,
+    accuracy,
+    forgetting,
+    held_out_loss,
+    is_control,
+    is_full,
+    is_lora,
+    method,
+    rank_summary,
+    regularisation_label,
+    regularised,
+    section,
+    setting,
+)
 from deltarank.study.statistics import compare
 
-Run = Mapping[str, Any]
-LORA_METHODS = ("lora", "qlora")
 CONTEXT = ("model", "data", "data_size", "max_steps", "epochs", "seed")
-REGULARISERS = ("weight_decay", "attention_dropout")
 BIDERMAN = "Biderman et al. 2024"
 BELLE = "BELLE, Sun et al. 2023"
 RANK_RANGE = (10.0, 100.0)
@@ -37,60 +49,9 @@ POINTS_PER_DOUBLING = (1.0, 3.0)  # "about +2 points"
 # ------------------------------------------------------------------------------------------------ run facts
 
 
-def setting(run: Run, key: str) -> Any:
-    """A run's training setting: its `settings` (what the runner resolved), else its coordinates."""
-    settings = run.get("settings") or {}
-    if key in settings:
-        return settings[key]
-    return (run.get("coordinates") or {}).get(key)
-
-
-def method(run: Run) -> str | None:
-    value = setting(run, "method")
-    return None if value is None else str(value)
-
-
-def regularised(run: Run) -> bool:
-    """Weight decay or attention dropout above 0."""
-    return any(float(setting(run, k) or 0) > 0 for k in REGULARISERS)
-
-
-def is_full(run: Run) -> bool:
-    """Plain full fine-tuning (no weight decay, no attention dropout)."""
-    return method(run) == "full" and not regularised(run)
-
-
-def is_control(run: Run) -> bool:
-    """Full fine-tuning with weight decay or attention dropout (Biderman's controls)."""
-    return method(run) == "full" and regularised(run)
-
-
-def is_lora(run: Run) -> bool:
-    return method(run) in LORA_METHODS
-
-
 def context(run: Run, keys: Sequence[str] = CONTEXT) -> tuple[Any, ...]:
     """What two runs must share to be compared (and the parent of a stacked run)."""
     return (*(str(setting(run, k)) for k in keys), str(run.get("from")))
-
-
-def section(run: Run, name: str) -> Mapping[str, Any]:
-    return run.get(name) or {}
-
-
-def accuracy(run: Run) -> float | None:
-    value = section(run, "learning").get("accuracy")
-    return None if value is None else float(value)
-
-
-def held_out_loss(run: Run) -> float | None:
-    value = section(run, "learning").get("held_out_loss")
-    return None if value is None else float(value)
-
-
-def forgetting(run: Run) -> float | None:
-    value = section(run, "forgetting").get("general_loss_rise")
-    return None if value is None else float(value)
 
 
 def learning_measure(runs: Sequence[Run]) -> tuple[str, Callable[[Run], float | None]]:
@@ -109,13 +70,6 @@ def learning_measure(runs: Sequence[Run]) -> tuple[str, Callable[[Run], float | 
 def shown(label: str, score: float) -> str:
     """A learning score as the reader knows it: accuracy in %, loss positive."""
     return f"{score:.1%}" if label == "accuracy" else f"{-score:.4f}"
-
-
-def rank_summary(run: Run) -> float | None:
-    """The median over module types of a run's median energy_90 (None without ΔW ranks)."""
-    values = [m.get("energy_90_median") for m in section(run, "ranks").values() if isinstance(m, Mapping)]
-    present = [float(v) for v in values if v is not None]
-    return statistics.median(present) if present else None
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -301,9 +255,7 @@ def regularised_like_full(runs: Sequence[Run]) -> dict[str, Any] | None:
         fs, ff = _mean([v[0] for v in values]), _mean([v[1] for v in values])
         d_learn, d_forget = cs - fs, cf - ff
         rival = _learning_forgetting(rivals, score)
-        name = ", ".join(
-            f"{k} {setting(control, k)}" for k in REGULARISERS if float(setting(control, k) or 0) > 0
-        )
+        name = regularisation_label(control)
         if rival:
             gap_learn = abs(_mean([v[0] for v in rival]) - fs)
             gap_forget = abs(_mean([v[1] for v in rival]) - ff)

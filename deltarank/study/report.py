@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deltarank.figures.study_rows import rank_summary
 from deltarank.io.atomic import write_atomic
-from deltarank.study.claims import check_claims, rank_summary
+from deltarank.study.claims import check_claims
 from deltarank.study.statistics import compare, flatten_metrics
 
 MIB = 2**20

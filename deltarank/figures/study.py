@@ -1,0 +1,327 @@
+"""The figures of a study, from its study.json alone (`deltarank.study/1`); only those its runs allow.
+
+| file | drawn when | shows |
+|---|---|---|
+| study_score_vs_data_size | ≥ 2 data sizes | learning score against training examples, one line per model × method |
+| study_score_vs_parameters | ≥ 2 runs | learning score against trainable parameters (log) |
+| study_score_vs_cost | ≥ 2 runs with cost | learning score against device-seconds (log): the cost trade-off |
+| study_learning_forgetting | ≥ 2 runs with both | learning against forgetting, each method's Pareto front, controls labelled |
+| study_diversity | any diversity | distinct outputs per prompt: base and each method (passing / failing when checked) |
+| study_rank_vs_data_size | ≥ 2 data sizes with ranks | median ΔW energy_90 against training examples |
+| study_rank_vs_duration | ≥ 2 durations with ranks | median ΔW energy_90 against max_steps or epochs |
+
+The learning score is the exact-match accuracy when every plotted run has one, else the held-out loss (lower:
+learned more). On the learning–forgetting plane, learning is the drop of the held-out loss from the base
+model (or the accuracy gain) and forgetting the rise of the loss on the base model's own general text. Runs
+of one line that differ only in other settings (seeds, learning rates) are averaged at each x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from deltarank.errors import InputError
+from deltarank.figures import study_rows as rows
+from deltarank.figures.learning import pareto_front
+from deltarank.figures.save import save_figure
+from deltarank.figures.style import (
+    REFERENCE_COLOR,
+    SINGLE_COLUMN_IN,
+    new_figure,
+    paper_style,
+    plain_log_axis,
+    run_color,
+    run_linestyle,
+    run_marker,
+)
+
+SCHEMA = "deltarank.study/1"
+HEIGHT_IN = 2.6
+Run = rows.Run
+Score = tuple[str, Callable[[Run], float | None]]
+
+
+def is_study(data: Any) -> bool:
+    """True for a study.json document."""
+    return isinstance(data, Mapping) and data.get("schema") == SCHEMA
+
+
+def learning_score(runs: Sequence[Run]) -> Score:
+    """(axis label, value): accuracy when every run has one, else the held-out loss."""
+    if runs and all(rows.accuracy(r) is not None for r in runs):
+        return "accuracy", rows.accuracy
+    return "held-out loss (lower: learned more)", rows.held_out_loss
+
+
+def _series(
+    runs: Sequence[Run], x: Callable[[Run], float | None], y: Callable[[Run], float | None]
+) -> dict[str, list[tuple[float, float]]]:
+    """Per series label, the (x, mean y) points in x order (runs with both values only)."""
+    found: dict[str, dict[float, list[float]]] = {}
+    for run in runs:
+        xv, yv = x(run), y(run)
+        if xv is not None and yv is not None:
+            found.setdefault(rows.series_label(run), {}).setdefault(float(xv), []).append(float(yv))
+    return {
+        label: sorted((xv, sum(v) / len(v)) for xv, v in points.items()) for label, points in found.items()
+    }
+
+
+def _setting_number(key: str) -> Callable[[Run], float | None]:
+    def value(run: Run) -> float | None:
+        found = rows.setting(run, key)
+        return None if found is None else float(found)
+
+    return value
+
+
+def _line_figure(
+    series: Mapping[str, Sequence[tuple[float, float]]], xlabel: str, ylabel: str, log_x: bool
+) -> Figure:
+    with paper_style():
+        fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
+        ax = fig.add_subplot()
+        for k, (label, points) in enumerate(series.items()):
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                color=run_color(k),
+                marker=run_marker(k),
+                linestyle=run_linestyle(k),
+                label=label,
+            )
+        if log_x:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({p[0] for points in series.values() for p in points}))
+            ax.xaxis.set_major_formatter(_plain())
+            ax.xaxis.set_minor_formatter(_plain(""))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        fig.legend(loc="outside upper center", ncols=2, handlelength=1.6, columnspacing=1.0)
+    return fig
+
+
+def _plain(text: str | None = None) -> Any:
+    """Tick labels as plain numbers (`text` instead, e.g. '' to hide minor ticks' labels)."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _pos: f"{value:g}" if text is None else text)
+
+
+def _scatter_figure(
+    runs: Sequence[Run], x: Callable[[Run], float | None], score: Score, xlabel: str
+) -> Figure:
+    label, y = score
+    with paper_style():
+        fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
+        ax = fig.add_subplot()
+        for k, (name, points) in enumerate(_series(runs, x, y).items()):
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                linestyle="none",
+                marker=run_marker(k),
+                color=run_color(k),
+                markeredgecolor="white",
+                markeredgewidth=0.5,
+                label=name,
+            )
+        ax.set_xscale("log")
+        plain_log_axis(ax.xaxis)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        fig.legend(loc="outside upper center", ncols=2, handlelength=1.6, columnspacing=1.0)
+    return fig
+
+
+def _trainable(run: Run) -> float | None:
+    return rows.number(run, "cost", "trainable_parameters")
+
+
+def _cost_seconds(run: Run) -> float | None:
+    for key in ("device_seconds", "train_seconds", "wall_seconds"):
+        value = rows.number(run, "cost", key)
+        if value:
+            return value
+    return None
+
+
+def _plane(study: Mapping[str, Any], runs: Sequence[Run]) -> tuple[str, list[tuple[Run, float, float]]]:
+    """(learning label, [(run, forgetting, learning)]): learning is the accuracy gain over the base when every
+    run has an accuracy, else the drop of the held-out loss."""
+    base = (study.get("base") or {}).get("learning") or {}
+    points = []
+    if runs and all(rows.accuracy(r) is not None for r in runs) and base.get("accuracy") is not None:
+        label = "learning (accuracy gain over the base)"
+        for run in runs:
+            if (f := rows.forgetting(run)) is not None:
+                points.append((run, f, float(rows.accuracy(run) or 0) - float(base["accuracy"])))
+        return label, points
+    label = "learning (drop in held-out loss)"
+    for run in runs:
+        loss, f = rows.held_out_loss(run), rows.forgetting(run)
+        if loss is not None and f is not None and base.get("held_out_loss") is not None:
+            points.append((run, f, float(base["held_out_loss"]) - loss))
+    return label, points
+
+
+def plot_learning_forgetting(study: Mapping[str, Any], runs: Sequence[Run]) -> Figure | None:
+    """Learning against forgetting, one marker per run, each method's Pareto front (controls: their own)."""
+    label, points = _plane(study, runs)
+    if len(points) < 2:
+        return None
+    with paper_style():
+        fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN + 0.3)
+        ax = fig.add_subplot()
+        groups: dict[str, list[tuple[float, float]]] = {}
+        for run, f, learn in points:
+            groups.setdefault(rows.series_label(run), []).append((f, learn))
+        for k, (name, mine) in enumerate(groups.items()):
+            color = run_color(k)
+            xs, ys = [p[0] for p in mine], [p[1] for p in mine]
+            ax.plot(
+                xs,
+                ys,
+                linestyle="none",
+                marker=run_marker(k),
+                color=color,
+                markeredgecolor="white",
+                markeredgewidth=0.5,
+                zorder=3,
+                label=name,
+            )
+            front = pareto_front(ys, xs)
+            if len(front) > 1:
+                ax.plot(
+                    [xs[i] for i in front],
+                    [ys[i] for i in front],
+                    color=color,
+                    linewidth=0.8,
+                    linestyle=run_linestyle(k),
+                    alpha=0.7,
+                    zorder=2,
+                    label="_front",
+                )
+        ax.plot(
+            [0], [0], linestyle="none", marker="*", markersize=8, color="black", zorder=4, label="base model"
+        )
+        ax.axhline(0, color=REFERENCE_COLOR, linewidth=0.5, zorder=1)
+        ax.axvline(0, color=REFERENCE_COLOR, linewidth=0.5, zorder=1)
+        ax.set_xlabel("forgetting (rise in general-text loss)")
+        ax.set_ylabel(label)
+        ax.set_title("lines: each method's Pareto front", loc="left")
+        fig.legend(loc="outside upper center", ncols=2, handlelength=1.6, columnspacing=1.0)
+    return fig
+
+
+def plot_diversity(study: Mapping[str, Any], runs: Sequence[Run]) -> Figure | None:
+    """Distinct output strings per prompt: the base model and each series (mean over its runs); with a checker,
+    bars for the passing and the failing samples beside the total."""
+    bars: dict[str, list[Mapping[str, Any]]] = {}
+    base = (study.get("base") or {}).get("diversity") or {}
+    if base.get("distinct_per_prompt") is not None:
+        bars["base"] = [base]
+    for run in runs:
+        diversity = rows.section(run, "diversity")
+        if diversity.get("distinct_per_prompt") is not None:
+            bars.setdefault(rows.series_label(run), []).append(diversity)
+    if not any(k != "base" for k in bars):
+        return None
+    keys = [("distinct_per_prompt", "all samples")]
+    if any("distinct_passing_per_prompt" in d for group in bars.values() for d in group):
+        keys += [("distinct_passing_per_prompt", "passing"), ("distinct_failing_per_prompt", "failing")]
+    with paper_style():
+        fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
+        ax = fig.add_subplot()
+        width = 0.8 / len(keys)
+        for j, (key, name) in enumerate(keys):
+            heights = []
+            for group in bars.values():
+                values = [float(d[key]) for d in group if d.get(key) is not None]
+                heights.append(sum(values) / len(values) if values else 0.0)
+            positions = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(bars))]
+            ax.bar(positions, heights, width=width, color=run_color(j), label=name)
+        ax.set_xticks(range(len(bars)), list(bars), rotation=20, ha="right")
+        ax.set_ylabel("distinct outputs per prompt")
+        samples = next(
+            (d.get("samples_per_prompt") for g in bars.values() for d in g if d.get("samples_per_prompt")),
+            None,
+        )
+        if samples:
+            ax.axhline(
+                float(samples),
+                color=REFERENCE_COLOR,
+                linestyle=":",
+                linewidth=1.0,
+                label=f"{samples} samples",
+            )
+        if len(keys) > 1 or samples:
+            fig.legend(loc="outside upper center", ncols=4, handlelength=1.6, columnspacing=1.0)
+    return fig
+
+
+def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
+    """Every figure the study's runs allow, by file stem."""
+    runs = [r for r in study.get("runs") or [] if isinstance(r, Mapping)]
+    figures: dict[str, Figure] = {}
+    plain = [r for r in runs if not r.get("from")]
+    score = learning_score(runs)
+    size = _setting_number("data_size")
+    sizes = {size(r) for r in plain if size(r) is not None}
+    if len(sizes) >= 2:
+        series = _series(plain, size, score[1])
+        if any(len(p) >= 2 for p in series.values()):
+            figures["study_score_vs_data_size"] = _line_figure(
+                series, "training examples", score[0], log_x=True
+            )
+        ranked = _series(plain, size, rows.rank_summary)
+        if any(len(p) >= 2 for p in ranked.values()):
+            figures["study_rank_vs_data_size"] = _line_figure(
+                ranked, "training examples", "ΔW energy_90 (median)", log_x=True
+            )
+    scored = [r for r in runs if score[1](r) is not None]
+    if len(scored) >= 2:
+        if sum(_trainable(r) is not None for r in scored) >= 2:
+            figures["study_score_vs_parameters"] = _scatter_figure(
+                scored, _trainable, score, "trainable parameters"
+            )
+        if sum(_cost_seconds(r) is not None for r in scored) >= 2:
+            figures["study_score_vs_cost"] = _scatter_figure(scored, _cost_seconds, score, "device-seconds")
+    plane = plot_learning_forgetting(study, runs)
+    if plane is not None:
+        figures["study_learning_forgetting"] = plane
+    diversity = plot_diversity(study, runs)
+    if diversity is not None:
+        figures["study_diversity"] = diversity
+    for key in rows.DURATIONS:
+        duration = _setting_number(key)
+        if len({duration(r) for r in plain if duration(r) is not None}) >= 2:
+            ranked = _series(plain, duration, rows.rank_summary)
+            if any(len(p) >= 2 for p in ranked.values()):
+                name = "training steps" if key == "max_steps" else "epochs"
+                figures["study_rank_vs_duration"] = _line_figure(
+                    ranked, name, "ΔW energy_90 (median)", log_x=True
+                )
+                break
+    return figures
+
+
+def render_study_figures(
+    study: Mapping[str, Any], out_dir: Path, formats: Sequence[str] = ("png",)
+) -> list[Path]:
+    """Draw every figure the study allows into `out_dir`; returns the written files.
+
+    Raises:
+        InputError: `study` is not a `deltarank.study/1` document.
+        OutputError: `out_dir` cannot be written.
+    """
+    if not is_study(study):
+        raise InputError(str(out_dir), f"not a {SCHEMA} document")
+    written: list[Path] = []
+    for stem, fig in study_figures(study).items():
+        written += save_figure(fig, out_dir, stem, formats)
+    return written

@@ -1,0 +1,101 @@
+"""How a run row of a study.json (`deltarank.study/1`) is read: its settings, its method and what kind of
+run it is, its learning, forgetting and ΔW rank summary.
+
+One place for the study's figures (`deltarank.figures.study`) and its claims (`deltarank.study.claims`, a
+layer above, which imports it from here).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+Run = Mapping[str, Any]
+LORA_METHODS = ("lora", "qlora")
+REGULARISERS = ("weight_decay", "attention_dropout")
+DURATIONS = ("max_steps", "epochs")
+
+
+def setting(run: Run, key: str) -> Any:
+    """A run's training setting: its `settings` (what the runner resolved), else its coordinates."""
+    settings = run.get("settings") or {}
+    if key in settings:
+        return settings[key]
+    return (run.get("coordinates") or {}).get(key)
+
+
+def method(run: Run) -> str | None:
+    """The training method (`full`, `lora`, ...)."""
+    value = setting(run, "method")
+    return None if value is None else str(value)
+
+
+def regularised(run: Run) -> bool:
+    """Weight decay or attention dropout above 0."""
+    return any(float(setting(run, k) or 0) > 0 for k in REGULARISERS)
+
+
+def regularisation_label(run: Run) -> str:
+    """`weight_decay 0.0001`, `attention_dropout 0.1`, ... ('' for none)."""
+    return ", ".join(f"{k} {setting(run, k):g}" for k in REGULARISERS if float(setting(run, k) or 0) > 0)
+
+
+def is_full(run: Run) -> bool:
+    """Plain full fine-tuning (no weight decay, no attention dropout)."""
+    return method(run) == "full" and not regularised(run)
+
+
+def is_control(run: Run) -> bool:
+    """Full fine-tuning with weight decay or attention dropout (Biderman et al.'s controls)."""
+    return method(run) == "full" and regularised(run)
+
+
+def is_lora(run: Run) -> bool:
+    """A LoRA run (lora or qlora)."""
+    return method(run) in LORA_METHODS
+
+
+def section(run: Run, name: str) -> Mapping[str, Any]:
+    """One section of the row (learning, forgetting, diversity, cost, ranks); {} when absent."""
+    return run.get(name) or {}
+
+
+def number(run: Run, name: str, key: str) -> float | None:
+    """`run[name][key]` as a float, None when missing."""
+    value = section(run, name).get(key)
+    return None if value is None else float(value)
+
+
+def accuracy(run: Run) -> float | None:
+    """Exact-match accuracy (0–1) of the run, if measured."""
+    return number(run, "learning", "accuracy")
+
+
+def held_out_loss(run: Run) -> float | None:
+    """Held-out loss per trained token, if measured."""
+    return number(run, "learning", "held_out_loss")
+
+
+def forgetting(run: Run) -> float | None:
+    """The rise of the general-text loss against the base model."""
+    return number(run, "forgetting", "general_loss_rise")
+
+
+def rank_summary(run: Run) -> float | None:
+    """The median over module types of a run's median energy_90 (None without ΔW ranks)."""
+    values = [m.get("energy_90_median") for m in section(run, "ranks").values() if isinstance(m, Mapping)]
+    present = [float(v) for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def series_label(run: Run) -> str:
+    """One line of a figure per model × method (LoRA also per rank; controls named by their regulariser)."""
+    parts = [str(setting(run, "model") or ""), str(method(run))]
+    if is_lora(run) and setting(run, "lora_r") is not None:
+        parts.append(f"r={setting(run, 'lora_r')}")
+    if regularised(run):
+        parts.append(f"+ {regularisation_label(run)}")
+    if run.get("from"):
+        parts.append(f"from {run['from']}")
+    return " ".join(p for p in parts if p)

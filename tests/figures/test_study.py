@@ -1,0 +1,52 @@
+"""The study figures from hand-made study.json documents: which figures each study allows, and their content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deltarank.errors import InputError
+from deltarank.figures.study import render_study_figures, study_figures
+from tests.study.example_study import belle_study, biderman_study
+
+
+def test_biderman_figures(tmp_path: Path) -> None:
+    figures = study_figures(biderman_study())
+    # one data size and one duration: no lines over data size or duration
+    assert set(figures) == {
+        "study_score_vs_parameters",
+        "study_score_vs_cost",
+        "study_learning_forgetting",
+        "study_diversity",
+    }
+    (ax,) = figures["study_learning_forgetting"].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert {"tiny full", "tiny lora r=2", "tiny full + weight_decay 0.0001", "base model"} <= set(lines)
+    # learning = base loss 2.0 − run loss; forgetting = general-text loss rise
+    full_x, full_y = lines["tiny full"].get_data()
+    assert list(full_x) == [0.30, 0.31] and list(full_y) == pytest.approx([0.80, 0.78])
+    (bars_ax,) = figures["study_diversity"].axes
+    heights = [patch.get_height() for patch in bars_ax.patches]
+    assert heights == [6.0, 2.0, 4.0]  # base, full, LoRA: distinct strings per prompt
+    written = render_study_figures(biderman_study(), tmp_path, formats=("png",))
+    assert sorted(p.name for p in written) == sorted(f"{stem}.png" for stem in figures)
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_belle_figures(tmp_path: Path) -> None:
+    figures = study_figures(belle_study())
+    assert "study_score_vs_data_size" in figures and "study_diversity" not in figures
+    (ax,) = figures["study_score_vs_data_size"].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"tiny lora r=8", "tiny full", "big lora r=8"}
+    x, y = lines["tiny lora r=8"].get_data()
+    assert list(x) == [100, 200, 400] and list(y) == pytest.approx([0.60, 0.62, 0.64])
+    assert ax.get_ylabel() == "accuracy"
+    written = render_study_figures(belle_study(), tmp_path, formats=("png", "pdf"))
+    assert len(written) == 2 * len(figures)
+
+
+def test_not_a_study(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"deltarank\.study/1"):
+        render_study_figures({"schema": "deltarank.reproduce/1"}, tmp_path)
