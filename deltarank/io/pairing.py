@@ -6,7 +6,6 @@ differs is skipped and listed; no common tensor at all is an error.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from deltarank.io.peft_methods import kind_needs_base
 from deltarank.io.quantization import QuantizationSpec
 from deltarank.io.source import open_checkpoint
 from deltarank.io.standalone import StandaloneAdapter, StoredMatrix, is_standalone_adapter
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -230,18 +227,6 @@ def plan_adapter(
     return pairs, skipped
 
 
-def open_standalone(base: TensorSource, tuned: Path) -> StandaloneAdapter:
-    """The standalone adapter TUNED given beside a model BASE, which is left unread (one log line says so)."""
-    adapter = StandaloneAdapter(tuned)
-    log.warning(
-        "%s: a %s changes no base weight: BASE %s is not needed (its own matrices are analysed)",
-        tuned,
-        adapter.what,
-        base.path,
-    )
-    return adapter
-
-
 def _unreadable(base: TensorInfo, tuned: TensorInfo) -> str | None:
     """Why a pair cannot be read (a stored dtype this version does not decode), or None."""
     for side, info in (("base", base), ("tuned", tuned)):
@@ -294,7 +279,7 @@ def plan_checkpoint(
     local = resolve_path(tuned)
     skipped: list[SkippedTensor]
     if is_standalone_adapter(local) and not is_adapter_dir(local):
-        source = open_standalone(base, local)
+        source = StandaloneAdapter(local)  # BASE is left unread (the result's warnings say so)
         pairs, skipped = list(source.selected(selection)), []
     elif is_adapter_dir(local):
         source = AdapterSource(local)

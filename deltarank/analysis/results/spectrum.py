@@ -132,6 +132,10 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
         noise level, unchanged matrices, approximate spectra and skipped tensors (the CLI prints these)."""
         out = []
         standalone = [m for m in self.matrices if m.kind in NOT_DELTAS]
+        if standalone and self.base != self.tuned:
+            out.append(
+                f"BASE {self.base} is not needed: the adapter changes no base weight (it was not read)"
+            )
         if standalone:
             out.append(
                 f"{len(standalone)} record(s) are an adapter's own matrices ({'/'.join(sorted({m.kind for m in standalone}))}), "
