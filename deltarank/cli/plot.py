@@ -84,6 +84,7 @@ def plot(
       intruders_by_layer   intruder count against layer, one line per run (intruders)
       similarity           φ(i, j) heatmaps per module type (similarity; several: similarity-LABEL)
       retained_energy      energy of ΔW kept against rank k (extract; several: retained_energy-LABEL)
+      study_*              a study.json of `deltarank study`: every figure its runs allow (see its report)
     """
     import matplotlib
 
@@ -93,9 +94,19 @@ def plot(
     from deltarank.analysis.results import read_result
     from deltarank.errors import DeltarankError
     from deltarank.figures.render import render_figures
+    from deltarank.figures.study import is_study_file, read_study, render_study_figures
     from deltarank.figures.training import is_tracked_log, read_tracked_ranks
 
     out_dir = Path(output)
+    studies = [path for path in results if is_study_file(path)]
+    for path in studies:  # a study.json: its own figures (deltarank study)
+        for figure_file in render_study_figures(
+            read_study(path), out_dir, formats.split(","), overwrite=force
+        ):
+            click.echo(str(figure_file))
+    results = tuple(path for path in results if path not in studies)
+    if studies and not results and summary is None:
+        return
     if labels and len(labels) != len(results):
         raise DeltarankError(f"got {len(labels)} --label values for {len(results)} inputs; give one each")
     logs = [is_tracked_log(path) for path in results]

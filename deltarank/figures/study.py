@@ -18,16 +18,17 @@ of one line that differ only in other settings (seeds, learning rates) are avera
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from deltarank.errors import InputError
+from deltarank.errors import InputError, OutputError
 from deltarank.figures import study_rows as rows
 from deltarank.figures.learning import pareto_front
-from deltarank.figures.save import save_figure
+from deltarank.figures.save import parse_formats, save_figure
 from deltarank.figures.style import (
     REFERENCE_COLOR,
     SINGLE_COLUMN_IN,
@@ -40,6 +41,7 @@ from deltarank.figures.style import (
 )
 
 SCHEMA = "deltarank.study/1"
+SCHEMA_PEEK_BYTES = 4096  # study.json starts with its schema
 HEIGHT_IN = 2.6
 Run = rows.Run
 Score = tuple[str, Callable[[Run], float | None]]
@@ -48,6 +50,35 @@ Score = tuple[str, Callable[[Run], float | None]]
 def is_study(data: Any) -> bool:
     """True for a study.json document."""
     return isinstance(data, Mapping) and data.get("schema") == SCHEMA
+
+
+def is_study_file(path: Path) -> bool:
+    """True for a JSON file that declares the study schema near its start (no full read)."""
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SCHEMA_PEEK_BYTES)
+    except OSError:
+        return False
+    return f'"{SCHEMA}"'.encode() in head
+
+
+def read_study(path: Path) -> dict[str, Any]:
+    """A study.json document.
+
+    Raises:
+        InputError: unreadable, not JSON, or not a `deltarank.study/1` document.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read the study file ({exc.__class__.__name__})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not a JSON study file ({exc.msg} at line {exc.lineno})") from None
+    if not is_study(data):
+        raise InputError(path, f"not a {SCHEMA} document")
+    return dict(data)
 
 
 def learning_score(runs: Sequence[Run]) -> Score:
@@ -311,17 +342,23 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
 
 
 def render_study_figures(
-    study: Mapping[str, Any], out_dir: Path, formats: Sequence[str] = ("png",)
+    study: Mapping[str, Any], out_dir: Path, formats: Sequence[str] = ("png",), *, overwrite: bool = True
 ) -> list[Path]:
     """Draw every figure the study allows into `out_dir`; returns the written files.
 
     Raises:
         InputError: `study` is not a `deltarank.study/1` document.
-        OutputError: `out_dir` cannot be written.
+        OutputError: `out_dir` cannot be written, or (without `overwrite`) a figure file exists already.
     """
     if not is_study(study):
         raise InputError(str(out_dir), f"not a {SCHEMA} document")
+    figures = study_figures(study)
+    if not overwrite:
+        for stem in figures:
+            for fmt in parse_formats(formats):
+                if (path := Path(out_dir) / f"{stem}.{fmt}").exists():
+                    raise OutputError(f"{path}: already exists (use --force to replace it)")
     written: list[Path] = []
-    for stem, fig in study_figures(study).items():
+    for stem, fig in figures.items():
         written += save_figure(fig, out_dir, stem, formats)
     return written

@@ -50,3 +50,24 @@ def test_belle_figures(tmp_path: Path) -> None:
 def test_not_a_study(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"deltarank\.study/1"):
         render_study_figures({"schema": "deltarank.reproduce/1"}, tmp_path)
+
+
+def test_plot_command_redraws_a_study(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from deltarank.cli import main
+
+    study = tmp_path / "study.json"
+    study.write_text(json.dumps(belle_study(), indent=1))
+    out = tmp_path / "figures"
+    result = CliRunner().invoke(main, ["plot", str(study), "-o", str(out), "--format", "png"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.png" for stem in study_figures(belle_study())
+    )
+    again = CliRunner().invoke(main, ["plot", str(study), "-o", str(out), "--format", "png"])
+    assert again.exit_code != 0 and "already exists (use --force" in again.output
+    forced = CliRunner().invoke(main, ["plot", str(study), "-o", str(out), "--format", "png", "--force"])
+    assert forced.exit_code == 0, forced.output
