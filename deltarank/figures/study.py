@@ -181,28 +181,25 @@ def _cost_seconds(run: Run) -> float | None:
     return None
 
 
-def _plane(study: Mapping[str, Any], runs: Sequence[Run]) -> tuple[str, list[tuple[Run, float, float]]]:
-    """(learning label, [(run, forgetting, learning)]): learning is the accuracy gain over the base when every
-    run has an accuracy, else the drop of the held-out loss."""
-    base = (study.get("base") or {}).get("learning") or {}
+def _plane(runs: Sequence[Run]) -> tuple[str, list[tuple[Run, float, float]]]:
+    """(learning label, [(run, forgetting, learning)]): learning is the accuracy gain over the run's base model
+    when every run has one, else the drop of the held-out loss from its base model."""
     points = []
-    if runs and all(rows.accuracy(r) is not None for r in runs) and base.get("accuracy") is not None:
-        label = "learning (accuracy gain over the base)"
+    if runs and all(rows.number(r, "learning", "accuracy_change") is not None for r in runs):
         for run in runs:
             if (f := rows.forgetting(run)) is not None:
-                points.append((run, f, float(rows.accuracy(run) or 0) - float(base["accuracy"])))
-        return label, points
-    label = "learning (drop in held-out loss)"
+                points.append((run, f, float(rows.number(run, "learning", "accuracy_change") or 0)))
+        return "learning (accuracy gain over the base)", points
     for run in runs:
-        loss, f = rows.held_out_loss(run), rows.forgetting(run)
-        if loss is not None and f is not None and base.get("held_out_loss") is not None:
-            points.append((run, f, float(base["held_out_loss"]) - loss))
-    return label, points
+        change, f = rows.number(run, "learning", "held_out_loss_change"), rows.forgetting(run)
+        if change is not None and f is not None:
+            points.append((run, f, -change))
+    return "learning (drop in held-out loss)", points
 
 
-def plot_learning_forgetting(study: Mapping[str, Any], runs: Sequence[Run]) -> Figure | None:
+def plot_learning_forgetting(runs: Sequence[Run]) -> Figure | None:
     """Learning against forgetting, one marker per run, each method's Pareto front (controls: their own)."""
-    label, points = _plane(study, runs)
+    label, points = _plane(runs)
     if len(points) < 2:
         return None
     with paper_style():
@@ -253,9 +250,11 @@ def plot_diversity(study: Mapping[str, Any], runs: Sequence[Run]) -> Figure | No
     """Distinct output strings per prompt: the base model and each series (mean over its runs); with a checker,
     bars for the passing and the failing samples beside the total."""
     bars: dict[str, list[Mapping[str, Any]]] = {}
-    base = (study.get("base") or {}).get("diversity") or {}
-    if base.get("distinct_per_prompt") is not None:
-        bars["base"] = [base]
+    every_base = rows.bases(study)
+    for key, measured in every_base.items():
+        diversity = measured.get("diversity") or {}
+        if diversity.get("distinct_per_prompt") is not None:
+            bars["base" if len(every_base) == 1 else f"base {key}"] = [diversity]
     for run in runs:
         diversity = rows.section(run, "diversity")
         if diversity.get("distinct_per_prompt") is not None:
@@ -322,7 +321,7 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
             )
         if sum(_cost_seconds(r) is not None for r in scored) >= 2:
             figures["study_score_vs_cost"] = _scatter_figure(scored, _cost_seconds, score, "device-seconds")
-    plane = plot_learning_forgetting(study, runs)
+    plane = plot_learning_forgetting(runs)
     if plane is not None:
         figures["study_learning_forgetting"] = plane
     diversity = plot_diversity(study, runs)

@@ -89,6 +89,19 @@ def rank_summary(run: Run) -> float | None:
     return statistics.median(present) if present else None
 
 
+def base_of(study: Mapping[str, Any], run: Run) -> Mapping[str, Any]:
+    """The measurements of the base model a run descends from (study.json's `bases[run["base"]]`, else its
+    `base`)."""
+    bases = study.get("bases") or {}
+    return bases.get(run.get("base")) or study.get("base") or {}
+
+
+def bases(study: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every base model's measurements by key (`base` alone when the study names no keys)."""
+    found = dict(study.get("bases") or {})
+    return found or ({"base": study["base"]} if study.get("base") else {})
+
+
 def series_label(run: Run) -> str:
     """One line of a figure per model × method (LoRA also per rank; controls named by their regulariser)."""
     parts = [str(setting(run, "model") or ""), str(method(run))]

@@ -24,6 +24,7 @@ from typing import Any
 from deltarank.figures.study_rows import (
     Run,
     accuracy,
+    base_of,
     forgetting,
     held_out_loss,
     is_control,
@@ -299,14 +300,23 @@ def _delta(label: str, score_change: float) -> str:
     return f"{score_change * 100:+.1f} points" if label == "accuracy" else f"{-score_change:+.4f}"
 
 
-def diversity_order(runs: Sequence[Run], base: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Full FT's outputs are less diverse than the base's, LoRA's in between (distinct strings per prompt)."""
+def diversity_order(runs: Sequence[Run], study: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Full FT's outputs are less diverse than the base's, LoRA's in between (distinct strings per prompt;
+    the base value is the mean over the base models of the compared runs)."""
     key = "distinct_per_prompt"
     full = [v for r in runs if is_full(r) and (v := section(r, "diversity").get(key)) is not None]
     lora = [v for r in runs if is_lora(r) and (v := section(r, "diversity").get(key)) is not None]
-    base_value = (base.get("diversity") or {}).get(key)
-    if not full or not lora or base_value is None:
+    compared = [
+        r for r in runs if (is_full(r) or is_lora(r)) and section(r, "diversity").get(key) is not None
+    ]
+    base_values = {
+        str(r.get("base")): v
+        for r in compared
+        if (v := (base_of(study, r).get("diversity") or {}).get(key)) is not None
+    }
+    if not full or not lora or not base_values:
         return None
+    base_value = _mean(list(base_values.values()))
     claim = "full fine-tuning's outputs are less diverse than the base model's, LoRA's in between"
     f, l_, b = _mean(full), _mean(lora), float(base_value)
     if f < l_ <= b:
@@ -467,13 +477,13 @@ def lora_bigger_base(runs: Sequence[Run]) -> dict[str, Any] | None:
 Check = Callable[[Sequence[Run]], "dict[str, Any] | None"]
 
 
-def claims_of(base: Mapping[str, Any]) -> dict[str, tuple[Check, ...]]:
-    """Each reference study's checks (the diversity check compares with the base model's measurements)."""
+def claims_of(study: Mapping[str, Any]) -> dict[str, tuple[Check, ...]]:
+    """Each reference study's checks (the diversity check compares with the base models' measurements)."""
     return {
         BIDERMAN: (
             lora_learns_less_forgets_less,
             regularised_like_full,
-            functools.partial(diversity_order, base=base),
+            functools.partial(diversity_order, study=study),
             full_rank_multiple,
         ),
         BELLE: (points_per_doubling, full_cost_multiple, lora_bigger_base),
@@ -489,7 +499,7 @@ def check_claims(study: Mapping[str, Any]) -> list[dict[str, Any]]:
         sources = [BIDERMAN]
     runs = list(study.get("runs") or [])
     found = []
-    checks = claims_of(study.get("base") or {})
+    checks = claims_of(study)
     for source in sources or list(checks):
         for check in checks[source]:
             result = check(runs)

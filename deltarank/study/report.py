@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deltarank.figures.study_rows import rank_summary
+from deltarank.figures.study_rows import bases, rank_summary
 from deltarank.io.atomic import write_atomic
 from deltarank.study.claims import check_claims
 from deltarank.study.statistics import compare, flatten_metrics
@@ -92,17 +92,18 @@ def _coordinate_keys(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _runs_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    base = study.get("base") or {}
+    every_base = bases(study)
     keys = _coordinate_keys(runs)
-    everyone = [base, *runs]
+    base_rows = {id(m): ("base" if len(every_base) == 1 else f"base {k}") for k, m in every_base.items()}
+    everyone = [*every_base.values(), *runs]
     columns = [c for c in RUN_COLUMNS if any((r.get(c[1]) or {}).get(c[2]) is not None for r in everyone)]
     extra = list(dict.fromkeys(k for r in runs for k in (r.get("forgetting") or {}) if k.startswith("rise:")))
     header = ["run", *keys, *(c[0] for c in columns), *(f"forgetting {k[5:]}" for k in extra), "ΔW energy_90"]
     rows = []
     for row in everyone:
-        is_base = row is base
+        is_base = id(row) in base_rows
         coordinates = row.get("coordinates") or {}
-        cells = ["base" if is_base else str(row.get("name"))]
+        cells = [base_rows[id(row)] if is_base else str(row.get("name"))]
         cells += ["" if is_base else str(coordinates.get(k, "")) for k in keys]
         cells += [fmt((row.get(sec) or {}).get(key), spec) for _, sec, key, spec in columns]
         cells += [fmt((row.get("forgetting") or {}).get(k), "+.4f") for k in extra]

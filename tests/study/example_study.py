@@ -39,12 +39,13 @@ def run(
     if loss is not None:
         learning.update(held_out_loss=loss, held_out_loss_change=loss - 2.0)
     if accuracy is not None:
-        learning["accuracy"] = accuracy
+        learning.update(accuracy=accuracy, accuracy_change=accuracy - 0.5)
     diversity = {} if distinct is None else {"distinct_per_prompt": distinct, "distinct_2": distinct / 10}
     return {
         "name": name,
         "coordinates": coordinates,
         "from": None,
+        "base": model,
         "settings": {
             "method": method,
             "model": model,
