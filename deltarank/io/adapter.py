@@ -380,11 +380,6 @@ class AdapterSource:
             scale = (alpha if alpha > 0 else float(rank)) / (config.r + ADALORA_RANKNUM_EPS)
         elif kind == "vera":
             rank = math.prod(self.shape(keys["vera_lambda_d"]))
-        elif kind == "boft" and (factors := self.shape(keys["boft_R"])[:1]) != (1,):
-            raise InputError(
-                self._file.path,
-                f"module {module_key!r} has {factors} butterfly factors: only boft_n_butterfly_factor=1 is read",
-            )
         return AdapterModule(
             name, kind, tuple(sorted(keys.items())), rank, alpha, scale, tuple(sorted(config.options.items()))
         )

@@ -17,7 +17,8 @@ exact ‖ΔW‖_F, ‖W_base‖_F, the erased fraction and the storage-noise mod
   products σ_i(W₁)σ_j(W₂), from two small SVDs.
 - ia3: ΔW = W ⊙ (l − 1), l scaling rows (out, 1) or, for feedforward modules, columns (1, in); dense (needs W).
 - oft: ΔW = W (Rᵀ − I), R block-diagonal from Cayley or peft's Cayley–Neumann series (`rotations`); dense.
-- boft: ΔW = (W Rᵀ) ⊙ s − W, R the block-diagonal Cayley rotation, s per output row; dense.
+- boft: ΔW = (W Rᵀ) ⊙ s − W, R the product of the butterfly factors' permuted block-diagonal Cayley rotations
+  (`rotations.boft_rotation`), s per output row; dense.
 - qlora: s·B·A of a LoRA trained on a 4-bit base (as lora); a DoRA on one reads the dequantized base Ŵ.
 - quantization_error: Ŵ − W, Ŵ = dequant(quant₄(W)) as the training held it (`quantization`); dense, full rank.
 - qlora_total: (Ŵ − W) + ΔW_adapter(Ŵ): what QLoRA changes relative to the original weight; dense.
@@ -305,8 +306,8 @@ def oft_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta
 
 
 def boft_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
-    """ΔW = (W Rᵀ) ⊙ s − W from `base` (out, in), `boft_R` (1, D, H, H) and `boft_s` (out, 1), R the block-diagonal
-    Cayley rotation (`rotations.boft_rotation`), as peft's BOFT `merge`."""
+    """ΔW = (W Rᵀ) ⊙ s − W from `base` (out, in), `boft_R` (N, D, H, H) and `boft_s` (out, 1), R the butterfly
+    rotation (`rotations.boft_rotation`, N butterfly factors), as peft's BOFT `merge`."""
     base = tensors["base"].to(dtype)
     rotation = boft_rotation(tensors["boft_R"].to(dtype))  # (in, in)
     matrix = (base @ rotation.mT) * tensors["boft_s"].to(dtype) - base

@@ -75,13 +75,34 @@ def oft_rotation_blocks(
 
 
 def boft_rotation(blocks: torch.Tensor) -> torch.Tensor:
-    """BOFT's rotation from its saved (1, D, H, H) blocks: block_diag of Cayley((X − Xᵀ)/2). Shapes -> (D·H, D·H).
-
-    One butterfly factor only: peft's CPU path (no CUDA extension) always uses one, with an identity
-    permutation.
+    """BOFT's rotation from its saved (N, D, H, H) blocks, as peft's `get_delta_weight`: per butterfly factor i,
+    B_i = block_diag of Cayley((X − Xᵀ)/2), conjugated by its butterfly permutation, M_i = P_i B_i P_iᵀ; then
+    R = M_{N−1} ⋯ M_1 M_0. Shapes -> (D·H, D·H). With N = 1 the permutation is the identity (R = B_0).
     """
     factors, count, size, _ = blocks.shape
-    assert factors == 1, "only one butterfly factor is read"
-    data = blocks.reshape(count, size, size)
-    rotated = cayley(0.5 * (data - data.mT))  # (D, H, H)
-    return torch.block_diag(*torch.unbind(rotated))
+    data = blocks.reshape(factors * count, size, size)
+    rotated = cayley(0.5 * (data - data.mT)).reshape(factors, count, size, size)  # (N, D, H, H)
+    n = count * size
+    rotation: torch.Tensor | None = None
+    for index in range(factors):
+        block_diagonal = torch.block_diag(*torch.unbind(rotated[index]))  # (n, n)
+        perm = butterfly_permutation(n, count // 2**index, size // 2, factors - 1).to(blocks.device)
+        factor = block_diagonal[perm][:, perm]  # P B Pᵀ with P[a, perm[a]] = 1
+        rotation = factor if rotation is None else factor @ rotation
+    assert rotation is not None
+    return rotation
+
+
+def butterfly_permutation(n: int, blocks: int, half: int, butterfly: int) -> torch.Tensor:
+    """peft's `block_butterfly_perm(n, b, r, n_butterfly_factor)`: within each of `blocks` chunks of n/blocks
+    indices, the `half`-wide groups in even positions first, then those in odd positions (identity without
+    butterfly factors). Returns the index vector `perm` (P[a, perm[a]] = 1)."""
+    if butterfly == 0:
+        return torch.arange(n)
+    if blocks * half * 2 > n:
+        raise ValueError(f"invalid BOFT butterfly: {blocks} blocks of 2×{half} exceed {n}")
+    chunk = n // blocks
+    groups = chunk // half
+    order = [*range(0, groups, 2), *range(1, groups, 2)]
+    within = torch.cat([torch.arange(g * half, g * half + half) for g in order])  # (chunk,)
+    return torch.cat([start + within for start in range(0, n, chunk)])

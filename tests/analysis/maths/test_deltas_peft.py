@@ -240,6 +240,53 @@ def test_boft_matches_peft_merge(llama_base: Path, tmp_path: Path, settings: dic
     _check(llama_base, tmp_path / "adapter", "boft")
 
 
+class TorchBlockDiag:
+    """peft's `fbd_cuda` extension (BOFT's block diagonal of every butterfly factor, (N, D, H, H) -> (N, D·H, D·H))
+    in plain torch: without it peft builds one butterfly factor only, so the CPU cannot build or merge more."""
+
+    @staticmethod
+    def forward(blocks: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.stack([torch.block_diag(*torch.unbind(factor)) for factor in blocks])]
+
+
+@pytest.mark.parametrize("factors", [2, 3])
+def test_boft_butterfly_factors_match_peft_merge(
+    llama_base: Path, tmp_path: Path, factors: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boft_n_butterfly_factor > 1 (N factors, each permuted by peft's butterfly permutation) against peft's own
+    merge, its CUDA block-diagonal kernel replaced by the torch equivalent."""
+    import peft.tuners.boft.layer as boft_layer
+    from peft import BOFTConfig
+
+    monkeypatch.setattr(boft_layer, "_FBD_CUDA", TorchBlockDiag())
+    config = BOFTConfig(
+        boft_block_size=4, boft_n_butterfly_factor=factors, target_modules=TARGETS, init_weights=False
+    )
+    _build(config, tmp_path / "adapter")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as saved:
+        shapes = {saved.get_slice(k).get_shape()[0] for k in saved.keys() if k.endswith("boft_R")}  # noqa: SIM118
+    assert shapes == {factors}
+    _check(llama_base, tmp_path / "adapter", "boft")
+
+
+def test_butterfly_permutation_is_peft_block_butterfly_perm() -> None:
+    from peft.tuners.boft.layer import BOFTLayer
+
+    from deltarank.analysis.maths.rotations import butterfly_permutation
+
+    for n, blocks, half, butterfly in [
+        (32, 8, 2, 1),
+        (32, 4, 2, 2),
+        (64, 8, 4, 1),
+        (64, 2, 4, 3),
+        (16, 4, 2, 0),
+    ]:
+        expected = BOFTLayer.block_butterfly_perm(None, n, blocks, half, butterfly)  # type: ignore[arg-type]
+        assert torch.equal(butterfly_permutation(n, blocks, half, butterfly), expected)
+
+
 def test_vera_matches_peft_merge(llama_base: Path, tmp_path: Path) -> None:
     from peft import VeraConfig
 
