@@ -24,7 +24,7 @@ import math
 import re
 import shutil
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,8 +87,12 @@ def run_study(
     force: bool = False,
     executor: Executor | None = None,
     echo: Echo = print,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run (or continue) a study in `out_dir` and return the study.json document.
+
+    `callbacks` are extra `transformers.TrainerCallback`s for every training run, in this process only (the
+    default executor; tests use one to stop a run).
 
     Raises:
         OutputError: `out_dir` holds another study (or other files) and `force` is not given.
@@ -115,7 +119,8 @@ def run_study(
                 status.state, "training"
             )
             echo(f"[{run.name}] {verb}")
-            pending.append((run_task, (resolved, run.name, str(out_dir), device)))
+            extra = (tuple(callbacks),) if callbacks else ()
+            pending.append((run_task, (resolved, run.name, str(out_dir), device, *extra)))
         runner.run_wave(pending)
     return write_outputs(study, out_dir, echo)
 
@@ -311,7 +316,9 @@ def run_model(run: RunSpec, out_dir: Path) -> str:
     return str(out_dir / run.parent) if run.parent is not None else str(run.config["model"])
 
 
-def run_task(resolved: Mapping[str, Any], name: str, out_dir: str, device: str) -> dict[str, Any]:
+def run_task(
+    resolved: Mapping[str, Any], name: str, out_dir: str, device: str, callbacks: Sequence[Any] = ()
+) -> dict[str, Any]:
     """A task: train one run (resuming a stopped one) and measure it into DIR/<run>/measurement.json."""
     folder = Path(out_dir)
     study = parse_study(resolved, folder / STUDY_YAML)
@@ -319,7 +326,7 @@ def run_task(resolved: Mapping[str, Any], name: str, out_dir: str, device: str) 
     run_dir = folder / run.name
     status = run_status(study, run, folder)
     if status.state in ("resume", "pending"):
-        train_run(run, folder, device, resume=status.state == "resume")
+        train_run(run, folder, device, resume=status.state == "resume", callbacks=callbacks)
     cached = _cached_measurement(run_dir, study.evaluate)
     if cached is not None:
         return cached
@@ -336,7 +343,7 @@ def run_task(resolved: Mapping[str, Any], name: str, out_dir: str, device: str) 
     return result
 
 
-def train_run(run: RunSpec, out_dir: Path, device: str, resume: bool) -> None:
+def train_run(run: RunSpec, out_dir: Path, device: str, resume: bool, callbacks: Sequence[Any] = ()) -> None:
     """Train one run into DIR/<run>/ (a fresh start removes what a run stopped before its first checkpoint
     left, or a run directory of other settings)."""
     from deltarank.train.trainer import run_training
@@ -347,7 +354,7 @@ def train_run(run: RunSpec, out_dir: Path, device: str, resume: bool) -> None:
     if run.parent is not None and not (out_dir / run.parent / "run.json").is_file():
         raise DeltarankError(f"run {run.name}: its parent {run.parent} has not finished")
     config = run.train_config(run_dir, model=run_model(run, out_dir), device=device, resume=resume)
-    run_training(config)
+    run_training(config, callbacks)
 
 
 def rows(study: Study, out_dir: Path) -> list[dict[str, Any]]:
