@@ -146,3 +146,21 @@ def test_unsupported_peft_type_is_one_line_naming_it(tiny_model_dir: Path, tmp_p
     )
     line = _one_error_line(_run(tiny_model_dir, adapter, "-o", tmp_path / "x.json"))
     assert "unsupported PEFT type 'FOURIERFT'" in line
+
+
+def test_dry_run_lists_the_qlora_parts_and_an_adapter_alone(wide: dict[str, Path], tmp_path: Path) -> None:
+    qlora = _run(wide["base"], wide["qlora"], "--dry-run")
+    assert qlora.exit_code == 0, qlora.output
+    names = [line.split()[0] for line in qlora.stdout.splitlines() if "q_proj.weight" in line]
+    assert names[:3] == [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight:quantization_error",
+        "model.layers.0.self_attn.q_proj.weight:qlora_total",
+    ]
+    prompt = _peft_adapter(
+        "PromptTuningConfig", tmp_path / "prompt", task_type="CAUSAL_LM", num_virtual_tokens=4
+    )
+    alone = _run(prompt, "--dry-run")
+    assert alone.exit_code == 0, alone.output
+    assert "(PROMPT_TUNING adapter, analysed alone): 1 pairs" in alone.stdout
+    assert "virtual_tokens" in alone.stdout and not (tmp_path / "spectrum.json").exists()

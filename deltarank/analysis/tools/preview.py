@@ -43,6 +43,7 @@ from deltarank.errors import DeltarankError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.dtypes import SAFETENSORS_DTYPES, mantissa_bits
 from deltarank.io.pairing import AdapterPair, Pair, SkippedTensor
+from deltarank.io.standalone import StandaloneAdapter, StoredMatrix
 
 __all__ = [
     "COMMANDS",
@@ -56,7 +57,7 @@ __all__ = [
 
 COMMANDS = ("spectrum", "intruders", "similarity", "extract")
 # Kinds whose ΔW is kept as factors (σ from an r × r core, never an m × n matrix); LoHa only while r² < min(m, n).
-FACTORED_KINDS = frozenset({"lora", "adalora", "vera", "lokr", "loha"})
+FACTORED_KINDS = frozenset({"lora", "qlora", "adalora", "vera", "lokr", "loha", "bottleneck_product"})
 # Bytes per entry at the peak of the storage-noise pass (maths/noise.py `storage_noise`, whole matrix or one
 # row block of a large one): the float32 mantissa and int32 exponent of `np.frexp` and two int32/float32
 # temporaries of 4^(e − e_max); the tuned values widened to float32 come on top unless stored so.
@@ -107,7 +108,7 @@ class PreviewGroup:
     """The pairs and skips of one TUNED (a checkpoint or an adapter)."""
 
     tuned: str
-    source: str  # "checkpoint" or "<PEFT type> adapter"
+    source: str  # "checkpoint", "<PEFT type> adapter" or "<kind> adapter, analysed alone"
     pairs: tuple[PreviewPair, ...]
     skipped: tuple[SkippedTensor, ...]
 
@@ -357,6 +358,8 @@ def _groups(
 def _group(plan: Plan, pairs: Sequence[Pair], skipped: Sequence[SkippedTensor]) -> PreviewGroup:
     source = plan.source
     label = f"{source.config.peft_type} adapter" if isinstance(source, AdapterSource) else "checkpoint"
+    if isinstance(source, StandaloneAdapter):
+        label = f"{source.what}, analysed alone"
     return PreviewGroup(
         plan.tuned_path, label, tuple(_preview_pair(p, source) for p in pairs), tuple(skipped)
     )
@@ -369,7 +372,9 @@ def _preview_pair(pair: Pair, source: Any) -> PreviewPair:
 
 
 def _rank(pair: Pair, source: Any) -> int | None:
-    """The inner width r of a factored delta (r² for LoHa), or None when ΔW is a dense matrix."""
+    """The inner width r of a factored delta (r² for LoHa; a bottleneck's size), or None when it is dense."""
+    if isinstance(pair, StoredMatrix) and pair.kind in FACTORED_KINDS:
+        return min(source.weights.info(key).shape[0] for role, key in pair.keys if role == "down")
     if not isinstance(pair, AdapterPair) or pair.kind not in FACTORED_KINDS:
         return None
     rank = pair.module.rank
