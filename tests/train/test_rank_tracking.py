@@ -18,6 +18,7 @@ from deltarank.cli import main
 from deltarank.errors import DeltarankError
 from deltarank.train.rank_tracking import sample_matrices
 from deltarank.train.trainer import run_training
+from tests.train.test_methods import wide_lm_dir  # noqa: F401 (the fixture, for QLoRA)
 from tests.train.test_resume import KillAfterStep, Killed
 from tests.train.test_run_training import PROJECTIONS, tiny_config
 
@@ -78,6 +79,20 @@ def test_tracked_ranks_equal_spectrum_of_the_saved_run(
     counts = {m: n for m, n in ((m, sum(r.module == m for r in saved.matrices)) for m in lines[-1]["rank"])}
     assert {m: f["matrices"] for m, f in lines[-1]["rank"].items()} == counts
     assert lines[0]["rank"] != lines[-1]["rank"]  # two different states of training were measured
+
+
+def test_qlora_is_tracked_from_its_factors(
+    pc_data: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    model = request.getfixturevalue("wide_lm_dir")  # bitsandbytes' CPU 4-bit kernels need in_features >= 64
+    out = tmp_path / "qlora"
+    run_training(tiny_config(model, pc_data, out, method="qlora", lora_r=2, max_steps=2, track_rank=2))
+    lines = rank_lines(out)
+    assert [e["step"] for e in lines] == [2]
+    adapter = [
+        r for r in spectrum(model, out, device="cpu").matrices if ":" not in r.module
+    ]  # s·B·A, not the NF4 error
+    assert_same(lines[-1]["rank"], spectrum_medians(tuple(adapter)))
 
 
 def test_full_fine_tuning_tracks_its_sample(tiny_lm_dir: Path, pc_data: Path, tmp_path: Path) -> None:
