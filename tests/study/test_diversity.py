@@ -15,6 +15,7 @@ from deltarank.study.diversity import (
     diversity_prompts,
     normalise_whitespace,
 )
+from tests.train.conftest import one_thread  # noqa: F401 (autouse: tiny models run fastest on one thread)
 
 # Two prompts, three samples each.
 SAMPLES = [
@@ -76,3 +77,50 @@ def test_humaneval_prompts() -> None:
     found = diversity_prompts("builtin:humaneval", 3)
     assert [p.prompt_id for p in found] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     assert found[0].problem is not None and found[0].prompt.startswith("from typing import List")
+
+
+@pytest.fixture(scope="module")
+def tiny_lm() -> tuple[object, object]:
+    from tests.conftest import build_tiny_llama
+    from tests.train.conftest import train_tokenizer
+
+    tokenizer = train_tokenizer()
+    model = build_tiny_llama(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=512,
+    )
+    return model, tokenizer
+
+
+def test_sampling_is_seeded_and_humaneval_samples_are_checked(
+    tiny_lm: tuple[object, object], tmp_path: Path
+) -> None:
+    from deltarank.study.diversity import measure_diversity, sample_answers
+
+    model, tokenizer = tiny_lm
+    options = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 6}
+    first = sample_answers(model, tokenizer, "def add(a, b):", 4, seed=7, **options)
+    assert first == sample_answers(model, tokenizer, "def add(a, b):", 4, seed=7, **options)
+    assert first != sample_answers(model, tokenizer, "def add(a, b):", 4, seed=8, **options)
+    assert len(first) == 4
+
+    path = tmp_path / "generations.jsonl"
+    prompts = diversity_prompts("builtin:humaneval", 2)
+    found = measure_diversity(
+        model, tokenizer, prompts, samples=2, seed=0, execute=True, generations_path=path, **options
+    )
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(g["prompt_id"], g["sample"]) for g in lines] == [
+        ("HumanEval/0", 0),
+        ("HumanEval/0", 1),
+        ("HumanEval/1", 0),
+        ("HumanEval/1", 1),
+    ]
+    # a random tiny model writes no working function body: every sample fails its tests
+    assert [g["passed"] for g in lines] == [False] * 4 and found["pass_rate"] == 0.0
+    assert found["distinct_passing_per_prompt"] == 0.0
+    assert found["distinct_failing_per_prompt"] == found["distinct_per_prompt"]
+    assert found["executed"] is True and found["samples_per_prompt"] == 2

@@ -12,7 +12,11 @@ from deltarank.errors import InputError
 from deltarank.study.evaluation import EvaluateSpec, measure_base, measure_run
 from deltarank.train.config import TrainConfig
 from deltarank.train.trainer import run_training
-from tests.train.conftest import save_tiny_model, write_jsonl
+from tests.train.conftest import (
+    one_thread,  # noqa: F401 (autouse: tiny models run fastest on one thread)
+    save_tiny_model,
+    write_jsonl,
+)
 
 LORA_R = 2
 
