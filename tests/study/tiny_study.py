@@ -4,17 +4,27 @@ held-out set and diversity prompts; a 2 × 2 grid (method {full, lora} × data_s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from tests.train.conftest import save_tiny_model
 
 # run.json fields that measure the machine rather than the run: left out when two studies are compared
 MACHINE_FIELDS = ("seconds", "tokens_per_second", "peak_memory_bytes", "elapsed")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and on a busy machine two threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
