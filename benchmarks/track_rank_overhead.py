@@ -98,7 +98,7 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"to fp32), builtin:code, batch {BATCH} × seq_len {SEQ_LEN}, {args.steps} steps on the CPU; "
             f"`--track-rank {args.every}` measures all {on[0]['matrices']} adapted matrices "
             f"{len(on[0]['tracked_steps'])} times a run. Each run is its own process with autogroup priority "
-            f"-10; runs without and with tracking take turns, {args.repeats} of each. Machine: "
+            f"-10; runs without and with tracking take turns ({len(off)} without, {len(on)} with). Machine: "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with other "
             "work: see the load averages).",
             "",
@@ -107,9 +107,9 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"- Tracking / training time (the `rank_s` of train_log.jsonl over run.json's train_seconds, "
             f"median of the tracked runs): **{direct:.2f} %** (target < 5 %); {per_measure:.3f} s per "
             "measurement of every matrix.",
-            f"- Median training seconds with / without: {train_on} / {train_off} "
-            f"({100 * (train_on / train_off - 1):+.1f} %, run-to-run noise on a shared machine included); "
-            f"tokens/s {tps_on} / {tps_off}.",
+            f"- Median training seconds with / without: {train_on:.1f} / {train_off:.1f} "
+            f"({100 * (train_on / train_off - 1):+.1f} %: the load of the shared machine moves whole runs far "
+            f"more than tracking does, see the load averages); tokens/s {tps_on:.1f} / {tps_off:.1f}.",
             "",
             f"Reproduce: `python benchmarks/track_rank_overhead.py --steps {args.steps} --every {args.every} "
             f"--repeats {args.repeats} --rank {args.rank}`.",
@@ -126,16 +126,23 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument(
+        "--report-only", action="store_true", help="Rewrite the report from the runs already in runs.jsonl."
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     runs = []
-    with (OUT / "runs.jsonl").open("w") as log:
-        for index in range(args.repeats):
-            for tracking in (False, True):
-                run = train_once(tracking, index, args)
-                print(json.dumps(run), flush=True)
-                log.write(json.dumps(run) + "\n")
-                runs.append(run)
+    if args.report_only:
+        runs = [json.loads(line) for line in (OUT / "runs.jsonl").read_text().splitlines()]
+    else:
+        with (OUT / "runs.jsonl").open("w") as log:
+            for index in range(args.repeats):
+                for tracking in (False, True):
+                    run = train_once(tracking, index, args)
+                    print(json.dumps(run), flush=True)
+                    log.write(json.dumps(run) + "\n")
+                    log.flush()
+                    runs.append(run)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(table(runs, args))
     print(f"wrote {RESULT}")
