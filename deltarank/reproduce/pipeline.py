@@ -33,6 +33,21 @@ def reproduce(config: ReproduceConfig, echo: Echo = print) -> dict[str, Any]:
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     runs = {method: train_stage(config, method, echo) for method in METHODS}
+    return summarise(config, runs, echo, started)
+
+
+def summarise(
+    config: ReproduceConfig,
+    runs: dict[str, Path],
+    echo: Echo = print,
+    started: float | None = None,
+    report_name: str = "report.md",
+) -> dict[str, Any]:
+    """Every stage after training, on trained `runs` (method -> run directory): evaluation, spectra, subspace,
+    figures, summary.json and the report (`report_name` in out_dir). `deltarank study` calls it on the quick
+    preset's two runs."""
+    started = time.perf_counter() if started is None else started
+    out = config.out_dir
     evaluation = evaluate_stage(config, runs, echo)
     spectra = spectrum_stage(config, runs, echo)
     subspace = subspace_stage(config, runs, echo) if config.subspace else {}
@@ -41,8 +56,8 @@ def reproduce(config: ReproduceConfig, echo: Echo = print) -> dict[str, Any]:
     figures_stage(config, spectra, summary, echo)
     summary["elapsed_s"] = round(time.perf_counter() - started, 1)
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
-    write_report(out / "report.md", summary)
-    echo(f"Wrote {out / 'summary.json'}, {out / 'report.md'} and {out / 'figures'}/")
+    write_report(out / report_name, summary)
+    echo(f"Wrote {out / 'summary.json'}, {out / report_name} and {out / 'figures'}/")
     return summary
 
 
