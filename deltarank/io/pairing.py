@@ -86,6 +86,7 @@ class QuantizationPair:
     tuned_dtype: str
     quantization: QuantizationSpec
     adapter: AdapterPair | None = None
+    fan_in_fan_out: bool = False  # the weight is stored (in, out) (GPT-2 Conv1D), quantized transposed
 
     @property
     def kind(self) -> str:
@@ -220,6 +221,7 @@ def plan_adapter(
                         base_info.dtype if part is None else factor_dtype,
                         adapter.quantization,
                         part,
+                        adapter.config.fan_in_fan_out,
                     )
                 )
     if not pairs and not any(name in base_index for name in adapter.modules):

@@ -178,3 +178,41 @@ def test_a_damaged_quantization_json_is_one_input_error(qlora: dict[str, Any], t
     (bad / QUANTIZATION_FILE).write_text(json.dumps({"schema": "deltarank.quantization/1", "blocksize": 0}))
     with pytest.raises(DeltarankError, match="blocksize must be a positive integer"):
         spectrum(qlora["base"], bad, device="cpu")
+
+
+def test_conv1d_weights_are_quantized_as_their_linear4bit_holds_them(tmp_path: Path) -> None:
+    """GPT-2 stores Conv1D weights (in, out); transformers quantizes their transpose. The error record (stored
+    orientation) equals the transpose of (Linear4bit's dequantized weight − the fp32 weight) bit for bit."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BitsAndBytesConfig, GPT2Config, GPT2LMHeadModel
+
+    from deltarank.io.quantization import QLORA_NF4
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=64, n_layer=1, n_head=2, n_positions=32, vocab_size=128)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "base")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lora = get_peft_model(
+            GPT2LMHeadModel.from_pretrained(tmp_path / "base"),
+            LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False),
+        )
+        lora.save_pretrained(str(tmp_path / "adapter"))
+        quantized = GPT2LMHeadModel.from_pretrained(
+            tmp_path / "base",
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True
+            ),
+            device_map="cpu",
+            dtype=torch.float32,
+        )
+    (tmp_path / "adapter" / QUANTIZATION_FILE).write_text(QLORA_NF4.to_json())
+    name = "transformer.h.0.attn.c_attn.weight"
+    layer = quantized.transformer.h[0].attn.c_attn
+    held = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)  # (out, in)
+    stored = GPT2LMHeadModel.from_pretrained(tmp_path / "base").state_dict()[name]  # (in, out)
+    base, plans = plan_run(tmp_path / "base", [tmp_path / "adapter"], Selection(), quantization_error=True)
+    pair = next(p for p in plans[0].pairs if p.name == f"{name}:quantization_error")
+    matrix = load_pair(pair, base, plans[0].source, torch.device("cpu")).delta(torch.float32).dense()
+    assert matrix.shape == stored.shape == held.mT.shape
+    assert torch.equal(matrix, held.mT - stored)

@@ -59,7 +59,13 @@ def delta_inputs(pair: Pair) -> DeltaInputs:
         return DeltaInputs(pair.kind, pair.tuned_dtype, shape=pair.shape, columns=pair.columns)
     if isinstance(pair, QuantizationPair):
         if pair.adapter is None:
-            return DeltaInputs(pair.kind, pair.tuned_dtype, shape=pair.shape, quantization=pair.quantization)
+            return DeltaInputs(
+                pair.kind,
+                pair.tuned_dtype,
+                fan_in_fan_out=pair.fan_in_fan_out,
+                shape=pair.shape,
+                quantization=pair.quantization,
+            )
         inner = delta_inputs(pair.adapter)
         return replace(inner, kind=pair.kind, quantization=pair.quantization, adapter_kind=pair.adapter.kind)
     module = pair.module

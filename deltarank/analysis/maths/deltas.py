@@ -324,7 +324,7 @@ def quantization_error_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.
     `dtype` before subtracting. Full rank in general; nothing rounds it after forming (no storage noise)."""
     assert inputs.quantization is not None
     base = tensors["base"].to(dtype)
-    matrix = dequantized(tensors["base"], inputs.quantization).to(dtype) - base
+    matrix = _dequantized_base(tensors["base"], inputs).to(dtype) - base
     return _dense("quantization_error", matrix, base, None)
 
 
@@ -333,10 +333,19 @@ def qlora_total_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) 
     reads the base) plus the quantisation error, i.e. W_trained − W for the original weight W; dense (m, n)."""
     assert inputs.quantization is not None and inputs.adapter_kind is not None
     base = tensors["base"].to(dtype)
-    nf4 = dequantized(tensors["base"], inputs.quantization).to(dtype)
+    nf4 = _dequantized_base(tensors["base"], inputs).to(dtype)
     adapter = replace(inputs, kind=inputs.adapter_kind, quantization=None, adapter_kind=None)
     delta = FORMS[inputs.adapter_kind]({**tensors, "base": nf4}, adapter, dtype).dense()
     return _dense("qlora_total", delta + (nf4 - base), base, None)
+
+
+def _dequantized_base(base: torch.Tensor, inputs: DeltaInputs) -> torch.Tensor:
+    """Ŵ in the stored orientation: transformers quantizes a Conv1D weight (stored (in, out), fan_in_fan_out)
+    transposed, as the (out, in) weight of its Linear4bit, so the blocks run along the same axis here."""
+    assert inputs.quantization is not None
+    if inputs.fan_in_fan_out:
+        return dequantized(base.mT, inputs.quantization).mT
+    return dequantized(base, inputs.quantization)
 
 
 def stored_matrix_form(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Delta:
@@ -393,5 +402,5 @@ def form_delta(tensors: Tensors, inputs: DeltaInputs, dtype: torch.dtype) -> Del
     """ΔW of one weight by the form of its kind (see `FORMS`); an adapter trained on a quantized base (QLoRA's
     DoRA) reads the dequantized base Ŵ it was trained on."""
     if inputs.quantization is not None and "base" in tensors and inputs.kind not in QUANTIZATION_FORMS:
-        tensors = {**tensors, "base": dequantized(tensors["base"], inputs.quantization)}
+        tensors = {**tensors, "base": _dequantized_base(tensors["base"], inputs)}
     return FORMS[inputs.kind](tensors, inputs, dtype)
