@@ -5,8 +5,10 @@ and the ranks of ΔW.
   `deltarank.evaluation.tasks.held_out_loss`), and the exact-match accuracy of greedy answers where the data
   has closed answers (`builtin:zh-sentiment:test`: 正面 / 负面; `builtin:math:test`: the final number);
 - forgetting, as `deltarank reproduce` measures it: the rise of the loss on the base model's own sampled
-  answers to general prompts (written once by `measure_base` to `general_text.jsonl`), plus the loss rise on
-  every `evaluate.forgetting` data spec;
+  answers to general prompts (written once by `measure_base` to `general_text.jsonl`; each record is kept
+  whole, never cut at `seq_len`: its answer is `general_tokens` long at most, so this equals reproduce's
+  measurement wherever reproduce's records fit its seq_len), plus the loss rise on every
+  `evaluate.forgetting` data spec;
 - diversity: k samples per prompt, counted by `deltarank.study.diversity`;
 - cost: from the run's `run.json` (see `cost_of`);
 - ranks: the medians over layers, per module type, of energy_90 and of the noise-floor rank of ΔW
@@ -37,6 +39,7 @@ NO_DELTA_METHODS = ("prompt", "prefix", "ptuning", "adapter")
 NO_DELTA_NOTE = "no weight delta: {method} trains virtual tokens or added modules, not the model's weights"
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 ACCURACY_NEW_TOKENS = {"zh-sentiment": 8, "math": 160}  # an answer word; a short worked solution
+WHOLE = 1 << 30  # "seq_len" that keeps every token of a general-text record
 RANK_KEYS = {"energy_90_median": "energy_90", "noise_floor_median": "noise_floor"}
 
 
@@ -308,6 +311,7 @@ def _measure(
     """learning, forgetting (absolute losses) and diversity of one loaded model."""
     from deltarank.evaluation.tasks import held_out_loss
     from deltarank.reproduce.evaluate import encode_chats, sequence_loss
+    from deltarank.train.formats import IGNORE_INDEX
 
     learning: dict[str, Any] = {}
     held_out = spec.held_out_for(data)
@@ -324,11 +328,17 @@ def _measure(
 
     general_path = (base_dir or out_dir) / GENERAL_TEXT
     records = [json.loads(line) for line in general_path.read_text(encoding="utf-8").splitlines() if line]
-    general = encode_chats(tokenizer, records, spec.seq_len)
+    general = encode_chats(
+        tokenizer, records, WHOLE
+    )  # whole records: answers are general_tokens long at most
+    trained = sum(sum(x != IGNORE_INDEX for x in labels[1:]) for _, labels in general)
     forgetting: dict[str, Any] = {
-        "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0),
+        "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0) if trained else None,
         "general_sequences": len(general),
+        "general_tokens": trained,
     }
+    if not trained:
+        forgetting["general_note"] = "the base model's general answers are empty: no forgetting set"
     for name in spec.forgetting:
         forgetting[f"loss:{name}"] = held_out_loss(
             model, tokenizer, name, spec.seq_len, spec.held_out_sequences
@@ -384,7 +394,7 @@ def _add_changes(found: dict[str, Any], base: Mapping[str, Any]) -> None:
     base_forgetting = base.get("forgetting", {})
     forgetting = found["forgetting"]
     for key in [k for k in forgetting if k == "general_loss" or k.startswith("loss:")]:
-        if base_forgetting.get(key) is not None:
+        if base_forgetting.get(key) is not None and forgetting[key] is not None:
             rise_key = "general_loss_rise" if key == "general_loss" else "rise:" + key.removeprefix("loss:")
             forgetting[rise_key] = forgetting[key] - base_forgetting[key]
 

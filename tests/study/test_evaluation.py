@@ -97,6 +97,10 @@ def test_base_and_lora_run_measured(study_dir: dict[str, Path]) -> None:
         learning["held_out_loss"] - base["learning"]["held_out_loss"]
     )
     assert learning["held_out_loss_change"] != 0  # two steps at lr 1e-2 moved the model
+    # the general-text records are longer than seq_len 48 here: they are kept whole, so every answer counts
+    assert base["forgetting"]["general_tokens"] == forgetting["general_tokens"] > 16
+    assert base["forgetting"]["general_loss"] > 1 and forgetting["general_loss"] > 1
+    assert forgetting["general_loss_rise"] != 0
     assert forgetting["general_loss_rise"] == pytest.approx(
         forgetting["general_loss"] - base["forgetting"]["general_loss"]
     )
