@@ -14,6 +14,7 @@ Each method's numbers are kept in `benchmarks/results/methods/<method>.json`; a 
 there (delete a file to measure that method again), and the table and figure are drawn from those files.
 
     python benchmarks/methods.py [--methods full,lora,...] [--steps 20] [--batch-size 4] [--seq-len 128]
+        [--threads 1]
         [--results benchmarks/results] [--work benchmarks/out/methods] [--report-only]
 
 Writes `methods.md` and `methods_rank_vs_params.png` under --results.
@@ -202,6 +203,7 @@ def measure(
     return {
         "method": method,
         "budget": {"steps": budget.steps, "batch_size": budget.batch_size, "seq_len": budget.seq_len},
+        "torch_threads": budget.threads,
         "run": run,
         **losses,
         "delta": delta,
@@ -235,6 +237,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of every process (1: no spinning on a busy machine)",
+    )
     parser.add_argument("--results", default=str(HERE / "results"))
     parser.add_argument("--work", default=str(HERE / "out" / "methods"))
     parser.add_argument("--report-only", action="store_true", help="redraw table and figure from the cache")
@@ -244,6 +252,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     results, work = Path(args.results), Path(args.work)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the training processes read it at start
+    import torch
+
+    torch.set_num_threads(args.threads)
     cache = results / "methods"
     cache.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)

@@ -24,12 +24,29 @@ from deltarank.io.atomic import write_atomic
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FIGURE = "methods_rank_vs_params"
 MIB = 2**20
-LABELS = {"rslora": "rsLoRA", "dora": "DoRA", "full": "full FT", "adapter": "adapter (Houlsby)"}
+LABELS = {
+    "full": "full FT",
+    "lora": "LoRA",
+    "rslora": "rsLoRA",
+    "dora": "DoRA",
+    "qlora": "QLoRA",
+    "ia3": "IA3",
+    "loha": "LoHa",
+    "lokr": "LoKr",
+    "adalora": "AdaLoRA",
+    "oft": "OFT",
+    "boft": "BOFT",
+    "vera": "VeRA",
+    "prompt": "prompt tuning",
+    "prefix": "prefix tuning",
+    "ptuning": "P-tuning",
+    "adapter": "bottleneck adapter",
+}
 
 
 def label(method: str) -> str:
     """Display name of a method."""
-    return LABELS.get(method, method if method in ("prompt", "prefix", "ptuning") else method.upper())
+    return LABELS.get(method, method)
 
 
 def human_count(n: float) -> str:
@@ -59,6 +76,7 @@ def main_row(record: dict[str, Any], base: dict[str, Any]) -> str:
     params = run["parameters"]
     cells = [
         label(record["method"]),
+        f"{run['config']['lr']:.0e}".replace("e-0", "e-"),
         human_count(params["trainable"]),
         f"{100 * params['trainable_share_of_base']:.3g}%",
         human_bytes(run["stored_bytes"]),
@@ -120,10 +138,10 @@ def markdown(records: list[dict[str, Any]], base: dict[str, Any]) -> str:
         "",
         f"Budget: {budget_sentence(records)}.",
         "",
-        "| method | trainable | share of base | stored | tokens/s | train time | peak RSS | held-out code loss "
+        "| method | lr | trainable | share of base | stored | tokens/s | train time | peak RSS | held-out code loss "
         "| forgetting | ΔW energy_90 (median) | rank bound (median) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| base | – | – | – | – | – | – | {base['target_loss']:.3f} | – | – | – |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| base | – | – | – | – | – | – | – | {base['target_loss']:.3f} | – | – | – |",
         *(main_row(r, base) for r in records),
         "",
         "Forgetting is the rise of the per-token loss on the base model's own answers to 16 general prompts "
@@ -146,17 +164,33 @@ def markdown(records: list[dict[str, Any]], base: dict[str, Any]) -> str:
         "every process ran with autogroup priority -10):",
         "",
         *(
-            f"- {r['method']} ({r['date']}): {fmt_load(r['load_average']['before'])} → "
+            f"- {r['method']} (finished {r['date']}): {fmt_load(r['load_average']['before'])} → "
             f"{fmt_load(r['load_average']['after'])}; train process {r['seconds']['train_process']:.0f} s, "
             f"evaluation {r['seconds']['evaluate']:.0f} s, spectrum {r['seconds']['spectrum']:.0f} s"
             for r in records
         ),
         "",
-        f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"Machine: {os.cpu_count()} cores of an {cpu_name()}, no GPU, torch {torch.__version__} with {threads(records)} thread(s) per process, "
         f"Python {platform.python_version()}; table written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
     ]
     return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (the machine's architecture elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def threads(records: list[dict[str, Any]]) -> str:
+    """The torch thread count the records were measured with (a list if they differ)."""
+    return ", ".join(sorted({str(r.get("torch_threads", "default")) for r in records}))
 
 
 def fmt_load(load: list[float]) -> str:
