@@ -122,7 +122,13 @@ def run_study(
             extra = (tuple(callbacks),) if callbacks else ()
             pending.append((run_task, (resolved, run.name, str(out_dir), device, *extra)))
         runner.run_wave(pending)
-    return write_outputs(study, out_dir, echo)
+    document = write_outputs(study, out_dir, echo)
+    if study.resolved.get("reproduce"):
+        from deltarank.study.reproduction import write_reproduction
+
+        runs = {r.name: r.train_config(out_dir / r.name) for r in study.runs}
+        write_reproduction(runs, study.resolved["reproduce"], out_dir, device, echo)
+    return document
 
 
 def write_outputs(study: Study, out_dir: Path, echo: Echo = print) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from deltarank.errors import InputError
 from deltarank.study.evaluation import EvaluateSpec
 from deltarank.train.config import SECTIONS, TrainConfig, config_values
 
-STUDY_KEYS = ("name", "description", "base", "grid", "runs", "evaluate")
+STUDY_KEYS = ("name", "description", "base", "grid", "runs", "evaluate", "reproduce")
 RUN_KEYS = ("name", "from")
 DATA_SIZE = "data_size"  # a study's name for TrainConfig.max_examples
 SIZES = ("cpu", "full")
@@ -210,8 +210,15 @@ def parse_study(raw: Any, source: str | Path) -> Study:
         "base": base,
         "grid": {k: [_plain(v) for v in values] for k, values in grid.items()},
         "runs": [_plain({"name": r.name, "from": r.parent, **r.coordinates}) for r in runs if r.explicit],
-        "evaluate": dataclasses.asdict(evaluate),
+        "evaluate": _plain(dataclasses.asdict(evaluate)),
     }
+    if raw.get("reproduce") is not None:
+        from deltarank.study.reproduction import reproduce_config
+
+        resolved["reproduce"] = str(raw["reproduce"])
+        reproduce_config(
+            {r.name: r.train_config(Path(r.name)) for r in runs}, resolved["reproduce"], Path(".")
+        )
     return Study(resolved["name"], resolved["description"], tuple(runs), evaluate, resolved)
 
 
