@@ -17,6 +17,7 @@ from deltarank.analysis.maths import ranks
 from deltarank.analysis.results import MatrixSpectrum, SimilarityResult, SpectrumResult
 from deltarank.analysis.results.base import ResultFile
 from deltarank.analysis.results.medians import module_medians, rank_of
+from deltarank.analysis.results.spectrum import ADAPTER_KINDS
 from deltarank.errors import DeltarankError, InputError
 
 ENERGY_KEY = "energy_90"
@@ -24,7 +25,6 @@ ENERGY_TAU = 0.9
 CHECKPOINT_RE = re.compile(r"^checkpoint[-_](\d+)$")
 TRAIN_LOG = "train_log.jsonl"
 TOKEN_KEYS: tuple[str, ...] = ("tokens", "num_tokens", "tokens_seen", "num_input_tokens_seen")
-ADAPTER_KINDS = frozenset({"lora", "dora", "adalora", "vera", "loha", "lokr", "ia3", "oft", "boft"})
 # Path components that name a file format, not a run: skipped when deriving a run label.
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".bin", ".pt"})
 _GENERIC_NAMES = frozenset(

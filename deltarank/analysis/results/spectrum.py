@@ -20,6 +20,12 @@ from deltarank.io.pairing import SkippedTensor
 SCHEMA = "deltarank.spectrum/1"
 # Record kinds of a standalone adapter's own matrices (`deltarank spectrum ADAPTER_DIR`): not weight deltas.
 NOT_DELTAS = frozenset({"virtual_tokens", "bottleneck_down", "bottleneck_up", "bottleneck_product"})
+# Record kinds computed from a PEFT adapter's saved tensors (a QLoRA run's quantisation parts included): a
+# result made of these alone is an adapter run in the figures (compared against full fine-tuning's `dense`).
+ADAPTER_KINDS = frozenset(
+    {"lora", "dora", "adalora", "vera", "loha", "lokr", "ia3", "oft", "boft"}
+    | {"qlora", "quantization_error", "qlora_total"}
+)
 MAX_LISTED = 5
 
 
