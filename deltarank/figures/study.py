@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from deltarank.errors import InputError, OutputError
 from deltarank.figures import study_rows as rows
@@ -43,6 +44,7 @@ from deltarank.figures.style import (
 SCHEMA = "deltarank.study/1"
 SCHEMA_PEEK_BYTES = 4096  # study.json starts with its schema
 HEIGHT_IN = 2.6
+LONG_LABEL = 28  # characters: longer legend labels go one per row
 Run = rows.Run
 Score = tuple[str, Callable[[Run], float | None]]
 
@@ -89,14 +91,17 @@ def learning_score(runs: Sequence[Run]) -> Score:
 
 
 def _series(
-    runs: Sequence[Run], x: Callable[[Run], float | None], y: Callable[[Run], float | None]
+    runs: Sequence[Run],
+    x: Callable[[Run], float | None],
+    y: Callable[[Run], float | None],
+    label: Callable[[Run], str],
 ) -> dict[str, list[tuple[float, float]]]:
     """Per series label, the (x, mean y) points in x order (runs with both values only)."""
     found: dict[str, dict[float, list[float]]] = {}
     for run in runs:
         xv, yv = x(run), y(run)
         if xv is not None and yv is not None:
-            found.setdefault(rows.series_label(run), {}).setdefault(float(xv), []).append(float(yv))
+            found.setdefault(label(run), {}).setdefault(float(xv), []).append(float(yv))
     return {
         label: sorted((xv, sum(v) / len(v)) for xv, v in points.items()) for label, points in found.items()
     }
@@ -132,8 +137,15 @@ def _line_figure(
             ax.xaxis.set_minor_formatter(_plain(""))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        fig.legend(loc="outside upper center", ncols=2, handlelength=1.6, columnspacing=1.0)
+        _legend(fig)
     return fig
+
+
+def _legend(fig: Figure) -> None:
+    """The legend above the axes: two columns, one when the labels are long."""
+    labels = [t for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
+    ncols = 1 if max((len(t) for t in labels), default=0) > LONG_LABEL else 2
+    fig.legend(loc="outside upper center", ncols=ncols, handlelength=1.6, columnspacing=1.0)
 
 
 def _plain(text: str | None = None) -> Any:
@@ -144,13 +156,17 @@ def _plain(text: str | None = None) -> Any:
 
 
 def _scatter_figure(
-    runs: Sequence[Run], x: Callable[[Run], float | None], score: Score, xlabel: str
+    runs: Sequence[Run],
+    x: Callable[[Run], float | None],
+    score: Score,
+    xlabel: str,
+    label: Callable[[Run], str],
 ) -> Figure:
-    label, y = score
+    ylabel, y = score
     with paper_style():
         fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
         ax = fig.add_subplot()
-        for k, (name, points) in enumerate(_series(runs, x, y).items()):
+        for k, (name, points) in enumerate(_series(runs, x, y, label).items()):
             ax.plot(
                 [p[0] for p in points],
                 [p[1] for p in points],
@@ -164,8 +180,8 @@ def _scatter_figure(
         ax.set_xscale("log")
         plain_log_axis(ax.xaxis)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(label)
-        fig.legend(loc="outside upper center", ncols=2, handlelength=1.6, columnspacing=1.0)
+        ax.set_ylabel(ylabel)
+        _legend(fig)
     return fig
 
 
@@ -197,9 +213,9 @@ def _plane(runs: Sequence[Run]) -> tuple[str, list[tuple[Run, float, float]]]:
     return "learning (drop in held-out loss)", points
 
 
-def plot_learning_forgetting(runs: Sequence[Run]) -> Figure | None:
+def plot_learning_forgetting(runs: Sequence[Run], label: Callable[[Run], str]) -> Figure | None:
     """Learning against forgetting, one marker per run, each method's Pareto front (controls: their own)."""
-    label, points = _plane(runs)
+    axis_label, points = _plane(runs)
     if len(points) < 2:
         return None
     with paper_style():
@@ -207,7 +223,7 @@ def plot_learning_forgetting(runs: Sequence[Run]) -> Figure | None:
         ax = fig.add_subplot()
         groups: dict[str, list[tuple[float, float]]] = {}
         for run, f, learn in points:
-            groups.setdefault(rows.series_label(run), []).append((f, learn))
+            groups.setdefault(label(run), []).append((f, learn))
         for k, (name, mine) in enumerate(groups.items()):
             color = run_color(k)
             xs, ys = [p[0] for p in mine], [p[1] for p in mine]
@@ -240,13 +256,16 @@ def plot_learning_forgetting(runs: Sequence[Run]) -> Figure | None:
         ax.axhline(0, color=REFERENCE_COLOR, linewidth=0.5, zorder=1)
         ax.axvline(0, color=REFERENCE_COLOR, linewidth=0.5, zorder=1)
         ax.set_xlabel("forgetting (rise in general-text loss)")
-        ax.set_ylabel(label)
+        ax.set_ylabel(axis_label)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set_title("lines: each method's Pareto front", loc="left")
-        fig.legend(loc="outside upper center", ncols=2, handlelength=1.6, columnspacing=1.0)
+        _legend(fig)
     return fig
 
 
-def plot_diversity(study: Mapping[str, Any], runs: Sequence[Run]) -> Figure | None:
+def plot_diversity(
+    study: Mapping[str, Any], runs: Sequence[Run], label: Callable[[Run], str]
+) -> Figure | None:
     """Distinct output strings per prompt: the base model and each series (mean over its runs); with a checker,
     bars for the passing and the failing samples beside the total."""
     bars: dict[str, list[Mapping[str, Any]]] = {}
@@ -258,7 +277,7 @@ def plot_diversity(study: Mapping[str, Any], runs: Sequence[Run]) -> Figure | No
     for run in runs:
         diversity = rows.section(run, "diversity")
         if diversity.get("distinct_per_prompt") is not None:
-            bars.setdefault(rows.series_label(run), []).append(diversity)
+            bars.setdefault(label(run), []).append(diversity)
     if not any(k != "base" for k in bars):
         return None
     keys = [("distinct_per_prompt", "all samples")]
@@ -299,16 +318,17 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
     runs = [r for r in study.get("runs") or [] if isinstance(r, Mapping)]
     figures: dict[str, Figure] = {}
     plain = [r for r in runs if not r.get("from")]
+    label = rows.labeller(runs)
     score = learning_score(runs)
     size = _setting_number("data_size")
     sizes = {size(r) for r in plain if size(r) is not None}
     if len(sizes) >= 2:
-        series = _series(plain, size, score[1])
+        series = _series(plain, size, score[1], label)
         if any(len(p) >= 2 for p in series.values()):
             figures["study_score_vs_data_size"] = _line_figure(
                 series, "training examples", score[0], log_x=True
             )
-        ranked = _series(plain, size, rows.rank_summary)
+        ranked = _series(plain, size, rows.rank_summary, label)
         if any(len(p) >= 2 for p in ranked.values()):
             figures["study_rank_vs_data_size"] = _line_figure(
                 ranked, "training examples", "ΔW energy_90 (median)", log_x=True
@@ -317,20 +337,22 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
     if len(scored) >= 2:
         if sum(_trainable(r) is not None for r in scored) >= 2:
             figures["study_score_vs_parameters"] = _scatter_figure(
-                scored, _trainable, score, "trainable parameters"
+                scored, _trainable, score, "trainable parameters", label
             )
         if sum(_cost_seconds(r) is not None for r in scored) >= 2:
-            figures["study_score_vs_cost"] = _scatter_figure(scored, _cost_seconds, score, "device-seconds")
-    plane = plot_learning_forgetting(runs)
+            figures["study_score_vs_cost"] = _scatter_figure(
+                scored, _cost_seconds, score, "device-seconds", label
+            )
+    plane = plot_learning_forgetting(runs, label)
     if plane is not None:
         figures["study_learning_forgetting"] = plane
-    diversity = plot_diversity(study, runs)
+    diversity = plot_diversity(study, runs, label)
     if diversity is not None:
         figures["study_diversity"] = diversity
     for key in rows.DURATIONS:
         duration = _setting_number(key)
         if len({duration(r) for r in plain if duration(r) is not None}) >= 2:
-            ranked = _series(plain, duration, rows.rank_summary)
+            ranked = _series(plain, duration, rows.rank_summary, label)
             if any(len(p) >= 2 for p in ranked.values()):
                 name = "training steps" if key == "max_steps" else "epochs"
                 figures["study_rank_vs_duration"] = _line_figure(

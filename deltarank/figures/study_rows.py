@@ -8,7 +8,8 @@ layer above, which imports it from here).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 Run = Mapping[str, Any]
@@ -89,6 +90,12 @@ def rank_summary(run: Run) -> float | None:
     return statistics.median(present) if present else None
 
 
+def labeller(runs: Sequence[Run]) -> Callable[[Run], str]:
+    """`series_label` for the runs of one study: with the model only when the study has several."""
+    several = len({str(setting(r, "model")) for r in runs}) > 1
+    return lambda run: series_label(run, with_model=several)
+
+
 def base_of(study: Mapping[str, Any], run: Run) -> Mapping[str, Any]:
     """The measurements of the base model a run descends from (study.json's `bases[run["base"]]`, else its
     `base`)."""
@@ -102,9 +109,11 @@ def bases(study: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return found or ({"base": study["base"]} if study.get("base") else {})
 
 
-def series_label(run: Run) -> str:
-    """One line of a figure per model × method (LoRA also per rank; controls named by their regulariser)."""
-    parts = [str(setting(run, "model") or ""), str(method(run))]
+def series_label(run: Run, with_model: bool = True) -> str:
+    """One line of a figure per model × method (LoRA also per rank; controls named by their regulariser);
+    the model by its file or directory name, left out with `with_model` False (a study of one model)."""
+    model = setting(run, "model")
+    parts = [Path(str(model)).name if with_model and model else "", str(method(run))]
     if is_lora(run) and setting(run, "lora_r") is not None:
         parts.append(f"r={setting(run, 'lora_r')}")
     if regularised(run):

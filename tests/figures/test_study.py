@@ -22,9 +22,11 @@ def test_biderman_figures(tmp_path: Path) -> None:
     }
     (ax,) = figures["study_learning_forgetting"].axes
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert {"tiny full", "tiny lora r=2", "tiny full + weight_decay 0.0001", "base model"} <= set(lines)
+    assert {"full", "lora r=2", "full + weight_decay 0.0001", "base model"} <= set(
+        lines
+    )  # one model: unnamed
     # learning = base loss 2.0 − run loss; forgetting = general-text loss rise
-    full_x, full_y = lines["tiny full"].get_data()
+    full_x, full_y = lines["full"].get_data()
     assert list(full_x) == [0.30, 0.31] and list(full_y) == pytest.approx([0.80, 0.78])
     (bars_ax,) = figures["study_diversity"].axes
     heights = [patch.get_height() for patch in bars_ax.patches]
