@@ -330,24 +330,25 @@ def diversity_order(runs: Sequence[Run], study: Mapping[str, Any]) -> dict[str, 
 
 
 def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
-    """Full FT's ΔW needs 10–100× the rank of a LoRA configuration: median energy_90 of full FT's ΔW (over
-    module types and runs) divided by the LoRA rank r (and by LoRA's own measured energy_90)."""
+    """Full FT's ΔW needs 10–100× the rank of a typical LoRA configuration: the median energy_90 of full FT's
+    ΔW (over module types and runs) divided by the smallest LoRA rank r of the study (the typical
+    configuration; the ratio to every other r is listed), else by LoRA's own measured energy_90."""
     full = [v for r in runs if is_full(r) and (v := rank_summary(r)) is not None]
     lora_runs = [r for r in runs if is_lora(r)]
-    ranks = [float(v) for r in lora_runs if (v := setting(r, "lora_r")) is not None]
+    ranks = sorted({float(v) for r in lora_runs if (v := setting(r, "lora_r")) is not None})
     measured = [v for r in lora_runs if (v := rank_summary(r)) is not None]
     if not full or not (ranks or measured):
         return None
     claim = "full fine-tuning's ΔW has 10–100× the rank of LoRA's"
     full_rank = statistics.median(full)
-    r = statistics.median(ranks) if ranks else None
     lora_rank = statistics.median(measured) if measured else None
-    ratio = full_rank / r if r else (full_rank / lora_rank if lora_rank else math.inf)
+    reference = ranks[0] if ranks else lora_rank
+    ratio = full_rank / reference if reference else math.inf
     low, high = RANK_RANGE
     verdict = "supported" if low <= ratio <= high else "not supported"
     evidence = f"median energy_90 of full FT's ΔW {full_rank:g}"
-    if r:
-        evidence += f" = {full_rank / r:.1f}× the LoRA rank r = {r:g}"
+    if ranks:
+        evidence += " = " + ", ".join(f"{full_rank / r:.1f}× r = {r:g}" for r in ranks)
     if lora_rank:
         evidence += f"; LoRA's own ΔW energy_90 {lora_rank:g} ({full_rank / lora_rank:.1f}×)"
     if ratio > high:
@@ -359,9 +360,10 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
         verdict,
         evidence,
         full_energy_90=full_rank,
-        lora_r=r,
+        lora_r=ranks[0] if ranks else None,
         lora_energy_90=lora_rank,
         ratio=ratio,
+        ratios={f"{r:g}": full_rank / r for r in ranks},
     )
 
 

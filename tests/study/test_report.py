@@ -100,3 +100,11 @@ def test_one_seed_report(tmp_path: Path) -> None:
     assert "Every setting ran with one seed" in text and "## Differences" not in text
     assert "| base |  |  |  |  | 2.0000 | – | 50.0% |" in text
     assert "**LoRA benefits from a bigger base model** (BELLE, Sun et al. 2023): **not supported**" in text
+
+
+def test_rank_claim_against_the_smallest_lora_rank() -> None:
+    study = biderman_study()
+    study["runs"][3]["settings"]["lora_r"] = 4  # lora-s1 now r = 4: full's median energy_90 50 is 25× r = 2
+    claim = {c["id"]: c for c in check_claims(study)}["full_rank_multiple"]
+    assert claim["numbers"]["ratios"] == {"2": 25.0, "4": 12.5} and claim["numbers"]["ratio"] == 25.0
+    assert "25.0× r = 2, 12.5× r = 4" in claim["evidence"]
