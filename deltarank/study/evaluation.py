@@ -257,7 +257,8 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def load_tuned(source: Any, run_dir: Path, method: str) -> Any:
-    """The trained model: a full fine-tune's directory, or the base with the run's adapter attached."""
+    """The trained model: a full fine-tune's directory, or the base with the run's adapter attached (a qlora
+    adapter too is attached to the float32 base, not to the NF4 one it trained on)."""
     import torch
 
     from deltarank.train.models import load_model
