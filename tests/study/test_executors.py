@@ -61,6 +61,7 @@ def test_ray_on_a_local_instance_gives_the_same_study(study_file: Path, sequenti
     assert comparable(document) == comparable(json.loads(json.dumps(sequential)))
 
 
+@pytest.mark.slow
 def test_a_failing_task_is_raised_by_every_local_executor() -> None:
     tasks = [(int, ("7",)), (int, ("not a number",))]
     with pytest.raises(ValueError, match="not a number"):
