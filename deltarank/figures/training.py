@@ -157,12 +157,7 @@ def plot_rank_over_training(
         for j, (ax, module) in enumerate(zip(axes, names, strict=True)):
             _draw_panel(ax, series, module)
             lora_rank_line(ax, r_by_module, module)
-            log_rank_axis(ax)
-            ax.set_xlabel("training step" if x_axis == "step" else "tokens seen")
-            if x_axis == "tokens":
-                ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
-            if j % columns == 0:
-                ax.set_ylabel("median r₀.₉")
+            _step_axes(ax, x_axis, "median r₀.₉" if j % columns == 0 else None)
         if any(p.final for points in series.values() for p in points):
             final_style: dict[str, Any] = {
                 "linestyle": "none",
@@ -173,6 +168,16 @@ def plot_rank_over_training(
             axes[0].plot([], [], label="final model", **final_style)
         place_legend(fig, axes, spare)
     return fig
+
+
+def _step_axes(ax: Axes, x_axis: str, ylabel: str | None) -> None:
+    """A steps panel's axes: log rank on y, training step or tokens seen on x, the y label on the first column."""
+    log_rank_axis(ax)
+    ax.set_xlabel("training step" if x_axis == "step" else "tokens seen")
+    if x_axis == "tokens":
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
 
 
 def _draw_panel(ax: Axes, series: dict[str, list[Point]], module: str) -> None:
@@ -302,12 +307,7 @@ def plot_tracked_ranks(
                         label=run.label if style == "-" else "_floor",
                     )
             lora_rank_line(ax, r_by_module, module)
-            log_rank_axis(ax)
-            ax.set_xlabel("training step" if x_axis == "step" else "tokens seen")
-            if x_axis == "tokens":
-                ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3), useMathText=True)
-            if j % columns == 0:
-                ax.set_ylabel("median rank")
+            _step_axes(ax, x_axis, "median rank" if j % columns == 0 else None)
         axes[0].plot([], [], color="black", label="r₀.₉")
         axes[0].plot([], [], color="black", linestyle="--", label="noise-floor rank")
         place_legend(fig, axes, spare)
