@@ -149,7 +149,9 @@ def tuned_model(method: str, run_dir: Path, qlora_base: Path) -> Any:
 
         base = load_model(
             resolve_model(qlora_base),
-            quantization_config(TrainConfig(str(qlora_base), DATA, str(run_dir), method="qlora")),
+            quantization_config(
+                TrainConfig(model=str(qlora_base), data=DATA, output_dir=str(run_dir), method="qlora")
+            ),
         )
     else:
         base = load_model(resolve_model(MODEL))
@@ -169,7 +171,13 @@ def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> 
         base = Path(source.directory) / (source.gguf_file or "")
     result = spectrum(base, run_dir)
     result.to_json(work / f"{method}.spectrum.json")
-    matrices = result.matrices
+    # the adapter's own ΔW; qlora's spectrum adds records of other kinds (module "q_proj:quantization_error"
+    # for the 4-bit rounding of the base, "q_proj:qlora_total" for both), summarised apart
+    matrices = [m for m in result.matrices if ":" not in m.module]
+    others: dict[str, list[Any]] = {}
+    for m in result.matrices:
+        if ":" in m.module:
+            others.setdefault(m.kind, []).append(m)
 
     def bound(m: Any) -> float:
         return float(m.rank_bound if m.rank_bound is not None else min(m.shape))
@@ -184,6 +192,14 @@ def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> 
         "dim": module_medians(matrices, lambda m: float(min(m.shape))),
         "energy_90_all": median(energy(m) for m in matrices),
         "rank_bound_all": median(bound(m) for m in matrices),
+        "other_kinds": {
+            kind: {
+                "matrices": len(ms),
+                "energy_90": module_medians(ms, energy),
+                "energy_90_all": median(energy(m) for m in ms),
+            }
+            for kind, ms in others.items()
+        },
     }
 
 

@@ -158,6 +158,7 @@ def markdown(records: list[dict[str, Any]], base: dict[str, Any]) -> str:
         "|---|" + "---:|" * len(MODULES),
         *(module_row(r) for r in records if r["delta"] is not None),
         "",
+        *other_kinds(records),
         f"![effective rank of ΔW against trainable parameters]({FIGURE}.png)",
         "",
         "Load average (1, 5, 15 min) before and after each method (the 2 cores are shared with other jobs; "
@@ -186,6 +187,18 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.machine()
+
+
+def other_kinds(records: list[dict[str, Any]]) -> list[str]:
+    """Lines for the extra records a spectrum gave (qlora: the 4-bit rounding of the base, and both)."""
+    lines = []
+    for r in records:
+        for kind, found in ((r["delta"] or {}).get("other_kinds") or {}).items():
+            lines.append(
+                f"{label(r['method'])}, spectrum records of kind `{kind}` ({found['matrices']} matrices): median "
+                f"energy_90 {rank_cell(found['energy_90_all'])} over all of them."
+            )
+    return [*lines, ""] if lines else []
 
 
 def threads(records: list[dict[str, Any]]) -> str:
