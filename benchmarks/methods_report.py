@@ -217,6 +217,7 @@ def draw(records: list[dict[str, Any]], results: Path) -> None:
         fig = new_figure(DOUBLE_COLUMN_IN * 0.7, 3.2)
         ax = fig.add_subplot()
         shown = [r for r in records if r["delta"] is not None]
+        groups: list[tuple[float, float, list[str]]] = []
         for i, r in enumerate(shown):
             x = r["run"]["parameters"]["trainable"]
             y, bound = r["delta"]["energy_90_all"], r["delta"]["rank_bound_all"]
@@ -224,7 +225,13 @@ def draw(records: list[dict[str, Any]], results: Path) -> None:
             ax.plot([x, x], [y, bound], color=color, linewidth=0.6, alpha=0.5)
             ax.scatter([x], [bound], s=22, facecolors="none", edgecolors=color, marker=marker, linewidths=0.8)
             ax.scatter([x], [y], s=22, color=color, marker=marker, zorder=3)
-            ax.annotate(label(r["method"]), (x, y), textcoords="offset points", xytext=(4, -3), fontsize=6.5)
+            group = next((g for g in groups if abs(g[0] / x - 1) < 0.2 and abs(g[1] / y - 1) < 0.3), None)
+            if group is None:  # points close together share one label, so no text is drawn over another
+                groups.append((x, y, [label(r["method"])]))
+            else:
+                group[2].append(label(r["method"]))
+        for x, y, names in groups:
+            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, -3), fontsize=6.5)
         ax.set_xscale("log")
         ax.set_yscale("log")
         plain_log_axis(ax.yaxis)
