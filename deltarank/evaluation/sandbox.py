@@ -82,7 +82,9 @@ def run_program(source: str, limits: Limits | None = None) -> Outcome:
             _kill_group(process)
         isolation = status.read_text().strip() if status.is_file() else "not started"
         detail = _last_line(work / "err.txt")
-    if code is None:
+    # The CPU-time limit matches the wall-clock one: SIGXCPU (or the SIGKILL past the hard limit) is a timeout
+    # that the kernel noticed first, which happens when the program had a core to itself.
+    if code is None or code in (-signal.SIGXCPU, -signal.SIGKILL):
         return Outcome(False, "timed out", f"no result within {limits.timeout_s:g} s", isolation)
     if code == 0:
         return Outcome(True, "passed", "", isolation)
