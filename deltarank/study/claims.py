@@ -97,6 +97,9 @@ def _result(
     }
 
 
+CLEAR_MAJORITY = 2 / 3
+
+
 def _majority(share: float) -> str:
     return "supported" if share > 0.5 else "not supported"
 
@@ -146,11 +149,12 @@ def lora_learns_less_forgets_less(runs: Sequence[Run]) -> dict[str, Any] | None:
     full_f = [f for r in full if (f := forgetting(r)) is not None]
     lora_f = [f for r in lora if (f := forgetting(r)) is not None]
     learns, forgets = learn_less / pairs, forget_less / pairs
+    # A clear majority either way (two thirds of the matched comparisons); anything closer is mixed.
     if noise:
         verdict = "within noise"
-    elif learns > 0.5 and forgets > 0.5:
+    elif learns >= CLEAR_MAJORITY and forgets >= CLEAR_MAJORITY:
         verdict = "supported"
-    elif learns <= 0.5 and forgets <= 0.5:
+    elif learns <= 1 - CLEAR_MAJORITY and forgets <= 1 - CLEAR_MAJORITY:
         verdict = "not supported"
     else:
         verdict = "mixed"
