@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from deltarank.train.formats import DEFAULT_CHAT_TEMPLATE
+from deltarank.train.formats import DEFAULT_CHAT_TEMPLATE, DEFAULT_END_OF_TURN
 
 Prompt = str | list[dict[str, str]]
 
@@ -29,7 +29,8 @@ def prompt_ids(tokenizer: Any, prompt: Prompt) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy_answer(model: Any, tokenizer: Any, prompt: Prompt, max_new_tokens: int) -> str:
-    """The model's greedy continuation of the prompt (special tokens removed), at most `max_new_tokens`."""
+    """The model's greedy continuation of the prompt, at most `max_new_tokens`: special tokens removed, and for a
+    chat prompt rendered with deltarank's default template, cut at its end-of-turn marker."""
     ids = prompt_ids(tokenizer, prompt)
     out = model.generate(
         input_ids=ids,
@@ -39,4 +40,15 @@ def greedy_answer(model: Any, tokenizer: Any, prompt: Prompt, max_new_tokens: in
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )
-    return str(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    return end_of_answer(
+        tokenizer, prompt, str(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+    )
+
+
+def end_of_answer(tokenizer: Any, prompt: Prompt, text: str) -> str:
+    """The answer part of a decoded generation: for a chat prompt rendered with deltarank's default template
+    (the tokenizer has none), the text before the template's end-of-turn marker, which a model trained on that
+    template writes as plain text when its vocabulary has no such special token (Gemma 3's GGUF tokenizer)."""
+    if isinstance(prompt, str) or getattr(tokenizer, "chat_template", None):
+        return text
+    return text.split(DEFAULT_END_OF_TURN, 1)[0]

@@ -28,6 +28,9 @@ IGNORE_INDEX = -100  # label of a position that takes no loss (the value torch's
 FORMATS = ("messages", "prompt_completion", "alpaca", "conversations", "text")
 ROLES = ("system", "user", "assistant", "tool")
 SPEAKERS = {"human": "user", "assistant": "assistant", "system": "system"}  # BELLE's `from` -> chat role
+# The end-of-turn marker of the default template. A tokenizer without a chat template usually has no such
+# special token either, so a model trained on it learns to write the marker as text; generation cuts there.
+DEFAULT_END_OF_TURN = "<|im_end|>"
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"

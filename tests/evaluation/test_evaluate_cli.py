@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from deltarank.cli import main
 from deltarank.evaluation import tasks
-from deltarank.evaluation.generate import greedy_answer
+from deltarank.evaluation.generate import end_of_answer, greedy_answer
 from deltarank.train import builtin_zh
 from deltarank.train.builtin_data import builtin_records, parse_builtin
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
@@ -147,3 +147,18 @@ def test_humaneval_is_not_training_data(model_dir: Path, tmp_path: Path) -> None
 def test_zh_sentiment_split_names_parse() -> None:
     assert parse_builtin("builtin:zh-sentiment:test").split == "test"
     assert next(builtin_records(parse_builtin("builtin:zh-sentiment")))["answer"] in ("正面", "负面")
+
+
+def test_an_answer_ends_at_the_default_templates_end_of_turn(model_dir: Path) -> None:
+    """Gemma 3's GGUF tokenizer has no chat template and no `<|im_end|>` token: a model trained on deltarank's
+    ChatML default writes the marker as text, which must not count against an exact-match answer."""
+    tokenizer = load_tokenizer(resolve_model(str(model_dir)))
+    chat = [{"role": "user", "content": "评价：很好"}]
+    written = "正面<|im_end|>\n<|im_start|>user"
+    tokenizer.chat_template = None
+    assert end_of_answer(tokenizer, chat, written) == "正面"
+    assert end_of_answer(tokenizer, "a plain prompt", written) == written  # no template was applied
+    tokenizer.chat_template = "{{ messages[0]['content'] }}"
+    assert (
+        end_of_answer(tokenizer, chat, written) == written
+    )  # the tokenizer's own template ends turns itself
