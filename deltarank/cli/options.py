@@ -121,14 +121,22 @@ def fetch_missing(download: bool, specs: list[str]) -> None:
         download_missing(specs)
 
 
-def dry_run_option(func: F) -> F:
-    """`--dry-run`: print what the run would analyse, skip and hold in memory (headers only), write nothing."""
-    return click.option(
-        "--dry-run",
-        is_flag=True,
-        help="Print the pairs that would be analysed, those skipped, the decompositions and the estimated "
-        "peak memory, from the headers only; compute and write nothing.",
-    )(func)
+DRY_RUN_HELP = (
+    "Print the pairs that would be analysed, those skipped, the decompositions and the estimated peak memory, "
+    "from the headers only; compute and write nothing."
+)
+
+
+def dry_run_option(func: F | None = None, *, help: str = DRY_RUN_HELP) -> Any:
+    """`--dry-run`: show what the command would do, write nothing; `help` says what a command shows.
+
+    Used bare (`@dry_run_option`) by the analysis commands, or as `@dry_run_option(help=...)`.
+    """
+
+    def decorate(f: F) -> F:
+        return click.option("--dry-run", is_flag=True, help=help)(f)
+
+    return decorate(func) if func is not None else decorate
 
 
 def quiet_option(func: F) -> F:

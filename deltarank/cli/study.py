@@ -28,7 +28,10 @@ SIZES = ("cpu", "full")
     help="Preset size: cpu (2 CPU cores, tens of minutes) or full (meant for GPUs).",
 )
 @output_option("Study directory (runs, base/, study.json, study.csv, report.md, figures/).", required=True)
-@dry_run_option
+@dry_run_option(
+    help="List every run (state, steps, tokens, coordinates) with an estimated training time; train and write "
+    "nothing."
+)
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
