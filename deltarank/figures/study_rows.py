@@ -7,6 +7,7 @@ layer above, which imports it from here).
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -118,6 +119,8 @@ def series_label(run: Run, with_model: bool = True) -> str:
         parts.append(f"r={setting(run, 'lora_r')}")
     if regularised(run):
         parts.append(f"+ {regularisation_label(run)}")
-    if run.get("from"):
-        parts.append(f"from {run['from']}")
+    if run.get(
+        "from"
+    ):  # the parent's readable name: without the 6-hex-digit hash `deltarank.study.spec` adds
+        parts.append(f"from {re.sub(r'-[0-9a-f]{6}$', '', str(run['from']))}")
     return " ".join(p for p in parts if p)
