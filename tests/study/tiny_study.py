@@ -3,7 +3,6 @@ held-out set and diversity prompts; a 2 × 2 grid (method {full, lora} × data_s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from tests.train.conftest import save_tiny_model
+from tests.train.conftest import save_tiny_model, write_jsonl
 
 # run.json fields that measure the machine rather than the run: left out when two studies are compared
 MACHINE_FIELDS = ("seconds", "tokens_per_second", "peak_memory_bytes", "elapsed")
@@ -31,11 +30,6 @@ def one_thread() -> Iterator[None]:
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama + tokenizer directory (read-only for tests)."""
     return save_tiny_model(tmp_path_factory.mktemp("study_lm"))
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def tiny_study(folder: Path, model: Path, **changes: Any) -> dict[str, Any]:
