@@ -10,8 +10,10 @@
 | study_rank_vs_data_size | ≥ 2 data sizes with ranks | median ΔW energy_90 against training examples |
 | study_rank_vs_duration | ≥ 2 durations with ranks | median ΔW energy_90 against max_steps or epochs |
 
-The learning score is the exact-match accuracy when every plotted run has one, else the held-out loss (lower:
-learned more). On the learning–forgetting plane, learning is the drop of the held-out loss from the base
+The score and learning–forgetting figures compare the runs trained from a base model; a stacked run (`from:`
+another run) learned a second task on another held-out set, so it is left out of them and reported in the
+study's table. The learning score is the exact-match accuracy when every plotted run has one, else the
+held-out loss (lower: learned more). On the learning–forgetting plane, learning is the drop of the held-out loss from the base
 model (or the accuracy gain) and forgetting the rise of the loss on the base model's own general text. Runs
 of one line that differ only in other settings (seeds, learning rates) are averaged at each x.
 """
@@ -319,7 +321,7 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
     figures: dict[str, Figure] = {}
     plain = [r for r in runs if not r.get("from")]
     label = rows.labeller(runs)
-    score = learning_score(runs)
+    score = learning_score(plain)
     size = _setting_number("data_size")
     sizes = {size(r) for r in plain if size(r) is not None}
     if len(sizes) >= 2:
@@ -333,7 +335,7 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
             figures["study_rank_vs_data_size"] = _line_figure(
                 ranked, "training examples", "ΔW energy_90 (median)", log_x=True
             )
-    scored = [r for r in runs if score[1](r) is not None]
+    scored = [r for r in plain if score[1](r) is not None]
     if len(scored) >= 2:
         if sum(_trainable(r) is not None for r in scored) >= 2:
             figures["study_score_vs_parameters"] = _scatter_figure(
@@ -343,7 +345,7 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
             figures["study_score_vs_cost"] = _scatter_figure(
                 scored, _cost_seconds, score, "device-seconds", label
             )
-    plane = plot_learning_forgetting(runs, label)
+    plane = plot_learning_forgetting(plain, label)
     if plane is not None:
         figures["study_learning_forgetting"] = plane
     diversity = plot_diversity(study, runs, label)

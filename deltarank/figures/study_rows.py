@@ -92,9 +92,12 @@ def rank_summary(run: Run) -> float | None:
 
 
 def labeller(runs: Sequence[Run]) -> Callable[[Run], str]:
-    """`series_label` for the runs of one study: with the model only when the study has several."""
+    """`series_label` for the runs of one study: with the model only when the study has several, with the
+    training data only when its runs trained from a base model on several data sets (a stacked run's second
+    data set is named by its `from`)."""
     several = len({str(setting(r, "model")) for r in runs}) > 1
-    return lambda run: series_label(run, with_model=several)
+    data = len({str(setting(r, "data")) for r in runs if not r.get("from")}) > 1
+    return lambda run: series_label(run, with_model=several, with_data=data)
 
 
 def base_of(study: Mapping[str, Any], run: Run) -> Mapping[str, Any]:
@@ -110,9 +113,10 @@ def bases(study: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return found or ({"base": study["base"]} if study.get("base") else {})
 
 
-def series_label(run: Run, with_model: bool = True) -> str:
+def series_label(run: Run, with_model: bool = True, with_data: bool = False) -> str:
     """One line of a figure per model × method (LoRA also per rank; controls named by their regulariser);
-    the model by its file or directory name, left out with `with_model` False (a study of one model)."""
+    the model by its file or directory name, left out with `with_model` False (a study of one model); the
+    training data (`on builtin:code`) with `with_data`."""
     model = setting(run, "model")
     parts = [Path(str(model)).name if with_model and model else "", str(method(run))]
     if is_lora(run) and setting(run, "lora_r") is not None:
@@ -123,4 +127,6 @@ def series_label(run: Run, with_model: bool = True) -> str:
         "from"
     ):  # the parent's readable name: without the 6-hex-digit hash `deltarank.study.spec` adds
         parts.append(f"from {re.sub(r'-[0-9a-f]{6}$', '', str(run['from']))}")
+    if with_data and setting(run, "data") is not None:
+        parts.append(f"on {setting(run, 'data')}")
     return " ".join(p for p in parts if p)

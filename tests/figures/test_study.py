@@ -8,7 +8,7 @@ import pytest
 
 from deltarank.errors import InputError
 from deltarank.figures.study import render_study_figures, study_figures
-from tests.study.example_study import belle_study, biderman_study
+from tests.study.example_study import belle_study, biderman_study, run
 
 
 def test_biderman_figures(tmp_path: Path) -> None:
@@ -47,6 +47,35 @@ def test_belle_figures(tmp_path: Path) -> None:
     assert ax.get_ylabel() == "accuracy"
     written = render_study_figures(belle_study(), tmp_path, formats=("png", "pdf"))
     assert len(written) == 2 * len(figures)
+
+
+def test_stacked_runs_stay_out_of_the_score_figures() -> None:
+    """A run stacked on another learned a second task (no accuracy, another held-out set): the score figures
+    keep the accuracy of the runs trained from the base and leave it out."""
+    study = belle_study()
+    stacked = run("zh-text-from-full", "lora", size=100, loss=3.2, lora_r=8)
+    stacked.update({"from": "full-n400"})
+    stacked["settings"]["data"] = "builtin:zh-text"
+    study["runs"].append(stacked)
+    figures = study_figures(study)
+    for stem in ("study_score_vs_data_size", "study_score_vs_parameters", "study_score_vs_cost"):
+        (ax,) = figures[stem].axes
+        assert ax.get_ylabel() == "accuracy"
+        assert {line.get_label() for line in ax.get_lines()} == {"tiny lora r=8", "tiny full", "big lora r=8"}
+
+
+def test_several_data_sets_are_named_in_the_labels() -> None:
+    study = belle_study()
+    for row in study["runs"]:
+        if row["name"] == "big-lora-n100":
+            row["settings"]["data"] = "builtin:math"
+    (ax,) = study_figures(study)["study_score_vs_parameters"].axes
+    labels = {line.get_label() for line in ax.get_lines()}
+    assert labels == {
+        "tiny lora r=8 on builtin:zh-sentiment",
+        "tiny full on builtin:zh-sentiment",
+        "big lora r=8 on builtin:math",
+    }
 
 
 def test_not_a_study(tmp_path: Path) -> None:
