@@ -39,6 +39,16 @@ def build_tiny_llama(seed: int = 0, **overrides: object) -> LlamaForCausalLM:
     return model
 
 
+def take_sgd_steps(model: torch.nn.Module, steps: int = 2, lr: float = 0.1, vocab: int = 128) -> None:
+    """Train `model`'s trainable parameters for `steps` SGD steps on fixed random tokens (seed 0)."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+    tokens = torch.randint(0, vocab, (2, 16), generator=torch.Generator().manual_seed(0))
+    for _ in range(steps):
+        model(input_ids=tokens, labels=tokens).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
 @pytest.fixture
 def tiny_model() -> LlamaForCausalLM:
     """A fresh tiny Llama model (fp32)."""

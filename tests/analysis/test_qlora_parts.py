@@ -27,7 +27,7 @@ from deltarank.errors import DeltarankError
 from deltarank.io.naming import Selection
 from deltarank.io.pairing import QuantizationPair
 from deltarank.io.quantization import QUANTIZATION_FILE
-from tests.conftest import build_tiny_llama
+from tests.conftest import build_tiny_llama, take_sgd_steps
 
 bnb = pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (dev extra)")
 
@@ -60,12 +60,7 @@ def qlora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             keep_nf4_exact(prepare_model_for_kbit_training(quantized)),
             LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False),
         )
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    tokens = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
-    for _ in range(2):
-        model(input_ids=tokens, labels=tokens).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    take_sgd_steps(model)
     record_quantization(model).save_pretrained(str(root / "adapter"))
     fp32 = dict(original.state_dict())
     layers: dict[str, dict[str, torch.Tensor]] = {}

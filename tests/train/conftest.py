@@ -50,11 +50,13 @@ def train_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def save_tiny_model(directory: Path, seed: int = 0) -> Path:
-    """Save a tiny Llama (fp32 safetensors) and its tokenizer into `directory`."""
+def save_tiny_model(directory: Path, seed: int = 0, **sizes: int) -> Path:
+    """Save a tiny Llama (fp32 safetensors) and its tokenizer into `directory`; `sizes` (hidden_size, ...)
+    override `build_tiny_llama`'s."""
     tokenizer = train_tokenizer()
     model = build_tiny_llama(
         seed=seed,
+        **sizes,
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -16,8 +16,7 @@ from deltarank.train.config import DEFAULT_LR, METHODS, PROMPT_METHODS, TrainCon
 from deltarank.train.methods import keep_nf4_exact, quantization_config
 from deltarank.train.models import load_model, resolve_model
 from deltarank.train.trainer import run_training
-from tests.conftest import build_tiny_llama
-from tests.train.conftest import train_tokenizer
+from tests.train.conftest import save_tiny_model
 
 # Small method settings so that every run takes seconds (the tiny Llama: hidden 32, MLP 64).
 SMALL = {
@@ -39,20 +38,7 @@ INPUT = torch.tensor([[0, 5, 17, 42, 99, 7, 3, 250]])
 @pytest.fixture(scope="module")
 def wide_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama at hidden 64 / MLP 128: bitsandbytes' CPU 4-bit kernels need in_features >= 64."""
-    directory = tmp_path_factory.mktemp("wide_lm")
-    tokenizer = train_tokenizer()
-    model = build_tiny_llama(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        max_position_embeddings=256,
-    )
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_tiny_model(tmp_path_factory.mktemp("wide_lm"), hidden_size=64, intermediate_size=128)
 
 
 class KeepModel(TrainerCallback):

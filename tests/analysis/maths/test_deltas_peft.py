@@ -21,7 +21,7 @@ import torch
 from deltarank.analysis.engine import spectrum
 from deltarank.analysis.results import MatrixSpectrum
 from deltarank.errors import InputError
-from tests.conftest import build_tiny_llama
+from tests.conftest import build_tiny_llama, take_sgd_steps
 
 SIGMA_TOL = 1e-5  # max |σ − σ_ref| relative to σ₁
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -351,12 +351,7 @@ def test_qlora_adapter_against_the_dequantized_nf4_base(tmp_path: Path) -> None:
         prepare_model_for_kbit_training(quantized()),
         LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False),
     )
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    tokens = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
-    for _ in range(2):
-        model(input_ids=tokens, labels=tokens).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    take_sgd_steps(model)
     model.save_pretrained(str(tmp_path / "adapter"))
 
     from peft import PeftModel
