@@ -157,6 +157,21 @@ def tiny_adapter_pair(dora: bool, hidden: int = 64, layers: int = 2) -> tuple[Pa
     return base, adapter
 
 
+def plan_shards(shapes: dict[str, tuple[int, ...]], shard_bytes: int) -> tuple[list[str], list[list[str]]]:
+    """Hugging Face shard file names and the bf16 tensors in each, filled in order up to `shard_bytes`."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        nbytes = 2 * _numel(shape)
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    return files, shards
+
+
 def llama7b_shapes(
     layers: int = 32, hidden: int = 4096, mlp: int = 11008, vocab: int = 32000
 ) -> dict[str, tuple[int, ...]]:
@@ -201,16 +216,7 @@ def llama7b_pair(
     if (root / ".complete").is_file():
         return base, tuned
     shapes = llama7b_shapes(layers)
-    shards: list[list[str]] = [[]]
-    size = 0
-    for name, shape in shapes.items():
-        nbytes = 2 * _numel(shape)
-        if shards[-1] and size + nbytes > shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += nbytes
-    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    files, shards = plan_shards(shapes, shard_bytes)
     index = {
         "metadata": {"total_size": 2 * sum(_numel(s) for s in shapes.values())},
         "weight_map": {name: files[i] for i, names in enumerate(shards) for name in names},

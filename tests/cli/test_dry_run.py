@@ -8,6 +8,7 @@ import math
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -184,16 +185,7 @@ def write_sparse_sharded(
 ) -> None:
     """A bf16 sharded Hugging Face checkpoint whose headers are real and whose data are sparse holes."""
     directory.mkdir(parents=True)
-    shards: list[list[str]] = [[]]
-    size = 0
-    for name, shape in shapes.items():
-        nbytes = 2 * math.prod(shape)
-        if shards[-1] and size + nbytes > shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += nbytes
-    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    files, shards = bench_pairs().plan_shards(shapes, shard_bytes)
     for file, names in zip(files, shards, strict=True):
         header: dict[str, object] = {"__metadata__": {"format": "pt"}}
         offset = 0
@@ -212,15 +204,20 @@ def write_sparse_sharded(
     )
 
 
-def llama7b_shapes() -> dict[str, tuple[int, ...]]:
-    """Every tensor of a Llama-2-7B checkpoint: benchmarks/pairs.py's `llama7b_shapes`, the one definition."""
+def bench_pairs() -> Any:
+    """benchmarks/pairs.py, the one definition of the Llama-2-7B shapes and of their shard plan."""
     spec = importlib.util.spec_from_file_location(
         "bench_pairs", Path(__file__).parents[2] / "benchmarks" / "pairs.py"
     )
     assert spec is not None and spec.loader is not None
     pairs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pairs)
-    return dict(pairs.llama7b_shapes())
+    return pairs
+
+
+def llama7b_shapes() -> dict[str, tuple[int, ...]]:
+    """Every tensor of a Llama-2-7B checkpoint: benchmarks/pairs.py's `llama7b_shapes`."""
+    return dict(bench_pairs().llama7b_shapes())
 
 
 def test_seven_b_sharded_checkpoint_plans_from_headers_fast(tmp_path: Path) -> None:
