@@ -127,35 +127,10 @@ class Evaluator:
 
 def tuned_model(method: str, run_dir: Path, qlora_base: Path) -> Any:
     """The trained model as it runs: full weights, the base + its adapter (qlora: on the 4-bit base)."""
-    import torch
+    from deltarank.study.evaluation import load_tuned
+    from deltarank.train.models import resolve_model
 
-    from deltarank.train.models import load_model, resolve_model
-
-    if method == "full":
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(
-            str(run_dir), dtype=torch.float32, use_safetensors=True, local_files_only=True
-        ).eval()
-    if method == "adapter":
-        from deltarank.train.bottleneck import load_adapter
-
-        return load_adapter(load_model(resolve_model(MODEL)), run_dir).eval()
-    from peft import PeftModel
-
-    if method == "qlora":
-        from deltarank.train.config import TrainConfig
-        from deltarank.train.methods import quantization_config
-
-        base = load_model(
-            resolve_model(qlora_base),
-            quantization_config(
-                TrainConfig(model=str(qlora_base), data=DATA, output_dir=str(run_dir), method="qlora")
-            ),
-        )
-    else:
-        base = load_model(resolve_model(MODEL))
-    return PeftModel.from_pretrained(base, str(run_dir)).eval()
+    return load_tuned(resolve_model(qlora_base if method == "qlora" else MODEL), run_dir, method).eval()
 
 
 def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> dict[str, Any]:

@@ -257,10 +257,16 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def load_tuned(source: Any, run_dir: Path, method: str) -> Any:
-    """The trained model: a full fine-tune's directory, or the base with the run's adapter attached (a qlora
-    adapter too is attached to the float32 base, not to the NF4 one it trained on)."""
+    """The trained model as it was trained: a full fine-tune's directory, or the base with the run's adapter
+    attached (a qlora adapter to the base quantized to NF4 as `train` quantized it, so its learning and
+    forgetting include the 4-bit rounding of the base, as the model a user deploys does).
+
+    Raises:
+        InputError: a qlora run's base is a GGUF (it cannot be quantized again; `train` refuses it too).
+    """
     import torch
 
+    from deltarank.train.methods import keep_nf4_exact, quantization_config
     from deltarank.train.models import load_model
 
     if method == "full":
@@ -269,7 +275,7 @@ def load_tuned(source: Any, run_dir: Path, method: str) -> Any:
         return AutoModelForCausalLM.from_pretrained(
             str(run_dir), dtype=torch.float32, use_safetensors=True, local_files_only=True
         )
-    base = load_model(source)
+    base = keep_nf4_exact(load_model(source, quantization_config(method)))
     if method == "adapter":
         from deltarank.train.bottleneck import load_adapter
 

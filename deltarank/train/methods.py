@@ -50,9 +50,10 @@ def wrap_model(model: Any, config: TrainConfig) -> Any:
     return BUILDERS[config.method](model, config)
 
 
-def quantization_config(config: TrainConfig) -> Any | None:
-    """The `quantization_config` for `from_pretrained`: QLoRA's 4-bit NF4 with double quantisation, else None."""
-    if config.method != "qlora":
+def quantization_config(method: str) -> Any | None:
+    """The `quantization_config` for `from_pretrained` of the base a `method` trains on: QLoRA's 4-bit NF4 with
+    double quantisation, else None."""
+    if method != "qlora":
         return None
     import torch
     from transformers import BitsAndBytesConfig

@@ -89,7 +89,9 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainRes
     from transformers import set_seed
 
     set_seed(config.seed)  # LoRA's A is initialised before the Trainer seeds anything
-    model = wrap_model(set_attention_dropout(load_model(source, quantization_config(config)), config), config)
+    model = wrap_model(
+        set_attention_dropout(load_model(source, quantization_config(config.method)), config), config
+    )
     collator = make_collator(config.batching, model, tokenizer.pad_token_id)
     args.include_num_input_tokens_seen = collator.tokens_seen
     cost = CostCallback()

