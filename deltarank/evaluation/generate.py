@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from deltarank.reproduce.evaluate import model_device
 from deltarank.train.formats import DEFAULT_CHAT_TEMPLATE, DEFAULT_END_OF_TURN
 
 Prompt = str | list[dict[str, str]]
@@ -31,7 +32,7 @@ def prompt_ids(tokenizer: Any, prompt: Prompt) -> torch.Tensor:
 def greedy_answer(model: Any, tokenizer: Any, prompt: Prompt, max_new_tokens: int) -> str:
     """The model's greedy continuation of the prompt, at most `max_new_tokens`: special tokens removed, and for a
     chat prompt rendered with deltarank's default template, cut at its end-of-turn marker."""
-    ids = prompt_ids(tokenizer, prompt)
+    ids = prompt_ids(tokenizer, prompt).to(model_device(model))
     out = model.generate(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),

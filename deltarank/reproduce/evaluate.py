@@ -84,9 +84,15 @@ class EvalModels:
 
 
 @torch.no_grad()
+def model_device(model: Any) -> torch.device:
+    """The device a model's weights are on: where its inputs go (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def sequence_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> float:
     """Token-weighted mean cross-entropy over trained positions of (input_ids, labels) examples."""
     total, count = 0.0, 0
+    device = model_device(model)
     for start in range(0, len(examples), EVAL_BATCH):
         chunk = examples[start : start + EVAL_BATCH]
         width = max(len(ids) for ids, _ in chunk)
@@ -100,8 +106,8 @@ def sequence_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], p
                 1,
             )
         # prompt and P-tuning adapters put their virtual tokens' logits first: keep the last T positions
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, -width:][:, :-1]  # (B, T-1, V)
-        target = labels[:, 1:]  # (B, T-1)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, -width:][:, :-1]
+        target = labels[:, 1:].to(device)  # logits: (B, T-1, V), target: (B, T-1)
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             target.reshape(-1),
@@ -124,7 +130,7 @@ def general_text(model: Any, tokenizer: Any, max_new_tokens: int, seed: int) -> 
         text = tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, chat_template=template
         )
-        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model_device(model))
         out = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,
@@ -154,7 +160,7 @@ def math_accuracy(model: Any, tokenizer: Any, examples: Sequence[Any], max_new_t
 
     correct = 0
     for example in examples:
-        inputs = tokenizer(example.prompt, return_tensors="pt")
+        inputs = tokenizer(example.prompt, return_tensors="pt").to(model_device(model))
         out = model.generate(
             **inputs,
             max_new_tokens=max_new_tokens,

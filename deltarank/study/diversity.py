@@ -163,8 +163,9 @@ def sample_answers(
     import torch
 
     from deltarank.evaluation.generate import prompt_ids
+    from deltarank.reproduce.evaluate import model_device
 
-    ids = prompt_ids(tokenizer, prompt)
+    ids = prompt_ids(tokenizer, prompt).to(model_device(model))
     torch.manual_seed(seed)
     with torch.no_grad():
         out = model.generate(

