@@ -83,12 +83,12 @@ class EvalModels:
         return fn(model)
 
 
-@torch.no_grad()
 def model_device(model: Any) -> torch.device:
     """The device a model's weights are on: where its inputs go (the CPU for a model without parameters)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+@torch.no_grad()
 def sequence_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> float:
     """Token-weighted mean cross-entropy over trained positions of (input_ids, labels) examples."""
     total, count = 0.0, 0

@@ -38,3 +38,12 @@ def test_prompt_tuned_model_scores_the_real_tokens_not_the_virtual_ones() -> Non
     assert abs(sequence_loss(model, [(IDS, LABELS)], pad_id=0) - expected) < 1e-5
     # the virtual tokens change the loss: the test would not pass with the base model's numbers
     assert abs(sequence_loss(base, [(IDS, LABELS)], pad_id=0) - expected) > 1e-4
+
+
+def test_loss_is_computed_without_autograd() -> None:
+    """Evaluation builds no graph: the forward pass runs with gradients off (memory stays that of inference)."""
+    model = build_tiny_llama()
+    seen: list[bool] = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    sequence_loss(model, [(IDS, LABELS)], pad_id=0)
+    assert seen == [False]
