@@ -13,9 +13,10 @@
 The score and learning–forgetting figures compare the runs trained from a base model; a stacked run (`from:`
 another run) learned a second task on another held-out set, so it is left out of them and reported in the
 study's table. The learning score is the exact-match accuracy when every plotted run has one, else the
-held-out loss (lower: learned more). On the learning–forgetting plane, learning is the drop of the held-out loss from the base
-model (or the accuracy gain) and forgetting the rise of the loss on the base model's own general text. Runs
-of one line that differ only in other settings (seeds, learning rates) are averaged at each x.
+held-out loss (lower: learned more). On the learning–forgetting plane, learning is the drop of the held-out
+loss from the base model (or the accuracy gain) and forgetting the rise of the loss on the base model's own
+general text. Runs of one line that differ only in other settings (seeds, learning rates) are averaged at
+each x.
 """
 
 from __future__ import annotations
