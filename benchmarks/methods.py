@@ -127,10 +127,9 @@ class Evaluator:
 
 def tuned_model(method: str, run_dir: Path, qlora_base: Path) -> Any:
     """The trained model as it runs: full weights, the base + its adapter (qlora: on the 4-bit base)."""
-    from deltarank.study.evaluation import load_tuned
-    from deltarank.train.models import resolve_model
+    from deltarank.train.models import load_trained, resolve_model
 
-    return load_tuned(resolve_model(qlora_base if method == "qlora" else MODEL), run_dir, method).eval()
+    return load_trained(resolve_model(qlora_base if method == "qlora" else MODEL), run_dir).eval()
 
 
 def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> dict[str, Any]:

@@ -44,8 +44,10 @@ EVAL_BATCH = 8
 class EvalModels:
     """Loads the models to evaluate, reading (and dequantizing) the base model only once.
 
-    A LoRA adapter is attached to the kept base model for its evaluation and detached afterwards
-    (`unload`, no merge), so the base weights stay untouched.
+    A peft adapter of an unquantized base is attached to the kept base model for its evaluation and detached
+    afterwards (`unload`, no merge), so the base weights stay untouched; any other `deltarank train` output
+    (a full fine-tune, a bottleneck adapter, a QLoRA adapter on its re-quantized base) is loaded on its own
+    (`deltarank.train.models.load_trained`).
     """
 
     def __init__(self, base: Any) -> None:
@@ -62,24 +64,21 @@ class EvalModels:
         return self._base
 
     def evaluate(self, tuned: Path | None, fn: Any) -> Any:
-        """fn(model) for the base (`tuned` None), a full fine-tuned directory or base + a LoRA adapter."""
+        """fn(model) for the base (`tuned` None) or a `deltarank train` output (or checkpoint) `tuned`."""
         from deltarank.io.adapter import is_adapter_dir
+        from deltarank.io.quantization import read_quantization
+        from deltarank.train.models import load_trained
 
         if tuned is None:
             return fn(self.base())
-        if is_adapter_dir(tuned):
-            from peft import PeftModel
-
-            wrapped = PeftModel.from_pretrained(self.base(), str(tuned)).eval()
+        if is_adapter_dir(tuned) and read_quantization(tuned) is None:
+            wrapped = load_trained(self.source, tuned, base=self.base()).eval()
             try:
                 return fn(wrapped)
             finally:
                 self._base = wrapped.unload()
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(
-            str(tuned), dtype=torch.float32, use_safetensors=True, local_files_only=True
-        ).eval()
+        model = load_trained(self.source, tuned).eval()
+        model.config.use_cache = True  # generation needs the KV cache that training turned off
         return fn(model)
 
 

@@ -222,7 +222,7 @@ def measure_run(
     Raises:
         DeltarankError: no run.json in run_dir, a missing model, data or forgetting set.
     """
-    from deltarank.train.models import load_tokenizer, resolve_model
+    from deltarank.train.models import load_tokenizer, load_trained, resolve_model
 
     record = read_run_record(run_dir)
     method = str(record.get("method"))
@@ -231,7 +231,7 @@ def measure_run(
         raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
-    tuned = _eval_mode(load_tuned(source, run_dir, method), device)
+    tuned = _eval_mode(load_trained(source, run_dir), device)
     found = _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
     del tuned
     _add_changes(found, base)
@@ -255,35 +255,6 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         raise InputError(path, f"no finished run here ({type(exc).__name__})") from None
-
-
-def load_tuned(source: Any, run_dir: Path, method: str) -> Any:
-    """The trained model as it was trained: a full fine-tune's directory, or the base with the run's adapter
-    attached (a qlora adapter to the base quantized to NF4 as `train` quantized it, so its learning and
-    forgetting include the 4-bit rounding of the base, as the model a user deploys does).
-
-    Raises:
-        InputError: a qlora run's base is a GGUF (it cannot be quantized again; `train` refuses it too).
-    """
-    import torch
-
-    from deltarank.train.methods import keep_nf4_exact, quantization_config
-    from deltarank.train.models import load_model
-
-    if method == "full":
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(
-            str(run_dir), dtype=torch.float32, use_safetensors=True, local_files_only=True
-        )
-    base = keep_nf4_exact(load_model(source, quantization_config(method)))
-    if method == "adapter":
-        from deltarank.train.bottleneck import load_adapter
-
-        return load_adapter(base, run_dir)
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base, str(run_dir))
 
 
 def _eval_mode(model: Any, device: str) -> Any:

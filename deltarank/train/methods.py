@@ -32,6 +32,7 @@ from transformers import TrainerCallback
 from deltarank.errors import DeltarankError
 from deltarank.io.quantization import QLORA_NF4, QUANTIZATION_FILE
 from deltarank.train.config import TrainConfig
+from deltarank.train.models import bnb_config, keep_nf4_exact
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +54,7 @@ def wrap_model(model: Any, config: TrainConfig) -> Any:
 def quantization_config(method: str) -> Any | None:
     """The `quantization_config` for `from_pretrained` of the base a `method` trains on: QLoRA's 4-bit NF4 with
     double quantisation, else None."""
-    if method != "qlora":
-        return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=QLORA_NF4.quant_type,
-        bnb_4bit_use_double_quant=QLORA_NF4.double_quant,
-        bnb_4bit_compute_dtype=getattr(torch, QLORA_NF4.dtype),
-        bnb_4bit_quant_storage=getattr(torch, QLORA_NF4.quant_storage),
-    )
+    return bnb_config(QLORA_NF4) if method == "qlora" else None
 
 
 def method_callbacks(config: TrainConfig) -> list[Any]:
@@ -124,16 +114,6 @@ def record_quantization(model: Any) -> Any:
         return saved
 
     model.save_pretrained = save_pretrained
-    return model
-
-
-def keep_nf4_exact(model: Any) -> Any:
-    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights, which rounds their block scales to
-    bfloat16 for good (a no-grad forward, such as a batching probe, would leave a base that is no longer the
-    NF4 one the adapter is measured against). Returns `model`."""
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
     return model
 
 

@@ -211,3 +211,75 @@ def _drop_gguf_quantizer(model: Any) -> None:
         del model.config.quantization_config
     if "quantization_method" in vars(model):
         del model.quantization_method
+
+
+def bnb_config(spec: Any) -> Any:
+    """The `transformers.BitsAndBytesConfig` that quantizes a base as a `QuantizationSpec` describes."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.quant_type,
+        bnb_4bit_use_double_quant=spec.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, spec.dtype),
+        bnb_4bit_quant_storage=getattr(torch, spec.quant_storage),
+    )
+
+
+def load_trained(source: ModelSource, run: str | Path, base: Any = None) -> Any:
+    """The model a `deltarank train` output (or one of its checkpoints) holds, as it was trained.
+
+    - a full fine-tune: its own weights, in float32;
+    - a bottleneck adapter: the base with the adapters added;
+    - a peft adapter: attached to the base, which is quantized again (bitsandbytes 4-bit, as the adapter's
+      `quantization.json` or its run's `run.json` says) for a QLoRA adapter, so the adapter runs on the
+      weights it learned against.
+
+    `base`, when given, is a loaded float32 base model to attach a peft adapter of an unquantized base to
+    (it is wrapped in place: `unload()` the result to get it back); otherwise the base is loaded from `source`.
+
+    Raises:
+        InputError: `run` holds neither a model nor an adapter, or a QLoRA adapter's base is a GGUF (it cannot
+            be quantized again).
+    """
+    import torch
+
+    from deltarank.io.adapter import is_adapter_dir
+    from deltarank.io.quantization import read_quantization
+    from deltarank.io.standalone import BOTTLENECK_CONFIG
+
+    folder = Path(run)
+    if (folder / BOTTLENECK_CONFIG).is_file():
+        from deltarank.train.bottleneck import load_adapter
+
+        return load_adapter(load_model(source), folder)
+    if is_adapter_dir(folder):
+        from peft import PeftModel
+
+        quantization = read_quantization(folder)
+        if quantization is not None:
+            base = keep_nf4_exact(load_model(source, bnb_config(quantization)))
+        elif base is None:
+            base = load_model(source)
+        return PeftModel.from_pretrained(base, str(folder))
+    if not any((folder / name).is_file() for name in SAFETENSORS_NAMES):
+        raise InputError(folder, "not a `deltarank train` output: no model.safetensors and no adapter")
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=torch.float32, use_safetensors=True, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(folder, f"cannot load a causal LM: {' '.join(str(exc).split())[:300]}") from exc
+
+
+def keep_nf4_exact(model: Any) -> Any:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights, which rounds their block scales to
+    bfloat16 for good (a no-grad forward, such as a batching probe, would leave a base that is no longer the
+    NF4 one the adapter is measured against). Returns `model`."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model

@@ -44,7 +44,8 @@ def qlora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig, LlamaForCausalLM
 
-    from deltarank.train.methods import keep_nf4_exact, record_quantization
+    from deltarank.train.methods import record_quantization
+    from deltarank.train.models import keep_nf4_exact
 
     root = tmp_path_factory.mktemp("qlora")
     original = build_tiny_llama(**WIDE)

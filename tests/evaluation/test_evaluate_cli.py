@@ -99,9 +99,10 @@ def test_bad_requests_fail_before_loading(model_dir: Path, tmp_path: Path, case:
     assert not out.exists()
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("method", ["full", "lora", "adapter"])
 def test_a_training_run_is_measured_against_its_base(model_dir: Path, tmp_path: Path, method: str) -> None:
-    """`--tuned` reads a full run's safetensors directory or attaches a LoRA adapter to the base."""
+    """`--tuned` reads a full run's safetensors directory, attaches a LoRA adapter to the base, or adds a
+    bottleneck adapter's modules to it."""
     run_dir = tmp_path / "run"
     train_args = ["--data", "builtin:zh-text", "--method", method, "--output-dir", str(run_dir), "--max-steps", "2",
                   "--lr", "1e-2", "--seq-len", "32", "--batch-size", "2"]  # fmt: skip
@@ -112,6 +113,54 @@ def test_a_training_run_is_measured_against_its_base(model_dir: Path, tmp_path: 
     tuned = evaluate(model_dir, tmp_path / "tuned.json", *args, "--tuned", str(run_dir))
     assert tuned["tuned"] == str(run_dir) and tuned["trained_tokens"] == base["trained_tokens"]
     assert tuned["loss"] < base["loss"] - 0.02  # two large steps on Chinese text lower the Chinese loss
+
+
+def test_a_qlora_run_is_measured_on_its_nf4_base(tmp_path: Path) -> None:
+    """A QLoRA adapter is evaluated on the base quantized again as training quantized it (bitsandbytes' CPU
+    4-bit kernels need in_features >= 64: a wider tiny model)."""
+    import torch
+    from peft import PeftModel
+
+    from deltarank.evaluation.tasks import held_out_loss
+    from deltarank.train.models import load_trained
+
+    wide = save_tiny_model(tmp_path / "wide", hidden_size=64, intermediate_size=128)
+    run_dir = tmp_path / "run"
+    train_args = ["--data", "builtin:zh-text", "--method", "qlora", "--output-dir", str(run_dir), "--max-steps",
+                  "2", "--lr", "1e-2", "--seq-len", "32", "--batch-size", "2"]  # fmt: skip
+    trained = CliRunner().invoke(main, ["train", "--model", str(wide), *train_args])
+    assert trained.exit_code == 0, trained.output
+    args = ("--data", "builtin:zh-text:test", "--limit", "2", "--seq-len", "32")
+    tuned = evaluate(wide, tmp_path / "tuned.json", *args, "--tuned", str(run_dir))
+    source = resolve_model(str(wide))
+    tokenizer = load_tokenizer(source)
+    with torch.no_grad():
+        on_nf4 = held_out_loss(load_trained(source, run_dir).eval(), tokenizer, "builtin:zh-text:test", 32, 2)
+        on_fp32 = held_out_loss(
+            PeftModel.from_pretrained(load_model(source), str(run_dir)).eval(),
+            tokenizer,
+            "builtin:zh-text:test",
+            32,
+            2,
+        )
+    assert tuned["loss"] == pytest.approx(on_nf4["loss"], rel=1e-6)
+    assert abs(on_nf4["loss"] - on_fp32["loss"]) > 1e-4  # the 4-bit rounding of the base moves the loss
+
+
+def test_not_a_training_run_is_one_line(model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    args = [
+        "evaluate",
+        "--model",
+        str(model_dir),
+        "--data",
+        "builtin:zh-text:test",
+        "--tuned",
+        str(tmp_path / "empty"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "not a `deltarank train` output" in result.output
 
 
 def test_existing_output_needs_force(model_dir: Path, tmp_path: Path) -> None:

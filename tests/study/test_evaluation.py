@@ -137,8 +137,7 @@ def test_qlora_run_is_measured_on_its_nf4_base(study_dir: dict[str, Path]) -> No
     from peft import PeftModel
 
     from deltarank.evaluation.tasks import held_out_loss
-    from deltarank.study.evaluation import load_tuned
-    from deltarank.train.models import load_model, load_tokenizer, resolve_model
+    from deltarank.train.models import load_model, load_tokenizer, load_trained, resolve_model
 
     wide = {"model": save_tiny_model(study_dir["root"] / "wide", hidden_size=64, intermediate_size=128)}
     paths = {**study_dir, **wide, "root": study_dir["root"] / "wide-runs"}
@@ -150,7 +149,7 @@ def test_qlora_run_is_measured_on_its_nf4_base(study_dir: dict[str, Path]) -> No
 
     source = resolve_model(str(paths["model"]))
     tokenizer = load_tokenizer(source)
-    nf4 = load_tuned(source, run_dir, "qlora").eval()
+    nf4 = load_trained(source, run_dir).eval()
     assert type(nf4.get_base_model().model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
     fp32 = PeftModel.from_pretrained(load_model(source), str(run_dir)).eval()
     on_nf4, on_fp32 = (

@@ -13,8 +13,8 @@ import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from deltarank.train.config import DEFAULT_LR, METHODS, PROMPT_METHODS, TrainConfig
-from deltarank.train.methods import keep_nf4_exact, quantization_config
-from deltarank.train.models import load_model, resolve_model
+from deltarank.train.methods import quantization_config
+from deltarank.train.models import keep_nf4_exact, load_model, resolve_model
 from deltarank.train.trainer import run_training
 from tests.train.conftest import save_tiny_model
 
