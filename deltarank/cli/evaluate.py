@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from deltarank.cli.options import device_option
+
 EPILOG = """\b
 DATA decides what is measured:
   builtin:zh-sentiment:test  exact-match accuracy of greedy answers (正面/负面)
@@ -32,6 +34,7 @@ not a security boundary (use a container for untrusted models).
 @click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per sequence for the loss.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the result JSON here.")
 @click.option("--force", is_flag=True, help="Replace the output if it already exists.")
+@device_option
 def evaluate(**options: Any) -> None:
     """Evaluate MODEL (or MODEL + a training run's output) on held-out DATA."""
     from deltarank.evaluation.run import EvalRequest

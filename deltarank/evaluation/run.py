@@ -49,6 +49,8 @@ class EvalRequest:
         seq_len: Maximum tokens per sequence for the loss.
         output: Where to write the result JSON, or None.
         force: Replace an existing `output` (without it an existing file is refused and left untouched).
+        device: Where the models run: auto (CUDA when present), cpu, cuda or cuda:N. Greedy answers and
+            losses agree across devices up to float32 rounding.
     """
 
     model: str
@@ -62,6 +64,7 @@ class EvalRequest:
     seq_len: int = 512
     output: str | None = None
     force: bool = False
+    device: str = "auto"
 
 
 def task_of(data: str) -> str:
@@ -87,13 +90,15 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     tokenizer = load_tokenizer(source)
     started = time.perf_counter()
     tuned = Path(request.tuned) if request.tuned else None
-    measured = EvalModels(source).evaluate(tuned, lambda model: _measure(task, request, model, tokenizer))
+    models = EvalModels(source, request.device)
+    measured = models.evaluate(tuned, lambda model: _measure(task, request, model, tokenizer))
     result = {
         "schema": SCHEMA,
         "task": task,
         "model": source.describe(),
         "tuned": request.tuned,
         "data": request.data,
+        "device": str(models.device),
         **measured,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "request": asdict(request),

@@ -50,8 +50,12 @@ class EvalModels:
     (`deltarank.train.models.load_trained`).
     """
 
-    def __init__(self, base: Any) -> None:
+    def __init__(self, base: Any, device: str = "cpu") -> None:
+        """`base`: the base model's `ModelSource`; `device`: where the models run (auto, cpu, cuda, cuda:N)."""
+        from deltarank.analysis.engine.compute import resolve_device
+
         self.source = base
+        self.device = resolve_device(device)
         self._base: Any = None
 
     def base(self) -> Any:
@@ -59,7 +63,7 @@ class EvalModels:
         if self._base is None:
             from deltarank.train.models import load_model
 
-            self._base = load_model(self.source).eval()
+            self._base = load_model(self.source).to(self.device).eval()
             self._base.config.use_cache = True  # training turns the KV cache off; generation needs it
         return self._base
 
@@ -72,12 +76,12 @@ class EvalModels:
         if tuned is None:
             return fn(self.base())
         if is_adapter_dir(tuned) and read_quantization(tuned) is None:
-            wrapped = load_trained(self.source, tuned, base=self.base()).eval()
+            wrapped = load_trained(self.source, tuned, base=self.base()).to(self.device).eval()
             try:
                 return fn(wrapped)
             finally:
                 self._base = wrapped.unload()
-        model = load_trained(self.source, tuned).eval()
+        model = load_trained(self.source, tuned).to(self.device).eval()
         model.config.use_cache = True  # generation needs the KV cache that training turned off
         return fn(model)
 

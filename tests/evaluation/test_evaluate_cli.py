@@ -211,3 +211,23 @@ def test_an_answer_ends_at_the_default_templates_end_of_turn(model_dir: Path) ->
     assert (
         end_of_answer(tokenizer, chat, written) == written
     )  # the tokenizer's own template ends turns itself
+
+
+def test_device_is_where_the_models_run(model_dir: Path, tmp_path: Path) -> None:
+    """`--device` as every command spells it: the result says where the models ran; a missing CUDA device is
+    one line."""
+    args = ("--data", "builtin:zh-text:test", "--limit", "2", "--seq-len", "32")
+    on_cpu = evaluate(model_dir, tmp_path / "cpu.json", *args, "--device", "cpu")
+    assert on_cpu["device"] == "cpu" and on_cpu["request"]["device"] == "cpu"
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - depends on the machine
+        on_cuda = evaluate(model_dir, tmp_path / "cuda.json", *args, "--device", "cuda")
+        assert on_cuda["loss"] == pytest.approx(on_cpu["loss"], rel=1e-4)
+        return
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        main, ["evaluate", "--model", str(model_dir), "-o", str(out), *args, "--device", "cuda:1"]
+    )
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "--device cuda:1 asked for, but no CUDA device is available" in result.output and not out.exists()
