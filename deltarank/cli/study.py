@@ -117,9 +117,21 @@ def _print_plan(spec: Study, out_dir: Path) -> None:
     rates = sorted({f"{r['tokens_per_second']:.0f}" for r in rows})
     click.echo(
         f"estimated training time left: {_duration(total)}{' + runs of unknown length' if unknown else ''} "
-        f"(at {'/'.join(rates)} tokens/s: this study's finished runs, else a 2-core CPU figure; "
-        "evaluation not included)"
+        f"(at {'/'.join(rates)} tokens/s: this study's finished runs, else a 2-core CPU figure)"
     )
+    evaluations = [r["evaluation_seconds"] for r in rows]
+    if all(seconds is None for seconds in evaluations):
+        click.echo(
+            "estimated evaluation time left: not known until a run of this study is measured (it can exceed the "
+            "training time: held-out answers, samples and spectra)"
+        )
+    else:
+        missing = sum(seconds is None for seconds in evaluations)
+        click.echo(
+            f"estimated evaluation time left: {_duration(sum(s or 0.0 for s in evaluations))}"
+            f"{f' + {missing} runs of a model not measured yet' if missing else ''} "
+            "(the median measurement of this study's measured runs, per model; base models left out)"
+        )
 
 
 def _text(value: object) -> str:

@@ -24,6 +24,7 @@ import math
 import re
 import shutil
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,8 +261,9 @@ def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, devic
     cached = _cached_measurement(work_dir, study.evaluate)
     if cached is not None:
         return cached
+    started = time.perf_counter()
     result = measure_base(model, data, study.evaluate, work_dir, seed=base_seed(study), device=device)
-    _write_measurement(work_dir, study.evaluate, result)
+    _write_measurement(work_dir, study.evaluate, result, time.perf_counter() - started)
     return result
 
 
@@ -276,8 +278,10 @@ def base_measurements(study: Study, out_dir: Path) -> dict[str, Any]:
     return found
 
 
-def _write_measurement(folder: Path, spec: EvaluateSpec, result: Mapping[str, Any]) -> None:
-    document = {"evaluate": evaluate_hash(spec), "result": result}
+def _write_measurement(folder: Path, spec: EvaluateSpec, result: Mapping[str, Any], seconds: float) -> None:
+    """measurement.json: the `evaluate:` hash, the result and the wall seconds the measurement took (what
+    `--dry-run` estimates the evaluation time left from)."""
+    document = {"evaluate": evaluate_hash(spec), "result": result, "seconds": round(seconds, 2)}
     write_atomic(folder / MEASUREMENT, json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
@@ -342,10 +346,11 @@ def run_task(
     if base is None:
         raise DeltarankError(f"{base_dir}: the base model has not been measured")
     seed = int(run.train_config(run_dir).seed)
+    started = time.perf_counter()
     result = measure_run(
         run_dir, run_model(run, folder), str(run.config["data"]), study.evaluate, base, base_dir, seed, device
     )
-    _write_measurement(run_dir, study.evaluate, result)
+    _write_measurement(run_dir, study.evaluate, result, time.perf_counter() - started)
     return result
 
 
@@ -392,8 +397,10 @@ def settings(study: Study, run: RunSpec) -> dict[str, Any]:
 
 
 def plan(study: Study, out_dir: Path) -> list[dict[str, Any]]:
-    """What `--dry-run` shows: each run's name, coordinates, steps, tokens, state and estimated hours."""
+    """What `--dry-run` shows: each run's name, coordinates, steps, tokens, state, the estimated training seconds
+    left and the estimated evaluation seconds left (None until a run of the same base model is measured)."""
     rates = measured_rates(study, out_dir)
+    evaluation = measured_evaluation(study, out_dir)
     planned = []
     for run in study.runs:
         status = run_status(study, run, out_dir) if out_dir.is_dir() else RunStatus("pending")
@@ -418,6 +425,9 @@ def plan(study: Study, out_dir: Path) -> list[dict[str, Any]]:
                 "state": status.state if status.state != "resume" else f"resume@{status.step}",
                 "seconds": None if left is None else left / rate,
                 "tokens_per_second": rate,
+                "evaluation_seconds": 0.0
+                if status.state == "done"
+                else evaluation.get(study.root_model(run)),
             }
         )
     return planned
@@ -433,6 +443,23 @@ def planned_steps(run: RunSpec) -> int | None:
         return None
     per_step = config.batch_size * config.grad_accum
     return math.ceil(math.ceil(config.max_examples / per_step) * config.epochs)
+
+
+def measured_evaluation(study: Study, out_dir: Path) -> dict[str, float]:
+    """Median wall seconds of the measurements of this study's measured runs (this `evaluate:`), per base
+    model: the evaluation time `--dry-run` expects of each run still to measure."""
+    found: dict[str, list[float]] = {}
+    for run in study.runs:
+        path = out_dir / run.name / MEASUREMENT
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if saved.get("evaluate") == evaluate_hash(study.evaluate) and saved.get("seconds"):
+            found.setdefault(study.root_model(run), []).append(float(saved["seconds"]))
+    return {model: statistics.median(values) for model, values in found.items()}
 
 
 def measured_rates(study: Study, out_dir: Path) -> dict[str, float]:

@@ -29,7 +29,8 @@ def test_dry_run_lists_the_runs_with_steps_tokens_and_an_estimate(tmp_path: Path
     listed = [line.split()[0] for line in lines[2:6]]
     assert [name.rsplit("-", 1)[0] for name in listed] == ["full-n8", "full-n16", "lora-n8", "lora-n16"]
     assert all(" pending " in line and " 5,120 " in line for line in lines[2:6])  # 10 steps × 4 × 128 tokens
-    assert "estimated training time left: 2 min" in lines[-1]  # 4 × 5,120 tokens at 140 tokens/s: 146 s
+    assert "estimated training time left: 2 min" in lines[-2]  # 4 × 5,120 tokens at 140 tokens/s: 146 s
+    assert "estimated evaluation time left: not known" in lines[-1]
     assert not (tmp_path / "out").exists()
 
 

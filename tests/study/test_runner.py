@@ -179,3 +179,32 @@ def test_the_plan_counts_steps_tokens_and_time(tmp_path: Path) -> None:
     assert (first["steps"], first["tokens"], first["state"]) == (10, 10 * 4 * 128, "pending")
     assert first["seconds"] == pytest.approx(10 * 4 * 128 / 140.0)  # SmolLM2's 2-core default
     assert second["steps"] == 6  # ceil(10 / 4) = 3 steps an epoch, 2 epochs
+
+
+def test_the_plan_estimates_evaluation_from_the_measured_runs(tmp_path: Path, tiny_lm: Path) -> None:
+    """measurement.json keeps the seconds a measurement took; `--dry-run` expects each run left to measure to
+    take the median of this study's measured runs (of the same model)."""
+    from click.testing import CliRunner
+
+    from deltarank.cli import main
+
+    path = write_study_file(tmp_path / "tiny.yaml", tiny_study(tmp_path, tiny_lm))
+    out = tmp_path / "out"
+    before = CliRunner().invoke(main, ["study", str(path), "-o", str(out), "--dry-run"])
+    assert "estimated evaluation time left: not known until a run of this study is measured" in before.output
+    run_quietly(path, out)
+    study = load_study(path)
+    seconds = {
+        run.name: json.loads((out / run.name / "measurement.json").read_text())["seconds"]
+        for run in study.runs
+    }
+    assert all(s > 0 for s in seconds.values())
+    assert [row["evaluation_seconds"] for row in plan(study, out)] == [0.0] * 4  # all measured
+    remeasure = study.runs[0].name
+    (out / remeasure / "measurement.json").unlink()
+    rows = {row["name"]: row for row in plan(study, out)}
+    others = sorted(s for name, s in seconds.items() if name != remeasure)
+    assert rows[remeasure]["state"] == "measure" and rows[remeasure]["seconds"] == 0
+    assert rows[remeasure]["evaluation_seconds"] == pytest.approx(others[1])  # the median of three
+    after = CliRunner().invoke(main, ["study", str(path), "-o", str(out), "--dry-run"])
+    assert after.output.splitlines()[-1].startswith(f"estimated evaluation time left: {others[1]:.0f} s")
