@@ -29,8 +29,8 @@ SIZES = ("cpu", "full")
 )
 @output_option("Study directory (runs, base/, study.json, study.csv, report.md, figures/).", required=True)
 @dry_run_option(
-    help="List every run (state, steps, tokens, coordinates) with an estimated training time; train and write "
-    "nothing."
+    help="List every run (state, steps, tokens, coordinates) with the estimated training and evaluation time; "
+    "train and write nothing."
 )
 @click.option(
     "--jobs",
