@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from deltarank.analysis.engine.run import spectrum
 from deltarank.analysis.tools.extract import extract
 from deltarank.analysis.tools.intruders import intruders
-from deltarank.analysis.tools.preview import PreviewPair, estimate_memory, preview
+from deltarank.analysis.tools.memory import PreviewPair, estimate_memory
+from deltarank.analysis.tools.preview import preview
 from deltarank.analysis.tools.similarity import similarity
 from deltarank.cli import main
 from tests.analysis.test_intruders import save_lora
