@@ -96,7 +96,7 @@ def study(
 
 def _print_plan(spec: Study, out_dir: Path) -> None:
     """The runs, their state in `out_dir` and the estimated training time left."""
-    from deltarank.study.runner import plan
+    from deltarank.study.planning import plan
 
     rows = plan(spec, out_dir)
     click.echo(f"study {spec.name!r}: {len(rows)} runs -> {out_dir}")

@@ -8,6 +8,10 @@ The study directory is the study's working state:
     DIR/<run>/                     `deltarank train`'s output + measurement.json (+ generations.jsonl)
     DIR/study.json, study.csv, report.md, figures/
 
+This module holds the study directory's study.yaml, the executors' two tasks (`measure_base_task`,
+`run_task`), each run's state (`run_status`) and study.json's rows; the measurement.json files and the base
+pairs live in `deltarank.study.measurements`, `--dry-run`'s plan in `deltarank.study.planning`.
+
 A finished run (run.json and a measurement.json of the current `evaluate:`) is skipped; a run stopped during
 training resumes from its last complete checkpoint (`train --resume`); a measurement is redone when
 `evaluate:` changed. study.json, study.csv, the figures and the report are rebuilt from the per-run files every
@@ -17,13 +21,8 @@ without a parent, then the runs stacked on them.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
-import re
 import shutil
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,17 +33,24 @@ import yaml
 
 from deltarank.errors import DeltarankError, InputError, OutputError
 from deltarank.io.atomic import write_atomic
-from deltarank.study.evaluation import EvaluateSpec, measure_base, measure_run
+from deltarank.study.evaluation import measure_base, measure_run
 from deltarank.study.executors import Executor, SequentialExecutor
-from deltarank.study.spec import NOT_IDENTITY, RunSpec, Study, parse_study, short_hash
+from deltarank.study.measurements import (
+    BASE_DIR,
+    base_cached,
+    base_key,
+    base_measurements,
+    base_pairs,
+    cached_measurement,
+    write_measurement,
+)
+from deltarank.study.spec import NOT_IDENTITY, RunSpec, Study, parse_study
 from deltarank.study.store import study_document, write_study
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
 STUDY_YAML = "study.yaml"
-MEASUREMENT = "measurement.json"
-BASE_DIR = "base"
 FIGURES_DIR = "figures"
 REPORT = "report.md"
 SETTINGS = (
@@ -66,11 +72,6 @@ SETTINGS = (
     "seed",
 )
 LORA_METHODS = ("lora", "qlora")
-# Training throughput assumed by --dry-run before a run of the study has finished (tokens/s on 2 CPU cores):
-# SmolLM2-135M measured by `make demo` (README: 137 full, 152 LoRA; 140 taken for both); Gemma 3 270M is not
-# measured: the SmolLM2 figure halved for twice the parameters. Other models: the SmolLM2 figure.
-DEFAULT_TOKENS_PER_SECOND = {"smollm2-135m": 140.0, "gemma3-270m": 70.0}
-FALLBACK_TOKENS_PER_SECOND = 140.0
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def run_study(
     resolved = study.resolved
     pairs = base_pairs(study)
     todo = [
-        (key, model, data) for key, (model, data) in pairs.items() if not _base_cached(study, out_dir, key)
+        (key, model, data) for key, (model, data) in pairs.items() if not base_cached(study, out_dir, key)
     ]
     for key, _, _ in todo:
         echo(f"[base {key}] measuring the base model")
@@ -203,53 +204,12 @@ def open_study_dir(out_dir: Path) -> Study:
     return parse_study(yaml.safe_load(path.read_text(encoding="utf-8")), path)
 
 
-# ------------------------------------------------------------------------------------------------ base models
-
-
-def base_pairs(study: Study) -> dict[str, tuple[str, str]]:
-    """The (base model, training data) pairs the runs need a base measurement for, by directory key."""
-    pairs: dict[str, tuple[str, str]] = {}
-    for run in study.runs:
-        model, data = study.root_model(run), str(run.config["data"])
-        pairs.setdefault(base_key(model, data), (model, data))
-    return pairs
-
-
-def base_key(model: str, data: str) -> str:
-    """`smollm2-135m`, `builtin:code` -> `smollm2-135m--code` (a directory name under DIR/base)."""
-
-    def part(text: str) -> str:
-        text = text.removeprefix("builtin:")
-        return re.sub(r"[^A-Za-z0-9.+_-]+", "_", Path(text).name if "/" in text else text).strip("_.")
-
-    return f"{part(model)}--{part(data)}"
+# -------------------------------------------------------------------------------- tasks: base models and runs
 
 
 def base_seed(study: Study) -> int:
     """The seed of the base model's samples (general text, diversity): base: seed, else 0 (as reproduce)."""
     return int(study.resolved["base"].get("seed", 0))
-
-
-def evaluate_hash(spec: EvaluateSpec) -> str:
-    return short_hash(dataclasses.asdict(spec))
-
-
-def _base_cached(study: Study, out_dir: Path, key: str) -> bool:
-    return _cached_measurement(out_dir / BASE_DIR / key, study.evaluate) is not None
-
-
-def _cached_measurement(folder: Path, spec: EvaluateSpec) -> dict[str, Any] | None:
-    """A measurement.json made with this `evaluate:` spec, or None."""
-    path = folder / MEASUREMENT
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if saved.get("evaluate") != evaluate_hash(spec):
-        return None
-    return dict(saved["result"])
 
 
 def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, device: str) -> dict[str, Any]:
@@ -258,34 +218,13 @@ def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, devic
     study = parse_study(resolved, folder / STUDY_YAML)
     model, data = base_pairs(study)[key]
     work_dir = folder / BASE_DIR / key
-    cached = _cached_measurement(work_dir, study.evaluate)
+    cached = cached_measurement(work_dir, study.evaluate)
     if cached is not None:
         return cached
     started = time.perf_counter()
     result = measure_base(model, data, study.evaluate, work_dir, seed=base_seed(study), device=device)
-    _write_measurement(work_dir, study.evaluate, result, time.perf_counter() - started)
+    write_measurement(work_dir, study.evaluate, result, time.perf_counter() - started)
     return result
-
-
-def base_measurements(study: Study, out_dir: Path) -> dict[str, Any]:
-    """Every base measurement of the study, by key (each must exist)."""
-    found = {}
-    for key in base_pairs(study):
-        result = _cached_measurement(out_dir / BASE_DIR / key, study.evaluate)
-        if result is None:
-            raise DeltarankError(f"{out_dir / BASE_DIR / key}: the base model has not been measured")
-        found[key] = result
-    return found
-
-
-def _write_measurement(folder: Path, spec: EvaluateSpec, result: Mapping[str, Any], seconds: float) -> None:
-    """measurement.json: the `evaluate:` hash, the result and the wall seconds the measurement took (what
-    `--dry-run` estimates the evaluation time left from)."""
-    document = {"evaluate": evaluate_hash(spec), "result": result, "seconds": round(seconds, 2)}
-    write_atomic(folder / MEASUREMENT, json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n")
-
-
-# ------------------------------------------------------------------------------------------------------ runs
 
 
 def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
@@ -294,7 +233,7 @@ def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
 
     run_dir = out_dir / run.name
     if (run_dir / "run.json").is_file() and _same_settings(run, run_dir):
-        done = _cached_measurement(run_dir, study.evaluate) is not None
+        done = cached_measurement(run_dir, study.evaluate) is not None
         return RunStatus("done" if done else "measure")
     checkpoint = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
     if checkpoint is not None and _same_settings(run, run_dir):
@@ -337,12 +276,12 @@ def run_task(
     status = run_status(study, run, folder)
     if status.state in ("resume", "pending"):
         train_run(run, folder, device, resume=status.state == "resume", callbacks=callbacks)
-    cached = _cached_measurement(run_dir, study.evaluate)
+    cached = cached_measurement(run_dir, study.evaluate)
     if cached is not None:
         return cached
     key = base_key(study.root_model(run), str(run.config["data"]))
     base_dir = folder / BASE_DIR / key
-    base = _cached_measurement(base_dir, study.evaluate)
+    base = cached_measurement(base_dir, study.evaluate)
     if base is None:
         raise DeltarankError(f"{base_dir}: the base model has not been measured")
     seed = int(run.train_config(run_dir).seed)
@@ -350,7 +289,7 @@ def run_task(
     result = measure_run(
         run_dir, run_model(run, folder), str(run.config["data"]), study.evaluate, base, base_dir, seed, device
     )
-    _write_measurement(run_dir, study.evaluate, result, time.perf_counter() - started)
+    write_measurement(run_dir, study.evaluate, result, time.perf_counter() - started)
     return result
 
 
@@ -372,7 +311,7 @@ def rows(study: Study, out_dir: Path) -> list[dict[str, Any]]:
     """study.json's rows: every run's coordinates, settings and measurements (each must be measured)."""
     found = []
     for run in study.runs:
-        result = _cached_measurement(out_dir / run.name, study.evaluate)
+        result = cached_measurement(out_dir / run.name, study.evaluate)
         if result is None:
             raise DeltarankError(f"{out_dir / run.name}: not trained and measured yet")
         row: dict[str, Any] = {"name": run.name, "coordinates": run.coordinates, "from": run.parent}
@@ -391,91 +330,6 @@ def settings(study: Study, run: RunSpec) -> dict[str, Any]:
     if resolved["method"] not in LORA_METHODS:
         values["lora_r"] = values["lora_alpha"] = None
     return values
-
-
-# --------------------------------------------------------------------------------------------------- dry run
-
-
-def plan(study: Study, out_dir: Path) -> list[dict[str, Any]]:
-    """What `--dry-run` shows: each run's name, coordinates, steps, tokens, state, the estimated training seconds
-    left and the estimated evaluation seconds left (None until a run of the same base model is measured)."""
-    rates = measured_rates(study, out_dir)
-    evaluation = measured_evaluation(study, out_dir)
-    planned = []
-    for run in study.runs:
-        status = run_status(study, run, out_dir) if out_dir.is_dir() else RunStatus("pending")
-        steps = planned_steps(run)
-        config = run.train_config(Path("run"))
-        tokens = None if steps is None else steps * config.batch_size * config.grad_accum * config.seq_len
-        rate = rates.get(study.root_model(run)) or DEFAULT_TOKENS_PER_SECOND.get(
-            study.root_model(run), FALLBACK_TOKENS_PER_SECOND
-        )
-        left = tokens
-        if status.state in ("done", "measure"):
-            left = 0
-        elif tokens is not None and steps and status.step:
-            left = tokens * max(0, steps - status.step) // steps
-        planned.append(
-            {
-                "name": run.name,
-                "coordinates": run.coordinates,
-                "from": run.parent,
-                "steps": steps,
-                "tokens": tokens,
-                "state": status.state if status.state != "resume" else f"resume@{status.step}",
-                "seconds": None if left is None else left / rate,
-                "tokens_per_second": rate,
-                "evaluation_seconds": 0.0
-                if status.state == "done"
-                else evaluation.get(study.root_model(run)),
-            }
-        )
-    return planned
-
-
-def planned_steps(run: RunSpec) -> int | None:
-    """Optimizer steps of a run: max_steps, or epochs over data_size examples (None when the data's size is
-    unknown before reading it)."""
-    config = run.train_config(Path("run")).resolved()
-    if config.max_steps is not None:
-        return config.max_steps
-    if config.max_examples is None or config.epochs is None:
-        return None
-    per_step = config.batch_size * config.grad_accum
-    return math.ceil(math.ceil(config.max_examples / per_step) * config.epochs)
-
-
-def measured_evaluation(study: Study, out_dir: Path) -> dict[str, float]:
-    """Median wall seconds of the measurements of this study's measured runs (this `evaluate:`), per base
-    model: the evaluation time `--dry-run` expects of each run still to measure."""
-    found: dict[str, list[float]] = {}
-    for run in study.runs:
-        path = out_dir / run.name / MEASUREMENT
-        if not path.is_file():
-            continue
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if saved.get("evaluate") == evaluate_hash(study.evaluate) and saved.get("seconds"):
-            found.setdefault(study.root_model(run), []).append(float(saved["seconds"]))
-    return {model: statistics.median(values) for model, values in found.items()}
-
-
-def measured_rates(study: Study, out_dir: Path) -> dict[str, float]:
-    """Median training tokens/s of this study's finished runs, per base model."""
-    found: dict[str, list[float]] = {}
-    for run in study.runs:
-        path = out_dir / run.name / "run.json"
-        if not path.is_file():
-            continue
-        try:
-            rate = json.loads(path.read_text(encoding="utf-8")).get("tokens_per_second")
-        except (OSError, ValueError):
-            continue
-        if rate:
-            found.setdefault(study.root_model(run), []).append(float(rate))
-    return {model: statistics.median(values) for model, values in found.items()}
 
 
 def check_study_inputs(study: Study) -> None:
