@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from deltarank.study.claims import check_claims, interpolate
+from deltarank.study.claims import check_claims
+from deltarank.study.learns_less_forgets_less import interpolate
 from deltarank.study.report import write_report
 from tests.study.example_study import belle_study, biderman_study
 
