@@ -1,5 +1,5 @@
 """What a study measures on the base model and on every finished run: learning, forgetting, diversity, cost
-and the ranks of ΔW.
+and the ranks of ΔW (what to measure: the study file's `evaluate:`, `deltarank.study.evaluate_spec`).
 
 - learning: mean loss per trained token on the held-out set (tokenized exactly as training tokenizes it:
   `deltarank.evaluation.tasks.held_out_loss`), and the exact-match accuracy of greedy answers where the data
@@ -22,141 +22,24 @@ and the same study measured on a CPU agree in their losses to float32 rounding, 
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
-from deltarank.evaluation.run import HUMANEVAL_NAMES
+from deltarank.study.evaluate_spec import EvaluateSpec
 
 logger = logging.getLogger(__name__)
 
 GENERAL_TEXT = "general_text.jsonl"
 NO_DELTA_METHODS = ("prompt", "prefix", "ptuning", "adapter")
 NO_DELTA_NOTE = "no weight delta: {method} trains virtual tokens or added modules, not the model's weights"
-ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 ACCURACY_NEW_TOKENS = {"zh-sentiment": 8, "math": 160}  # an answer word; a short worked solution
 WHOLE = 1 << 30  # "seq_len" that keeps every token of a general-text record
 RANK_KEYS = {"energy_90_median": "energy_90", "noise_floor_median": "noise_floor"}
-
-
-@dataclass(frozen=True)
-class EvaluateSpec:
-    """The `evaluate:` section of a study file (small defaults: a study evaluates in minutes on CPU).
-
-    Attributes:
-        held_out: Data spec for the held-out loss; None: the run's `data` with `:test` (built-in sets only).
-        held_out_sequences: Sequences of the held-out set to take the loss over.
-        accuracy: A closed-answer set (builtin:zh-sentiment:test, builtin:math:test); None: that set when the
-            run trains on builtin:zh-sentiment or builtin:math, else no accuracy.
-        accuracy_examples: Examples answered for the accuracy.
-        forgetting: Extra held-out data specs whose loss rise also counts as forgetting.
-        general_tokens: Tokens of each base-model answer in the general-text forgetting set.
-        diversity_prompts: `builtin:humaneval` or a JSONL of {"prompt": ...}; None: no diversity.
-        diversity_n: Prompts sampled for diversity.
-        diversity_samples: Samples per prompt.
-        temperature: Sampling temperature of the diversity samples.
-        top_p: Nucleus-sampling threshold of the diversity samples.
-        max_new_tokens: Tokens per diversity sample.
-        execute: Run HumanEval samples against their tests (pass/fail split).
-        seq_len: Maximum tokens per held-out sequence.
-    """
-
-    held_out: str | None = None
-    held_out_sequences: int = 32
-    accuracy: str | None = None
-    accuracy_examples: int = 40
-    forgetting: tuple[str, ...] = ()
-    general_tokens: int = 64
-    diversity_prompts: str | None = None
-    diversity_n: int = 4
-    diversity_samples: int = 8
-    temperature: float = 0.2
-    top_p: float = 0.95
-    max_new_tokens: int = 64
-    execute: bool = False
-    seq_len: int = 128
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
-        """The spec of a study file's `evaluate:` mapping (None or {}: the defaults); `max-new-tokens` and
-        `max_new_tokens` are the same key.
-
-        Raises:
-            InputError: an unknown key (naming the closest valid one), a value of the wrong type or range.
-        """
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise InputError("evaluate", f"must be a mapping of keys to values, got {type(raw).__name__}")
-        valid = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in raw.items():
-            name = str(key).replace("-", "_")
-            if name not in valid:
-                close = difflib.get_close_matches(name, list(valid), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-                raise InputError("evaluate", f"unknown key '{key}'; {hint}")
-            values[name] = _coerce(name, value, cls.__dataclass_fields__[name].default)
-        spec = cls(**values)
-        if spec.execute and spec.diversity_prompts not in HUMANEVAL_NAMES:
-            raise InputError(
-                "evaluate", "execute runs HumanEval samples: it needs diversity_prompts: builtin:humaneval"
-            )
-        return spec
-
-    def held_out_for(self, data: str) -> str | None:
-        """The held-out set of a run trained on `data` (None: none known, give `held_out`)."""
-        if self.held_out is not None:
-            return self.held_out
-        from deltarank.train.builtin_data import is_builtin, parse_builtin
-
-        return f"builtin:{parse_builtin(data).dataset}:test" if is_builtin(data) else None
-
-    def accuracy_for(self, data: str) -> str | None:
-        """The closed-answer set of a run trained on `data`, or None."""
-        if self.accuracy is not None:
-            return self.accuracy
-        from deltarank.train.builtin_data import is_builtin, parse_builtin
-
-        return ACCURACY_SETS.get(parse_builtin(data).dataset) if is_builtin(data) else None
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """A study-file value as the field's type (strings, positive ints, floats, a bool, a list of specs)."""
-    problem = None
-    if name == "forgetting":
-        items = [value] if isinstance(value, str) else value
-        if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
-            return tuple(items)
-        problem = "a data spec or a list of data specs"
-    elif name in ("held_out", "accuracy", "diversity_prompts"):
-        if value is None or isinstance(value, str):
-            return value
-        problem = "a data spec (text)"
-    elif isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        problem = "true or false"
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-        problem = "a positive integer"
-    elif isinstance(default, float):
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            if name == "top_p" and value > 1:
-                problem = "a number in (0, 1]"
-            else:
-                return float(value)
-        else:
-            problem = "a positive number"
-    raise InputError("evaluate", f"{name} must be {problem}, got {value!r}")
-
 
 # ------------------------------------------------------------------------------------------------ measuring
 
@@ -178,7 +61,7 @@ def measure_base(
     from deltarank.reproduce.evaluate import general_text
     from deltarank.train.models import load_model, load_tokenizer, resolve_model
 
-    _check_sets(data, spec)
+    spec.check_sets(data)
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
     base = _eval_mode(load_model(source), device)
@@ -226,7 +109,7 @@ def measure_run(
 
     record = read_run_record(run_dir)
     method = str(record.get("method"))
-    _check_sets(data, spec)
+    spec.check_sets(data)
     if not (base_dir / GENERAL_TEXT).is_file():
         raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
     source = resolve_model(model)
@@ -267,27 +150,6 @@ def _eval_mode(model: Any, device: str) -> Any:
     return model
 
 
-def _check_sets(data: str, spec: EvaluateSpec) -> None:
-    """Fail on unknown sets before any model loads."""
-    from deltarank.evaluation.run import task_of
-    from deltarank.train.builtin_data import is_builtin, parse_builtin
-
-    for name in filter(None, (spec.held_out_for(data), *spec.forgetting)):
-        if is_builtin(name):
-            parse_builtin(name)
-        elif not Path(name).is_file():
-            raise InputError(name, "held-out data not found (a JSONL file or builtin:<name>:test)")
-    accuracy = spec.accuracy_for(data)
-    if accuracy is not None and task_of(accuracy) != "accuracy" and not accuracy.startswith("builtin:math"):
-        raise InputError(
-            accuracy, "accuracy needs a closed-answer set: builtin:zh-sentiment:test or builtin:math:test"
-        )
-    if spec.diversity_prompts is not None:
-        from deltarank.study.diversity import diversity_prompts
-
-        diversity_prompts(spec.diversity_prompts, spec.diversity_n)
-
-
 def _measure(
     model: Any,
     tokenizer: Any,
@@ -298,9 +160,16 @@ def _measure(
     base_dir: Path | None = None,
 ) -> dict[str, Any]:
     """learning, forgetting (absolute losses) and diversity of one loaded model."""
+    return {
+        "learning": _learning(model, tokenizer, data, spec),
+        "forgetting": _forgetting(model, tokenizer, spec, (base_dir or out_dir) / GENERAL_TEXT),
+        "diversity": _diversity(model, tokenizer, spec, out_dir, seed),
+    }
+
+
+def _learning(model: Any, tokenizer: Any, data: str, spec: EvaluateSpec) -> dict[str, Any]:
+    """The held-out loss and, where the run's data has closed answers, the accuracy of one loaded model."""
     from deltarank.evaluation.tasks import held_out_loss
-    from deltarank.reproduce.evaluate import encode_chats, sequence_loss
-    from deltarank.train.formats import IGNORE_INDEX
 
     learning: dict[str, Any] = {}
     held_out = spec.held_out_for(data)
@@ -314,12 +183,18 @@ def _measure(
         learning.update(
             accuracy_set=accuracy, **_accuracy(model, tokenizer, accuracy, spec.accuracy_examples)
         )
+    return learning
 
-    general_path = (base_dir or out_dir) / GENERAL_TEXT
+
+def _forgetting(model: Any, tokenizer: Any, spec: EvaluateSpec, general_path: Path) -> dict[str, Any]:
+    """The loss of one loaded model on the general-text set at general_path and on every forgetting set."""
+    from deltarank.evaluation.tasks import held_out_loss
+    from deltarank.reproduce.evaluate import encode_chats, sequence_loss
+    from deltarank.train.formats import IGNORE_INDEX
+
     records = [json.loads(line) for line in general_path.read_text(encoding="utf-8").splitlines() if line]
-    general = encode_chats(
-        tokenizer, records, WHOLE
-    )  # whole records: answers are general_tokens long at most
+    # whole records: answers are general_tokens long at most
+    general = encode_chats(tokenizer, records, WHOLE)
     trained = sum(sum(x != IGNORE_INDEX for x in labels[1:]) for _, labels in general)
     forgetting: dict[str, Any] = {
         "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0) if trained else None,
@@ -332,25 +207,30 @@ def _measure(
         forgetting[f"loss:{name}"] = held_out_loss(
             model, tokenizer, name, spec.seq_len, spec.held_out_sequences
         )["loss"]
+    return forgetting
 
-    diversity: dict[str, Any] = {}
-    if spec.diversity_prompts is not None:
-        from deltarank.study.diversity import GENERATIONS_FILE, diversity_prompts, measure_diversity
 
-        diversity = measure_diversity(
-            model,
-            tokenizer,
-            diversity_prompts(spec.diversity_prompts, spec.diversity_n),
-            samples=spec.diversity_samples,
-            temperature=spec.temperature,
-            top_p=spec.top_p,
-            max_new_tokens=spec.max_new_tokens,
-            seed=seed,
-            execute=spec.execute,
-            generations_path=out_dir / GENERATIONS_FILE,
-        )
-        diversity["prompt_set"] = spec.diversity_prompts
-    return {"learning": learning, "forgetting": forgetting, "diversity": diversity}
+def _diversity(model: Any, tokenizer: Any, spec: EvaluateSpec, out_dir: Path, seed: int) -> dict[str, Any]:
+    """The diversity of one loaded model's samples ({} when no diversity prompts are asked for); writes
+    out_dir/generations.jsonl."""
+    if spec.diversity_prompts is None:
+        return {}
+    from deltarank.study.diversity import GENERATIONS_FILE, diversity_prompts, measure_diversity
+
+    diversity = measure_diversity(
+        model,
+        tokenizer,
+        diversity_prompts(spec.diversity_prompts, spec.diversity_n),
+        samples=spec.diversity_samples,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        max_new_tokens=spec.max_new_tokens,
+        seed=seed,
+        execute=spec.execute,
+        generations_path=out_dir / GENERATIONS_FILE,
+    )
+    diversity["prompt_set"] = spec.diversity_prompts
+    return diversity
 
 
 def _accuracy(model: Any, tokenizer: Any, name: str, examples: int) -> dict[str, Any]:

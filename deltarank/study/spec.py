@@ -10,7 +10,7 @@ grid:                              # runs = the product of the lists
   # a value may be a mapping of several keys set together: - {method: lora, lr: 5e-4}
 runs:                              # optional: extra runs given explicitly
   - {name: lora-on-full, from: full-n128, data: builtin:zh-text, method: lora}
-evaluate: {held_out_sequences: 32} # deltarank.study.evaluation.EvaluateSpec
+evaluate: {held_out_sequences: 32} # deltarank.study.evaluate_spec.EvaluateSpec
 ```
 
 `base:` and every run's keys are checked as `deltarank train --config` files are (`train.config.config_values`:
@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from deltarank.errors import InputError
-from deltarank.study.evaluation import EvaluateSpec
+from deltarank.study.evaluate_spec import EvaluateSpec
 from deltarank.train.config import SECTIONS, TrainConfig, config_values
 
 STUDY_KEYS = ("name", "description", "base", "grid", "runs", "evaluate", "reproduce")

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from deltarank.errors import InputError
-from deltarank.study.evaluation import EvaluateSpec, measure_base, measure_run
+from deltarank.study.evaluate_spec import EvaluateSpec
+from deltarank.study.evaluation import measure_base, measure_run
 from deltarank.train.config import TrainConfig
 from deltarank.train.trainer import run_training
 from tests.train.conftest import (

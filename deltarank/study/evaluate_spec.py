@@ -1,0 +1,161 @@
+"""The `evaluate:` section of a study file: what `deltarank.study.evaluation` measures on every model.
+
+`EvaluateSpec` holds its keys and their defaults (small: a study evaluates in minutes on CPU), parses and
+checks a study file's mapping (`EvaluateSpec.from_mapping`), picks the held-out and closed-answer sets of a
+run from its training data, and checks that the sets it names exist before any model loads.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import InputError
+from deltarank.evaluation.run import HUMANEVAL_NAMES
+
+ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
+
+
+@dataclass(frozen=True)
+class EvaluateSpec:
+    """The `evaluate:` section of a study file (small defaults: a study evaluates in minutes on CPU).
+
+    Attributes:
+        held_out: Data spec for the held-out loss; None: the run's `data` with `:test` (built-in sets only).
+        held_out_sequences: Sequences of the held-out set to take the loss over.
+        accuracy: A closed-answer set (builtin:zh-sentiment:test, builtin:math:test); None: that set when the
+            run trains on builtin:zh-sentiment or builtin:math, else no accuracy.
+        accuracy_examples: Examples answered for the accuracy.
+        forgetting: Extra held-out data specs whose loss rise also counts as forgetting.
+        general_tokens: Tokens of each base-model answer in the general-text forgetting set.
+        diversity_prompts: `builtin:humaneval` or a JSONL of {"prompt": ...}; None: no diversity.
+        diversity_n: Prompts sampled for diversity.
+        diversity_samples: Samples per prompt.
+        temperature: Sampling temperature of the diversity samples.
+        top_p: Nucleus-sampling threshold of the diversity samples.
+        max_new_tokens: Tokens per diversity sample.
+        execute: Run HumanEval samples against their tests (pass/fail split).
+        seq_len: Maximum tokens per held-out sequence.
+    """
+
+    held_out: str | None = None
+    held_out_sequences: int = 32
+    accuracy: str | None = None
+    accuracy_examples: int = 40
+    forgetting: tuple[str, ...] = ()
+    general_tokens: int = 64
+    diversity_prompts: str | None = None
+    diversity_n: int = 4
+    diversity_samples: int = 8
+    temperature: float = 0.2
+    top_p: float = 0.95
+    max_new_tokens: int = 64
+    execute: bool = False
+    seq_len: int = 128
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
+        """The spec of a study file's `evaluate:` mapping (None or {}: the defaults); `max-new-tokens` and
+        `max_new_tokens` are the same key.
+
+        Raises:
+            InputError: an unknown key (naming the closest valid one), a value of the wrong type or range.
+        """
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise InputError("evaluate", f"must be a mapping of keys to values, got {type(raw).__name__}")
+        valid = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            name = str(key).replace("-", "_")
+            if name not in valid:
+                close = difflib.get_close_matches(name, list(valid), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+                raise InputError("evaluate", f"unknown key '{key}'; {hint}")
+            values[name] = _coerce(name, value, cls.__dataclass_fields__[name].default)
+        spec = cls(**values)
+        if spec.execute and spec.diversity_prompts not in HUMANEVAL_NAMES:
+            raise InputError(
+                "evaluate", "execute runs HumanEval samples: it needs diversity_prompts: builtin:humaneval"
+            )
+        return spec
+
+    def held_out_for(self, data: str) -> str | None:
+        """The held-out set of a run trained on `data` (None: none known, give `held_out`)."""
+        if self.held_out is not None:
+            return self.held_out
+        from deltarank.train.builtin_data import is_builtin, parse_builtin
+
+        return f"builtin:{parse_builtin(data).dataset}:test" if is_builtin(data) else None
+
+    def accuracy_for(self, data: str) -> str | None:
+        """The closed-answer set of a run trained on `data`, or None."""
+        if self.accuracy is not None:
+            return self.accuracy
+        from deltarank.train.builtin_data import is_builtin, parse_builtin
+
+        return ACCURACY_SETS.get(parse_builtin(data).dataset) if is_builtin(data) else None
+
+    def check_sets(self, data: str) -> None:
+        """Fail on unknown sets of a run trained on `data` before any model loads.
+
+        Raises:
+            DeltarankError: a missing held-out or forgetting set, an accuracy set without closed answers,
+                bad diversity prompts.
+        """
+        from deltarank.evaluation.run import task_of
+        from deltarank.train.builtin_data import is_builtin, parse_builtin
+
+        for name in filter(None, (self.held_out_for(data), *self.forgetting)):
+            if is_builtin(name):
+                parse_builtin(name)
+            elif not Path(name).is_file():
+                raise InputError(name, "held-out data not found (a JSONL file or builtin:<name>:test)")
+        accuracy = self.accuracy_for(data)
+        if (
+            accuracy is not None
+            and task_of(accuracy) != "accuracy"
+            and not accuracy.startswith("builtin:math")
+        ):
+            raise InputError(
+                accuracy, "accuracy needs a closed-answer set: builtin:zh-sentiment:test or builtin:math:test"
+            )
+        if self.diversity_prompts is not None:
+            from deltarank.study.diversity import diversity_prompts
+
+            diversity_prompts(self.diversity_prompts, self.diversity_n)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """A study-file value as the field's type (strings, positive ints, floats, a bool, a list of specs)."""
+    problem = None
+    if name == "forgetting":
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
+            return tuple(items)
+        problem = "a data spec or a list of data specs"
+    elif name in ("held_out", "accuracy", "diversity_prompts"):
+        if value is None or isinstance(value, str):
+            return value
+        problem = "a data spec (text)"
+    elif isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        problem = "true or false"
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        problem = "a positive integer"
+    elif isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            if name == "top_p" and value > 1:
+                problem = "a number in (0, 1]"
+            else:
+                return float(value)
+        else:
+            problem = "a positive number"
+    raise InputError("evaluate", f"{name} must be {problem}, got {value!r}")
