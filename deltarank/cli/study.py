@@ -79,8 +79,9 @@ def study(
     if dry_run:
         _print_plan(spec, out_dir)
         return
+    from deltarank.study.directory import prepare_study_dir
     from deltarank.study.executors import make_executor
-    from deltarank.study.runner import check_study_inputs, prepare_study_dir, run_study
+    from deltarank.study.runner import check_study_inputs, run_study
 
     check_study_inputs(spec)
     prepare_study_dir(spec, out_dir, force)  # refuse another study before starting any engine

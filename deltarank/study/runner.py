@@ -8,9 +8,9 @@ The study directory is the study's working state:
     DIR/<run>/                     `deltarank train`'s output + measurement.json (+ generations.jsonl)
     DIR/study.json, study.csv, report.md, figures/
 
-This module holds the study directory's study.yaml, the executors' two tasks (`measure_base_task`,
-`run_task`), each run's state (`run_status`) and study.json's rows; the measurement.json files and the base
-pairs live in `deltarank.study.measurements`, `--dry-run`'s plan in `deltarank.study.planning`.
+This module holds the executors' two tasks (`measure_base_task`, `run_task`), each run's state (`run_status`)
+and study.json's rows; the measurement.json files and the base pairs live in `deltarank.study.measurements`,
+study.yaml in `deltarank.study.directory`, `--dry-run`'s plan in `deltarank.study.planning`.
 
 A finished run (run.json and a measurement.json of the current `evaluate:`) is skipped; a run stopped during
 training resumes from its last complete checkpoint (`train --resume`); a measurement is redone when
@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from deltarank.errors import DeltarankError, InputError, OutputError
-from deltarank.io.atomic import write_atomic
+from deltarank.errors import DeltarankError, InputError
+from deltarank.study.directory import STUDY_YAML, prepare_study_dir
 from deltarank.study.evaluation import measure_base, measure_run
 from deltarank.study.executors import Executor, SequentialExecutor
 from deltarank.study.measurements import (
@@ -50,7 +48,6 @@ from deltarank.study.store import study_document, write_study
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
-STUDY_YAML = "study.yaml"
 FIGURES_DIR = "figures"
 REPORT = "report.md"
 SETTINGS = (
@@ -155,53 +152,6 @@ def study_header(study: Study) -> dict[str, Any]:
         "fingerprint": study.fingerprint,
         "file": study.resolved,
     }
-
-
-# ------------------------------------------------------------------------------------------- the study directory
-
-
-def prepare_study_dir(study: Study, out_dir: Path, force: bool) -> None:
-    """Create `out_dir` for this study, or accept it when it holds the same study; write DIR/study.yaml.
-
-    With `force`, a directory holding another study takes this one: runs whose settings are unchanged (the
-    same name, hence the same resolved TrainConfig) are kept, the others are trained; run directories the new
-    study does not name are left alone and ignored.
-
-    Raises:
-        OutputError: `out_dir` holds another study or other files, and `force` is not given.
-    """
-    saved = out_dir / STUDY_YAML
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        if not saved.is_file():
-            raise OutputError(f"{out_dir}: already exists and holds no study (use --force to write into it)")
-        if _saved_fingerprint(saved) != study.fingerprint:
-            raise OutputError(
-                f"{out_dir}: holds a different study (use --force to switch it to this study file; runs "
-                "with unchanged settings are kept)"
-            )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from exc
-    text = f"# deltarank study, fingerprint {study.fingerprint}\n" + yaml.safe_dump(
-        study.resolved, sort_keys=False, allow_unicode=True
-    )
-    write_atomic(saved, text)
-
-
-def _saved_fingerprint(path: Path) -> str | None:
-    try:
-        return parse_study(yaml.safe_load(path.read_text(encoding="utf-8")), path).fingerprint
-    except (yaml.YAMLError, DeltarankError, OSError):
-        return None
-
-
-def open_study_dir(out_dir: Path) -> Study:
-    """The study a study directory holds (its study.yaml), as the executors' tasks read it."""
-    path = out_dir / STUDY_YAML
-    return parse_study(yaml.safe_load(path.read_text(encoding="utf-8")), path)
 
 
 # -------------------------------------------------------------------------------- tasks: base models and runs

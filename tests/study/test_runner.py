@@ -17,8 +17,9 @@ import pytest
 from transformers import TrainerCallback
 
 from deltarank.errors import OutputError
+from deltarank.study.directory import prepare_study_dir
 from deltarank.study.planning import plan
-from deltarank.study.runner import prepare_study_dir, run_study
+from deltarank.study.runner import run_study
 from deltarank.study.spec import load_study, parse_study
 from deltarank.study.store import flatten
 from deltarank.train.trainer import last_complete_checkpoint

@@ -1,0 +1,52 @@
+"""The study directory's own file: DIR/study.yaml, the resolved study that makes a rerun of the same study
+continue it and keeps another study out without `--force`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from deltarank.errors import DeltarankError, OutputError
+from deltarank.io.atomic import write_atomic
+from deltarank.study.spec import Study, parse_study
+
+STUDY_YAML = "study.yaml"
+
+
+def prepare_study_dir(study: Study, out_dir: Path, force: bool) -> None:
+    """Create `out_dir` for this study, or accept it when it holds the same study; write DIR/study.yaml.
+
+    With `force`, a directory holding another study takes this one: runs whose settings are unchanged (the
+    same name, hence the same resolved TrainConfig) are kept, the others are trained; run directories the new
+    study does not name are left alone and ignored.
+
+    Raises:
+        OutputError: `out_dir` holds another study or other files, and `force` is not given.
+    """
+    saved = out_dir / STUDY_YAML
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        if not saved.is_file():
+            raise OutputError(f"{out_dir}: already exists and holds no study (use --force to write into it)")
+        if _saved_fingerprint(saved) != study.fingerprint:
+            raise OutputError(
+                f"{out_dir}: holds a different study (use --force to switch it to this study file; runs "
+                "with unchanged settings are kept)"
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from exc
+    text = f"# deltarank study, fingerprint {study.fingerprint}\n" + yaml.safe_dump(
+        study.resolved, sort_keys=False, allow_unicode=True
+    )
+    write_atomic(saved, text)
+
+
+def _saved_fingerprint(path: Path) -> str | None:
+    try:
+        return parse_study(yaml.safe_load(path.read_text(encoding="utf-8")), path).fingerprint
+    except (yaml.YAMLError, DeltarankError, OSError):
+        return None
