@@ -69,7 +69,7 @@ def study(
     of ΔW, and write the study's table, figures and report to --output. Rerunning the same study with the same
     --output continues it (finished runs are kept, a stopped run resumes from its last checkpoint)."""
     from deltarank.errors import DeltarankError
-    from deltarank.study.spec import load_study, preset_path
+    from deltarank.study.study_file import load_study, preset_path
 
     if (study_file is None) == (preset is None):
         raise DeltarankError("give a STUDY_FILE or --preset NAME (one of them)")

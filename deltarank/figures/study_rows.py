@@ -125,7 +125,7 @@ def series_label(run: Run, with_model: bool = True, with_data: bool = False) -> 
         parts.append(f"+ {regularisation_label(run)}")
     if run.get(
         "from"
-    ):  # the parent's readable name: without the 6-hex-digit hash `deltarank.study.spec` adds
+    ):  # the parent's readable name: without the 6-hex-digit hash `deltarank.study.grid` adds
         parts.append(f"from {re.sub(r'-[0-9a-f]{6}$', '', str(run['from']))}")
     if with_data and setting(run, "data") is not None:
         parts.append(f"on {setting(run, 'data')}")

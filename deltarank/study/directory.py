@@ -9,7 +9,8 @@ import yaml
 
 from deltarank.errors import DeltarankError, OutputError
 from deltarank.io.atomic import write_atomic
-from deltarank.study.spec import Study, parse_study
+from deltarank.study.spec import Study
+from deltarank.study.study_file import parse_study
 
 STUDY_YAML = "study.yaml"
 

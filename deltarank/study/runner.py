@@ -42,8 +42,9 @@ from deltarank.study.measurements import (
     cached_measurement,
     write_measurement,
 )
-from deltarank.study.spec import NOT_IDENTITY, RunSpec, Study, parse_study
+from deltarank.study.spec import NOT_IDENTITY, RunSpec, Study
 from deltarank.study.store import study_document, write_study
+from deltarank.study.study_file import parse_study
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]

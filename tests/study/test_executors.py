@@ -13,7 +13,7 @@ import pytest
 from deltarank.errors import DeltarankError
 from deltarank.study.executors import ProcessExecutor, SequentialExecutor, make_executor
 from deltarank.study.runner import run_study
-from deltarank.study.spec import load_study
+from deltarank.study.study_file import load_study
 from tests.study.tiny_study import comparable, one_thread, tiny_lm, tiny_study, write_study_file
 
 __all__ = ["one_thread", "tiny_lm"]

@@ -12,7 +12,7 @@ import pytest
 from deltarank.errors import InputError
 from deltarank.reproduce.pipeline import ReproduceConfig, reproduce
 from deltarank.study.runner import run_study
-from deltarank.study.spec import parse_study
+from deltarank.study.study_file import parse_study
 from tests.study.tiny_study import comparable, one_thread, tiny_lm
 
 __all__ = ["one_thread", "tiny_lm"]

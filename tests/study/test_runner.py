@@ -20,8 +20,8 @@ from deltarank.errors import OutputError
 from deltarank.study.directory import prepare_study_dir
 from deltarank.study.planning import plan
 from deltarank.study.runner import run_study
-from deltarank.study.spec import load_study, parse_study
 from deltarank.study.store import flatten
+from deltarank.study.study_file import load_study, parse_study
 from deltarank.train.trainer import last_complete_checkpoint
 from tests.study.tiny_study import comparable, one_thread, tiny_lm, tiny_study, write_study_file
 

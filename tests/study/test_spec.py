@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from deltarank.errors import InputError
-from deltarank.study.spec import load_study, parse_study, preset_names, preset_path, readable_name
+from deltarank.study.grid import readable_name
+from deltarank.study.study_file import load_study, parse_study, preset_names, preset_path
 
 BASE = {"model": "m", "data": "builtin:code", "max_steps": 2}
 
