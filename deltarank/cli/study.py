@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING
 import click
 
 from deltarank.cli.options import device_option, dry_run_option, output_option
+from deltarank.study.study_file import SIZES
 
 if TYPE_CHECKING:
     from deltarank.study.spec import Study
-
-SIZES = ("cpu", "full")
 
 
 @click.command()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
-from deltarank.evaluation.run import HUMANEVAL_NAMES
 
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 
@@ -78,6 +77,8 @@ class EvaluateSpec:
                 raise InputError("evaluate", f"unknown key '{key}'; {hint}")
             values[name] = _coerce(name, value, cls.__dataclass_fields__[name].default)
         spec = cls(**values)
+        from deltarank.evaluation.run import HUMANEVAL_NAMES  # here: the evaluation package imports torch
+
         if spec.execute and spec.diversity_prompts not in HUMANEVAL_NAMES:
             raise InputError(
                 "evaluate", "execute runs HumanEval samples: it needs diversity_prompts: builtin:humaneval"
