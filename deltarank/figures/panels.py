@@ -18,6 +18,7 @@ from deltarank.figures.style import (
 
 MAX_COLUMNS = 4
 LEGEND_ROW_IN = 0.17  # height of one legend row at 7 pt, added to a figure whose legend goes below
+LONG_LABEL = 28  # characters: a legend above the axes with longer labels goes one per row
 
 
 def grid_shape(panels: int, max_columns: int = MAX_COLUMNS) -> tuple[int, int]:
@@ -78,6 +79,13 @@ def legend_below(fig: Figure, handles: list[Any], labels: list[str]) -> None:
     columns = min(len(labels), 2 if fig.get_figwidth() < DOUBLE_COLUMN_IN else 4)
     fig.set_figheight(fig.get_figheight() + LEGEND_ROW_IN * (math.ceil(len(labels) / columns) + 0.6))
     fig.legend(handles, labels, loc="outside lower center", ncols=columns)
+
+
+def legend_above(fig: Figure) -> None:
+    """The legend above the axes: two columns, one when the labels are long."""
+    labels = [t for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
+    ncols = 1 if max((len(t) for t in labels), default=0) > LONG_LABEL else 2
+    fig.legend(loc="outside upper center", ncols=ncols, handlelength=1.6, columnspacing=1.0)
 
 
 def lora_rank_line(ax: Axes, r_by_module: dict[str, int], module: str) -> None:

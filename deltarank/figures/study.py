@@ -30,8 +30,9 @@ from matplotlib.figure import Figure
 
 from deltarank.errors import InputError, OutputError
 from deltarank.figures import study_rows as rows
+from deltarank.figures.panels import legend_above
 from deltarank.figures.save import parse_formats, save_figure
-from deltarank.figures.study_panels import HEIGHT_IN, legend_above, plot_diversity, plot_learning_forgetting
+from deltarank.figures.study_panels import HEIGHT_IN, plot_diversity, plot_learning_forgetting
 from deltarank.figures.style import (
     SINGLE_COLUMN_IN,
     new_figure,

@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from deltarank.figures import study_rows as rows
 from deltarank.figures.learning import pareto_front
+from deltarank.figures.panels import legend_above
 from deltarank.figures.style import (
     REFERENCE_COLOR,
     SINGLE_COLUMN_IN,
@@ -27,15 +28,7 @@ from deltarank.figures.style import (
 )
 
 HEIGHT_IN = 2.6
-LONG_LABEL = 28  # characters: longer legend labels go one per row
 Run = rows.Run
-
-
-def legend_above(fig: Figure) -> None:
-    """The legend above the axes: two columns, one when the labels are long."""
-    labels = [t for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
-    ncols = 1 if max((len(t) for t in labels), default=0) > LONG_LABEL else 2
-    fig.legend(loc="outside upper center", ncols=ncols, handlelength=1.6, columnspacing=1.0)
 
 
 def _plane(runs: Sequence[Run]) -> tuple[str, list[tuple[Run, float, float]]]:
