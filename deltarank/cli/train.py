@@ -18,7 +18,9 @@ from typing import Any
 import click
 
 from deltarank.cli.options import DEVICE
-from deltarank.train.config import CHOICES, TrainConfig
+from deltarank.train.config import TrainConfig
+from deltarank.train.config_file import load_train_config
+from deltarank.train.config_validation import CHOICES
 
 EPILOG = """\b
 MODEL: a local Hugging Face directory, a .gguf file, smollm2-135m (the GGUF of the
@@ -111,7 +113,7 @@ def train(config_file: str | None, **flags: Any) -> None:
     on transformers.Trainer."""
     from deltarank.train.trainer import run_training
 
-    config = TrainConfig.from_sources(config_file, flags)
+    config = load_train_config(config_file, flags)
     _quiet_libraries()
     result = run_training(config)
     if result.is_main_process:

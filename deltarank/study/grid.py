@@ -19,7 +19,8 @@ from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
 from deltarank.study.spec import DATA_SIZE, RunSpec, short_hash
-from deltarank.train.config import SECTIONS, TrainConfig, config_values
+from deltarank.train.config import TrainConfig
+from deltarank.train.config_file import SECTIONS, config_values
 
 RUN_KEYS = ("name", "from")  # the keys of a `runs:` entry besides its train config keys
 # Short forms of coordinates in run names: key -> prefix of its value (None: the value alone).

@@ -194,14 +194,14 @@ def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
 
 def _same_settings(run: RunSpec, run_dir: Path) -> bool:
     """Whether the run directory's saved train_config.yaml is this run's (a changed explicit run is not)."""
-    from deltarank.train.config import TrainConfig
+    from deltarank.train.config_file import load_train_config
     from deltarank.train.trainer import CONFIG_NAME
 
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         return False
     try:
-        saved = TrainConfig.from_sources(path).resolved().to_dict()
+        saved = load_train_config(path).resolved().to_dict()
     except DeltarankError:
         return False
     for key in NOT_IDENTITY:

@@ -13,7 +13,7 @@ runs:                              # optional: extra runs given explicitly
 evaluate: {held_out_sequences: 32} # deltarank.study.evaluate_spec.EvaluateSpec
 ```
 
-`base:` and every run's keys are checked as `deltarank train --config` files are (`train.config.config_values`:
+`base:` and every run's keys are checked as `deltarank train --config` files are (`train.config_file.config_values`:
 unknown keys name the closest valid one, method sections such as `oft: {block_size: 16}` are allowed). How the
 runs are made from `base:`, `grid:` and `runs:`, and named, is `deltarank.study.grid`.
 """

@@ -6,7 +6,8 @@
                                       output_dir="runs/lora", max_steps=80, batch_size=4, seq_len=128))
     result.run["tokens_per_second"]
 
-Modules: config (TrainConfig), models (resolve_model, find_default_gguf), data and formats (JSONL shapes),
+Modules: config (TrainConfig), config_file (load_train_config: YAML/TOML and flags), config_validation
+(the allowed values and checks), models (resolve_model, find_default_gguf), data and formats (JSONL shapes),
 builtin_data (builtin:code / builtin:math and their held-out splits), methods (the model wrapping, one
 function per method), bottleneck (Houlsby adapters), trainer (run_training), callbacks (train_log.jsonl, cost, progress), run_record (run.json).
 """

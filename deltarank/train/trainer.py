@@ -33,6 +33,7 @@ from deltarank.train.callbacks import (
     remove_training_args,
 )
 from deltarank.train.config import TrainConfig
+from deltarank.train.config_file import load_train_config
 from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
 from deltarank.train.formats import IGNORE_INDEX
 from deltarank.train.methods import adapt_trainer, method_callbacks, quantization_config, wrap_model
@@ -341,7 +342,7 @@ def _warn_if_config_changed(output_dir: Path, config: TrainConfig) -> None:
     """On --resume, name the keys that differ from the run being resumed (its saved train_config.yaml)."""
     saved = output_dir / CONFIG_NAME
     try:
-        previous = TrainConfig.from_sources(saved).resolved()
+        previous = load_train_config(saved).resolved()
     except DeltarankError:
         return
     changed = config.changed_keys(previous)

@@ -204,12 +204,12 @@ def test_device_cuda_n_is_accepted_and_checked(model_dir: Path, data: Path, tmp_
 
 
 def test_old_precision_key_and_method_sections(tmp_path: Path) -> None:
-    from deltarank.train.config import TrainConfig
+    from deltarank.train.config_file import load_train_config
 
     config = tmp_path / "old.yaml"
     config.write_text(
         "model: m\ndata: d\nmethod: oft\noutput_dir: o\nprecision: bf16-mixed\noft:\n  block_size: 8\n"
     )
     with pytest.warns(FutureWarning, match="config key 'precision' is deprecated; use 'mixed_precision'"):
-        loaded = TrainConfig.from_sources(config, {"lora_r": None})
+        loaded = load_train_config(config, {"lora_r": None})
     assert (loaded.mixed_precision, loaded.oft_block_size) == ("bf16-mixed", 8)

@@ -8,7 +8,7 @@ from pathlib import Path
 from deltarank.study.evaluation import NO_DELTA_METHODS
 from deltarank.study.runner import run_study
 from deltarank.study.study_file import parse_study
-from deltarank.train.config import METHODS
+from deltarank.train.config_validation import METHODS
 from tests.study.tiny_study import one_thread, tiny_study  # noqa: F401 (autouse fixture)
 from tests.train.conftest import save_tiny_model
 from tests.train.test_methods import SMALL

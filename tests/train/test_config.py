@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from deltarank.errors import DeltarankError, InputError
-from deltarank.train.config import TrainConfig, field_names, load_config_file
+from deltarank.train.config import TrainConfig
+from deltarank.train.config_file import field_names, load_config_file, load_train_config
 
 REQUIRED = {"model": "m", "data": "d.jsonl", "method": "lora", "output_dir": "out"}
 
@@ -24,7 +25,7 @@ def test_yaml_with_flag_overrides(tmp_path: Path) -> None:
     file.write_text(
         "model: m\ndata: d.jsonl\nmethod: lora\noutput-dir: out\nlr: 2e-4\nlora_r: 8\nmax_steps: 10\n"
     )
-    config = TrainConfig.from_sources(file, {"lora_r": 4, "seed": None, "batch_size": 2})
+    config = load_train_config(file, {"lora_r": 4, "seed": None, "batch_size": 2})
     assert config.lr == 2e-4  # YAML reads "2e-4" as a string; it is converted
     assert config.lora_r == 4  # the flag wins
     assert config.seed == 42  # a flag left at None does not override
@@ -35,7 +36,7 @@ def test_yaml_with_flag_overrides(tmp_path: Path) -> None:
 def test_toml_file(tmp_path: Path) -> None:
     file = tmp_path / "run.toml"
     file.write_text('model = "m"\ndata = "d"\nmethod = "full"\noutput_dir = "o"\nepochs = 2\nrslora = true\n')
-    config = TrainConfig.from_sources(file)
+    config = load_train_config(file)
     assert (config.method, config.epochs, config.rslora) == ("full", 2.0, True)
 
 
@@ -48,25 +49,25 @@ def test_unknown_key_names_it_and_suggests(tmp_path: Path) -> None:
 
 def test_unknown_override_key() -> None:
     with pytest.raises(DeltarankError, match="did you mean 'max_steps'"):
-        TrainConfig.from_sources(None, {**REQUIRED, "max_step": 3})
+        load_train_config(None, {**REQUIRED, "max_step": 3})
 
 
 def test_wrong_type_names_key(tmp_path: Path) -> None:
     file = tmp_path / "run.yaml"
     file.write_text("model: m\ndata: d\nmethod: lora\noutput_dir: o\nlora_r: 1.5\n")
     with pytest.raises(InputError, match=r"key 'lora_r' must be int, got 1\.5"):
-        TrainConfig.from_sources(file)
+        load_train_config(file)
 
 
 def test_missing_required_lists_flags() -> None:
     with pytest.raises(DeltarankError, match="missing --method, --output-dir"):
-        TrainConfig.from_sources(None, {"model": "m", "data": "d"})
+        load_train_config(None, {"model": "m", "data": "d"})
 
 
 def test_flag_max_steps_replaces_config_epochs(tmp_path: Path) -> None:
     file = tmp_path / "run.yaml"
     file.write_text("model: m\ndata: d\nmethod: lora\noutput_dir: o\nepochs: 3\n")
-    config = TrainConfig.from_sources(file, {"max_steps": 5})
+    config = load_train_config(file, {"max_steps": 5})
     assert (config.max_steps, config.epochs) == (5, None)
 
 
@@ -102,7 +103,7 @@ def test_resolved_defaults_follow_the_paper() -> None:
 def test_saved_config_loads_back(tmp_path: Path) -> None:
     config = TrainConfig(**REQUIRED, lora_r=8, max_steps=7).resolved()
     config.save(tmp_path / "train_config.yaml")
-    assert TrainConfig.from_sources(tmp_path / "train_config.yaml") == config
+    assert load_train_config(tmp_path / "train_config.yaml") == config
     assert set(load_config_file(tmp_path / "train_config.yaml")) == set(field_names())
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from deltarank.train.config import DEFAULT_LR, METHODS, PROMPT_METHODS, TrainConfig
+from deltarank.train.config import DEFAULT_LR, TrainConfig
+from deltarank.train.config_validation import METHODS, PROMPT_METHODS
 from deltarank.train.methods import quantization_config
 from deltarank.train.models import keep_nf4_exact, load_model, resolve_model
 from deltarank.train.trainer import run_training

@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from deltarank.errors import DeltarankError
 from deltarank.train.config import TrainConfig
+from deltarank.train.config_file import load_train_config
 from deltarank.train.trainer import run_training
 from tests.train.conftest import write_jsonl
 
@@ -115,7 +116,7 @@ def test_run_writes_log_and_cost_record(tiny_lm_dir: Path, pc_data: Path, tmp_pa
     assert run["config"]["lr"] == 1e-3 and run["seed"] == 0
     assert run["versions"]["torch"] == torch.__version__.split("+")[0] or run["versions"]["torch"]
     assert "git_commit" in run and run["eval_loss"] == lines[-1]["eval_loss"]
-    saved = TrainConfig.from_sources(out / "train_config.yaml")
+    saved = load_train_config(out / "train_config.yaml")
     assert saved == tiny_config(tiny_lm_dir, pc_data, out, max_steps=3, eval_data=str(pc_data)).resolved()
 
 
