@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 import click
 
 from deltarank.errors import OutputError
+from deltarank.train.config_validation import DEVICES, valid_device
 
 F = TypeVar("F", bound=Callable[..., Any])
 STDOUT = "-"
-DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 FIGURE_SUFFIXES = (".pdf", ".png", ".svg")
 ProgressHook = Callable[[int, int, str], None]
 
@@ -62,7 +62,7 @@ class DeviceType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
-        if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
+        if valid_device(text):
             return text
         self.fail(f"{text!r} is not one of auto, cpu, cuda, cuda:N", param, ctx)
 
