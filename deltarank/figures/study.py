@@ -38,6 +38,7 @@ from deltarank.figures.style import (
     new_figure,
     paper_style,
     plain_log_axis,
+    plain_number,
     run_color,
     run_linestyle,
     run_marker,
@@ -145,7 +146,7 @@ def _plain(text: str | None = None) -> Any:
     """Tick labels as plain numbers (`text` instead, e.g. '' to hide minor ticks' labels)."""
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda value, _pos: f"{value:g}" if text is None else text)
+    return FuncFormatter(lambda value, _pos: plain_number(value) if text is None else text)
 
 
 def _scatter_figure(

@@ -111,8 +111,17 @@ def run_linestyle(index: int) -> str:
 def plain_log_axis(axis: Axis) -> None:
     """Label a log axis with plain numbers (1, 10, 100) instead of powers of ten: ranks read as counts."""
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: plain_number(value)))
     axis.set_minor_formatter(NullFormatter())
+
+
+def plain_number(value: float) -> str:
+    """A tick label as a plain count: `500`, `2000`; from ten thousand on with a suffix (`20k`, `5M`, `1G`),
+    so that the labels of a log axis spanning millions stay short enough not to run into each other."""
+    for threshold, unit, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / unit:g}{suffix}"
+    return f"{value:g}"
 
 
 def short_module(module: str) -> str:
