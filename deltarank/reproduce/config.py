@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from deltarank.train.run_record import read_run_record
 
 METHODS = ("full", "lora")
 
@@ -67,7 +68,7 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     for path in run_dir.glob("checkpoint-*"):
         if m := re.fullmatch(r"checkpoint-(\d+)", path.name):
             found.append((int(m.group(1)), path))
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run_record(run_dir)
     final_step = int(run.get("steps", run.get("global_step", max((s for s, _ in found), default=0))))
     found = [(s, p) for s, p in found if s != final_step]
     return [*sorted(found), (final_step, run_dir)]

@@ -63,8 +63,7 @@ class EvalModels:
         if self._base is None:
             from deltarank.train.models import load_model
 
-            self._base = load_model(self.source).to(self.device).eval()
-            self._base.config.use_cache = True  # training turns the KV cache off; generation needs it
+            self._base = ready_for_evaluation(load_model(self.source), self.device)
         return self._base
 
     def evaluate(self, tuned: Path | None, fn: Any) -> Any:
@@ -76,14 +75,20 @@ class EvalModels:
         if tuned is None:
             return fn(self.base())
         if is_adapter_dir(tuned) and read_quantization(tuned) is None:
-            wrapped = load_trained(self.source, tuned, base=self.base()).to(self.device).eval()
+            wrapped = ready_for_evaluation(load_trained(self.source, tuned, base=self.base()), self.device)
             try:
                 return fn(wrapped)
             finally:
                 self._base = wrapped.unload()
-        model = load_trained(self.source, tuned).to(self.device).eval()
-        model.config.use_cache = True  # generation needs the KV cache that training turned off
-        return fn(model)
+        return fn(ready_for_evaluation(load_trained(self.source, tuned), self.device))
+
+
+def ready_for_evaluation(model: Any, device: torch.device) -> Any:
+    """`model` on `device`, in eval mode, with the KV cache on (training turns it off; generation needs it)."""
+    model.to(device)
+    model.eval()
+    model.config.use_cache = True
+    return model
 
 
 def model_device(model: Any) -> torch.device:

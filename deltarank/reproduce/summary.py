@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ from deltarank.analysis.results import SpectrumResult
 from deltarank.analysis.results.medians import median
 from deltarank.io.atomic import write_atomic
 from deltarank.reproduce.config import METHODS, ReproduceConfig, checkpoints
+from deltarank.train.run_record import read_run_record
 
 SCHEMA = "deltarank.reproduce/1"
 COST_KEYS = (
@@ -88,14 +88,14 @@ def build_summary(
 
 
 def _cost(run_dir: Path) -> dict[str, Any]:
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run_record(run_dir)
     return {key: run[key] for key in COST_KEYS if key in run}
 
 
 def _points(runs: dict[str, Path], evaluation: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     points = []
     for method in METHODS:
-        run = json.loads((runs[method] / "run.json").read_text())
+        run = read_run_record(runs[method])
         tokens_per_step = run.get("tokens_seen", 0) / max(int(run.get("steps", 1) or 1), 1)
         for step, _ in checkpoints(runs[method]):
             metrics = evaluation[f"{method}@{step}"]

@@ -58,13 +58,14 @@ def measure_base(
     Raises:
         DeltarankError: a missing model or data set, bad diversity prompts.
     """
-    from deltarank.reproduce.evaluate import general_text
+    from deltarank.analysis.engine.compute import resolve_device
+    from deltarank.reproduce.evaluate import general_text, ready_for_evaluation
     from deltarank.train.models import load_model, load_tokenizer, resolve_model
 
     spec.check_sets(data)
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
-    base = _eval_mode(load_model(source), device)
+    base = ready_for_evaluation(load_model(source), resolve_device(device))
     work_dir.mkdir(parents=True, exist_ok=True)
     general_path = work_dir / GENERAL_TEXT
     if not general_path.is_file():
@@ -105,7 +106,10 @@ def measure_run(
     Raises:
         DeltarankError: no run.json in run_dir, a missing model, data or forgetting set.
     """
+    from deltarank.analysis.engine.compute import resolve_device
+    from deltarank.reproduce.evaluate import ready_for_evaluation
     from deltarank.train.models import load_tokenizer, load_trained, resolve_model
+    from deltarank.train.run_record import read_run_record
 
     record = read_run_record(run_dir)
     method = str(record.get("method"))
@@ -114,7 +118,7 @@ def measure_run(
         raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
-    tuned = _eval_mode(load_trained(source, run_dir), device)
+    tuned = ready_for_evaluation(load_trained(source, run_dir), resolve_device(device))
     found = _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
     del tuned
     _add_changes(found, base)
@@ -125,29 +129,6 @@ def measure_run(
     else:
         result["ranks"] = rank_medians(source, run_dir, device)
     return result
-
-
-def read_run_record(run_dir: Path) -> dict[str, Any]:
-    """The run.json of a finished `train` run.
-
-    Raises:
-        InputError: no readable run.json (the run has not finished).
-    """
-    path = run_dir / "run.json"
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"no finished run here ({type(exc).__name__})") from None
-
-
-def _eval_mode(model: Any, device: str) -> Any:
-    """The model ready for evaluation on `device` (auto, cpu, cuda or cuda:N)."""
-    from deltarank.analysis.engine.compute import resolve_device
-
-    model.to(resolve_device(device))
-    model.eval()
-    model.config.use_cache = True  # training turns the KV cache off; generation needs it
-    return model
 
 
 def _measure(

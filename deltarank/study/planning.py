@@ -8,15 +8,16 @@ of the study's measured runs (measurement.json), unknown until a run of the same
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
+from deltarank.errors import InputError
 from deltarank.study.measurements import saved_measurement
 from deltarank.study.runner import RunStatus, run_status
 from deltarank.study.spec import RunSpec, Study
+from deltarank.train.run_record import read_run_record
 
 # Training throughput assumed by --dry-run before a run of the study has finished (tokens/s on 2 CPU cores):
 # SmolLM2-135M measured by `make demo` (README: 137 full, 152 LoRA; 140 taken for both); Gemma 3 270M is not
@@ -89,12 +90,9 @@ def measured_rates(study: Study, out_dir: Path) -> dict[str, float]:
     """Median training tokens/s of this study's finished runs, per base model."""
     found: dict[str, list[float]] = {}
     for run in study.runs:
-        path = out_dir / run.name / "run.json"
-        if not path.is_file():
-            continue
         try:
-            rate = json.loads(path.read_text(encoding="utf-8")).get("tokens_per_second")
-        except (OSError, ValueError):
+            rate = read_run_record(out_dir / run.name).get("tokens_per_second")
+        except InputError:  # not finished
             continue
         if rate:
             found.setdefault(study.root_model(run), []).append(float(rate))

@@ -17,8 +17,6 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltarank.train.methods import base_parameter_count, parameter_counts
-
 if TYPE_CHECKING:
     from deltarank.train.callbacks import CostCallback
     from deltarank.train.config import TrainConfig
@@ -88,6 +86,8 @@ def run_record(
     `wall_seconds` covers this `run_training` call (loading and saving included); `previous_seconds` is the
     training time before the checkpoint this session resumed from; `data` summarises the train and eval sets.
     """
+    from deltarank.train.methods import base_parameter_count, parameter_counts  # peft: here, not at import
+
     state = trainer.state
     trainable, total = parameter_counts(trainer.model)
     base = base_parameter_count(trainer.model, config.method)
@@ -145,3 +145,18 @@ def write_run_record(output_dir: Path, record: dict[str, Any]) -> Path:
     path = output_dir / RUN_JSON
     write_atomic(path, json.dumps(record, indent=2) + "\n")
     return path
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """The run.json of a finished `deltarank train` run.
+
+    Raises:
+        InputError: no readable run.json (the run has not finished).
+    """
+    from deltarank.errors import InputError
+
+    path = run_dir / RUN_JSON
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"no finished run here ({type(exc).__name__})") from None
