@@ -8,10 +8,11 @@ layer above, which imports it from here).
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from deltarank.analysis.results.medians import median
 
 Run = Mapping[str, Any]
 LORA_METHODS = ("lora", "qlora")
@@ -86,9 +87,7 @@ def forgetting(run: Run) -> float | None:
 
 def rank_summary(run: Run) -> float | None:
     """The median over module types of a run's median energy_90 (None without ΔW ranks)."""
-    values = [m.get("energy_90_median") for m in section(run, "ranks").values() if isinstance(m, Mapping)]
-    present = [float(v) for v in values if v is not None]
-    return statistics.median(present) if present else None
+    return median(m.get("energy_90_median") for m in section(run, "ranks").values() if isinstance(m, Mapping))
 
 
 def labeller(runs: Sequence[Run]) -> Callable[[Run], str]:

@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deltarank.analysis.results.medians import median
 from deltarank.figures.study_rows import (
     Run,
     base_of,
@@ -152,7 +153,7 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
         return None
     claim = "full fine-tuning's ΔW has 10–100× the rank of LoRA's"
     full_rank = statistics.median(full)
-    lora_rank = statistics.median(measured) if measured else None
+    lora_rank = median(measured)
     reference = ranks[0] if ranks else lora_rank
     ratio = full_rank / reference if reference else math.inf
     low, high = RANK_RANGE
