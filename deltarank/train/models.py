@@ -243,8 +243,6 @@ def load_trained(source: ModelSource, run: str | Path, base: Any = None) -> Any:
         InputError: `run` holds neither a model nor an adapter, or a QLoRA adapter's base is a GGUF (it cannot
             be quantized again).
     """
-    import torch
-
     from deltarank.io.adapter import is_adapter_dir
     from deltarank.io.quantization import read_quantization
     from deltarank.io.standalone import BOTTLENECK_CONFIG
@@ -265,14 +263,7 @@ def load_trained(source: ModelSource, run: str | Path, base: Any = None) -> Any:
         return PeftModel.from_pretrained(base, str(folder))
     if not any((folder / name).is_file() for name in SAFETENSORS_NAMES):
         raise InputError(folder, "not a `deltarank train` output: no model.safetensors and no adapter")
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=torch.float32, use_safetensors=True, local_files_only=True
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(folder, f"cannot load a causal LM: {' '.join(str(exc).split())[:300]}") from exc
+    return load_model(resolve_model(str(folder)))  # a full fine-tune: a Hugging Face directory like any other
 
 
 def keep_nf4_exact(model: Any) -> Any:
