@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -128,3 +128,28 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     target.chmod(DIR_MODE & ~UMASK)  # mkdtemp makes 0700 directories
+
+
+def refuse_overlap(output: str | Path, inputs: Iterable[str | Path | None], option: str = "-o") -> None:
+    """Refuse an output that is, contains or lies inside one of the command's inputs.
+
+    Called before anything is created, replaced or deleted, so that `--force` can never remove a model, a data
+    file or a run the command reads. Inputs that are not paths on disk (a built-in name, a repo id) are skipped.
+
+    Raises:
+        OutputError: naming the output and the input it would overwrite.
+    """
+    out = Path(output).expanduser().resolve()
+    for item in inputs:
+        if item is None or not Path(item).expanduser().exists():
+            continue
+        source = Path(item).expanduser().resolve()
+        if out == source:
+            relation = "is"
+        elif out in source.parents:
+            relation = "contains"
+        elif source in out.parents:
+            relation = "lies inside"
+        else:
+            continue
+        raise OutputError(f"{option} {output}: {relation} the input {item}; choose another output path")
