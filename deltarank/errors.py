@@ -9,6 +9,12 @@ class DeltarankError(Exception):
     """A problem the user can fix (bad input, bad option); never shown with a traceback."""
 
 
+class OptionError(DeltarankError):
+    """A usage mistake: an option value or a combination of options that cannot apply (`--top-k` without the
+    randomized solver, `--lora-rank` and `--energy` together). The CLI exits 2 for it, like click's own usage
+    errors; the library raises it like any other DeltarankError."""
+
+
 class InputError(DeltarankError):
     """A checkpoint, adapter, data or config file that cannot be used.
 

@@ -16,10 +16,11 @@ from typing import Any
 import click
 
 from deltarank import __version__
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 
-# Exit statuses, the same for every command (2 is click's usage error: an unknown option, a bad value).
+# Exit statuses, the same for every command.
 BAD_INPUT = 1
+USAGE_ERROR = 2  # click's own (an unknown option, a bad value) and deltarank's OptionError alike
 INTERNAL_ERROR = 3
 INTERRUPTED = 130
 
@@ -65,6 +66,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OptionError as exc:
+            _fail(str(exc), ctx, USAGE_ERROR)
         except DeltarankError as exc:
             _fail(str(exc), ctx)
         except KeyboardInterrupt as exc:
@@ -73,7 +76,7 @@ class LazyGroup(click.Group):
         except (OSError, MemoryError) as exc:
             _fail(f"{type(exc).__name__}: {exc}", ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
+            raise  # click's usage errors (click.BadParameter too, even raised in a command body) exit 2
         except Exception as exc:
             debug = ctx.params.get("verbose", 0) >= 2
             if debug:

@@ -46,7 +46,7 @@ def compare(
         SpectrumResult,
         read_result,
     )
-    from deltarank.errors import DeltarankError
+    from deltarank.errors import DeltarankError, OptionError
     from deltarank.figures import tables
     from deltarank.io.atomic import write_atomic
 
@@ -57,7 +57,7 @@ def compare(
     if len(schemas) > 1:
         raise DeltarankError(f"compare reads one result family at a time; got {' and '.join(schemas)} files")
     if lora_rank is not None and not isinstance(loaded[0], SpectrumResult):
-        raise DeltarankError(f"--lora-rank applies to {SpectrumResult.SCHEMA} results only")
+        raise OptionError(f"--lora-rank applies to {SpectrumResult.SCHEMA} results only")
     names = list(labels) or None
     if all(isinstance(r, SpectrumResult) for r in loaded):
         table = tables.compare_table(

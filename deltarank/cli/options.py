@@ -42,15 +42,15 @@ def _stack(*options: Callable[[F], F]) -> Callable[[F], F]:
 
 def output_option(help_text: str, default: str | None = None, required: bool = False) -> Callable[[F], F]:
     """`-o/--output` and `--force`: every command's output, refused when it exists unless `--force`."""
+    # No `default=None` when there is none: click 8.5 takes an explicit None for a default and then never
+    # enforces `required` (`deltarank extract BASE TUNED` without -o crashed on a None path).
+    output = (
+        click.option("-o", "--output", default=default, show_default=True, help=help_text)
+        if default is not None
+        else click.option("-o", "--output", required=required, help=help_text)
+    )
     return _stack(
-        click.option(
-            "-o",
-            "--output",
-            default=default,
-            required=required,
-            show_default=default is not None,
-            help=help_text,
-        ),
+        output,
         click.option("--force", is_flag=True, help="Replace the output if it already exists."),
     )
 

@@ -92,7 +92,7 @@ def plot(
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # its per-font INFO lines drown `-v` output
 
     from deltarank.analysis.results import read_result
-    from deltarank.errors import DeltarankError
+    from deltarank.errors import OptionError
     from deltarank.figures.render import render_figures
     from deltarank.figures.study import is_study_file, read_study, render_study_figures
     from deltarank.figures.training import is_tracked_log, read_tracked_ranks
@@ -108,7 +108,7 @@ def plot(
     if studies and not results and summary is None:
         return
     if labels and len(labels) != len(results):
-        raise DeltarankError(f"got {len(labels)} --label values for {len(results)} inputs; give one each")
+        raise OptionError(f"got {len(labels)} --label values for {len(results)} inputs; give one each")
     logs = [is_tracked_log(path) for path in results]
     tracked = [
         read_tracked_ranks(path, labels[i] if labels else None) for i, path in enumerate(results) if logs[i]

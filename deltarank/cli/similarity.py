@@ -21,7 +21,7 @@ from deltarank.cli.options import (
     quiet_option,
     save_figure_file,
 )
-from deltarank.errors import DeltarankError
+from deltarank.errors import OptionError
 
 TABLE_SIZES = (1, 4, 16, 64)
 
@@ -31,7 +31,7 @@ def parse_top(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise DeltarankError(f"--sizes {text!r}: expected comma-separated integers like 1,2,4,8") from None
+        raise OptionError(f"--sizes {text!r}: expected comma-separated integers like 1,2,4,8") from None
 
 
 @click.command()

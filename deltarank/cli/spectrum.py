@@ -26,7 +26,7 @@ from deltarank.cli.options import (
     quiet_option,
     refuse_existing,
 )
-from deltarank.errors import DeltarankError
+from deltarank.errors import OptionError
 from deltarank.io.hub import resolve_path
 from deltarank.io.source import expand_checkpoints
 from deltarank.io.standalone import is_standalone_adapter
@@ -37,7 +37,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise DeltarankError(
+        raise OptionError(
             f"--thresholds {text!r}: expected comma-separated numbers like 0.5,0.9,0.99"
         ) from None
 
@@ -109,7 +109,7 @@ def spectrum(
     """
     if not tuned:
         if not is_standalone_adapter(resolve_path(base)):
-            raise DeltarankError(
+            raise OptionError(
                 f"missing TUNED: `deltarank spectrum BASE TUNED`; a single argument must be a prompt-based "
                 f"(prompt, prefix, P-tuning) or bottleneck adapter directory, and {base} is not one"
             )
@@ -134,14 +134,14 @@ def spectrum(
     tuned_paths = expand_checkpoints(tuned)
     to_stdout = output == STDOUT
     if to_stdout and len(tuned_paths) > 1:
-        raise DeltarankError("-o - (stdout) takes a single TUNED; with several, -o names a directory")
+        raise OptionError("-o - (stdout) takes a single TUNED; with several, -o names a directory")
     outputs = output_paths(tuned_paths, None if to_stdout else output)
     for path in outputs if not to_stdout else []:
         refuse_existing(path, force)  # output_paths checked that each can be written
     if csv_path:
         check_new_file(csv_path, force)
     if csv_path and len(tuned_paths) > 1:
-        raise DeltarankError("--csv takes a single TUNED; with several, read each JSON with SpectrumResult")
+        raise OptionError("--csv takes a single TUNED; with several, read each JSON with SpectrumResult")
     # The cache keeps finished matrices for a later --resume even when this run does not reuse any; it is
     # removed once the result files are written.
     cache_dir = cache_directory(outputs[0], os.environ.get("RANK", "0"))  # torchrun: one per rank

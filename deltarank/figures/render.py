@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from deltarank.analysis.results import ExtractResult, IntruderResult, SimilarityResult, SpectrumResult
 from deltarank.analysis.results.base import ResultFile
-from deltarank.errors import DeltarankError, OutputError
+from deltarank.errors import DeltarankError, OptionError, OutputError
 from deltarank.figures.headline import plot_headline
 from deltarank.figures.learning import load_summary, plot_learning_forgetting
 from deltarank.figures.ranks import plot_ranks_by_layer
@@ -129,7 +129,7 @@ def parse_kinds(values: str | Sequence[str]) -> list[str]:
     for item in items:
         for kind in (k.strip().lower() for k in item.split(",")):
             if kind and kind not in KINDS:
-                raise DeltarankError(f"unknown figure kind {kind!r}; choose from {', '.join(KINDS)}")
+                raise OptionError(f"unknown figure kind {kind!r}; choose from {', '.join(KINDS)}")
             if kind and kind not in kinds:
                 kinds.append(kind)
     return kinds or ["all"]

@@ -18,7 +18,7 @@ from deltarank.analysis.results import MatrixSpectrum, SimilarityResult, Spectru
 from deltarank.analysis.results.base import ResultFile
 from deltarank.analysis.results.medians import module_medians, rank_of
 from deltarank.analysis.results.spectrum import ADAPTER_KINDS
-from deltarank.errors import DeltarankError, InputError
+from deltarank.errors import DeltarankError, InputError, OptionError
 
 ENERGY_KEY = "energy_90"
 ENERGY_TAU = 0.9
@@ -132,9 +132,7 @@ def make_runs(results: Sequence[SpectrumResult], labels: Sequence[str] | None = 
         DeltarankError: the number of labels differs from the number of results.
     """
     if labels and len(labels) != len(results):
-        raise DeltarankError(
-            f"got {len(labels)} --label values for {len(results)} result files; give one each"
-        )
+        raise OptionError(f"got {len(labels)} --label values for {len(results)} result files; give one each")
     names = list(labels) if labels else derived_labels([r.tuned for r in results])
     runs = []
     for i, result in enumerate(results):
@@ -238,9 +236,7 @@ def result_labels(results: Sequence[ResultFile[Any]], labels: Sequence[str] | No
         DeltarankError: the number of labels differs from the number of results.
     """
     if labels and len(labels) != len(results):
-        raise DeltarankError(
-            f"got {len(labels)} --label values for {len(results)} result files; give one each"
-        )
+        raise OptionError(f"got {len(labels)} --label values for {len(results)} result files; give one each")
     if labels:
         names = list(labels)
     else:

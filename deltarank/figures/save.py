@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from deltarank.errors import DeltarankError, OutputError
+from deltarank.errors import DeltarankError, OptionError, OutputError
 from deltarank.figures.style import STYLE
 from deltarank.io.atomic import replace_atomic
 
@@ -38,7 +38,7 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
         if not fmt:
             continue
         if fmt not in FORMATS:
-            raise DeltarankError(f"unknown figure format {fmt!r}; choose from {', '.join(FORMATS)}")
+            raise OptionError(f"unknown figure format {fmt!r}; choose from {', '.join(FORMATS)}")
         if fmt not in formats:
             formats.append(fmt)
     if not formats:

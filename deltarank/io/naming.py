@@ -78,14 +78,14 @@ class Selection:
     exclude: str | None = None
 
     def __post_init__(self) -> None:
-        from deltarank.errors import DeltarankError
+        from deltarank.errors import OptionError
 
         for label, pattern in (("--include", self.include), ("--exclude", self.exclude)):
             if pattern is not None:
                 try:
                     re.compile(pattern)
                 except re.error as exc:
-                    raise DeltarankError(
+                    raise OptionError(
                         f"{label} {pattern!r} is not a valid regular expression ({exc})"
                     ) from None
 

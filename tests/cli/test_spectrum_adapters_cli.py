@@ -24,8 +24,8 @@ def _run(*args: object) -> Result:
     return CliRunner().invoke(main, ["spectrum", *[str(a) for a in args]])
 
 
-def _one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
+def _one_error_line(result: Result, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output
     return lines[0]
@@ -108,7 +108,7 @@ def test_prompt_adapter_beside_a_base_names_the_command_and_alone_is_analysed(
 def test_a_single_argument_that_is_not_such_an_adapter_is_one_line(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    line = _one_error_line(_run(tiny_model_dir, "-o", tmp_path / "x.json"))
+    line = _one_error_line(_run(tiny_model_dir, "-o", tmp_path / "x.json"), code=2)  # a usage error
     assert "missing TUNED" in line and "bottleneck adapter directory" in line
 
 

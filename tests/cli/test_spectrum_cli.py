@@ -202,7 +202,7 @@ def test_thresholds_become_energy_keys(ckpts: dict[str, Path], tmp_path: Path) -
 )
 def test_bad_thresholds(ckpts: dict[str, Path], tmp_path: Path, value: str, problem: str) -> None:
     result = _run(ckpts["base"], ckpts["tuned32"], "-o", tmp_path / "s.json", "--thresholds", value)
-    assert result.exit_code == 1 and problem in result.stderr and result.stderr.startswith("Error: ")
+    assert result.exit_code == 2 and problem in result.stderr and result.stderr.startswith("Error: ")
 
 
 def test_workers_give_the_same_file_and_zero_is_refused(ckpts: dict[str, Path], tmp_path: Path) -> None:
@@ -417,7 +417,7 @@ def test_bad_input_one_error_line_and_old_output_untouched(
     out = tmp_path / "spectrum.json"
     out.write_text(OLD_OUTPUT)
     result = _run(*args, "-o", out, "--force")  # even with --force, bad input leaves the old result untouched
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == (2 if kind == "bad_regex" else 1), result.output  # a bad option value: usage
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")

@@ -82,25 +82,35 @@ def test_extract_command(dirs: dict[str, Path], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (("extract", "{base}", "{lora}", "-o", "{tmp}/a"), "exactly one of --lora-rank and --energy"),
-        (("extract", "{base}", "{lora}", "-o", "{tmp}/a", "--energy", "1.5"), "--energy must lie in (0, 1]"),
-        (("similarity", "{base}", "{lora}", "{full}", "--sizes", "1,x"), "expected comma-separated integers"),
-        (("similarity", "{base}", "{lora}", "{full}", "-o", "{tmp}/no/s.json"), "does not exist"),
-        (("intruders", "{base}", "{tmp}/missing"), "no such file or directory"),
+        (("extract", "{base}", "{lora}", "-o", "{tmp}/a"), "exactly one of --lora-rank and --energy", 2),
+        (
+            ("extract", "{base}", "{lora}", "-o", "{tmp}/a", "--energy", "1.5"),
+            "--energy must lie in (0, 1]",
+            2,
+        ),
+        (
+            ("similarity", "{base}", "{lora}", "{full}", "--sizes", "1,x"),
+            "expected comma-separated integers",
+            2,
+        ),
+        (("similarity", "{base}", "{lora}", "{full}", "-o", "{tmp}/no/s.json"), "does not exist", 1),
+        (("intruders", "{base}", "{tmp}/missing"), "no such file or directory", 1),
         (
             ("intruders", "{base}", "{full}", "-o", "{tmp}/i.json", "--include", "("),
             "not a valid regular expression",
+            2,
         ),
     ],
 )
 def test_errors_are_one_line(
-    dirs: dict[str, Path], tmp_path: Path, args: tuple[str, ...], message: str
+    dirs: dict[str, Path], tmp_path: Path, args: tuple[str, ...], message: str, code: int
 ) -> None:
+    """Bad input exits 1, a usage mistake (a bad option value or combination) 2, like click's own."""
     values = {"base": dirs["base"], "lora": dirs["lora"], "full": dirs["full"], "tmp": tmp_path}
-    code, _, stderr = run(*(a.format(**values) for a in args))
-    assert code == 1
+    status, _, stderr = run(*(a.format(**values) for a in args))
+    assert status == code
     assert stderr.startswith("Error:") and message in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "a").exists()
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 # Called as progress(done, total, name) after each matrix.
@@ -20,15 +20,15 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DeltarankError(f"--device {device} asked for, but no CUDA device is available")
     if device != "cpu" and not device.startswith("cuda"):
-        raise DeltarankError(f"unknown device {device!r} (auto, cpu, cuda or cuda:N)")
+        raise OptionError(f"unknown device {device!r} (auto, cpu, cuda or cuda:N)")
     try:
         return torch.device(device)
     except RuntimeError:
-        raise DeltarankError(f"unknown device {device!r} (auto, cpu, cuda or cuda:N)") from None
+        raise OptionError(f"unknown device {device!r} (auto, cpu, cuda or cuda:N)") from None
 
 
 def resolve_precision(precision: str) -> torch.dtype:
     """The compute dtype of a precision name (float32 or float64)."""
     if precision not in PRECISIONS:
-        raise DeltarankError(f"unknown precision {precision!r} (float32 or float64)")
+        raise OptionError(f"unknown precision {precision!r} (float32 or float64)")
     return PRECISIONS[precision]

@@ -16,7 +16,7 @@ from deltarank.analysis.engine.compute import resolve_device, resolve_precision
 from deltarank.analysis.engine.distributed import local_device
 from deltarank.analysis.engine.measure import MeasureSettings
 from deltarank.analysis.maths.svd import resolve_solver
-from deltarank.errors import DeltarankError
+from deltarank.errors import OptionError
 from deltarank.io.naming import Selection
 
 DEFAULT_THRESHOLDS = (0.5, 0.9, 0.99)
@@ -54,15 +54,15 @@ class SpectrumOptions:
     def __post_init__(self) -> None:
         values = tuple(sorted({float(t) for t in self.thresholds}))
         if not values or any(not 0.0 < t <= 1.0 for t in values):
-            raise DeltarankError(f"energy thresholds must lie in (0, 1], got {list(self.thresholds)}")
+            raise OptionError(f"energy thresholds must lie in (0, 1], got {list(self.thresholds)}")
         object.__setattr__(self, "thresholds", values)
         resolve_precision(self.precision)
         if self.solver == "randomized" and not self.top_k:
-            raise DeltarankError("the randomized solver needs --top-k K")
+            raise OptionError("the randomized solver needs --top-k K")
         if self.top_k is not None and self.top_k < 1:
-            raise DeltarankError(f"--top-k must be at least 1, got {self.top_k}")
+            raise OptionError(f"--top-k must be at least 1, got {self.top_k}")
         if self.workers is not None and self.workers < 1:
-            raise DeltarankError(f"--workers must be at least 1, got {self.workers}")
+            raise OptionError(f"--workers must be at least 1, got {self.workers}")
 
     @classmethod
     def of(cls, options: SpectrumOptions | None = None, **changes: Any) -> SpectrumOptions:
@@ -70,7 +70,7 @@ class SpectrumOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise DeltarankError(
+            raise OptionError(
                 f"unknown spectrum option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
         if "thresholds" in changes and isinstance(changes["thresholds"], Sequence):

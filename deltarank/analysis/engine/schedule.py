@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from threadpoolctl import threadpool_limits
 
-from deltarank.errors import DeltarankError
+from deltarank.errors import OptionError
 
 MAX_WORKERS = 4
 
@@ -50,7 +50,7 @@ def cpu_schedule(workers: int | None = None, cores: int | None = None) -> CpuSch
     """
     cores = cores or available_cores()
     if workers is not None and workers < 1:
-        raise DeltarankError(f"--workers must be at least 1, got {workers}")
+        raise OptionError(f"--workers must be at least 1, got {workers}")
     count = workers or min(cores, MAX_WORKERS)
     return CpuSchedule(workers=count, blas_threads=max(1, cores // count))
 

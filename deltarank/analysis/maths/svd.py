@@ -35,7 +35,7 @@ import torch
 from deltarank.analysis.maths.arrays import FLOAT_DTYPES, LARGE_ENTRIES, row_blocks
 from deltarank.analysis.maths.deltas import Delta
 from deltarank.analysis.maths.randomized import seeded_top_sigma
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 
 EXACT_SOLVERS = ("svd", "gram")
 SOLVERS = ("auto", *EXACT_SOLVERS, "randomized")
@@ -51,7 +51,7 @@ def gram_error_bound(n: int) -> float:
 def resolve_solver(solver: str, device: torch.device, precision: torch.dtype) -> str:
     """The concrete solver for `auto` (see module docstring); checks the name."""
     if solver not in SOLVERS:
-        raise DeltarankError(f"unknown solver {solver!r} (one of {', '.join(SOLVERS)})")
+        raise OptionError(f"unknown solver {solver!r} (one of {', '.join(SOLVERS)})")
     if solver != "auto":
         return solver
     return "gram" if device.type == "cpu" and precision == torch.float32 else "svd"

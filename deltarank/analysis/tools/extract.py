@@ -33,7 +33,7 @@ from deltarank.analysis.engine.plan import Plan, plan_one
 from deltarank.analysis.maths.ranks import energy_rank
 from deltarank.analysis.maths.svd import DeltaSVD, delta_svd
 from deltarank.analysis.results.extract import RESULT_FILE, ExtractResult, MatrixExtract
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.adapter_writer import (
     WEIGHTS_FILE,
@@ -116,13 +116,13 @@ def choose_rank(sigma: Sequence[float] | np.ndarray, rank: int | None, energy: f
 def check_target(rank: int | None, energy: float | None, dtype: str) -> None:
     """Exactly one of rank ≥ 1 and energy in (0, 1]; a known save dtype."""
     if (rank is None) == (energy is None):
-        raise DeltarankError("give exactly one of --lora-rank and --energy")
+        raise OptionError("give exactly one of --lora-rank and --energy")
     if rank is not None and rank < 1:
-        raise DeltarankError(f"--lora-rank must be at least 1, got {rank}")
+        raise OptionError(f"--lora-rank must be at least 1, got {rank}")
     if energy is not None and not 0.0 < energy <= 1.0:
-        raise DeltarankError(f"--energy must lie in (0, 1], got {energy}")
+        raise OptionError(f"--energy must lie in (0, 1], got {energy}")
     if dtype not in SAVE_DTYPES:
-        raise DeltarankError(f"unknown adapter dtype {dtype!r} ({', '.join(SAVE_DTYPES)})")
+        raise OptionError(f"unknown adapter dtype {dtype!r} ({', '.join(SAVE_DTYPES)})")
 
 
 def extract(

@@ -27,7 +27,7 @@ from deltarank.analysis.results.intruders import (
     count_intruders,
     sweep_key,
 )
-from deltarank.errors import DeltarankError
+from deltarank.errors import OptionError
 from deltarank.io.naming import Selection, layer_index, module_type
 from deltarank.io.pairing import Pair
 
@@ -77,9 +77,9 @@ def check_epsilons(epsilon: float, epsilons: Sequence[float], top_k: int) -> tup
     """Validate ε, the sweep and k; the sweep is returned sorted, de-duplicated."""
     sweep = tuple(sorted({float(e) for e in epsilons}))
     if any(not 0.0 < e <= 1.0 for e in (epsilon, *sweep)):
-        raise DeltarankError(f"--epsilon values must lie in (0, 1], got {epsilon} and sweep {list(sweep)}")
+        raise OptionError(f"--epsilon values must lie in (0, 1], got {epsilon} and sweep {list(sweep)}")
     if top_k < 1:
-        raise DeltarankError(f"--top-k must be at least 1, got {top_k}")
+        raise OptionError(f"--top-k must be at least 1, got {top_k}")
     return sweep
 
 

@@ -25,7 +25,7 @@ from deltarank.analysis.engine.schedule import cpu_schedule
 from deltarank.analysis.tools.extract import WithEmbeddings, _extract_one, _left_out, check_untied
 from deltarank.analysis.tools.memory import MemoryEstimate, PreviewPair, estimate_memory
 from deltarank.analysis.tools.similarity import _match
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.pairing import AdapterPair, Pair, SkippedTensor
 from deltarank.io.standalone import StandaloneAdapter, StoredMatrix
@@ -192,10 +192,10 @@ def preview(
         DeltarankError: the same input errors the run would raise while planning.
     """
     if command not in COMMANDS:
-        raise DeltarankError(f"unknown command {command!r} ({', '.join(COMMANDS)})")
+        raise OptionError(f"unknown command {command!r} ({', '.join(COMMANDS)})")
     expected = {"intruders": 1, "extract": 1, "similarity": 2}.get(command)
     if expected is not None and len(tuned) != expected:
-        raise DeltarankError(f"{command} takes {expected} TUNED, got {len(tuned)}")
+        raise OptionError(f"{command} takes {expected} TUNED, got {len(tuned)}")
     opts = SpectrumOptions.of(options, **changes)
     device = opts.compute_device()
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from deltarank.analysis.engine.loading import LoadedPair, load_pair, prefetched
 from deltarank.analysis.engine.plan import Plan, plan_run
 from deltarank.analysis.maths.svd import DeltaSVD, delta_svd
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 from deltarank.io.naming import Selection, layer_index, module_type
 from deltarank.io.pairing import Pair, SkippedTensor
 
@@ -71,7 +71,7 @@ def check_tops(top: Sequence[int]) -> tuple[int, ...]:
     """Sizes must be positive integers; returned sorted and de-duplicated."""
     values = tuple(sorted({int(t) for t in top}))
     if not values or values[0] < 1:
-        raise DeltarankError(f"--top sizes must be positive integers, got {list(top)}")
+        raise OptionError(f"--top sizes must be positive integers, got {list(top)}")
     return values
 
 
@@ -109,7 +109,7 @@ def similarity(
     """
     sizes = check_tops(top)
     if side not in SIDES:
-        raise DeltarankError(f"unknown side {side!r} (left or right)")
+        raise OptionError(f"unknown side {side!r} (left or right)")
     dev, dtype = resolve_device(device), resolve_precision(precision)
     base_source, (plan_a, plan_b) = plan_run(
         base, [tuned_a, tuned_b], Selection(include=include, exclude=exclude)
