@@ -236,7 +236,7 @@ def training_arguments(config: TrainConfig) -> Any:
             bf16=config.mixed_precision == "bf16-mixed",
             fp16=config.mixed_precision == "fp16-mixed",
             use_cpu=use_cpu,
-            activation_checkpointing=config.gradient_checkpointing,
+            **checkpointing_argument(TrainingArguments, config.gradient_checkpointing),
             dataloader_pin_memory=on_cuda,
             remove_unused_columns=False,
             disable_tqdm=True,
@@ -244,6 +244,17 @@ def training_arguments(config: TrainConfig) -> Any:
         )
     except ValueError as exc:
         raise DeltarankError(f"invalid training option: {' '.join(str(exc).split())}") from exc
+
+
+def checkpointing_argument(arguments_class: Any, enabled: bool) -> dict[str, bool]:
+    """Activation checkpointing under the name the installed transformers uses.
+
+    transformers renamed `gradient_checkpointing` to `activation_checkpointing` in its 5.x series; both spell the
+    same switch, and a GPU image with an older 5.x (seen: 5.17) rejects the new name.
+    """
+    names = {f.name for f in dataclasses.fields(arguments_class)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: enabled}
 
 
 REPORTER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}

@@ -67,4 +67,5 @@ def test_cuda_batched_path_gives_the_cpu_spectra(tmp_path: Path, monkeypatch: py
         np.testing.assert_allclose(on_gpu[: sigma.size], sigma, rtol=0, atol=1e-5 * top, err_msg=name)
         assert {k: cuda[name].ranks[k] for k in COUNT_RANKS} == {k: cpu[name].ranks[k] for k in COUNT_RANKS}
         assert cuda[name].ranks["noise_floor"] == sigma.size, name
-        assert cuda[name].delta_norm == pytest.approx(cpu[name].delta_norm, rel=1e-6)
+        # ‖ΔW‖ is √Σσ², and the σ agree to 1e-5·σ₁ (above): on an H200 the norms differed by 3.6e-6 relative
+        assert cuda[name].delta_norm == pytest.approx(cpu[name].delta_norm, rel=1e-5)
