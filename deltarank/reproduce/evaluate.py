@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,14 @@ def model_device(model: Any) -> torch.device:
 
 
 @torch.no_grad()
-def sequence_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> float:
-    """Token-weighted mean cross-entropy over trained positions of (input_ids, labels) examples."""
+def sequence_loss(
+    model: Any,
+    examples: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> float:
+    """Token-weighted mean cross-entropy over trained positions of (input_ids, labels) examples;
+    `progress(examples done, total)` after each batch when given."""
     total, count = 0.0, 0
     device = model_device(model)
     for start in range(0, len(examples), EVAL_BATCH):
@@ -124,6 +130,8 @@ def sequence_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], p
         )
         total += float(loss)
         count += int((target != IGNORE_INDEX).sum())
+        if progress is not None:
+            progress(start + len(chunk), len(examples))
     return total / max(count, 1)
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import yaml
 
 from deltarank.errors import DeltarankError, OutputError
-from deltarank.io.atomic import write_atomic
+from deltarank.io.atomic import refuse_overlap, write_atomic
 from deltarank.study.spec import Study
-from deltarank.study.study_file import parse_study
+from deltarank.study.study_file import AliasError, dump_study_yaml, parse_study, read_study_yaml
 
 STUDY_YAML = "study.yaml"
 
@@ -18,17 +18,26 @@ STUDY_YAML = "study.yaml"
 def prepare_study_dir(study: Study, out_dir: Path, force: bool) -> None:
     """Create `out_dir` for this study, or accept it when it holds the same study; write DIR/study.yaml.
 
-    With `force`, a directory holding another study takes this one: runs whose settings are unchanged (the
-    same name, hence the same resolved TrainConfig) are kept, the others are trained; run directories the new
-    study does not name are left alone and ignored.
+    A directory that holds another study but no run or measurement yet (only study.yaml and held-out splits)
+    takes this one. With `force`, a directory holding another study takes this one: runs whose settings are
+    unchanged (the same name, hence the same resolved TrainConfig) are kept, the others are trained; run
+    directories the new study does not name are left alone and ignored.
 
     Raises:
-        OutputError: `out_dir` holds another study or other files, and `force` is not given.
+        OutputError: `out_dir` is, contains or lies inside one of the study's inputs (`--force` or not), or
+            holds another study or other files and `force` is not given.
     """
+    from deltarank.study.checks import study_input_paths
+    from deltarank.study.held_out_split import SPLIT_DIR
+
+    refuse_overlap(out_dir, study_input_paths(study))
     saved = out_dir / STUDY_YAML
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+    entries = list(out_dir.iterdir()) if out_dir.is_dir() else []
+    # study.yaml alone (and held-out splits): a study that stopped before any run or measurement, nothing to lose
+    unstarted = saved.is_file() and all(p.name in (STUDY_YAML, SPLIT_DIR) for p in entries)
+    if entries and not unstarted and not force:
         if not saved.is_file():
             raise OutputError(f"{out_dir}: already exists and holds no study (use --force to write into it)")
         if _saved_fingerprint(saved) != study.fingerprint:
@@ -40,14 +49,12 @@ def prepare_study_dir(study: Study, out_dir: Path, force: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create {out_dir}: {exc.strerror}") from exc
-    text = f"# deltarank study, fingerprint {study.fingerprint}\n" + yaml.safe_dump(
-        study.resolved, sort_keys=False, allow_unicode=True
-    )
+    text = f"# deltarank study, fingerprint {study.fingerprint}\n" + dump_study_yaml(study.resolved)
     write_atomic(saved, text)
 
 
 def _saved_fingerprint(path: Path) -> str | None:
     try:
-        return parse_study(yaml.safe_load(path.read_text(encoding="utf-8")), path).fingerprint
-    except (yaml.YAMLError, DeltarankError, OSError):
+        return parse_study(read_study_yaml(path.read_text(encoding="utf-8")), path).fingerprint
+    except (yaml.YAMLError, AliasError, DeltarankError, OSError, UnicodeDecodeError):
         return None

@@ -145,6 +145,50 @@ def diversity_prompts(source: str, n: int) -> list[DiversityPrompt]:
     return found
 
 
+def held_out_prompts(source: str, n: int) -> list[DiversityPrompt]:
+    """The prompts of the first `n` records of a held-out set (a JSONL file or `builtin:<name>:test`): what a
+    study samples for diversity when `evaluate:` names no prompts.
+
+    A record's prompt is what comes before its answer: `prompt` (prompt/completion), the turns before the last
+    assistant turn (messages, conversations, alpaca), or the first PREFIX_WORDS words of a `text` record.
+
+    Raises:
+        InputError: the set is missing or malformed, or none of its records has a prompt.
+    """
+    from deltarank.train.data import load_records
+
+    shape, records = load_records(source)
+    found = []
+    for index, record in enumerate(records):
+        prompt = _prompt_of(record, shape)
+        if prompt:
+            found.append(DiversityPrompt(f"held_out:{index}", prompt))
+        if len(found) >= n:
+            break
+    if not found:
+        raise InputError(source, "no record with a prompt to sample for diversity")
+    return found
+
+
+PREFIX_WORDS = 16
+
+
+def _prompt_of(record: dict[str, Any], shape: str) -> Any:
+    from deltarank.train.formats import alpaca_messages, conversation_messages
+
+    if shape == "prompt_completion":
+        return record["prompt"]
+    if shape == "text":
+        return " ".join(str(record["text"]).split()[:PREFIX_WORDS])
+    turns = {
+        "messages": lambda r: list(r["messages"]),
+        "alpaca": alpaca_messages,
+        "conversations": conversation_messages,
+    }[shape](record)
+    answers = [i for i, turn in enumerate(turns) if turn.get("role") == "assistant"]
+    return turns[: answers[-1]] if answers else turns
+
+
 # ---------------------------------------------------------------------------------------------- generation
 
 

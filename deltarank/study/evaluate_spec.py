@@ -15,6 +15,7 @@ from typing import Any
 
 from deltarank.errors import InputError
 
+HELD_OUT_PROMPTS = "held_out"  # diversity_prompts' default: prompts of the run's held-out set
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 
 
@@ -30,7 +31,9 @@ class EvaluateSpec:
         accuracy_examples: Examples answered for the accuracy.
         forgetting: Extra held-out data specs whose loss rise also counts as forgetting.
         general_tokens: Tokens of each base-model answer in the general-text forgetting set.
-        diversity_prompts: `builtin:humaneval` or a JSONL of {"prompt": ...}; None: no diversity.
+        diversity_prompts: `builtin:humaneval`, a JSONL of {"prompt": ...}, or `held_out` (the default): the
+            prompts of the run's held-out set (`deltarank.study.diversity.held_out_prompts`); None (`null` in
+            the study file): no diversity.
         diversity_n: Prompts sampled for diversity.
         diversity_samples: Samples per prompt.
         temperature: Sampling temperature of the diversity samples.
@@ -46,7 +49,7 @@ class EvaluateSpec:
     accuracy_examples: int = 40
     forgetting: tuple[str, ...] = ()
     general_tokens: int = 64
-    diversity_prompts: str | None = None
+    diversity_prompts: str | None = HELD_OUT_PROMPTS
     diversity_n: int = 4
     diversity_samples: int = 8
     temperature: float = 0.2
@@ -116,6 +119,10 @@ class EvaluateSpec:
                 parse_builtin(name)
             elif not Path(name).is_file():
                 raise InputError(name, "held-out data not found (a JSONL file or builtin:<name>:test)")
+            else:
+                from deltarank.train.data import read_jsonl
+
+                read_jsonl(name)  # every line parses, before any model loads
         accuracy = self.accuracy_for(data)
         if (
             accuracy is not None
@@ -125,7 +132,13 @@ class EvaluateSpec:
             raise InputError(
                 accuracy, "accuracy needs a closed-answer set: builtin:zh-sentiment:test or builtin:math:test"
             )
-        if self.diversity_prompts is not None:
+        if self.diversity_prompts == HELD_OUT_PROMPTS:
+            held_out = self.held_out_for(data)
+            if held_out is not None:  # else split from the training data (checked there)
+                from deltarank.study.diversity import held_out_prompts
+
+                held_out_prompts(held_out, self.diversity_n)
+        elif self.diversity_prompts is not None:
             from deltarank.study.diversity import diversity_prompts
 
             diversity_prompts(self.diversity_prompts, self.diversity_n)

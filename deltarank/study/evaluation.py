@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
-from deltarank.study.evaluate_spec import EvaluateSpec
+from deltarank.study.evaluate_spec import HELD_OUT_PROMPTS, EvaluateSpec
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _measure(
     return {
         "learning": _learning(model, tokenizer, data, spec),
         "forgetting": _forgetting(model, tokenizer, spec, (base_dir or out_dir) / GENERAL_TEXT),
-        "diversity": _diversity(model, tokenizer, spec, out_dir, seed),
+        "diversity": _diversity(model, tokenizer, spec, data, out_dir, seed),
     }
 
 
@@ -191,17 +191,34 @@ def _forgetting(model: Any, tokenizer: Any, spec: EvaluateSpec, general_path: Pa
     return forgetting
 
 
-def _diversity(model: Any, tokenizer: Any, spec: EvaluateSpec, out_dir: Path, seed: int) -> dict[str, Any]:
-    """The diversity of one loaded model's samples ({} when no diversity prompts are asked for); writes
-    out_dir/generations.jsonl."""
-    if spec.diversity_prompts is None:
-        return {}
-    from deltarank.study.diversity import GENERATIONS_FILE, diversity_prompts, measure_diversity
+def _diversity(
+    model: Any, tokenizer: Any, spec: EvaluateSpec, data: str, out_dir: Path, seed: int
+) -> dict[str, Any]:
+    """The diversity of one loaded model's samples ({} when no diversity prompts are asked for, or the default
+    held-out prompts have no held-out set); writes out_dir/generations.jsonl."""
+    from deltarank.study.diversity import (
+        GENERATIONS_FILE,
+        diversity_prompts,
+        held_out_prompts,
+        measure_diversity,
+    )
 
+    if spec.diversity_prompts == HELD_OUT_PROMPTS:
+        held_out = spec.held_out_for(data)
+        if held_out is None:
+            return {}
+        prompts, prompt_set = held_out_prompts(held_out, spec.diversity_n), f"{HELD_OUT_PROMPTS}:{held_out}"
+    elif spec.diversity_prompts is None:
+        return {}
+    else:
+        prompts, prompt_set = (
+            diversity_prompts(spec.diversity_prompts, spec.diversity_n),
+            spec.diversity_prompts,
+        )
     diversity = measure_diversity(
         model,
         tokenizer,
-        diversity_prompts(spec.diversity_prompts, spec.diversity_n),
+        prompts,
         samples=spec.diversity_samples,
         temperature=spec.temperature,
         top_p=spec.top_p,
@@ -210,7 +227,7 @@ def _diversity(model: Any, tokenizer: Any, spec: EvaluateSpec, out_dir: Path, se
         execute=spec.execute,
         generations_path=out_dir / GENERATIONS_FILE,
     )
-    diversity["prompt_set"] = spec.diversity_prompts
+    diversity["prompt_set"] = prompt_set
     return diversity
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from deltarank.study.spec import DATA_SIZE, RunSpec, short_hash
 from deltarank.train.config import TrainConfig
 from deltarank.train.config_file import SECTIONS, config_values
 
+MAX_RUNS = 10_000  # runs a study may hold: the grid's size is checked against it before it is expanded
 RUN_KEYS = ("name", "from")  # the keys of a `runs:` entry besides its train config keys
 # Short forms of coordinates in run names: key -> prefix of its value (None: the value alone).
 NAME_PREFIX: dict[str, str | None] = {
@@ -96,8 +98,10 @@ def study_runs(
 
     Raises:
         InputError: a run without model, data or method, a bad value, `runs:` that is not a list, no runs at
-            all, a bad `runs:` entry, a `from:` that names no full fine-tuning run, two runs with one name.
+            all, a bad `runs:` entry, a `from:` that names no full fine-tuning run, two runs with one name, more
+            than MAX_RUNS runs (checked before the grid is expanded).
     """
+    check_size(axes, entries, source)
     runs = [_grid_run(base, point, source) for point in _grid_points(axes)] if axes else []
     if not isinstance(entries, list):
         raise InputError(source, "runs: must be a list of runs, each a mapping with a name")
@@ -111,6 +115,24 @@ def study_runs(
     if duplicates:
         raise InputError(source, f"two runs share the name {duplicates[0]!r}; name them apart")
     return runs
+
+
+def check_size(axes: Mapping[str, list[Any]], entries: Any, source: str | Path) -> None:
+    """Refuse a study of more than MAX_RUNS runs before any run is made (a grid's size is the product of its
+    axes' lengths: three axes of 1,000 values are 10⁹ runs, which would exhaust the memory being listed).
+
+    Raises:
+        InputError: naming the number of runs and the axes' lengths.
+    """
+    size = math.prod(len(values) for values in axes.values()) if axes else 0
+    extra = len(entries) if isinstance(entries, list) else 0
+    if size + extra > MAX_RUNS:
+        shape = " × ".join(f"{len(v):,} {k}" for k, v in axes.items())
+        grid = f"the grid makes {size:,} runs ({shape})" if axes else "no grid"
+        more = f" and runs: lists {extra:,}" if extra else ""
+        raise InputError(
+            source, f"{grid}{more}; a study holds at most {MAX_RUNS:,} runs (split it into several studies)"
+        )
 
 
 def readable_name(coordinates: Mapping[str, Any]) -> str:

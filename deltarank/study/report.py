@@ -73,12 +73,28 @@ def render_report(study: Mapping[str, Any]) -> str:
         "and distinct-2 (distinct / all whitespace-token bigrams); device-s: training seconds × devices.",
         "",
     ]
+    lines += _coverage_section(info)
     lines += _claims_section(study)
     lines += _runs_section(study, runs)
     lines += _ranks_section(runs)
     lines += _groups_section(list(study.get("groups") or []))
     lines += _noise_section(runs)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _coverage_section(info: Mapping[str, Any]) -> list[str]:
+    """The held-out parts split from training files and what the study does not measure (study.json's
+    `study.held_out_splits` and `study.not_measured`)."""
+    lines = []
+    for split in info.get("held_out_splits") or []:
+        lines.append(
+            f"Held-out set: {split['held_out_examples']} of the {split['examples']} examples of {split['source']} "
+            f"(seed {split['seed']}), never trained on: the runs train on the other {split['train_examples']}."
+        )
+    missing = list(info.get("not_measured") or [])
+    if missing:
+        lines.append("Not measured: " + "; ".join(missing) + ".")
+    return [line for text in lines for line in (text, "")]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> list[str]:

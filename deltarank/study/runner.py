@@ -29,10 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deltarank.errors import DeltarankError, InputError
+from deltarank.errors import DeltarankError
+from deltarank.study.checks import check_study_inputs
+from deltarank.study.console import RunCounter
+from deltarank.study.coverage import not_measured, not_measured_line
 from deltarank.study.directory import STUDY_YAML, prepare_study_dir
 from deltarank.study.evaluation import measure_base, measure_run
-from deltarank.study.executors import Executor, SequentialExecutor
+from deltarank.study.executors import Executor, SequentialExecutor, Task
+from deltarank.study.held_out_split import evaluate_for, split_records, training_data, write_splits
 from deltarank.study.measurements import (
     BASE_DIR,
     base_cached,
@@ -95,33 +99,54 @@ def run_study(
     default executor; tests use one to stop a run).
 
     Raises:
-        OutputError: `out_dir` holds another study (or other files) and `force` is not given.
+        InputError: a missing or malformed model, data file or `evaluate:` set (checked before anything is
+            written: `deltarank.study.checks`).
+        OutputError: `out_dir` is, contains or lies inside an input, or holds another study (or other files)
+            and `force` is not given.
         DeltarankError: a run or measurement failed (finished runs stay for the next attempt).
     """
+    check_study_inputs(study)
     prepare_study_dir(study, out_dir, force)
+    write_splits(study, out_dir)
+    missing = not_measured_line(not_measured(study))
+    if missing:
+        echo(missing)
     runner = executor or SequentialExecutor()
     resolved = study.resolved
     pairs = base_pairs(study)
-    todo = [
-        (key, model, data) for key, (model, data) in pairs.items() if not base_cached(study, out_dir, key)
-    ]
-    for key, _, _ in todo:
-        echo(f"[base {key}] measuring the base model")
-    runner.run_wave([(measure_base_task, (resolved, key, str(out_dir), device)) for key, _, _ in todo])
+    todo = [key for key in pairs if not base_cached(study, out_dir, key)]
+    for number, key in enumerate(todo, start=1):
+        echo(f"base {number}/{len(todo)} {key}: measuring the base model")
+    runner.run_wave([(measure_base_task, (resolved, key, str(out_dir), device)) for key in todo])
+    counter = RunCounter(len(study.runs))
+    left = sum(run_status(study, run, out_dir).state != "done" for run in study.runs)
+    extra = (tuple(callbacks),) if callbacks else ()
+    one_by_one = isinstance(runner, SequentialExecutor)
     for wave in study.levels():
-        pending = []
+        pending: list[Task] = []
         for run in wave:
             status = run_status(study, run, out_dir)
             if status.state == "done":
-                echo(f"[{run.name}] done already, skipping")
+                echo(counter.line(run.name, "done already, skipping", 0))
                 continue
             verb = {"measure": "measuring", "resume": f"resuming from step {status.step}"}.get(
                 status.state, "training"
             )
-            echo(f"[{run.name}] {verb}")
-            extra = (tuple(callbacks),) if callbacks else ()
-            pending.append((run_task, (resolved, run.name, str(out_dir), device, *extra)))
-        runner.run_wave(pending)
+            task = (run_task, (resolved, run.name, str(out_dir), device, *extra))
+            if one_by_one:  # a line as each run starts, with the time left from the runs finished
+                echo(counter.line(run.name, verb, left))
+                counter.start()
+                runner.run_wave([task])
+                counter.finished(1)
+                left -= 1
+            else:
+                echo(counter.line(run.name, verb, left - len(pending)))
+                pending.append(task)
+        if pending:
+            counter.start()
+            runner.run_wave(pending)
+            counter.finished(len(pending))
+            left -= len(pending)
     document = write_outputs(study, out_dir, echo)
     if study.resolved.get("reproduce"):
         from deltarank.study.reproduction import write_reproduction
@@ -136,7 +161,9 @@ def write_outputs(study: Study, out_dir: Path, echo: Echo = print) -> dict[str, 
     from deltarank.figures.study import render_study_figures
     from deltarank.study.report import write_report
 
-    document = study_document(study_header(study), base_measurements(study, out_dir), rows(study, out_dir))
+    document = study_document(
+        study_header(study, out_dir), base_measurements(study, out_dir), rows(study, out_dir)
+    )
     json_path, csv_path = write_study(document, out_dir)
     figures = render_study_figures(document, out_dir / FIGURES_DIR)
     write_report(document, out_dir / REPORT)
@@ -146,12 +173,16 @@ def write_outputs(study: Study, out_dir: Path, echo: Echo = print) -> dict[str, 
     return document
 
 
-def study_header(study: Study) -> dict[str, Any]:
+def study_header(study: Study, out_dir: Path) -> dict[str, Any]:
+    """study.json's `study`: name, description, fingerprint, the resolved file, the held-out splits made from
+    training files (`deltarank.study.held_out_split`) and what is not measured (`deltarank.study.coverage`)."""
     return {
         "name": study.name,
         "description": study.description,
         "fingerprint": study.fingerprint,
         "file": study.resolved,
+        "held_out_splits": split_records(study, out_dir),
+        "not_measured": not_measured(study),
     }
 
 
@@ -173,7 +204,8 @@ def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, devic
     if cached is not None:
         return cached
     started = time.perf_counter()
-    result = measure_base(model, data, study.evaluate, work_dir, seed=base_seed(study), device=device)
+    spec = evaluate_for(study, data, folder)
+    result = measure_base(model, data, spec, work_dir, seed=base_seed(study), device=device)
     write_measurement(work_dir, study.evaluate, result, time.perf_counter() - started)
     return result
 
@@ -183,17 +215,19 @@ def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
     from deltarank.train.trainer import last_complete_checkpoint
 
     run_dir = out_dir / run.name
-    if (run_dir / "run.json").is_file() and _same_settings(run, run_dir):
+    trains_on = training_data(study, str(run.config["data"]), out_dir)
+    if (run_dir / "run.json").is_file() and _same_settings(run, run_dir, trains_on):
         done = cached_measurement(run_dir, study.evaluate) is not None
         return RunStatus("done" if done else "measure")
     checkpoint = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
-    if checkpoint is not None and _same_settings(run, run_dir):
+    if checkpoint is not None and _same_settings(run, run_dir, trains_on):
         return RunStatus("resume", int(checkpoint.name.rsplit("-", 1)[1]))
     return RunStatus("pending")
 
 
-def _same_settings(run: RunSpec, run_dir: Path) -> bool:
-    """Whether the run directory's saved train_config.yaml is this run's (a changed explicit run is not)."""
+def _same_settings(run: RunSpec, run_dir: Path, trains_on: str) -> bool:
+    """Whether the run directory's saved train_config.yaml is this run's (a changed explicit run is not);
+    `trains_on` is the data it trains on (a held-out split's train part stands for the run's data)."""
     from deltarank.train.config_file import load_train_config
     from deltarank.train.trainer import CONFIG_NAME
 
@@ -208,6 +242,8 @@ def _same_settings(run: RunSpec, run_dir: Path) -> bool:
         saved.pop(key, None)
     if run.parent is not None:
         saved["model"] = f"run:{run.parent}"
+    if saved.get("data") == trains_on:
+        saved["data"] = run.config["data"]
     return bool(saved == run.identity())
 
 
@@ -226,7 +262,7 @@ def run_task(
     run_dir = folder / run.name
     status = run_status(study, run, folder)
     if status.state in ("resume", "pending"):
-        train_run(run, folder, device, resume=status.state == "resume", callbacks=callbacks)
+        train_run(study, run, folder, device, resume=status.state == "resume", callbacks=callbacks)
     cached = cached_measurement(run_dir, study.evaluate)
     if cached is not None:
         return cached
@@ -236,17 +272,19 @@ def run_task(
     if base is None:
         raise DeltarankError(f"{base_dir}: the base model has not been measured")
     seed = int(run.train_config(run_dir).seed)
+    data = str(run.config["data"])
+    spec = evaluate_for(study, data, folder)
     started = time.perf_counter()
-    result = measure_run(
-        run_dir, run_model(run, folder), str(run.config["data"]), study.evaluate, base, base_dir, seed, device
-    )
+    result = measure_run(run_dir, run_model(run, folder), data, spec, base, base_dir, seed, device)
     write_measurement(run_dir, study.evaluate, result, time.perf_counter() - started)
     return result
 
 
-def train_run(run: RunSpec, out_dir: Path, device: str, resume: bool, callbacks: Sequence[Any] = ()) -> None:
+def train_run(
+    study: Study, run: RunSpec, out_dir: Path, device: str, resume: bool, callbacks: Sequence[Any] = ()
+) -> None:
     """Train one run into DIR/<run>/ (a fresh start removes what a run stopped before its first checkpoint
-    left, or a run directory of other settings)."""
+    left, or a run directory of other settings) on its data, or on its held-out split's train part."""
     from deltarank.train.trainer import run_training
 
     run_dir = out_dir / run.name
@@ -254,7 +292,8 @@ def train_run(run: RunSpec, out_dir: Path, device: str, resume: bool, callbacks:
         shutil.rmtree(run_dir)
     if run.parent is not None and not (out_dir / run.parent / "run.json").is_file():
         raise DeltarankError(f"run {run.name}: its parent {run.parent} has not finished")
-    config = run.train_config(run_dir, model=run_model(run, out_dir), device=device, resume=resume)
+    data = training_data(study, str(run.config["data"]), out_dir)
+    config = run.train_config(run_dir, model=run_model(run, out_dir), device=device, resume=resume, data=data)
     run_training(config, callbacks)
 
 
@@ -281,25 +320,3 @@ def settings(study: Study, run: RunSpec) -> dict[str, Any]:
     if resolved["method"] not in LORA_METHODS:
         values["lora_r"] = values["lora_alpha"] = None
     return values
-
-
-def check_study_inputs(study: Study) -> None:
-    """Fail before any run on a model or data set that does not exist (the first run naming it is named).
-
-    Raises:
-        InputError: a model that cannot be resolved, or a data file that is missing.
-    """
-    from deltarank.train.builtin_data import is_builtin, parse_builtin
-    from deltarank.train.models import resolve_model
-
-    for run in study.runs:
-        if run.parent is None:
-            try:
-                resolve_model(str(run.config["model"]))
-            except DeltarankError as exc:
-                raise InputError(run.name, str(exc)) from None
-        for spec in filter(None, (run.config.get("data"), run.config.get("eval_data"))):
-            if is_builtin(str(spec)):
-                parse_builtin(str(spec))
-            elif not Path(str(spec)).is_file():
-                raise InputError(str(spec), f"run {run.name}: data file not found")

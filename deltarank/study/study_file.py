@@ -49,10 +49,54 @@ def load_study(path: str | Path) -> Study:
     if not file.is_file():
         raise InputError(file, "study file not found")
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        raw = read_study_yaml(file.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(file, f"cannot parse the study file: {' '.join(str(exc).split())}") from None
+    except AliasError as exc:
+        raise InputError(file, str(exc)) from None
     return parse_study(raw, file)
+
+
+class AliasError(ValueError):
+    """A YAML anchor or alias in a study file (the message names its line)."""
+
+
+class StudyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases (`&name`, `*name`, `<<: *name`): a few lines of aliases
+    expand to billions of nodes (an "alias bomb"), and a study file has no need of them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            raise AliasError(
+                f"line {event.start_mark.line + 1}: YAML {kind} {'*' if kind == 'alias' else '&'}{event.anchor} "
+                "is not allowed in a study file; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+class StudyDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper that never writes anchors and aliases (a shared value is written out each time), so
+    that what it writes reads back with `StudyLoader`."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def read_study_yaml(text: str) -> Any:
+    """The YAML of a study file, refusing anchors and aliases.
+
+    Raises:
+        yaml.YAMLError: not YAML.
+        AliasError: an anchor or alias (naming its line).
+    """
+    return yaml.load(text, Loader=StudyLoader)  # StudyLoader is a SafeLoader
+
+
+def dump_study_yaml(value: Any) -> str:
+    """`value` as YAML without anchors or aliases (readable by `read_study_yaml`)."""
+    return str(yaml.dump(value, Dumper=StudyDumper, sort_keys=False, allow_unicode=True))
 
 
 def preset_path(name: str, size: str) -> Path:

@@ -240,8 +240,9 @@ def load_trained(source: ModelSource, run: str | Path, base: Any = None) -> Any:
     (it is wrapped in place: `unload()` the result to get it back); otherwise the base is loaded from `source`.
 
     Raises:
-        InputError: `run` holds neither a model nor an adapter, or a QLoRA adapter's base is a GGUF (it cannot
-            be quantized again).
+        InputError: `run` holds neither a model nor an adapter, a QLoRA adapter's base is a GGUF (it cannot
+            be quantized again), or a peft adapter does not fit the base (missing, unexpected or reshaped
+            tensors: `deltarank.train.adapter_load`).
     """
     from deltarank.io.adapter import is_adapter_dir
     from deltarank.io.quantization import read_quantization
@@ -253,14 +254,14 @@ def load_trained(source: ModelSource, run: str | Path, base: Any = None) -> Any:
 
         return load_adapter(load_model(source), folder)
     if is_adapter_dir(folder):
-        from peft import PeftModel
+        from deltarank.train.adapter_load import attach_adapter
 
         quantization = read_quantization(folder)
         if quantization is not None:
             base = keep_nf4_exact(load_model(source, bnb_config(quantization)))
         elif base is None:
             base = load_model(source)
-        return PeftModel.from_pretrained(base, str(folder))
+        return attach_adapter(base, folder)
     if not any((folder / name).is_file() for name in SAFETENSORS_NAMES):
         raise InputError(folder, "not a `deltarank train` output: no model.safetensors and no adapter")
     return load_model(resolve_model(str(folder)))  # a full fine-tune: a Hugging Face directory like any other

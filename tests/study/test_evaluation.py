@@ -122,7 +122,7 @@ def test_base_and_lora_run_measured(study_dir: dict[str, Path]) -> None:
 
 
 def test_adapter_run_has_no_ranks(study_dir: dict[str, Path]) -> None:
-    spec = EvaluateSpec(held_out=str(study_dir["held"]), general_tokens=4, seq_len=48)
+    spec = EvaluateSpec(held_out=str(study_dir["held"]), general_tokens=4, seq_len=48, diversity_prompts=None)
     base_dir = study_dir["root"] / "base-plain"
     base = measure_base(str(study_dir["model"]), str(study_dir["data"]), spec, base_dir)
     run_dir = _train(study_dir, "adapter", adapter_size=4)

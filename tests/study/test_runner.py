@@ -162,6 +162,7 @@ def test_another_study_is_refused_on_a_study_directory_without_force(tmp_path: P
     out = tmp_path / "study"
     prepare_study_dir(one, out, force=False)
     prepare_study_dir(one, out, force=False)  # the same study continues
+    (out / "base").mkdir()  # a measurement started (a directory with study.yaml alone takes another study)
     with pytest.raises(OutputError, match="holds a different study \\(use --force"):
         prepare_study_dir(other, out, force=False)
     prepare_study_dir(other, out, force=True)

@@ -1,0 +1,127 @@
+"""The base model a `deltarank train` output is evaluated on: the one its run.json records, checked before any
+weights load.
+
+A LoRA adapter applied to another base, or a full fine-tune measured while `--model` names a different model,
+gives a plausible number for the wrong thing. `base_for_run` takes the base from the run's `run.json` when
+`--model` is omitted, and refuses a `--model` that is not that base: the same built-in name, or the same
+resolved directory and GGUF file. When the recorded base is no longer where the run saw it (a run copied from
+another machine), the architectures are compared where both configs can be read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import DeltarankError, InputError
+from deltarank.train.models import NAMED_MODELS, ModelSource, resolve_model
+from deltarank.train.run_record import RUN_JSON, read_run_record
+
+CHECKPOINT = re.compile(r"checkpoint-\d+")
+# config.json keys that tell two architectures apart (model family, depth, widths, vocabulary)
+ARCHITECTURE_KEYS = (
+    "model_type",
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
+
+
+def recorded_base(tuned: Path) -> tuple[dict[str, Any], Path] | None:
+    """The `model` record (name, directory, gguf_file) of the run that `tuned` is (or is a checkpoint of), and the
+    run.json it came from; None when no run.json is there (a run stopped before it finished)."""
+    folders = [tuned, tuned.parent] if CHECKPOINT.fullmatch(tuned.name) else [tuned]
+    for folder in folders:
+        if (folder / RUN_JSON).is_file():
+            model = read_run_record(folder).get("model")
+            if isinstance(model, dict) and isinstance(model.get("name"), str):
+                return model, folder / RUN_JSON
+            raise InputError(folder / RUN_JSON, "records no base model (no model.name)")
+    return None
+
+
+def base_for_run(model: str | None, tuned: Path) -> ModelSource:
+    """The base to evaluate `tuned` on: `model` when it is the run's recorded base, the recorded one when
+    `model` is None.
+
+    Raises:
+        DeltarankError: `model` is not the base the run was trained on (one line naming both).
+        InputError: `model` is None and the run records no base, or its recorded base is not found here.
+    """
+    found = recorded_base(tuned)
+    if model is None:
+        if found is None:
+            raise InputError(tuned, f"no {RUN_JSON} records its base model; give it with --model")
+        return _recorded_source(*found)
+    given = resolve_model(model)
+    if found is None:
+        return given  # nothing to compare with; an adapter's keys are still checked when it is loaded
+    record, path = found
+    if not same_base(given, record, tuned):
+        detail = _architecture_difference(given, record)
+        raise DeltarankError(
+            f"--model {model} is not the base model of {tuned}: {path} records {record['name']}{detail}; "
+            "omit --model to evaluate on the recorded base"
+        )
+    return given
+
+
+def same_base(given: ModelSource, record: dict[str, Any], tuned: Path) -> bool:
+    """Whether `given` is the base `record` (a run.json `model` entry) names: the same built-in model, or the
+    same resolved directory and GGUF file; when the recorded directory is gone, the same architecture as far
+    as both configs tell."""
+    name = str(record["name"])
+    if name.lower() in NAMED_MODELS and given.name.lower() == name.lower():
+        return True
+    recorded_dir = Path(str(record.get("directory") or name)).expanduser()
+    if recorded_dir.exists():
+        recorded = (recorded_dir.resolve(), record.get("gguf_file"))
+        return (given.directory.resolve(), given.gguf_file) == recorded
+    ours = architecture(given.directory) if given.gguf_file is None else None
+    theirs = architecture(tuned) or architecture(tuned.parent)  # a full run keeps its config.json
+    return ours is None or theirs is None or ours == theirs
+
+
+def architecture(directory: Path) -> dict[str, Any] | None:
+    """The ARCHITECTURE_KEYS of a Hugging Face directory's config.json (text models of multimodal configs
+    included), or None when it has no readable one."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    text = config.get("text_config")
+    merged = {**config, **text} if isinstance(text, dict) else config
+    return {key: merged.get(key) for key in ARCHITECTURE_KEYS}
+
+
+def _recorded_source(record: dict[str, Any], path: Path) -> ModelSource:
+    """The recorded base as a ModelSource: a built-in name resolved on this machine, else its directory."""
+    name = str(record["name"])
+    if name.lower() in NAMED_MODELS:
+        return resolve_model(name)
+    directory = Path(str(record.get("directory") or name)).expanduser()
+    gguf = record.get("gguf_file")
+    if not (directory / gguf).is_file() if gguf else not directory.is_dir():
+        raise InputError(path, f"its base model {name} is not found here; give it with --model")
+    return resolve_model(str(directory / gguf) if gguf else str(directory))
+
+
+def _architecture_difference(given: ModelSource, record: dict[str, Any]) -> str:
+    """` (llama, 2 layers, hidden 32 vs llama, 3 layers, hidden 48)` when both configs differ, else ``."""
+    ours = architecture(given.directory) if given.gguf_file is None else None
+    recorded = Path(str(record.get("directory") or record["name"])).expanduser()
+    theirs = architecture(recorded) if not record.get("gguf_file") else None
+    if ours is None or theirs is None or ours == theirs:
+        return ""
+    return f" ({_describe(ours)} vs {_describe(theirs)})"
+
+
+def _describe(arch: dict[str, Any]) -> str:
+    return f"{arch['model_type']}, {arch['num_hidden_layers']} layers, hidden {arch['hidden_size']}"
