@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 import sys
 import typing
 from collections.abc import Callable
@@ -18,9 +19,12 @@ from typing import Any
 import click
 
 from deltarank.cli.options import DEVICE
+from deltarank.errors import DeltarankError, InputError
 from deltarank.train.config import TrainConfig
 from deltarank.train.config_file import load_train_config
-from deltarank.train.config_validation import CHOICES
+from deltarank.train.config_validation import CHOICES, options_not_applying
+
+logger = logging.getLogger(__name__)
 
 EPILOG = """\b
 MODEL: a local Hugging Face directory, a .gguf file, smollm2-135m (the GGUF of the
@@ -34,6 +38,7 @@ a method's keys also as a section, e.g. `oft: {block_size: 16}`); flags override
 Run it on many devices with `accelerate launch -m deltarank train ...`.
 """
 
+ARGV = "deltarank.train.argv"
 SECTION_TITLES = {
     "": "Run options",
     "methods": "Method options",
@@ -50,7 +55,12 @@ SECTION_TITLES = {
 
 
 class SectionedCommand(click.Command):
-    """A command whose `-h` lists its options under the section titles of their config fields."""
+    """A command whose `-h` lists its options under the section titles of their config fields, and which keeps
+    its arguments as given (`ctx.meta[ARGV]`) to say the exact command that continues an interrupted run."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV] = list(args)
+        return super().parse_args(ctx, args)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         groups: dict[str, list[tuple[str, str]]] = {}
@@ -111,13 +121,59 @@ def train_options(func: Any) -> Any:
 def train(config_file: str | None, **flags: Any) -> None:
     """Fine-tune MODEL on DATA with full fine-tuning, LoRA, QLoRA, another peft method or bottleneck adapters,
     on transformers.Trainer."""
-    from deltarank.train.trainer import run_training
+    from deltarank.train.trainer import TrainingInterrupted, run_training
 
-    config = load_train_config(config_file, flags)
+    try:
+        config = load_train_config(config_file, flags)
+    except InputError:
+        raise
+    except DeltarankError as exc:  # a value out of range, a missing required key: a usage error (exit 2)
+        raise click.UsageError(str(exc)) from None
+    _check_applies(config, flags)
     _quiet_libraries()
-    result = run_training(config)
-    if result.is_main_process:
+    argv = click.get_current_context().meta.get(ARGV, [])
+    try:
+        result = run_training(config, inputs=[] if config.resume else [config_file])
+    except TrainingInterrupted as exc:
+        raise KeyboardInterrupt(f"{exc}. {_next_command(argv, exc.checkpoint is not None)}") from None
+    if not result.is_main_process:
+        return
+    if result.finished_before:
+        steps = result.run.get("steps", 0)
+        click.echo(f"run is finished ({steps}/{steps} steps); nothing to do: {result.output_dir}")
+    else:
         click.echo(_summary(result.run, str(result.output_dir)))
+
+
+def _check_applies(config: TrainConfig, flags: dict[str, Any]) -> None:
+    """Refuse an option given for a method it does not apply to (`--method full --lora-rank 8`: exit 2); one
+    given at its default value is only warned about. Keys of a --config file are not checked: a saved
+    train_config.yaml holds every key."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    given = [k for k, v in flags.items() if v is not None]
+    for key, methods in options_not_applying(config, given).items():
+        text = f"{_flag(key)} does not apply to --method {config.method} (it is for {', '.join(methods)})"
+        if flags[key] != defaults[key]:
+            raise click.UsageError(text)
+        logger.warning("%s; ignored", text)
+
+
+def _flag(key: str) -> str:
+    """The first long option name of a config key (`--lora-rank` for lora_r)."""
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == key)
+    flags = f.metadata.get("flags", ("--" + key.replace("_", "-"),))
+    return next(n for n in flags if n.startswith("--"))
+
+
+def _next_command(argv: list[str], resume: bool) -> str:
+    """The command that continues an interrupted run (its arguments with --resume, without --force), or that
+    starts it again when nothing was kept."""
+    if not resume:
+        return f"Start again with: deltarank train {shlex.join(argv)}"
+    args = [a for a in argv if a != "--force"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return f"Continue with: deltarank train {shlex.join(args)}"
 
 
 def _quiet_libraries() -> None:

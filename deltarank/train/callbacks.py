@@ -30,19 +30,22 @@ class TrainLogCallback(TrainerCallback):
 
     Fields: step, loss, learning_rate, grad_norm, tokens_seen, elapsed_s (and epoch); eval lines carry
     step, eval_loss, tokens_seen, elapsed_s; rank lines (`--track-rank`, see `rank_tracking`) step, tokens_seen,
-    rank, rank_s. On resume, lines after the checkpoint's step are dropped first
-    and the clock continues from the last kept line.
+    rank, rank_s. On resume, lines after the checkpoint's step are dropped when training begins (after the
+    checkpoint loaded, so a failed resume leaves the log as it was) and the clock continues from the last kept
+    line.
     """
 
     def __init__(self, output_dir: Path, resume_step: int | None = None) -> None:
         self.path = output_dir / TRAIN_LOG
-        self.offset = _truncate_log(self.path, resume_step)
+        self.resume_step = resume_step
+        self.offset = 0.0
         self.start = time.perf_counter()
         self.handle: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.start = time.perf_counter()
-        if state.is_world_process_zero:
+        if state.is_world_process_zero:  # a resumed checkpoint has loaded: the log may be cut back now
+            self.offset = _truncate_log(self.path, self.resume_step)
             self.handle = self.path.open("a", encoding="utf-8")
 
     def on_log(

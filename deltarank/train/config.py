@@ -193,7 +193,13 @@ class TrainConfig:
     adapter_nonlinearity: str = field(
         default="swish", metadata={"help": "Adapter nonlinearity.", "section": "adapter"}
     )
-    save_steps: int | None = field(default=None, metadata={"help": "Write checkpoint-<step>/ every N steps."})
+    save_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Write checkpoint-<step>/ every N steps (all kept); 0: none. Default: every 10% of the steps "
+            "and at least every 10 minutes, the last two kept (so an interrupt keeps work)."
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
     force: bool = field(
         default=False,

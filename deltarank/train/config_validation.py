@@ -6,6 +6,8 @@ module is imported by `deltarank.train.config` and must not import it back.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from deltarank.errors import DeltarankError
@@ -27,6 +29,7 @@ METHODS = (
     "adapter",
 )
 PROMPT_METHODS = ("prompt", "prefix", "ptuning")  # virtual tokens, no weight changed
+WEIGHT_METHODS = ("lora", "qlora", "ia3", "loha", "lokr", "adalora", "oft", "boft", "vera")  # peft on weights
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")  # mixed_precision: AMP mode, master weights stay fp32
 REPORTERS = ("none", "tensorboard", "wandb")
@@ -66,13 +69,63 @@ POSITIVE = (
 POSITIVE_OR_NONE = (
     "max_examples",
     "max_steps",
-    "save_steps",
     "eval_steps",
     "max_eval_sequences",
     "track_rank_sample",
     "encoder_hidden_size",
     "adapter_size",
 )
+
+
+# The methods whose options each help section of TrainConfig's fields holds (metadata "section"); a field
+# listed in FIELD_METHODS applies to its own methods. Options of other sections apply to every method.
+SECTION_METHODS = {
+    "methods": WEIGHT_METHODS,
+    "lora": ("lora", "qlora"),
+    "loha": ("loha",),
+    "lokr": ("lokr",),
+    "adalora": ("adalora",),
+    "oft": ("oft",),
+    "boft": ("boft",),
+    "vera": ("vera",),
+    "prompt": PROMPT_METHODS,
+    "adapter": ("adapter",),
+}
+FIELD_METHODS = {
+    "prefix_projection": ("prefix",),
+    "encoder_hidden_size": ("prefix", "ptuning"),
+    "track_rank_sample": ("full",),
+}
+
+
+def option_methods(config: Any, key: str) -> tuple[str, ...] | None:
+    """The methods the config key `key` applies to, or None when it applies to every method."""
+    if key in FIELD_METHODS:
+        return FIELD_METHODS[key]
+    sections = {f.name: f.metadata.get("section", "") for f in dataclasses.fields(config)}
+    return SECTION_METHODS.get(sections.get(key, ""))
+
+
+def options_not_applying(config: Any, keys: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Those of `keys` whose option does not apply to `config.method`, each with the methods it is for."""
+    found = {}
+    for key in keys:
+        methods = option_methods(config, key)
+        if methods is not None and config.method not in methods:
+            found[key] = methods
+    return found
+
+
+def options_of_method(config: Any, method: str) -> list[str]:
+    """The keys of a method's own section (lora_r for lora and qlora, oft_block_size for oft, ...): what shapes
+    its adapter, so a resumed run must keep them."""
+    keys = []
+    for f in dataclasses.fields(config):
+        section = f.metadata.get("section", "")
+        own = section != "methods" and method in SECTION_METHODS.get(section, ())
+        if own and method in FIELD_METHODS.get(f.name, (method,)):
+            keys.append(f.name)
+    return keys
 
 
 def valid_device(device: str) -> bool:
@@ -93,6 +146,10 @@ def validate_config(config: Any) -> None:
     for key in POSITIVE_OR_NONE:
         if getattr(config, key) is not None and getattr(config, key) < 1:
             raise DeltarankError(f"{key} must be a positive integer, got {getattr(config, key)}")
+    if config.save_steps is not None and config.save_steps < 0:
+        raise DeltarankError(
+            f"save_steps must be 0 (no checkpoints) or a positive integer, got {config.save_steps}"
+        )
     if config.adalora_target_r > config.adalora_init_r:
         raise DeltarankError("adalora_target_r must not exceed adalora_init_r")
     if config.method in PROMPT_METHODS and config.batching == "padding-free":

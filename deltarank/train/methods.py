@@ -186,14 +186,51 @@ def oft(model: Any, config: TrainConfig) -> Any:
     """OFT (Qiu et al. 2023): a block-diagonal orthogonal rotation of each weight's input space."""
     from peft import OFTConfig
 
+    targets = _targets(model, config)
+    check_block_size(model, targets, config.oft_block_size, "--oft-block-size")
     return _peft(
         model,
         OFTConfig(
             r=0,
             oft_block_size=config.oft_block_size,
-            target_modules=_targets(model, config),
+            target_modules=targets,
             task_type="CAUSAL_LM",
         ),
+    )
+
+
+def check_block_size(model: Any, targets: str | list[str], size: int, option: str) -> None:
+    """Refuse a block size that does not divide the input width of every targeted layer (peft would silently
+    change it to another, while the saved configs kept the one asked for), naming the valid sizes nearby.
+
+    Raises:
+        DeltarankError: one line with the widths and the nearest valid sizes below and above.
+    """
+    import torch
+
+    wanted = [targets] if isinstance(targets, str) else targets
+    widths = sorted(
+        {
+            int(module.in_features)
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+            and any(name == t or name.endswith("." + t) for t in wanted)
+        }
+    )
+    if not widths or all(w % size == 0 for w in widths):
+        return
+    valid = [b for b in range(1, widths[0] + 1) if all(w % b == 0 for w in widths)]
+    nearby = [
+        str(b)
+        for b in (
+            max((b for b in valid if b < size), default=None),
+            min((b for b in valid if b > size), default=None),
+        )
+        if b
+    ]
+    raise DeltarankError(
+        f"{option} {size} does not divide the input width of every targeted layer "
+        f"({', '.join(map(str, widths))}); use {' or '.join(nearby)}"
     )
 
 

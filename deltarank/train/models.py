@@ -107,7 +107,13 @@ def resolve_model(name_or_path: str | Path) -> ModelSource:
         return ModelSource(text, gguf.parent, gguf.name)
     from deltarank.io.hub import resolve_path  # a Hugging Face repo id in the local cache -> its snapshot
 
-    path = resolve_path(text).expanduser()
+    try:
+        path = resolve_path(text).expanduser()
+    except InputError:
+        local = Path(text).expanduser()
+        if local.parent != Path(".") and local.parent.is_dir():  # `runs/base`, not `org/name`: a local path
+            raise InputError(local, "model not found: no such file or directory") from None
+        raise
     if path.is_file():
         if path.suffix == ".gguf":
             return ModelSource(text, path.parent, path.name)
@@ -150,6 +156,7 @@ def load_tokenizer(source: ModelSource) -> Any:
     """
     from transformers import AutoTokenizer
 
+    _check_present(source)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
@@ -180,6 +187,7 @@ def load_model(source: ModelSource, quantization_config: Any = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, GgufConfig
 
+    _check_present(source)
     kwargs: dict[str, Any] = {"dtype": torch.float32, "local_files_only": True}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
@@ -202,6 +210,13 @@ def load_model(source: ModelSource, quantization_config: Any = None) -> Any:
         _drop_gguf_quantizer(model)
     model.config.use_cache = False
     return model
+
+
+def _check_present(source: ModelSource) -> None:
+    """A model that vanished after it was resolved is "no such file", not transformers' hub connection error."""
+    path = source.directory / source.gguf_file if source.gguf_file else source.directory
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
 
 
 def _drop_gguf_quantizer(model: Any) -> None:

@@ -1,8 +1,10 @@
 """`run_training(config)`: one fine-tuning run on `transformers.Trainer`, top to bottom.
 
-resolve the model → tokenize the data → load the model in fp32 → wrap it (LoRA only) → pick padding-free or
-padded batches (`deltarank.train.batching`) → Trainer.train → save the final weights (fp32 safetensors for
-full, a PEFT adapter for LoRA) → write run.json.
+check the output directory (and, on --resume, the run it holds) → resolve the model → tokenize the data → load
+the model in fp32 → wrap it (targets resolved) → only then create the output directory → pick padding-free or
+padded batches (`deltarank.train.batching`) → Trainer.train (a checkpoint every 10% of the steps unless
+--save-steps says otherwise) → save the final weights (fp32 safetensors for full, a PEFT adapter for LoRA) →
+write run.json.
 
 Because this is a plain `transformers.Trainer`, `accelerate launch -m deltarank train ...` runs it on many
 processes (DDP, FSDP, DeepSpeed through an accelerate config) with no code of ours.
@@ -12,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError
+from deltarank.io.atomic import refuse_overlap
 from deltarank.io.hub import download_missing
 from deltarank.train.batching import make_collator
 from deltarank.train.callbacks import (
@@ -33,87 +34,166 @@ from deltarank.train.callbacks import (
     remove_training_args,
 )
 from deltarank.train.config import TrainConfig
-from deltarank.train.config_file import load_train_config
 from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
 from deltarank.train.formats import IGNORE_INDEX
 from deltarank.train.methods import adapt_trainer, method_callbacks, quantization_config, wrap_model
-from deltarank.train.models import load_model, load_tokenizer, resolve_model
+from deltarank.train.models import ModelSource, load_model, load_tokenizer, resolve_model
 from deltarank.train.rank_tracking import tracking_callbacks
+from deltarank.train.run_claim import OutputClaim, is_main_rank
+from deltarank.train.run_dir import (
+    CONFIG_NAME,
+    last_complete_checkpoint,
+    plan_run_dir,
+    prepare_output_dir,
+)
 from deltarank.train.run_record import run_record, write_run_record
+from deltarank.train.saving import DEFAULT_KEEP, DefaultSaves, OnFirstSave, OnTrainBegin
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "train_config.yaml"
+__all__ = [
+    "CONFIG_NAME",
+    "TrainResult",
+    "TrainingInterrupted",
+    "last_complete_checkpoint",
+    "prepare_output_dir",
+]
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a run produced: its output directory and the run.json record."""
+    """What a run produced: its output directory and the run.json record.
+
+    `finished_before` is True when `--resume` found the run finished and did nothing.
+    """
 
     output_dir: Path
     run: dict[str, Any]
     is_main_process: bool = True
+    finished_before: bool = False
 
     @property
     def final_loss(self) -> float | None:
         return self.run.get("final_loss")
 
 
-def run_training(config: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a run: where, and the checkpoint it kept (None: nothing was kept).
+
+    Args:
+        step: The optimizer steps done, or None when training had not begun.
+        max_steps: The run's steps.
+        checkpoint: The newest complete checkpoint, from which `--resume` continues.
+    """
+
+    def __init__(self, step: int | None, max_steps: int | None, checkpoint: Path | None) -> None:
+        self.step = step
+        self.max_steps = max_steps
+        self.checkpoint = checkpoint
+        where = f"at step {step}/{max_steps}" if step is not None else "before training began"
+        kept = f"{checkpoint.name} kept" if checkpoint is not None else "nothing was kept"
+        super().__init__(f"interrupted {where}; {kept}")
+
+
+def run_training(
+    config: TrainConfig, callbacks: Sequence[Any] = (), inputs: Sequence[str | Path | None] = ()
+) -> TrainResult:
     """Fine-tune a model as `config` says and write its outputs to `config.output_dir`.
+
+    Every input (the output directory against the inputs, the run resumed, the model, the data, the method's
+    targets) is checked before the output directory is created or replaced; a run that fails or is
+    interrupted before its first checkpoint takes back what it created (`run_claim.OutputClaim`). `--resume`
+    of a finished run does nothing (`TrainResult.finished_before`).
 
     Args:
         config: The run's configuration (method-dependent defaults are filled in here).
         callbacks: Extra `transformers.TrainerCallback`s (tests use one to interrupt a run).
+        inputs: Further input paths the output must not overlap (the `--config` file).
 
     Returns:
         The output directory and the run.json record.
 
     Raises:
         DeltarankError: a bad model, data, option or output directory (before any training starts).
+        TrainingInterrupted: Ctrl-C or SIGTERM during training (a KeyboardInterrupt saying what was kept).
     """
     started = time.perf_counter()
     config = config.resolved()
     output_dir = Path(config.output_dir)
-    checkpoint = prepare_output_dir(output_dir, config.resume, config.force)
+    refuse_overlap(output_dir, [config.model, config.data, config.eval_data, *inputs])
+    plan = plan_run_dir(config)
+    if plan.finished is not None:
+        return TrainResult(output_dir, plan.finished, is_main_rank(), finished_before=True)
+    checkpoint = plan.checkpoint
     if config.download:
         download_missing([config.model])
     source = resolve_model(config.model)
+    refuse_overlap(output_dir, [_model_path(source)])
     args = training_arguments(config)
     tokenizer = load_tokenizer(source)
     train_set, eval_set, data = _datasets(config, tokenizer, sequences_needed(config, args))
-    create_output_dir(output_dir, replace=config.force and checkpoint is None)
-    if checkpoint is not None:
-        _warn_if_config_changed(output_dir, config)
-    if args.process_index == 0:
-        config.save(output_dir / CONFIG_NAME)
     from transformers import set_seed
 
     set_seed(config.seed)  # LoRA's A is initialised before the Trainer seeds anything
     model = wrap_model(
         set_attention_dropout(load_model(source, quantization_config(config.method)), config), config
     )
-    collator = make_collator(config.batching, model, tokenizer.pad_token_id)
-    args.include_num_input_tokens_seen = collator.tokens_seen
-    cost = CostCallback()
-    resume_step = _checkpoint_step(checkpoint)
-    train_log = TrainLogCallback(output_dir, resume_step)
-    tracking = tracking_callbacks(config, model, train_log)  # before a resumed checkpoint changes the model
-    extra = [train_log, cost, *method_callbacks(config), *tracking, *callbacks]
-    trainer = adapt_trainer(
-        build_trainer(config, args, model, tokenizer, collator, train_set, eval_set, extra), config
-    )
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    trainer.save_model(str(output_dir))
+    claim = OutputClaim(output_dir, replace=config.force and not config.resume)
+    claim.create()  # every input is known to be usable: only now is anything written
+    trainer: Any = None
+    try:
+        if checkpoint is None and args.process_index == 0:
+            config.save(output_dir / CONFIG_NAME)
+        collator = make_collator(config.batching, model, tokenizer.pad_token_id)
+        args.include_num_input_tokens_seen = collator.tokens_seen
+        cost = CostCallback()
+        resume_step = _checkpoint_step(checkpoint)
+        train_log = TrainLogCallback(output_dir, resume_step)
+        tracking = tracking_callbacks(
+            config, model, train_log
+        )  # before a resumed checkpoint changes the model
+        saves = DefaultSaves() if config.save_steps is None else None
+        extra = [train_log, cost, *method_callbacks(config), *tracking, *callbacks, OnFirstSave(claim.commit)]
+        if checkpoint is not None:  # the resumed run's files change only once its checkpoint has loaded
+            extra.append(OnTrainBegin(lambda: config.save(output_dir / CONFIG_NAME)))
+        if saves is not None:
+            extra.append(saves)
+        trainer = adapt_trainer(
+            build_trainer(config, args, model, tokenizer, collator, train_set, eval_set, extra), config
+        )
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trainer.save_model(str(output_dir))
+    except KeyboardInterrupt:
+        state: Any = getattr(trainer, "state", None)
+        began = state is not None and bool(state.max_steps)
+        claim.rollback()
+        kept = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
+        raise TrainingInterrupted(
+            state.global_step if began else None, state.max_steps if began else None, kept
+        ) from None
+    except BaseException:
+        claim.rollback()
+        raise
+    claim.commit()
     if trainer.is_world_process_zero():
         remove_training_args(output_dir)
     record = run_record(config, trainer, cost, source, time.perf_counter() - started, train_log.offset, data)
     record["resumed_from_step"] = resume_step
     record["batching"] = collator.name
+    record["save_interval"] = (
+        saves.record()
+        if saves is not None
+        else {"default": False, "steps": config.save_steps or None, "minutes": None, "keep": None}
+    )
     if trainer.is_world_process_zero():
         write_run_record(output_dir, record)
         logger.info("wrote %s", output_dir)
     return TrainResult(output_dir, record, trainer.is_world_process_zero())
+
+
+def _model_path(source: ModelSource) -> Path:
+    """The file or directory a model is read from (a GGUF file, not the folder it sits in)."""
+    return source.directory / source.gguf_file if source.gguf_file else source.directory
 
 
 def set_attention_dropout(model: Any, config: TrainConfig) -> Any:
@@ -126,66 +206,6 @@ def set_attention_dropout(model: Any, config: TrainConfig) -> Any:
         if isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = config.attention_dropout
     return model
-
-
-def prepare_output_dir(output_dir: Path, resume: bool, force: bool = False) -> Path | None:
-    """Check that the output directory can take a new run, or find the checkpoint to resume from.
-
-    A non-empty directory is refused unless `force` (its files are then replaced by `create_output_dir`, once
-    every input check has passed) or `resume`.
-
-    Returns:
-        The newest `checkpoint-<step>` when resuming, else None.
-
-    Raises:
-        DeltarankError: resuming without a usable checkpoint, or a fresh run into a non-empty directory.
-    """
-    if resume:
-        last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
-        if last is None:
-            raise DeltarankError(f"--resume: no complete checkpoint-<step> directory in {output_dir}")
-        if not (Path(last) / "optimizer.pt").is_file() and not any(Path(last).glob("global_step*")):
-            raise DeltarankError(f"--resume: {last} holds no optimizer state (keep_optimizer_state=none)")
-        return Path(last)
-    main_rank = os.environ.get("RANK", "0") == "0"  # other ranks would see rank 0's first files
-    if main_rank and output_dir.is_dir() and any(output_dir.iterdir()) and not force:
-        raise DeltarankError(
-            f"{output_dir}: already exists (use --force to replace it, or --resume to continue its run)"
-        )
-    existing = next(p for p in (output_dir, *output_dir.parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise DeltarankError(
-            f"cannot create output directory {output_dir}: {existing} is not a writable directory"
-        )
-    return None  # created by `create_output_dir` once the model and data are known to be usable
-
-
-def last_complete_checkpoint(output_dir: Path) -> Path | None:
-    """The newest `checkpoint-<step>` whose save finished (Trainer writes trainer_state.json last).
-
-    A newer one that a kill cut short mid-save is skipped with a warning (the next save overwrites it).
-    """
-    found = []
-    for folder in output_dir.glob("checkpoint-*"):
-        step = folder.name.removeprefix("checkpoint-")
-        if folder.is_dir() and step.isdigit():
-            found.append((int(step), folder))
-    for _, folder in sorted(found, reverse=True):
-        if (folder / "trainer_state.json").is_file():
-            return folder
-        logger.warning("skipping %s: its save did not finish (the run was killed while writing it)", folder)
-    return None
-
-
-def create_output_dir(output_dir: Path, replace: bool = False) -> None:
-    """Create the output directory (after every input check, so a bad input leaves nothing behind); with
-    `replace` (`--force`), an existing directory's files go first."""
-    try:
-        if replace and output_dir.is_dir() and os.environ.get("RANK", "0") == "0":
-            shutil.rmtree(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DeltarankError(f"cannot create output directory {output_dir}: {exc.strerror}") from exc
 
 
 def training_arguments(config: TrainConfig) -> Any:
@@ -230,6 +250,7 @@ def training_arguments(config: TrainConfig) -> Any:
             save_strategy="steps" if config.save_steps else "no",
             save_steps=config.save_steps or 500,
             save_only_model=config.keep_optimizer_state == "none",
+            save_total_limit=DEFAULT_KEEP if config.save_steps is None else None,  # DefaultSaves' checkpoints
             eval_strategy="steps" if (config.eval_data and eval_steps) else "no",
             eval_steps=eval_steps,
             include_num_input_tokens_seen="non_padding",
@@ -305,7 +326,7 @@ def build_trainer(
         trainer.add_callback(ProgressCallback(mode))
     if eval_set is not None and args.eval_strategy == "no":
         trainer.add_callback(EvalAtEndCallback())
-    if config.save_steps:
+    if config.save_steps != 0:
         trainer.add_callback(CheckpointTidier(config.keep_optimizer_state))
     return trainer
 
@@ -347,17 +368,3 @@ def _datasets(
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:
     return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else None
-
-
-def _warn_if_config_changed(output_dir: Path, config: TrainConfig) -> None:
-    """On --resume, name the keys that differ from the run being resumed (its saved train_config.yaml)."""
-    saved = output_dir / CONFIG_NAME
-    try:
-        previous = load_train_config(saved).resolved()
-    except DeltarankError:
-        return
-    changed = config.changed_keys(previous)
-    if changed:
-        logger.warning(
-            "resuming with a changed config: %s (the result is not one uninterrupted run)", changed
-        )
