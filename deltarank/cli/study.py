@@ -100,10 +100,15 @@ def study(
 
 def _print_plan(spec: Study, out_dir: Path) -> None:
     """The runs, their state in `out_dir` and the estimated training time left."""
+    from deltarank.study.coverage import not_measured, not_measured_line
+    from deltarank.study.held_out_split import split_plan
     from deltarank.study.planning import plan
 
     rows = plan(spec, out_dir)
     click.echo(f"study {spec.name!r}: {len(rows)} runs -> {out_dir}")
+    for line in [*split_plan(spec), not_measured_line(not_measured(spec))]:
+        if line:
+            click.echo(line, err=True)
     click.echo(f"{'run':<36} {'state':<10} {'steps':>6} {'tokens':>10} {'est.':>8}  coordinates")
     total = 0.0
     unknown = False

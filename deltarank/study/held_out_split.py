@@ -119,6 +119,19 @@ def split_records(study: Study, out_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
+def split_plan(study: Study) -> list[str]:
+    """One line per training file the study will split (for `--dry-run`; nothing is written)."""
+    found = []
+    for data in dict.fromkeys(str(run.config["data"]) for run in study.runs):
+        if needs_split(study.evaluate, data):
+            count = len(_lines(Path(data)))
+            found.append(
+                f"held-out: {held_out_count(count)} of the {count} examples of {data} split off "
+                f"(seed {split_seed(study)}, never trained on; evaluate.held_out names another set)"
+            )
+    return found
+
+
 def training_data(study: Study, data: str, out_dir: Path) -> str:
     """What a run on `data` trains on: the split's train part, or `data` itself."""
     if needs_split(study.evaluate, data):

@@ -24,8 +24,11 @@ def test_dry_run_lists_the_runs_with_steps_tokens_and_an_estimate(tmp_path: Path
     )
     result = CliRunner().invoke(main, ["study", str(study), "-o", str(tmp_path / "out"), "--dry-run"])
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[0].startswith("study 's': 4 runs")
+    assert result.stderr.splitlines() == [
+        "study: not measured: accuracy for builtin:code (no closed-answer set: evaluate.accuracy names one)"
+    ]
     listed = [line.split()[0] for line in lines[2:6]]
     assert [name.rsplit("-", 1)[0] for name in listed] == ["full-n8", "full-n16", "lora-n8", "lora-n16"]
     assert all(" pending " in line and " 5,120 " in line for line in lines[2:6])  # 10 steps × 4 × 128 tokens

@@ -268,3 +268,18 @@ def test_a_study_on_own_data_splits_a_held_out_part_and_measures_diversity(
     again: list[str] = []
     run_study(load_study(path), out, device="cpu", echo=again.append)
     assert sum("done already, skipping" in line for line in again) == 2
+
+
+def test_dry_run_says_what_is_split_off_and_not_measured(tmp_path: Path, tiny_lm: Path) -> None:
+    study = tiny_study(tmp_path, tiny_lm)
+    study["evaluate"] = {"diversity_prompts": None}
+    path = write_study_file(tmp_path / "s.yaml", study)
+    result = invoke("study", str(path), "-o", str(tmp_path / "out"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"held-out: 1 of the 12 examples of {tmp_path / 'train.jsonl'} split off (seed 0, never trained on; "
+        "evaluate.held_out names another set)",
+        f"study: not measured: accuracy for {tmp_path / 'train.jsonl'} (no closed-answer set: evaluate.accuracy "
+        "names one); diversity (evaluate.diversity_prompts is null; held_out samples the held-out set)",
+    ]
+    assert not (tmp_path / "out").exists()
