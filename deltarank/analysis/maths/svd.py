@@ -110,7 +110,9 @@ def singular_values(delta: torch.Tensor, solver: str, top_k: int | None = None) 
         (min(m, n),) or (B, min(m, n)); (top_k,) / (B, top_k) for `randomized`.
     """
     if solver == "svd":
-        return torch.linalg.svdvals(delta)
+        # cuSOLVER's default for batches (Jacobi, gesvdj) lost 1.6e-5·σ₁ on an H200 where the CPU's LAPACK and
+        # the QR-based gesvd keep float32 accuracy (benchmarks/results/gpu.md): ask for gesvd on CUDA.
+        return torch.linalg.svdvals(delta, driver="gesvd" if delta.is_cuda else None)
     if solver == "gram":
         return gram_singular_values(delta)
     if solver == "randomized":
