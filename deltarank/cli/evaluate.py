@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -12,11 +13,20 @@ EPILOG = """\b
 DATA decides what is measured:
   builtin:zh-sentiment:test  exact-match accuracy of greedy answers (正面/负面)
   builtin:humaneval          greedy completions of the 164 HumanEval prompts; with --execute each
-                             completion runs against the problem's tests in its own process
-                             (time, memory and file-size limits, no network); never without it
+                             is checked against the problem's tests (pass@1); never without it
   FILE.jsonl | builtin:NAME:test   mean loss per trained token (e.g. builtin:zh-text:test)
-Running generated code executes whatever the model wrote, as your user: --execute limits it but is
-not a security boundary (use a container for untrusted models).
+Score any model's completions without loading one:
+  deltarank evaluate --data builtin:humaneval --completions samples.jsonl --execute
+  ({"task_id": "HumanEval/0", "completion": "..."} per line; pass@1, and @10/@100 where n allows)
+\b
+--execute runs model-written code in a bubblewrap sandbox (apt install bubblewrap): its own
+user, mount, PID, IPC and network namespaces, a read-only view of the standard library only
+(no packages, no data sets, no home, no /etc), a small private work directory, no process or
+file of yours visible, limits on time, processes and memory for all its processes together,
+killed with everything it started. The test runs outside it: the completion only returns
+plain data, so it cannot fake a pass. Not covered: kernel exploits, slowing the machine down
+until the time limit. Without bubblewrap --execute is refused; --unsafe-no-sandbox runs code
+as a plain process of your user (warned about, recorded in the result).
 """
 
 
@@ -31,8 +41,33 @@ not a security boundary (use a container for untrusted models).
 )
 @click.option("--limit", type=int, help="First N examples [accuracy 200, HumanEval 164, loss 64].")
 @click.option("--execute", is_flag=True, help="Run HumanEval completions against their tests (sandboxed).")
-@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True, help="Seconds per run.")
-@click.option("--memory-mb", type=int, default=512, show_default=True, help="Memory limit per run.")
+@click.option(
+    "--completions",
+    type=click.Path(dir_okay=False),
+    help="Score these HumanEval completions (JSONL: task_id, completion) with --execute; no model.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    callback=lambda ctx, param, value: _check_timeout(value),
+    help="Seconds per checked completion, in (0, 600].",
+)
+@click.option(
+    "--memory-mb",
+    type=int,
+    default=512,
+    show_default=True,
+    callback=lambda ctx, param, value: _check_memory(value),
+    help="Memory of a checked completion, all its processes together (64-65536).",
+)
+@click.option(
+    "--unsafe-no-sandbox",
+    is_flag=True,
+    help="Without bubblewrap, run completions as plain processes of your user (NOT isolated).",
+)
 @click.option("--max-new-tokens", type=int, help="Tokens generated per answer [accuracy 8, HumanEval 384].")
 @click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per sequence for the loss.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the result JSON here.")
@@ -43,7 +78,7 @@ def evaluate(**options: Any) -> None:
     from deltarank.evaluation.run import EvalRequest
     from deltarank.evaluation.run import evaluate as run_evaluation
 
-    if options["model"] is None and options["tuned"] is None:
+    if options["model"] is None and options["tuned"] is None and options["completions"] is None:
         raise click.UsageError("give --model, or --tuned (a training run, evaluated on the base it records)")
     result = run_evaluation(EvalRequest(**options))
     click.echo(summary_line(result))
@@ -51,6 +86,12 @@ def evaluate(**options: Any) -> None:
 
 def summary_line(result: dict[str, Any]) -> str:
     """One line: the task's number and how many examples it covers."""
+    if result.get("completions") is not None:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in result.items() if k.startswith("pass@"))
+        return (
+            f"{result['completions']}: HumanEval {scores} ({result['passed']}/{result['examples']} samples"
+            f" of {result['tasks']} tasks passed; {result['isolation'].split(':')[0]})"
+        )
     target = result["tuned"] or result["model"]["name"]
     if result["task"] == "accuracy":
         return f"{target}: accuracy {result['accuracy']:.3f} ({result['correct']}/{result['examples']}) on {result['data']}"
@@ -61,3 +102,21 @@ def summary_line(result: dict[str, Any]) -> str:
             f"{target}: HumanEval pass@1 {result['pass_at_1']:.3f} ({result['passed']}/{result['examples']})"
         )
     return f"{target}: loss {result['loss']:.4f} over {result['trained_tokens']} tokens of {result['data']}"
+
+
+def _check_timeout(value: float) -> float:
+    """A finite number of seconds in (0, 600] (nan and inf would pass a plain `> 0`)."""
+    from deltarank.evaluation.sandbox import MAX_TIMEOUT_S
+
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise click.BadParameter(f"must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value}")
+    return value
+
+
+def _check_memory(value: int) -> int:
+    from deltarank.evaluation.sandbox import MEMORY_MB_RANGE
+
+    low, high = MEMORY_MB_RANGE
+    if not low <= value <= high:
+        raise click.BadParameter(f"must be {low}-{high} MiB, got {value}")
+    return value

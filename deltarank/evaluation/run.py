@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deltarank.errors import DeltarankError, InputError, OutputError
+from deltarank.errors import DeltarankError, InputError, OptionError, OutputError
 from deltarank.evaluation import tasks
 from deltarank.evaluation.sandbox import Limits
 from deltarank.train import builtin_data, builtin_humaneval
@@ -56,6 +56,8 @@ class EvalRequest:
         force: Replace an existing `output` (without it an existing file is refused and left untouched).
         device: Where the models run: auto (CUDA when present), cpu, cuda or cuda:N. Greedy answers and
             losses agree across devices up to float32 rounding.
+        completions: A JSONL file of given HumanEval completions to score (with `execute`): no model loads.
+        unsafe_no_sandbox: Without bubblewrap, run completions as plain limited processes instead of refusing.
     """
 
     model: str | None
@@ -70,6 +72,8 @@ class EvalRequest:
     output: str | None = None
     force: bool = False
     device: str = "auto"
+    completions: str | None = None
+    unsafe_no_sandbox: bool = False
 
 
 def task_of(data: str) -> str:
@@ -88,6 +92,8 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
         DeltarankError: a bad option, unknown data, a missing model or tuned directory, an unwritable output.
     """
     task = _check(request)
+    if request.completions is not None:
+        return _score_given(request)
     from deltarank.reproduce.evaluate import EvalModels
     from deltarank.train.models import load_tokenizer
 
@@ -136,6 +142,20 @@ def _check(request: EvalRequest) -> str:
         read_jsonl(request.data)  # every line parses and has the fields of one format, before a model loads
     if request.tuned is not None and not Path(request.tuned).is_dir():
         raise InputError(request.tuned, "tuned model not found (give a deltarank train output directory)")
+    if request.execute:
+        from deltarank.evaluation.sandbox import isolation
+
+        isolation(_limits(request))  # refused here without bubblewrap, before any model loads
+    if request.completions is not None:
+        from deltarank.evaluation.completions import read_completions
+
+        unused = request.model or request.tuned or request.limit is not None or request.max_new_tokens
+        if task != "humaneval" or not request.execute or unused:
+            raise OptionError(
+                "--completions scores given HumanEval completions: it needs --data "
+                "builtin:humaneval and --execute, and no --model, --tuned, --limit or --max-new-tokens"
+            )
+        read_completions(request.completions)  # every line, before anything runs
     if request.output:
         from deltarank.io.atomic import check_writable
 
@@ -172,6 +192,37 @@ def _measure(task: str, request: EvalRequest, model: Any, tokenizer: Any) -> dic
             return tasks.sentiment_accuracy(model, tokenizer, records, new_tokens, progress.update)
         if task == "humaneval":
             problems = builtin_humaneval.problems()[:limit]
-            limits = Limits(request.timeout_s, request.memory_mb * 2**20) if request.execute else None
+            limits = _limits(request) if request.execute else None
             return tasks.humaneval(model, tokenizer, problems, new_tokens, limits, progress.update)
         return tasks.held_out_loss(model, tokenizer, request.data, request.seq_len, limit, progress.update)
+
+
+def _limits(request: EvalRequest) -> Limits:
+    return Limits(request.timeout_s, request.memory_mb * 2**20, unsafe_no_sandbox=request.unsafe_no_sandbox)
+
+
+def _score_given(request: EvalRequest) -> dict[str, Any]:
+    """Score the completions file in the sandbox (no model); write the result like any other."""
+    from deltarank.evaluation.completions import read_completions, score
+    from deltarank.io.progress import Progress
+
+    assert request.completions is not None
+    started = time.perf_counter()
+    with Progress("evaluate", unit="completion") as progress:
+        measured = score(read_completions(request.completions), _limits(request), progress.update)
+    result = {
+        "schema": SCHEMA,
+        "task": "humaneval",
+        "model": None,
+        "tuned": None,
+        "completions": request.completions,
+        "data": request.data,
+        **measured,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "request": asdict(request),
+    }
+    if request.output:
+        from deltarank.io.atomic import write_atomic
+
+        write_atomic(request.output, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    return result

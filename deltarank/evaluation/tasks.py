@@ -15,8 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from deltarank.evaluation import sandbox, verdict
 from deltarank.evaluation.generate import greedy_answer
-from deltarank.evaluation.sandbox import Limits, run_program
+from deltarank.evaluation.sandbox import Limits
 from deltarank.train import builtin_humaneval, builtin_zh
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def humaneval(
             row.update(outcome)
         passed = sum(bool(row["passed"]) for row in rows)
         result.update(passed=passed, pass_at_1=passed / max(len(rows), 1))
+        result.update(isolation=sandbox.isolation(limits), limits=limits.record())
     result["problems"] = rows
     return result
 
@@ -82,8 +84,15 @@ def humaneval(
 def check_completions(
     problems: Sequence[builtin_humaneval.Problem], completions: Sequence[str], limits: Limits
 ) -> list[dict[str, Any]]:
-    """Run each completion against its problem's tests, each in its own limited process."""
-    return [run_program(p.program(c), limits).to_dict() for p, c in zip(problems, completions, strict=True)]
+    """Check each completion against its problem's tests: the test in a trusted process, the completion in the
+    sandbox (`deltarank.evaluation.verdict`). Each outcome records the isolation mode.
+
+    Raises:
+        DeltarankError: no sandbox here and `limits.unsafe_no_sandbox` is not set (before anything runs).
+    """
+    mode = sandbox.isolation(limits)
+    sandbox.warn_if_unsafe(mode)
+    return [verdict.check(p, c, limits, mode).to_dict() for p, c in zip(problems, completions, strict=True)]
 
 
 def held_out_loss(

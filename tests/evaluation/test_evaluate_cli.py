@@ -37,9 +37,13 @@ def test_humaneval_runs_completions_only_with_execute(
 ) -> None:
     args = ("--data", "builtin:humaneval", "--limit", "2", "--max-new-tokens", "4")
     calls: list[str] = []
-    original = tasks.run_program
+    original = tasks.verdict.check
     monkeypatch.setattr(
-        tasks, "run_program", lambda source, limits: calls.append(source) or original(source, limits)
+        tasks.verdict,
+        "check",
+        lambda problem, completion, limits, mode: (
+            calls.append(completion) or original(problem, completion, limits, mode)
+        ),
     )
     shown = evaluate(model_dir, tmp_path / "shown.json", *args)
     assert shown["task"] == "humaneval" and shown["executed"] is False and calls == []
@@ -48,8 +52,9 @@ def test_humaneval_runs_completions_only_with_execute(
     run = evaluate(model_dir, tmp_path / "run.json", *args, "--execute", "--timeout", "5")
     assert len(calls) == 2 and run["executed"] is True
     for problem in run["problems"]:  # a 2-layer random model writes no working Python
-        assert problem["status"] == "failed" and "sockets refused" in problem["isolation"]
+        assert problem["status"] == "failed" and problem["isolation"].startswith("bubblewrap:")
     assert run["passed"] == 0 and run["pass_at_1"] == 0.0
+    assert run["isolation"].startswith("bubblewrap:") and run["limits"]["timeout_s"] == 5.0
 
 
 def test_sentiment_accuracy_is_exact_match_of_the_generation(model_dir: Path) -> None:
