@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,14 @@ class RunDirPlan:
         checkpoint: The newest complete `checkpoint-<step>` to resume from, or None.
         finished: The run.json of a finished run that `--resume` asks nothing more of (nothing is done).
         start_over: `--resume` of a run stopped before its first complete checkpoint: it starts over.
+        inherited: Keys the resumed run keeps from its record because the command left them unset (its
+            `save_steps`: the default interval's rotation would otherwise delete checkpoints it kept).
     """
 
     checkpoint: Path | None = None
     finished: dict[str, Any] | None = None
     start_over: bool = False
+    inherited: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_run_dir(config: TrainConfig) -> RunDirPlan:
@@ -59,18 +62,21 @@ def plan_run_dir(config: TrainConfig) -> RunDirPlan:
         return RunDirPlan()
     if not output_dir.is_dir():
         raise DeltarankError(f"--resume: {output_dir} does not exist (no run to continue)")
-    check_same_run(output_dir, config)
+    previous = check_same_run(output_dir, config)
     finished = finished_run(output_dir, config)
     if finished is not None:
         return RunDirPlan(finished=finished)
+    inherited = {}
+    if previous is not None and config.save_steps is None and previous.save_steps is not None:
+        inherited["save_steps"] = previous.save_steps
     last = last_complete_checkpoint(output_dir)
     if last is None and (output_dir / CONFIG_NAME).is_file() and not (output_dir / RUN_JSON).exists():
         logger.warning(
             "%s: the run stopped before its first checkpoint was complete; starting it over", output_dir
         )
         remove_incomplete_checkpoints(output_dir)
-        return RunDirPlan(start_over=True)
-    return RunDirPlan(checkpoint=prepare_output_dir(output_dir, resume=True))
+        return RunDirPlan(start_over=True, inherited=inherited)
+    return RunDirPlan(checkpoint=prepare_output_dir(output_dir, resume=True), inherited=inherited)
 
 
 def prepare_output_dir(output_dir: Path, resume: bool, force: bool = False) -> Path | None:
@@ -152,16 +158,20 @@ def recorded_config(output_dir: Path) -> TrainConfig | None:
         raise InputError(path, f"cannot read the run's config to compare with ({exc})") from None
 
 
-def check_same_run(output_dir: Path, config: TrainConfig) -> None:
+def check_same_run(output_dir: Path, config: TrainConfig) -> TrainConfig | None:
     """Refuse a `--resume` that changes what the run trains (method, model, data or the method's own keys),
-    naming each old and new value; other changes are allowed with a warning.
+    naming each old and new value; other changes are allowed with a warning (keys the command left unset that
+    the run keeps, such as `save_steps`, are not named).
+
+    Returns:
+        The run's recorded config, or None when the directory holds none.
 
     Raises:
         DeltarankError: one line listing every changed identity key.
     """
     previous = recorded_config(output_dir)
     if previous is None:
-        return
+        return None
     old, new = previous.to_dict(), config.to_dict()
     keys = [*IDENTITY_KEYS, *options_of_method(previous, config.method)]
     changed = [k for k in keys if not _same_value(k, old[k], new[k])]
@@ -171,11 +181,11 @@ def check_same_run(output_dir: Path, config: TrainConfig) -> None:
             f"--resume: {output_dir} is another run ({values}); resume it with its own settings, or train "
             "into a new -o"
         )
-    others = [
-        k for k in config.changed_keys(previous, ignore=("resume", "force", "progress")) if k not in keys
-    ]
+    ignore = ("resume", "force", "progress", *(("save_steps",) if config.save_steps is None else ()))
+    others = [k for k in config.changed_keys(previous, ignore=ignore) if k not in keys]
     if others:
         logger.warning("resuming with a changed config: %s (the result is not one uninterrupted run)", others)
+    return previous
 
 
 def finished_run(output_dir: Path, config: TrainConfig) -> dict[str, Any] | None:

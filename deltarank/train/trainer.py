@@ -124,6 +124,7 @@ def run_training(
     plan = plan_run_dir(config)
     if plan.finished is not None:
         return TrainResult(output_dir, plan.finished, is_main_rank(), finished_before=True)
+    config = dataclasses.replace(config, **plan.inherited)
     checkpoint = plan.checkpoint
     if config.download:
         download_missing([config.model])
@@ -267,7 +268,7 @@ def training_arguments(config: TrainConfig) -> Any:
         raise DeltarankError(f"invalid training option: {' '.join(str(exc).split())}") from exc
 
 
-def checkpointing_argument(arguments_class: Any, enabled: bool) -> dict[str, bool]:
+def checkpointing_argument(arguments_class: Any, enabled: bool) -> dict[str, Any]:
     """Activation checkpointing under the name the installed transformers uses.
 
     transformers renamed `gradient_checkpointing` to `activation_checkpointing` in its 5.x series; both spell the

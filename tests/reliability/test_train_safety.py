@@ -253,6 +253,21 @@ def test_resume_with_another_method_model_or_data_is_refused_before_loading(
     assert digest(out) == before  # train_config.yaml, the log and the checkpoints untouched
 
 
+def test_resume_without_save_steps_keeps_the_runs_interval_and_checkpoints(
+    tmp_path: Path, model_dir: Path, data: Path, fail_at: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run saved every step, resumed without --save-steps: the default interval would rotate its checkpoints
+    away (keeping two); the run's own interval is kept instead."""
+    out = tmp_path / "run"
+    fail_at(4, RuntimeError("killed"))
+    assert invoke(train_args(model_dir, data, out, "--max-steps", "5", "--save-steps", "1")).exit_code == 3
+    monkeypatch.undo()
+    result = invoke([*train_args(model_dir, data, out, "--max-steps", "5"), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{i}" for i in range(1, 6)]
+    assert json.loads((out / "run.json").read_text())["save_interval"]["steps"] == 1
+
+
 def test_resume_of_a_run_killed_during_its_first_save_starts_over(
     tmp_path: Path, model_dir: Path, data: Path
 ) -> None:

@@ -4,12 +4,14 @@ gives the same final weights as a run that saves none, and its checkpoints resum
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from deltarank.train.config import TrainConfig
+from deltarank.train.saving import DefaultSaves
 from deltarank.train.trainer import run_training
 
 
@@ -39,3 +41,19 @@ def test_default_saves_leave_the_final_weights_unchanged(
     a, b = load_file(tmp_path / "saved" / name), load_file(tmp_path / "unsaved" / name)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert saved.run["final_loss"] == unsaved.run["final_loss"]
+
+
+def test_default_saves_every_tenth_and_after_ten_minutes() -> None:
+    saves = DefaultSaves()
+    control = SimpleNamespace(should_save=False)
+    saves.on_train_begin(None, SimpleNamespace(max_steps=95), control)
+    asked = []
+    for step in range(1, 96):
+        control.should_save = False
+        saves.on_step_end(None, SimpleNamespace(global_step=step, max_steps=95), control)
+        asked += [step] if control.should_save else []
+    assert saves.every == 10 and asked == [10, 20, 30, 40, 50, 60, 70, 80, 90]  # not the last step
+    saves.last -= 10 * 60  # ten minutes since the last save
+    control.should_save = False
+    saves.on_step_end(None, SimpleNamespace(global_step=3, max_steps=95), control)
+    assert control.should_save
