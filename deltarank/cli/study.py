@@ -91,7 +91,13 @@ def study(
     runner = make_executor(executor, jobs, address, device)
     try:
         document = run_study(
-            spec, out_dir, device=device, force=force, executor=runner, echo=lambda s: click.echo(s, err=True)
+            spec,
+            out_dir,
+            device=device,
+            force=force,
+            executor=runner,
+            echo=lambda s: click.echo(s, err=True),
+            check=False,  # checked above, before study.yaml was written
         )
     finally:
         runner.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deltarank.errors import DeltarankError, InputError
+from deltarank.study.evaluate_spec import HELD_OUT_PROMPTS
 from deltarank.study.spec import Study
 
 
@@ -73,11 +74,16 @@ def check_data(spec: str, missing: str = "data file not found") -> None:
 def study_input_paths(study: Study) -> list[str]:
     """Every path the study reads (root models, data, `evaluate:` sets): the output may not be, contain or lie
     inside any of them (`deltarank.io.atomic.refuse_overlap`; names that are not paths are skipped there)."""
+    from deltarank.evaluation.run import HUMANEVAL_NAMES  # here: the evaluation package imports torch
+
     paths: list[str] = []
     for run in study.runs:
         if run.parent is None:
             paths.append(str(run.config["model"]))
         paths += [str(v) for v in (run.config.get("data"), run.config.get("eval_data")) if v]
     spec = study.evaluate
-    paths += [str(v) for v in (spec.held_out, spec.accuracy, spec.diversity_prompts, *spec.forgetting) if v]
+    prompts = (
+        None if spec.diversity_prompts in (HELD_OUT_PROMPTS, *HUMANEVAL_NAMES) else spec.diversity_prompts
+    )
+    paths += [str(v) for v in (spec.held_out, spec.accuracy, prompts, *spec.forgetting) if v]
     return list(dict.fromkeys(paths))

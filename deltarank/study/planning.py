@@ -15,7 +15,7 @@ from typing import Any
 
 from deltarank.errors import InputError
 from deltarank.study.measurements import saved_measurement
-from deltarank.study.runner import RunStatus, run_status
+from deltarank.study.run_state import RunStatus, run_status
 from deltarank.study.spec import RunSpec, Study
 from deltarank.train.run_record import read_run_record
 

@@ -9,7 +9,7 @@ The study directory is the study's working state:
     DIR/study.json, study.csv, report.md, figures/
 
 This module holds the executors' two tasks (`measure_base_task`, `run_task`), each run's state (`run_status`)
-and study.json's rows; the measurement.json files and the base pairs live in `deltarank.study.measurements`,
+and study.json's rows (each run's state is `deltarank.study.run_state`); the measurement.json files and the base pairs live in `deltarank.study.measurements`,
 study.yaml in `deltarank.study.directory`, `--dry-run`'s plan in `deltarank.study.planning`.
 
 A finished run (run.json and a measurement.json of the current `evaluate:`) is skipped; a run stopped during
@@ -25,7 +25,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,8 @@ from deltarank.study.measurements import (
     cached_measurement,
     write_measurement,
 )
-from deltarank.study.spec import NOT_IDENTITY, RunSpec, Study
+from deltarank.study.run_state import run_status
+from deltarank.study.spec import RunSpec, Study
 from deltarank.study.store import study_document, write_study
 from deltarank.study.study_file import parse_study
 
@@ -76,14 +76,6 @@ SETTINGS = (
 LORA_METHODS = ("lora", "qlora")
 
 
-@dataclass(frozen=True)
-class RunStatus:
-    """Where a run stands in the study directory: done, training stopped at a checkpoint, or pending."""
-
-    state: str  # "done", "measure" (trained, not measured), "resume", "pending"
-    step: int | None = None
-
-
 def run_study(
     study: Study,
     out_dir: Path,
@@ -92,11 +84,13 @@ def run_study(
     executor: Executor | None = None,
     echo: Echo = print,
     callbacks: Sequence[Any] = (),
+    check: bool = True,
 ) -> dict[str, Any]:
     """Run (or continue) a study in `out_dir` and return the study.json document.
 
     `callbacks` are extra `transformers.TrainerCallback`s for every training run, in this process only (the
-    default executor; tests use one to stop a run).
+    default executor; tests use one to stop a run). `check=False` skips `check_study_inputs` for a caller that
+    has just run it (the command line, before preparing the directory).
 
     Raises:
         InputError: a missing or malformed model, data file or `evaluate:` set (checked before anything is
@@ -105,7 +99,8 @@ def run_study(
             and `force` is not given.
         DeltarankError: a run or measurement failed (finished runs stay for the next attempt).
     """
-    check_study_inputs(study)
+    if check:
+        check_study_inputs(study)
     prepare_study_dir(study, out_dir, force)
     write_splits(study, out_dir)
     missing = not_measured_line(not_measured(study))
@@ -208,43 +203,6 @@ def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, devic
     result = measure_base(model, data, spec, work_dir, seed=base_seed(study), device=device)
     write_measurement(work_dir, study.evaluate, result, time.perf_counter() - started)
     return result
-
-
-def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
-    """done (trained and measured with this `evaluate:`), measure, resume (a checkpoint) or pending."""
-    from deltarank.train.trainer import last_complete_checkpoint
-
-    run_dir = out_dir / run.name
-    trains_on = training_data(study, str(run.config["data"]), out_dir)
-    if (run_dir / "run.json").is_file() and _same_settings(run, run_dir, trains_on):
-        done = cached_measurement(run_dir, study.evaluate) is not None
-        return RunStatus("done" if done else "measure")
-    checkpoint = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
-    if checkpoint is not None and _same_settings(run, run_dir, trains_on):
-        return RunStatus("resume", int(checkpoint.name.rsplit("-", 1)[1]))
-    return RunStatus("pending")
-
-
-def _same_settings(run: RunSpec, run_dir: Path, trains_on: str) -> bool:
-    """Whether the run directory's saved train_config.yaml is this run's (a changed explicit run is not);
-    `trains_on` is the data it trains on (a held-out split's train part stands for the run's data)."""
-    from deltarank.train.config_file import load_train_config
-    from deltarank.train.trainer import CONFIG_NAME
-
-    path = run_dir / CONFIG_NAME
-    if not path.is_file():
-        return False
-    try:
-        saved = load_train_config(path).resolved().to_dict()
-    except DeltarankError:
-        return False
-    for key in NOT_IDENTITY:
-        saved.pop(key, None)
-    if run.parent is not None:
-        saved["model"] = f"run:{run.parent}"
-    if saved.get("data") == trains_on:
-        saved["data"] = run.config["data"]
-    return bool(saved == run.identity())
 
 
 def run_model(run: RunSpec, out_dir: Path) -> str:
