@@ -15,11 +15,11 @@ from deltarank.cli.options import (
     fetch_missing,
     figure_option,
     output_option,
-    progress_bar,
     quiet_option,
     save_figure_file,
 )
-from deltarank.io.atomic import check_output_dir
+from deltarank.io.atomic import check_output_dir, refuse_overlap
+from deltarank.io.progress import Progress
 
 
 @click.command()
@@ -73,10 +73,13 @@ def extract(
 
         click.echo(preview(base, [tuned], command="extract", embeddings=embeddings, **options).to_text())
         return
+    refuse_overlap(output, [base, tuned])  # --force replaces the directory: never an input
     check_output_dir(output, force)
+    if figure:
+        refuse_overlap(figure, [base, tuned], option="--figure")
     check_figure_path(figure, force)
     fetch_missing(download, [base, tuned])
-    with progress_bar("extract", quiet) as hook:
+    with Progress("extract", unit="matrices", quiet=quiet) as progress:
         result = run_extract(
             base,
             tuned,
@@ -87,7 +90,7 @@ def extract(
             base_model_name_or_path=base_model_name,
             overwrite=force,
             embeddings=embeddings,
-            progress=hook,
+            progress=progress.hook,
             **options,
         )
     echo(format_table(result), quiet)

@@ -17,10 +17,11 @@ from deltarank.cli.options import (
     fetch_missing,
     figure_option,
     output_option,
-    progress_bar,
     quiet_option,
     save_figure_file,
 )
+from deltarank.io.atomic import refuse_overlap
+from deltarank.io.progress import Progress
 
 
 @click.command()
@@ -67,12 +68,16 @@ def intruders(
         click.echo(preview(base, [tuned], command="intruders", **options).to_text())
         return
     to_stdout = output == STDOUT
+    inputs = [base, tuned]
     if not to_stdout:
+        refuse_overlap(output, inputs)
         check_new_file(output, force)
+    if figure:
+        refuse_overlap(figure, inputs, option="--figure")
     check_figure_path(figure, force)
     fetch_missing(download, [base, tuned])
-    with progress_bar("intruders", quiet) as hook:
-        result = run_intruders(base, tuned, top_k=top_k, epsilon=epsilon, progress=hook, **options)
+    with Progress("intruders", unit="matrices", quiet=quiet) as progress:
+        result = run_intruders(base, tuned, top_k=top_k, epsilon=epsilon, progress=progress.hook, **options)
     if to_stdout:
         click.echo(result.to_json())
     else:

@@ -10,13 +10,12 @@
 | number of top singular values / vectors used | `--top-k K` |
 | rank of a LoRA adapter (trained, extracted, compared against) | `--lora-rank R` |
 | no table or progress, only errors | `-q/--quiet` |
+| analyse a TUNED whose config describes another architecture than BASE's | `--allow-different-base` |
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +27,6 @@ from deltarank.train.config_validation import DEVICES, valid_device
 F = TypeVar("F", bound=Callable[..., Any])
 STDOUT = "-"
 FIGURE_SUFFIXES = (".pdf", ".png", ".svg")
-ProgressHook = Callable[[int, int, str], None]
 
 
 def _stack(*options: Callable[[F], F]) -> Callable[[F], F]:
@@ -83,7 +81,8 @@ def device_option(func: F) -> F:
 
 
 def analysis_options(func: F) -> F:
-    """--device, --precision, --include, --exclude: how every analysis command selects and computes."""
+    """--device, --precision, --include, --exclude, --download, --allow-different-base: how every analysis
+    command selects, computes and checks its inputs."""
     return _stack(
         device_option,
         click.option(
@@ -100,6 +99,12 @@ def analysis_options(func: F) -> F:
         ),
         click.option("--exclude", default=None, help="Regex of tensor names to leave out."),
         download_option,
+        click.option(
+            "--allow-different-base",
+            is_flag=True,
+            help="Compare anyway when TUNED's config (config.json, GGUF metadata) describes another "
+            "architecture than BASE's (model type, layers, widths, heads); refused otherwise.",
+        ),
     )(func)
 
 
@@ -196,18 +201,3 @@ def echo(text: str, quiet: bool, to_stdout: bool = True) -> None:
     """Print a table or status line: to stdout, or to stderr when stdout carries the result (`-o -`)."""
     if not quiet:
         click.echo(text, err=not to_stdout)
-
-
-@contextmanager
-def progress_bar(desc: str, quiet: bool = False) -> Iterator[ProgressHook]:
-    """A progress hook driving a tqdm bar on stderr, shown only when stderr is a terminal."""
-    from tqdm import tqdm
-
-    with tqdm(desc=desc, unit="matrix", disable=quiet or not sys.stderr.isatty(), leave=False) as bar:
-
-        def hook(done: int, total: int, name: str) -> None:
-            bar.total = total
-            bar.set_postfix_str(name[-40:], refresh=False)
-            bar.update(done - bar.n)
-
-        yield hook

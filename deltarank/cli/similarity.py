@@ -17,11 +17,12 @@ from deltarank.cli.options import (
     fetch_missing,
     figure_option,
     output_option,
-    progress_bar,
     quiet_option,
     save_figure_file,
 )
 from deltarank.errors import OptionError
+from deltarank.io.atomic import refuse_overlap
+from deltarank.io.progress import Progress
 
 TABLE_SIZES = (1, 4, 16, 64)
 
@@ -79,12 +80,16 @@ def similarity(
         click.echo(preview(base, [tuned_a, tuned_b], command="similarity", **options).to_text())
         return
     to_stdout = output == STDOUT
+    inputs = [base, tuned_a, tuned_b]
     if not to_stdout:
+        refuse_overlap(output, inputs)
         check_new_file(output, force)
+    if figure:
+        refuse_overlap(figure, inputs, option="--figure")
     check_figure_path(figure, force)
     fetch_missing(download, [base, tuned_a, tuned_b])
-    with progress_bar("similarity", quiet) as hook:
-        result = run_similarity(base, tuned_a, tuned_b, top=top, side=side, progress=hook, **options)
+    with Progress("similarity", unit="matrices", quiet=quiet) as progress:
+        result = run_similarity(base, tuned_a, tuned_b, top=top, side=side, progress=progress.hook, **options)
     if to_stdout:
         click.echo(result.to_json())
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from deltarank.analysis.engine.cache import RecordCache, cache_directory
+from deltarank.analysis.engine.cache import RecordCache, cache_directory, check_cache
 from deltarank.analysis.engine.options import DEFAULT_THRESHOLDS, SpectrumOptions
 from deltarank.analysis.engine.run import spectrum_many
 from deltarank.analysis.maths.svd import SOLVERS
@@ -22,12 +22,13 @@ from deltarank.cli.options import (
     echo,
     fetch_missing,
     output_option,
-    progress_bar,
     quiet_option,
     refuse_existing,
 )
 from deltarank.errors import OptionError
+from deltarank.io.atomic import refuse_overlap
 from deltarank.io.hub import resolve_path
+from deltarank.io.progress import Progress
 from deltarank.io.source import expand_checkpoints
 from deltarank.io.standalone import is_standalone_adapter
 
@@ -63,19 +64,30 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     show_default=True,
     help="auto, svd, gram (exact) or randomized (approximate top-k, labelled so in the output).",
 )
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="σ computed by --solver randomized.")
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="σ computed by --solver randomized (refused with the exact solvers, which compute every σ).",
+)
 @click.option(
     "--quantization-error/--no-quantization-error",
     default=None,
     help="QLoRA adapters (trained on a 4-bit base): also record each weight's quantisation error "
     "dequant(W_nf4) − W and the total change (BASE must be the full-precision base) [default: on for them].",
 )
-@click.option("--resume", is_flag=True, help="Reuse the matrices a killed run already finished.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Reuse the matrices a killed run already finished. Without it a rerun is refused while that cache "
+    "exists; --force discards it.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="CPU decompositions at once (Gram solver) [one per core, at most 4]; each holds one delta.",
+    help="CPU decompositions at once (Gram solver; warned about otherwise) [one per core, at most 4]; each "
+    "holds one delta.",
 )
 @quiet_option
 @dry_run_option
@@ -89,6 +101,7 @@ def spectrum(
     include: str | None,
     exclude: str | None,
     download: bool,
+    allow_different_base: bool,
     thresholds: str,
     csv_path: str | None,
     solver: str,
@@ -124,6 +137,7 @@ def spectrum(
         top_k=top_k,
         workers=workers,
         quantization_error=quantization_error,
+        allow_different_base=allow_different_base,
     )
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview
@@ -135,19 +149,28 @@ def spectrum(
     to_stdout = output == STDOUT
     if to_stdout and len(tuned_paths) > 1:
         raise OptionError("-o - (stdout) takes a single TUNED; with several, -o names a directory")
-    outputs = output_paths(tuned_paths, None if to_stdout else output)
-    for path in outputs if not to_stdout else []:
-        refuse_existing(path, force)  # output_paths checked that each can be written
-    if csv_path:
-        check_new_file(csv_path, force)
     if csv_path and len(tuned_paths) > 1:
         raise OptionError("--csv takes a single TUNED; with several, read each JSON with SpectrumResult")
+    outputs = output_paths(tuned_paths, None if to_stdout else output)
+    inputs = [base, *tuned_paths]
+    if output is not None and not to_stdout:
+        refuse_overlap(output, inputs)  # the file, or the directory of several
+    for path in outputs if not to_stdout else []:
+        refuse_overlap(path, inputs)
+        refuse_existing(path, force)  # output_paths checked that each can be written
+    if csv_path:
+        refuse_overlap(csv_path, inputs, option="--csv")
+        check_new_file(csv_path, force)
     # The cache keeps finished matrices for a later --resume even when this run does not reuse any; it is
-    # removed once the result files are written.
+    # removed once the result files are written. An earlier run's cache is discarded only with --force.
     cache_dir = cache_directory(outputs[0], os.environ.get("RANK", "0"))  # torchrun: one per rank
-    cache = RecordCache(cache_dir, options.fingerprint(base, tuned_paths), resume)
-    with progress_bar("spectrum", quiet) as hook:
-        results = spectrum_many(base, tuned_paths, options, progress=hook, resume=cache)
+    digest = options.fingerprint(base, tuned_paths)
+    check_cache(cache_dir, digest, resume, force)
+    for line in options.ignored(options.compute_device()):
+        click.echo(f"Warning: {line}", err=True)
+    cache = RecordCache(cache_dir, digest, resume)
+    with Progress("spectrum", unit="matrices", quiet=quiet) as progress:
+        results = spectrum_many(base, tuned_paths, options, progress=progress.hook, resume=cache)
     if not results:  # a torchrun rank other than 0: rank 0 writes
         cache.remove()
         return
@@ -157,10 +180,12 @@ def spectrum(
             results[0].to_csv(csv_path)
     else:
         write_results(results, outputs, csv_path)
+    several = len(results) > 1
     for result in results:
-        echo(format_table(result), quiet, to_stdout=not to_stdout)
+        label = f"{result.tuned}:\n" if several else ""  # several TUNED: whose table is whose
+        echo(label + format_table(result), quiet, to_stdout=not to_stdout)
         for line in result.warnings():
-            click.echo(f"Warning: {line}", err=True)
+            click.echo(f"Warning: {result.tuned}: {line}" if several else f"Warning: {line}", err=True)
     if results[0].resumed:
         echo(f"Resumed: reused {results[0].resumed} finished matrices", quiet, to_stdout=not to_stdout)
     cache.remove()

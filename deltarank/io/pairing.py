@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltarank.errors import DeltarankError, InputError, PairingError
+from deltarank.errors import DeltarankError, InputError, OptionError, PairingError
 from deltarank.io.adapter import AdapterModule, AdapterSource, is_adapter_dir
 from deltarank.io.base import TensorInfo, TensorSource
 from deltarank.io.dtypes import SAFETENSORS_DTYPES
@@ -288,6 +288,10 @@ def plan_checkpoint(
         adapter_pairs, skipped = plan_adapter(base, source, selection, quantization_error)
         pairs = list(adapter_pairs)
     else:
+        if quantization_error:
+            raise OptionError(
+                f"--quantization-error applies to QLoRA adapters; {tuned} is a checkpoint, not an adapter"
+            )
         source = open_checkpoint(local)
         dense_pairs, skipped = plan_dense(base, source, selection)
         pairs = list(dense_pairs)

@@ -185,31 +185,45 @@ def interrupted_run(monkeypatch: pytest.MonkeyPatch, args: list[str], matrices: 
     assert f"{matrices} finished matrices are kept" in result.stderr
 
 
-def test_resume_ignores_a_cache_of_other_inputs(
+def test_resume_refuses_a_cache_of_other_inputs_unless_forced(
     tmp_path: Path, checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     output = tmp_path / "spectrum.json"
     inputs = [checkpoints["base"], checkpoints["tuned"]]
-    args = spectrum_args(inputs, output)
+    args = [a for a in spectrum_args(inputs, output) if a != "--force"]  # only --force discards a cache
     interrupted_run(monkeypatch, args, 5)
-    # The tuned checkpoint changes before the rerun (a new download): nothing of the old run may be reused.
+    # The tuned checkpoint changes before the rerun (a new download): nothing of the old run may be reused,
+    # and its records are not discarded without --force either.
     checkpoints["tuned"].write_bytes(checkpoints["other"].read_bytes())
-    resumed = CliRunner().invoke(main, [*args, "--resume"])
+    refused = CliRunner().invoke(main, [*args, "--resume"])
+    assert refused.exit_code == 1 and refused.stderr.startswith("Error: a cache of 5/")
+    assert "for other inputs or options" in refused.stderr and "--force to discard it" in refused.stderr
+    assert finished_records(output) == 5 and not output.exists()
+    resumed = CliRunner().invoke(main, [*args, "--resume", "--force"])
     assert resumed.exit_code == 0 and "Resumed" not in resumed.stdout
     reference(inputs, tmp_path / "reference.json")
     assert load(output) == load(tmp_path / "reference.json")
 
 
-def test_run_without_resume_starts_afresh_and_removes_the_cache(
+def test_run_without_resume_keeps_the_cache_and_says_how_to_reuse_it(
     tmp_path: Path, checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """#24 finding 6: a rerun without --resume deleted the finished matrices silently."""
     output = tmp_path / "spectrum.json"
     inputs = [checkpoints["base"], checkpoints["tuned"]]
-    args = spectrum_args(inputs, output)
+    args = [a for a in spectrum_args(inputs, output) if a != "--force"]  # only --force discards a cache
     interrupted_run(monkeypatch, args, 4)
     assert finished_records(output) == 4
     rerun = CliRunner().invoke(main, args)
-    assert rerun.exit_code == 0 and "Resumed" not in rerun.stdout
+    assert rerun.exit_code == 1, rerun.output
+    total = json.loads((cache_dir(output) / "manifest.json").read_text())["total"]
+    assert rerun.stderr.strip() == (
+        f"Error: a cache of 4/{total} finished matrices for these inputs exists in {cache_dir(output)}; "
+        "add --resume to reuse it, or --force to start over"
+    )
+    assert finished_records(output) == 4 and not output.exists()  # nothing deleted, nothing written
+    forced = CliRunner().invoke(main, [*args, "--force"])  # only --force discards it
+    assert forced.exit_code == 0 and "Resumed" not in forced.stdout
     assert not cache_dir(output).parent.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs", "spectrum.json"]
 

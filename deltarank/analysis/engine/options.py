@@ -39,6 +39,8 @@ class SpectrumOptions:
             `deltarank.analysis.engine.schedule.MAX_WORKERS` (each holds one delta and its Gram matrix).
         quantization_error: For an adapter trained on a quantized base (QLoRA): also the quantisation error
             and the total change of each weight (None: yes for such adapters; True: required; False: no).
+        allow_different_base: Analyse a TUNED whose config describes another architecture than BASE's
+            (refused otherwise; `deltarank.io.architecture`). It changes no record, so not the fingerprint.
     """
 
     device: str = "auto"
@@ -50,6 +52,7 @@ class SpectrumOptions:
     top_k: int | None = None
     workers: int | None = None
     quantization_error: bool | None = None
+    allow_different_base: bool = False
 
     def __post_init__(self) -> None:
         values = tuple(sorted({float(t) for t in self.thresholds}))
@@ -59,6 +62,11 @@ class SpectrumOptions:
         resolve_precision(self.precision)
         if self.solver == "randomized" and not self.top_k:
             raise OptionError("the randomized solver needs --top-k K")
+        if self.top_k is not None and self.solver != "randomized":
+            raise OptionError(
+                f"--top-k applies to --solver randomized only (the {self.solver} solver computes every σ); "
+                "add --solver randomized or leave --top-k out"
+            )
         if self.top_k is not None and self.top_k < 1:
             raise OptionError(f"--top-k must be at least 1, got {self.top_k}")
         if self.workers is not None and self.workers < 1:
@@ -94,6 +102,17 @@ class SpectrumOptions:
     def concrete_solver(self, device: torch.device) -> str:
         """The solver `auto` stands for on `device` at this precision."""
         return resolve_solver(self.solver, device, self.dtype)
+
+    def ignored(self, device: torch.device) -> list[str]:
+        """Options given that this run on `device` does not use (warned about, not refused: which solver
+        `auto` picks depends on the machine)."""
+        solver = self.concrete_solver(device)
+        if self.workers is not None and (device.type != "cpu" or solver != "gram"):
+            return [
+                f"--workers {self.workers} is ignored: it applies to the CPU Gram solver, and this run uses "
+                f"the {solver} solver on {device}"
+            ]
+        return []
 
     def measure_settings(self, device: torch.device) -> MeasureSettings:
         """How each delta is measured on `device`: the settings `measure` takes."""

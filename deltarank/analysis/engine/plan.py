@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltarank.errors import DeltarankError
-from deltarank.io.adapter import AdapterSource
+from deltarank.io.adapter import AdapterSource, is_adapter_dir
+from deltarank.io.architecture import check_same_base
 from deltarank.io.base import TensorSource
 from deltarank.io.hub import resolve_path
 from deltarank.io.naming import Selection
@@ -45,6 +46,7 @@ def plan_run(
     selection: Selection,
     quantization_error: bool | None = False,
     standalone: bool = False,
+    allow_different_base: bool = False,
 ) -> tuple[TensorSource, list[Plan]]:
     """Open BASE and pair every TUNED (a checkpoint or a PEFT adapter directory) with it.
 
@@ -52,11 +54,12 @@ def plan_run(
     are analysed: they are not deltas) is accepted as BASE, TUNED being the same directory, and a bottleneck
     adapter as TUNED beside a model, which is then left unread. `quantization_error`: QLoRA adapters'
     quantisation records (None: when an adapter was trained on a quantized base; see
-    `deltarank.io.pairing.plan_adapter`).
+    `deltarank.io.pairing.plan_adapter`). A TUNED checkpoint whose config describes another architecture
+    than BASE's is refused before pairing unless `allow_different_base` (`deltarank.io.architecture`).
 
     Raises:
         InputError: unreadable checkpoint or adapter.
-        PairingError: no tensor in common.
+        PairingError: no tensor in common, or not the same base model.
         DeltarankError: nothing selected.
     """
     local = resolve_path(base)
@@ -65,6 +68,10 @@ def plan_run(
             raise DeltarankError(f"{base}: {NOT_A_DELTA}; `deltarank spectrum {base}` reports its matrices")
         return _standalone_plan(local, tuned, selection)
     base_source = open_checkpoint(local)
+    for path in tuned:  # every TUNED is checked before any is paired or read
+        tuned_local = resolve_path(path)
+        if not is_adapter_dir(tuned_local) and not is_standalone_adapter(tuned_local):
+            check_same_base(local, tuned_local, allow_different_base)
     plans = []
     for path in tuned:
         source, pairs, skipped = plan_checkpoint(base_source, path, selection, quantization_error)
@@ -93,7 +100,9 @@ def _standalone_plan(
     return adapter.weights, [Plan(str(path), adapter, tuple(pairs), ()) for path in tuned]
 
 
-def plan_one(base: str | Path, tuned: str | Path, selection: Selection) -> tuple[TensorSource, Plan]:
+def plan_one(
+    base: str | Path, tuned: str | Path, selection: Selection, allow_different_base: bool = False
+) -> tuple[TensorSource, Plan]:
     """`plan_run` for a single TUNED: the base source and its plan."""
-    base_source, plans = plan_run(base, [tuned], selection)
+    base_source, plans = plan_run(base, [tuned], selection, allow_different_base=allow_different_base)
     return base_source, plans[0]

@@ -31,7 +31,7 @@ from deltarank.analysis.engine.plan import Plan, plan_run
 from deltarank.analysis.engine.schedule import applied, cpu_schedule
 from deltarank.analysis.maths.arrays import LARGE_ENTRIES
 from deltarank.analysis.maths.deltas import Delta
-from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
+from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult, different_base
 from deltarank.errors import DeltarankError
 from deltarank.io.base import TensorSource
 
@@ -100,13 +100,20 @@ def spectrum_many(
     if isinstance(resume, str | Path):
         cache = RecordCache(Path(resume), opts.fingerprint(base, tuned))
     try:
-        base_source, plans = plan_run(base, tuned, opts.selection, opts.quantization_error, standalone=True)
+        base_source, plans = plan_run(
+            base,
+            tuned,
+            opts.selection,
+            opts.quantization_error,
+            standalone=True,
+            allow_different_base=opts.allow_different_base,
+        )
         with joined(device) as world:
             records = _run(base_source, plans, device, settings, world, progress, cache, opts.workers)
             gathered = gather(records, world)
     except DeltarankError:
-        if cache is not None:
-            cache.remove()  # bad input: nothing worth resuming, leave no trace
+        if cache is not None and not cache.preexisting:
+            cache.remove()  # bad input: nothing worth resuming, leave no trace (an earlier run's cache stays)
         raise
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_interrupted(cache)) from None
@@ -114,22 +121,26 @@ def spectrum_many(
         cache.remove()  # the library's own cache: the run is finished
     if gathered is None:
         return []
-    return [
-        SpectrumResult(
-            base=str(base),
-            tuned=plan.tuned_path,
-            device=str(device),
-            precision=opts.precision,
-            thresholds=opts.thresholds,
-            matrices=_in_plan_order(plan, [r for t, r in gathered if t == index]),
-            skipped=plan.skipped,
-            method="randomized" if settings.solver == "randomized" else "exact",
-            solver=settings.solver,
-            deltarank_version=__version__,
-            resumed=cache.reused if cache is not None else 0,
+    results = []
+    for index, plan in enumerate(plans):
+        matrices = _in_plan_order(plan, [r for t, r in gathered if t == index])
+        results.append(
+            SpectrumResult(
+                base=str(base),
+                tuned=plan.tuned_path,
+                device=str(device),
+                precision=opts.precision,
+                thresholds=opts.thresholds,
+                matrices=matrices,
+                skipped=plan.skipped,
+                method="randomized" if settings.solver == "randomized" else "exact",
+                solver=settings.solver,
+                deltarank_version=__version__,
+                different_base=different_base(matrices),
+                resumed=cache.reused if cache is not None else 0,
+            )
         )
-        for index, plan in enumerate(plans)
-    ]
+    return results
 
 
 def _interrupted(cache: RecordCache | None) -> str:
@@ -169,6 +180,8 @@ def _run(
     CUDA, where same-shape deltas are batched instead; see `deltarank.analysis.engine.schedule` for the CPU).
     """
     jobs = _jobs(plans, world)
+    if cache is not None:
+        cache.total = len(jobs)  # the manifest says how far a killed run got (12/30)
     done: list[tuple[int, MatrixSpectrum]] = []
     todo = []
     for job in jobs:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from deltarank.analysis.results.base import Record, ResultFile
+from deltarank.analysis.results.medians import median
 from deltarank.errors import OutputError
 from deltarank.io.atomic import check_writable, write_atomic
 from deltarank.io.dtypes import LOW_PRECISION, is_quantized
@@ -27,6 +29,15 @@ ADAPTER_KINDS = frozenset(
     | {"qlora", "quantization_error", "qlora_total"}
 )
 MAX_LISTED = 5
+# Same base or not, from the tensors alone. Fine-tunes move a weight by ~1e-3 to 1e-1 of its norm, while two
+# independently initialised models of one scale differ by ~√2 ≈ 1.4 (‖W₁ − W₂‖² = ‖W₁‖² + ‖W₂‖² for independent
+# zero-mean weights; #24 measured 1.4 for a Llama base against a Qwen2 checkpoint). 0.5 sits between the two
+# with a margin of 5x above the largest fine-tune and ~3x below unrelated weights.
+LARGE_RELATIVE_CHANGE = 0.5
+# Ranks "at the Gaussian reference": the median energy_90 at least this share of a Gaussian matrix's. Only
+# counted with a change of at least GAUSSIAN_MIN_CHANGE, since a small, noisy update can be full-rank too.
+GAUSSIAN_SHARE = 0.95
+GAUSSIAN_MIN_CHANGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,13 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
     method: str = field(default="exact", metadata={"help": "exact, or the approximate method asked for."})
     solver: str = field(default="svd", metadata={"help": "svd, gram (exact) or randomized (approximate)."})
     deltarank_version: str = field(default="", metadata={"help": "Version that wrote the file."})
+    different_base: str | None = field(
+        default=None,
+        metadata={
+            "help": "Why BASE and TUNED may not be the same base model (median ‖ΔW‖/‖W‖ above "
+            f"{LARGE_RELATIVE_CHANGE}, or ranks at the Gaussian reference); null when nothing suggests it."
+        },
+    )
     resumed: int = field(
         default=0, compare=False, metadata={"json": False, "help": "Matrices reused from a resume cache."}
     )
@@ -136,7 +154,7 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
     def warnings(self) -> list[str]:
         """What a reader must know before trusting the ranks: low-precision or quantized storage, deltas at
         noise level, unchanged matrices, approximate spectra and skipped tensors (the CLI prints these)."""
-        out = []
+        out = [self.different_base] if self.different_base else []
         standalone = [m for m in self.matrices if m.kind in NOT_DELTAS]
         if standalone and self.base != self.tuned:
             out.append(
@@ -179,6 +197,37 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
             reasons = [f"{s.name} ({s.reason})" for s in self.skipped]
             out.append(f"{len(self.skipped)} tensor(s) skipped: {_few(reasons)}")
         return out
+
+
+def different_base(matrices: Sequence[MatrixSpectrum]) -> str | None:
+    """Why the deltas look like differences of unrelated models, or None: the median ‖ΔW‖/‖W‖ over the
+    matrices is large, or their energy_90 ranks sit at the Gaussian reference with a sizeable change.
+
+    Only weight deltas whose base norm was read count (not a standalone adapter's own matrices, not a QLoRA
+    base's quantisation error).
+    """
+    deltas = [
+        m
+        for m in matrices
+        if m.base_norm and m.kind not in NOT_DELTAS and m.kind != "quantization_error" and not m.approximate
+    ]
+    if not deltas:
+        return None
+    relative = median(m.delta_norm / m.base_norm for m in deltas if m.base_norm)
+    shares = median(
+        e90 / m.random_energy_90
+        for m in deltas
+        if (e90 := m.ranks.get("energy_90")) is not None and m.random_energy_90
+    )
+    if relative is None:
+        return None
+    gaussian = shares is not None and shares >= GAUSSIAN_SHARE and relative >= GAUSSIAN_MIN_CHANGE
+    if relative <= LARGE_RELATIVE_CHANGE and not gaussian:
+        return None
+    found = [f"the median ‖ΔW‖/‖W‖ is {relative:.3g} (fine-tunes: ~0.001-0.1)"]
+    if gaussian and shares is not None:
+        found.append(f"the ranks sit at the Gaussian reference (median energy_90 {shares:.0%} of it)")
+    return f"{' and '.join(found)}: are these the same base model?"
 
 
 def _few(items: list[str]) -> str:

@@ -141,6 +141,7 @@ def extract(
     overwrite: bool = False,
     embeddings: bool = False,
     progress: ProgressHook | None = None,
+    allow_different_base: bool = False,
 ) -> ExtractResult:
     """Write the best rank-k approximation of every selected ΔW = TUNED − BASE as a PEFT LoRA adapter.
 
@@ -164,6 +165,7 @@ def extract(
         embeddings: Also extract the input embedding (peft's nn.Embedding LoRA) and the LM head; refused for
             a base whose LM head is tied to the embedding.
         progress: Called as progress(done, total, name) after each matrix.
+        allow_different_base: Extract from a TUNED whose config describes another architecture (else refused).
 
     Returns:
         The ExtractResult (also saved in the adapter directory).
@@ -172,7 +174,7 @@ def extract(
     check_output_dir(out_dir, overwrite)
     dev, compute = resolve_device(device), resolve_precision(precision)
     selection = (WithEmbeddings if embeddings else Selection)(include=include, exclude=exclude)
-    base_source, plan = plan_one(base, tuned, selection)
+    base_source, plan = plan_one(base, tuned, selection, allow_different_base)
     if embeddings:
         check_untied(base_source)
     if isinstance(plan.source, AdapterSource) and plan.source.config.fan_in_fan_out:

@@ -95,6 +95,7 @@ def intruders(
     device: str = "auto",
     precision: str = "float32",
     progress: ProgressHook | None = None,
+    allow_different_base: bool = False,
 ) -> IntruderResult:
     """Intruder dimensions of every selected weight of TUNED against BASE (Shuttleworth et al. 2024).
 
@@ -112,13 +113,16 @@ def intruders(
         device: auto, cpu or cuda.
         precision: float32 or float64.
         progress: Called as progress(done, total, name) after each matrix.
+        allow_different_base: Compare a TUNED whose config describes another architecture (else refused).
 
     Returns:
         An IntruderResult with one MatrixIntruders per matrix.
     """
     sweep = check_epsilons(epsilon, epsilons, top_k)
     dev, dtype = resolve_device(device), resolve_precision(precision)
-    base_source, plan = plan_one(base, tuned, Selection(include=include, exclude=exclude))
+    base_source, plan = plan_one(
+        base, tuned, Selection(include=include, exclude=exclude), allow_different_base
+    )
 
     def load(pair: Pair) -> LoadedPair:
         return load_pair(pair, base_source, plan.source, dev, with_base=True)

@@ -204,7 +204,14 @@ def preview(
         selection = WithEmbeddings(include=opts.include, exclude=opts.exclude)
     spectrum_run = command == "spectrum"
     quantization_error = opts.quantization_error if spectrum_run else False
-    base_source, plans = plan_run(base, tuned, selection, quantization_error, standalone=spectrum_run)
+    base_source, plans = plan_run(
+        base,
+        tuned,
+        selection,
+        quantization_error,
+        standalone=spectrum_run,
+        allow_different_base=opts.allow_different_base,
+    )
     if command == "extract" and embeddings:
         check_untied(base_source)
     groups, run_skipped = _groups(command, plans, embeddings)

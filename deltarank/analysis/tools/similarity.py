@@ -87,6 +87,7 @@ def similarity(
     device: str = "auto",
     precision: str = "float32",
     progress: ProgressHook | None = None,
+    allow_different_base: bool = False,
 ) -> SimilarityResult:
     """Subspace similarity φ(i, j) between ΔW_A = A − BASE and ΔW_B = B − BASE for every shared matrix.
 
@@ -103,6 +104,7 @@ def similarity(
         device: auto, cpu or cuda.
         precision: float32 or float64.
         progress: Called as progress(done, total, name) after each matrix.
+        allow_different_base: Compare a TUNED whose config describes another architecture (else refused).
 
     Returns:
         A SimilarityResult with one MatrixSimilarity per matrix that both deltas change.
@@ -112,7 +114,10 @@ def similarity(
         raise OptionError(f"unknown side {side!r} (left or right)")
     dev, dtype = resolve_device(device), resolve_precision(precision)
     base_source, (plan_a, plan_b) = plan_run(
-        base, [tuned_a, tuned_b], Selection(include=include, exclude=exclude)
+        base,
+        [tuned_a, tuned_b],
+        Selection(include=include, exclude=exclude),
+        allow_different_base=allow_different_base,
     )
     common, skipped = _match(plan_a, plan_b)
     jobs = [(plan, pair) for pair_a, pair_b in common for plan, pair in ((plan_a, pair_a), (plan_b, pair_b))]
