@@ -259,7 +259,7 @@ def measure_diversity(
             seed=seed * 1_000_003 + index,
         )
         texts.append([truncate_completion(t) for t in raw] if item.problem is not None else raw)
-    passed = _check(prompts, texts) if execute else None
+    passed, isolation = _check(prompts, texts) if execute else (None, None)
     if generations_path is not None:
         from deltarank.io.atomic import write_atomic
 
@@ -283,12 +283,15 @@ def measure_diversity(
         "top_p": top_p,
         "max_new_tokens": max_new_tokens,
         "executed": passed is not None,
+        "isolation": isolation,  # how the samples ran (the sandbox's mode), None when not executed
         **count_diversity(texts, passed),
     }
 
 
-def _check(prompts: Sequence[DiversityPrompt], texts: Sequence[Sequence[str]]) -> list[list[bool]]:
-    """Pass/fail of every HumanEval sample, each run in its own limited process."""
+def _check(
+    prompts: Sequence[DiversityPrompt], texts: Sequence[Sequence[str]]
+) -> tuple[list[list[bool]], str]:
+    """Pass/fail of every HumanEval sample, each checked in the sandbox, and the sandbox's isolation mode."""
     from deltarank.evaluation.sandbox import Limits
     from deltarank.evaluation.tasks import check_completions
 
@@ -296,5 +299,7 @@ def _check(prompts: Sequence[DiversityPrompt], texts: Sequence[Sequence[str]]) -
         raise InputError("evaluate.execute", "only HumanEval samples can be executed (diversity_prompts)")
     problems = [item.problem for item, group in zip(prompts, texts, strict=True) for _ in group]
     completions = [t for group in texts for t in group]
-    outcomes = iter(check_completions(problems, completions, Limits()))
-    return [[bool(next(outcomes)["passed"]) for _ in group] for group in texts]
+    checked = check_completions(problems, completions, Limits())
+    outcomes = iter(checked)
+    mode = str(checked[0]["isolation"]) if checked else ""
+    return [[bool(next(outcomes)["passed"]) for _ in group] for group in texts], mode

@@ -124,3 +124,4 @@ def test_sampling_is_seeded_and_humaneval_samples_are_checked(
     assert found["distinct_passing_per_prompt"] == 0.0
     assert found["distinct_failing_per_prompt"] == found["distinct_per_prompt"]
     assert found["executed"] is True and found["samples_per_prompt"] == 2
+    assert str(found["isolation"]).startswith(("bubblewrap:", "unsafe-no-sandbox"))  # the mode is recorded
