@@ -4,9 +4,17 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo test test-fast lint figures bench clean
+.PHONY: install sandbox demo test test-fast lint figures bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed sandbox
+
+# `evaluate --execute` runs model-written code in a bubblewrap sandbox: installed where we can (root with
+# apt-get), otherwise the command to run is printed (deltarank refuses --execute without it).
+sandbox:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -q bubblewrap >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
+	else echo "note: evaluate --execute needs bubblewrap: sudo apt install bubblewrap (or dnf/pacman install bubblewrap)"; fi
 
 # torch first: the pinned CPU build comes from a local wheel; a bare `torch` requirement would pull CUDA.
 $(VENV)/.installed: pyproject.toml
