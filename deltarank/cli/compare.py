@@ -48,9 +48,10 @@ def compare(
     )
     from deltarank.errors import DeltarankError, OptionError
     from deltarank.figures import tables
-    from deltarank.io.atomic import write_atomic
+    from deltarank.io.atomic import refuse_overlap, write_atomic
 
     if output is not None:
+        refuse_overlap(output, results)  # --force never replaces a result file being compared
         check_new_file(output, force)
     loaded = [read_result(path) for path in results]
     schemas = list(dict.fromkeys(result.SCHEMA for result in loaded))

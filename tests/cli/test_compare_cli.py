@@ -57,12 +57,15 @@ def test_compare_errors(tmp_path: Path) -> None:
         (["compare", str(tmp_path / "missing.json")], "missing.json: "),
         (["compare", str(full), "-o", str(tmp_path / "no" / "t.csv")], "does not exist"),
         (["compare", str(full), "--label", "a", "--label", "b"], "2 --label values for 1"),
+        (["compare", str(full), "-o", str(full), "--force"], f"-o {full}: is the input {full}"),
     ]
+    kept = full.read_bytes()
     for args, message in cases:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == (2 if "--label" in args else 1), (args, result.output)  # usage error: 2
         assert result.output.strip().startswith("Error: ") and message in result.output, result.output
     assert CliRunner().invoke(main, ["compare"]).exit_code == 2  # click usage error: no file given
+    assert full.read_bytes() == kept  # --force never replaced the result being compared
 
 
 def _rows(output: str) -> list[list[str]]:
