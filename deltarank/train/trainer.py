@@ -94,6 +94,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         kept = f"{checkpoint.name} kept" if checkpoint is not None else "nothing was kept"
         super().__init__(f"interrupted {where}; {kept}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (a study's workers) intact
+        return (type(self), (self.step, self.max_steps, self.checkpoint))
+
 
 def run_training(
     config: TrainConfig, callbacks: Sequence[Any] = (), inputs: Sequence[str | Path | None] = ()
@@ -226,6 +229,10 @@ def training_arguments(config: TrainConfig) -> Any:
             raise DeltarankError(f"--device {config.device}: only {torch.cuda.device_count()} CUDA device(s)")
         torch.cuda.set_device(index)  # the Trainer's single-process device is the current CUDA device
     _check_reporter(config.report_to)
+    from deltarank.io import bitsandbytes_gate
+
+    if bitsandbytes_gate.needs_bitsandbytes(config.optim):
+        bitsandbytes_gate.allow()  # an 8-bit or paged optimizer runs on bitsandbytes
     eval_steps = config.eval_steps or config.save_steps
     on_cuda = config.device != "cpu" and torch.cuda.is_available()
     amp = config.mixed_precision != "fp32"

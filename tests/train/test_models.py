@@ -9,8 +9,8 @@ import pytest
 
 from deltarank.errors import DeltarankError, InputError
 from deltarank.train import models
-from deltarank.train.methods import linear_module_names, resolve_target_modules
 from deltarank.train.models import find_default_gguf, resolve_model
+from deltarank.train.targets import linear_module_names, resolve_target_modules
 from tests.conftest import build_tiny_llama
 
 
