@@ -53,6 +53,10 @@ def _same_settings(run: RunSpec, run_dir: Path, trains_on: str) -> bool:
         saved.pop(key, None)
     if run.parent is not None:
         saved["model"] = f"run:{run.parent}"
-    if saved.get("data") == trains_on:
+    if (
+        trains_on != run.config["data"]
+    ):  # a held-out part is split off: a run trained on it all is not this run
+        if saved.get("data") != trains_on:
+            return False
         saved["data"] = run.config["data"]
     return bool(saved == run.identity())

@@ -283,3 +283,28 @@ def test_dry_run_says_what_is_split_off_and_not_measured(tmp_path: Path, tiny_lm
         "names one); diversity (evaluate.diversity_prompts is null; held_out samples the held-out set)",
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_trained_on_the_whole_file_is_not_measured_on_a_split_of_it(
+    tmp_path: Path, tiny_lm: Path
+) -> None:
+    """A run directory of the same settings trained on the whole file (a study from before the split, switched
+    with --force) has seen the held-out part: it is trained again, never measured on examples it learned."""
+    from deltarank.study.run_state import run_status
+    from deltarank.train.trainer import CONFIG_NAME
+
+    study_map = tiny_study(tmp_path, tiny_lm)
+    del study_map["evaluate"]["held_out"]
+    study = parse_study(study_map, tmp_path / "s.yaml")
+    out = tmp_path / "out"
+    run = study.runs[0]
+    run_dir = out / run.name
+    run_dir.mkdir(parents=True)
+    run.train_config(run_dir).resolved().save(run_dir / CONFIG_NAME)  # data: the whole file
+    (run_dir / "run.json").write_text("{}")
+    assert run_status(study, run, out).state == "pending"
+    split = out / "data" / "x" / "train.jsonl"
+    run.train_config(run_dir, data=str(split)).resolved().save(run_dir / CONFIG_NAME)
+    with pytest.MonkeyPatch.context() as patch:  # trained on the split's train part: this run
+        patch.setattr("deltarank.study.run_state.training_data", lambda *a: str(split))
+        assert run_status(study, run, out).state == "measure"
