@@ -7,6 +7,7 @@ from typing import Any
 
 from deltarank.analysis.results import SpectrumResult
 from deltarank.analysis.results.medians import median
+from deltarank.analysis.results.rank_claim import describe, rank_multiple
 from deltarank.io.atomic import write_atomic
 from deltarank.reproduce.config import METHODS, ReproduceConfig, checkpoints
 from deltarank.train.run_record import read_run_record
@@ -22,9 +23,6 @@ COST_KEYS = (
     "peak_memory_bytes",
     "peak_memory_kind",
 )
-# Headline claim checked in the summary: full FT needs at least this many times the LoRA rank.
-HEADLINE_RATIO = 10.0
-MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
 
 def module_table(full: SpectrumResult, lora: SpectrumResult, lora_r: int) -> dict[str, dict[str, float]]:
@@ -61,14 +59,14 @@ def build_summary(
     base = evaluation["base"]
     final_key = {m: f"{m}@{checkpoints(runs[m])[-1][0]}" for m in METHODS}
     modules = module_table(spectra["full"][-1], spectra["lora"][-1], config.lora_r)
-    mlp_ratio = _known(median(modules[m]["full_over_lora_r"] for m in MLP_MODULES if m in modules))
+    claim = rank_multiple({m: row["full_energy_90_median"] for m, row in modules.items()}, config.lora_r)
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "domain": config.domain,
         "quick": config.quick,
         "lora_r": config.lora_r,
         "modules": modules,
-        "headline": {"mlp_full_energy_90_over_lora_r": mlp_ratio, "holds": mlp_ratio >= HEADLINE_RATIO},
+        "headline": headline(claim),
         "learning": {
             "base": base["target_loss"],
             **{m: evaluation[final_key[m]]["target_loss"] for m in METHODS},
@@ -85,6 +83,23 @@ def build_summary(
         }
     summary["subspace"] = _subspace_summary(subspace)
     return summary
+
+
+def headline(claim: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's `headline`: the rank claim (`deltarank.analysis.results.rank_claim`) with both views.
+
+    `mlp_full_energy_90_over_lora_r` and `holds` (the MLP view inside the claim's 10–100×) keep their names
+    for readers of earlier summaries; `all_modules_full_energy_90_over_lora_r`, `verdict` (the claim's, over
+    every view) and `rank_claim` (the views in full) say the rest.
+    """
+    views = claim["views"]
+    return {
+        "mlp_full_energy_90_over_lora_r": views["mlp"]["multiple"],
+        "all_modules_full_energy_90_over_lora_r": views["all_modules"]["multiple"],
+        "holds": views["mlp"]["verdict"] == "supported",
+        "verdict": claim["verdict"],
+        "rank_claim": claim,
+    }
 
 
 def _cost(run_dir: Path) -> dict[str, Any]:
@@ -131,11 +146,10 @@ def _subspace_summary(subspace: dict[str, Any]) -> dict[str, Any]:
 def write_report(path: Path, summary: dict[str, Any]) -> None:
     """A Markdown report with the headline, learning/forgetting, cost and the per-module table."""
     lines = [f"# deltarank reproduce ({summary['domain']}, {'quick' if summary['quick'] else 'long'})", ""]
-    head = summary["headline"]
+    claim = summary["headline"]["rank_claim"]
     lines += [
-        f"MLP projections: full fine-tuning needs a median **{head['mlp_full_energy_90_over_lora_r']:.1f}×** the "
-        f"LoRA rank r = {summary['lora_r']} to explain 90% of ΔW's energy "
-        f"({'≥' if head['holds'] else '<'} {HEADLINE_RATIO:.0f}×).",
+        "Full fine-tuning's ΔW has 10–100× the rank of LoRA's (energy_90 of the full ΔW, median over layers, "
+        f"÷ r): {describe(claim)}; verdict **{claim['verdict']}**.",
         "",
         "| module | dim | full energy_90 | LoRA energy_90 | full ÷ r | full noise_floor | Gaussian energy_90 |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -9,11 +9,11 @@ less and forgets less, is `deltarank.study.learns_less_forgets_less`.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deltarank.analysis.results.medians import median
+from deltarank.analysis.results.rank_claim import RANK_RANGE, describe, rank_multiple
 from deltarank.figures.study_rows import (
     Run,
     base_of,
@@ -27,8 +27,6 @@ from deltarank.figures.study_rows import (
     setting,
 )
 from deltarank.study.verdicts import BIDERMAN, Measure, claim_result, context, learning_measure, mean
-
-RANK_RANGE = (10.0, 100.0)
 
 
 def regularised_like_full(runs: Sequence[Run]) -> dict[str, Any] | None:
@@ -142,38 +140,49 @@ def diversity_order(runs: Sequence[Run], study: Mapping[str, Any]) -> dict[str, 
 
 
 def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
-    """Full FT's ΔW needs 10–100× the rank of a typical LoRA configuration: the median energy_90 of full FT's
-    ΔW (over module types and runs) divided by the smallest LoRA rank r of the study (the typical
-    configuration; the ratio to every other r is listed), else by LoRA's own measured energy_90."""
-    full = [v for r in runs if is_full(r) and (v := rank_summary(r)) is not None]
+    """Full FT's ΔW has 10–100× the rank of a typical LoRA configuration, as
+    `deltarank.analysis.results.rank_claim` defines it (the one definition `reproduce`'s summary uses too):
+    per module type, the median over the study's full runs of their median energy_90, in the MLP and the
+    all-module view, divided by the smallest LoRA rank r of the study (the typical configuration; the
+    all-module multiple of every other r is listed), else by LoRA's own measured energy_90."""
+    full_runs = [r for r in runs if is_full(r) and rank_summary(r) is not None]
     lora_runs = [r for r in runs if is_lora(r)]
     ranks = sorted({float(v) for r in lora_runs if (v := setting(r, "lora_r")) is not None})
     measured = [v for r in lora_runs if (v := rank_summary(r)) is not None]
-    if not full or not (ranks or measured):
+    if not full_runs or not (ranks or measured):
         return None
-    claim = "full fine-tuning's ΔW has 10–100× the rank of LoRA's"
-    full_rank = statistics.median(full)
+    text = "full fine-tuning's ΔW has 10–100× the rank of LoRA's"
+    modules = list(dict.fromkeys(m for r in full_runs for m in section(r, "ranks")))
+    per_module = {
+        m: median((section(r, "ranks").get(m) or {}).get("energy_90_median") for r in full_runs)
+        for m in modules
+    }
+    full_rank = median(per_module.values())
+    assert full_rank is not None  # every full run has a rank summary
     lora_rank = median(measured)
     reference = ranks[0] if ranks else lora_rank
-    ratio = full_rank / reference if reference else math.inf
-    low, high = RANK_RANGE
-    verdict = "supported" if low <= ratio <= high else "not supported"
+    claim = rank_multiple(per_module, reference or 0.0)
+    views = claim["views"]
+    ratio = views["all_modules"]["multiple"]
     evidence = f"median energy_90 of full FT's ΔW {full_rank:g}"
     if ranks:
         evidence += " = " + ", ".join(f"{full_rank / r:.1f}× r = {r:g}" for r in ranks)
+    evidence += f"; against {'r' if ranks else 'LoRA energy_90'} = {reference:g}: {describe(claim)}"
     if lora_rank:
         evidence += f"; LoRA's own ΔW energy_90 {lora_rank:g} ({full_rank / lora_rank:.1f}×)"
-    if ratio > high:
+    if ratio is not None and ratio > RANK_RANGE[1]:
         evidence += " (above the 100× of the claim)"
     return claim_result(
         "full_rank_multiple",
         BIDERMAN,
-        claim,
-        verdict,
+        text,
+        claim["verdict"],
         evidence,
         full_energy_90=full_rank,
         lora_r=ranks[0] if ranks else None,
         lora_energy_90=lora_rank,
-        ratio=ratio,
+        ratio=ratio if ratio is not None else math.inf,
+        mlp_ratio=views["mlp"]["multiple"],
+        views=views,
         ratios={f"{r:g}": full_rank / r for r in ranks},
     )

@@ -109,3 +109,23 @@ def test_rank_claim_against_the_smallest_lora_rank() -> None:
     claim = {c["id"]: c for c in check_claims(study)}["full_rank_multiple"]
     assert claim["numbers"]["ratios"] == {"2": 25.0, "4": 12.5} and claim["numbers"]["ratio"] == 25.0
     assert "25.0× r = 2, 12.5× r = 4" in claim["evidence"]
+
+
+def test_rank_claim_shows_both_views_and_one_verdict_when_they_disagree(tmp_path: Path) -> None:
+    """MLP 30× r = 2 is inside 10–100×, all module types 5× is not: the claim is view-dependent, and the
+    study's claims and report.md show both views (the reproduce summary's test checks the same there)."""
+    study = biderman_study()
+    for row in study["runs"]:
+        if row["settings"]["method"] == "full" and row["ranks"]:
+            row["ranks"] = {
+                m: {"energy_90_median": v, "noise_floor_median": v / 2}
+                for m, v in {"q_proj": 10.0, "k_proj": 10.0, "down_proj": 60.0}.items()
+            }
+    claim = {c["id"]: c for c in check_claims(study)}["full_rank_multiple"]
+    assert claim["verdict"] == "view-dependent"
+    assert claim["numbers"]["mlp_ratio"] == 30.0 and claim["numbers"]["ratio"] == 5.0
+    both = "MLP 30.0× (supported), all modules 5.0× (not supported) of r = 2"
+    assert both in claim["evidence"]
+    path = tmp_path / "report.md"
+    write_report(study, path)
+    assert both in path.read_text() and "**view-dependent**" in path.read_text()
