@@ -2,7 +2,8 @@
 
 - accuracy: exact-match accuracy of greedy answers (`builtin:zh-sentiment:test`: 正面 / 负面);
 - humaneval: greedy completions of the HumanEval prompts, cut at the next top-level statement, and, only when
-  asked, each checked against the problem's tests in its own limited process (`deltarank.evaluation.sandbox`);
+  asked, each checked against the problem's tests (`deltarank.evaluation.verdict`: the test in a trusted
+  process, the completion in the bubblewrap sandbox of `deltarank.evaluation.sandbox`);
   pass@1 of greedy decoding;
 - loss: token-weighted mean loss on any data spec (a JSONL file, `builtin:zh-text:test`, ...), tokenized as
   training tokenizes it (forgetting = its rise from the base model to the tuned one).
