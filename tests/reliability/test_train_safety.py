@@ -12,8 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ from deltarank.train.config import TrainConfig
 from tests.train.conftest import one_thread, save_tiny_model, write_jsonl
 
 __all__ = ["one_thread"]  # autouse fixture: tiny-model runs on one thread
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -320,6 +328,33 @@ def test_interrupt_keeps_a_default_checkpoint_and_names_the_command_that_continu
     assert (record["resumed_from_step"], record["steps"]) == (6, 20)
     assert record["save_interval"] == {"default": True, "steps": 2, "minutes": 10, "keep": 2}
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-16", "checkpoint-18"]
+
+
+def test_real_ctrl_c_names_the_command_that_continues(tmp_path: Path, model_dir: Path, data: Path) -> None:
+    """SIGINT to the real command (each step slowed) after its first default checkpoint: exit 130, the line
+    names the checkpoint kept and the command, and that command finishes the run."""
+    out = tmp_path / "run"
+    args = train_args(model_dir, data, out, "--max-steps", "20")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.slowed", "0.3", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint-2" / "trainer_state.json").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the end"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    line = stderr.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"Error: interrupted at step (\d+)/20; (checkpoint-\d+) kept\. Continue with: (.*)", line
+    )
+    assert match, line
+    assert (out / match[2] / "trainer_state.json").is_file()
+    assert match[3] == f"deltarank train {shlex.join(args[1:])} --resume"
+    result = invoke(shlex.split(match[3])[1:])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["resumed_from_step"] == int(match[2].split("-")[1])
 
 
 def test_interrupt_before_the_first_checkpoint_keeps_nothing(
