@@ -91,7 +91,9 @@ def _truncate_log(path: Path, resume_step: int | None) -> float:
         if entry.get("step", 0) > resume_step:
             break
         kept.append(entry)
-    path.write_text("".join(json.dumps(e) + "\n" for e in kept))
+    from deltarank.io.atomic import write_atomic  # a kill while cutting the log back leaves it whole
+
+    write_atomic(path, "".join(json.dumps(e) + "\n" for e in kept))
     return float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
 
 
