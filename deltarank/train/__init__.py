@@ -10,10 +10,9 @@ Modules: config (TrainConfig), config_file (load_train_config: YAML/TOML and fla
 (the allowed values and checks), models (resolve_model, find_default_gguf), data and formats (JSONL shapes),
 builtin_data (builtin:code / builtin:math and their held-out splits), methods (the model wrapping, one
 function per method), targets (--target-modules, block sizes), bottleneck (Houlsby adapters), arguments
-(TrainingArguments), trainer
-(run_training), run_dir (the output directory checked, --resume compared with the run it continues), run_claim
-(the output created after every check, taken back on an early failure), saving (the default checkpoint interval),
-callbacks (train_log.jsonl, cost, progress), run_record (run.json).
+(TrainingArguments), trainer (run_training), run_dir (the output directory checked, --resume compared with the
+run it continues), run_claim (the output created after every check, taken back on an early failure), saving
+(the default checkpoint interval), callbacks (train_log.jsonl, cost, progress), run_record (run.json).
 """
 
 from __future__ import annotations
