@@ -104,6 +104,9 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from deltarank.io import console
+
+    console.install()  # other libraries' known-harmless warnings and bars filtered; bitsandbytes held back
     signal.signal(signal.SIGTERM, _terminate)
 
 

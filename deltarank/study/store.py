@@ -1,10 +1,11 @@
 """study.json (`deltarank.study/1`) and study.csv: one row per run, written atomically.
 
-study.json: {"schema", "study": {name, description, fingerprint, file (the resolved study)}, "base": the first
-base model's measurements, "bases": {key: measurements} (one per base model and training data), "runs": [{"name",
-"coordinates", "from", "settings", "base", "learning", "forgetting", "diversity", "cost", "ranks"}], "groups":
-rows that differ only in seed, with means and confidence intervals}. study.csv: the runs flattened, one column
-per leaf (`coordinates.method`, `learning.held_out_loss`, `ranks.down_proj.energy_90_median`, ...).
+study.json: {"schema", "study": {name, description, fingerprint, file (the resolved study), held_out_splits (the
+held-out parts split from training files: `deltarank.study.held_out_split`), not_measured (what the study leaves
+out: `deltarank.study.coverage`)}, "base": the first base model's measurements, "bases": {key: measurements}
+(one per base model and training data), "runs": [{"name", "coordinates", "from", "settings", "base", "learning",
+"forgetting", "diversity", "cost", "ranks"}], "groups": rows that differ only in seed, with means and confidence
+intervals}. study.csv: the runs flattened, one column per leaf (`coordinates.method`, `learning.held_out_loss`, `ranks.down_proj.energy_90_median`, ...).
 """
 
 from __future__ import annotations

@@ -233,6 +233,10 @@ def bnb_config(spec: Any) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
+    from deltarank.io.bitsandbytes_gate import allow
+
+    allow()  # 4-bit weights from here on: bitsandbytes is no longer held back
+
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=spec.quant_type,

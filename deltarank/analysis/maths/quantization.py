@@ -19,6 +19,9 @@ def dequantized(weight: torch.Tensor, spec: QuantizationSpec) -> torch.Tensor:
     Raises:
         DeltarankError: bitsandbytes is not installed.
     """
+    from deltarank.io.bitsandbytes_gate import allow
+
+    allow()
     try:
         import bitsandbytes.functional as bnb
     except ImportError:
