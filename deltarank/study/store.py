@@ -5,7 +5,8 @@ held-out parts split from training files: `deltarank.study.held_out_split`), not
 out: `deltarank.study.coverage`)}, "base": the first base model's measurements, "bases": {key: measurements}
 (one per base model and training data), "runs": [{"name", "coordinates", "from", "settings", "base", "learning",
 "forgetting", "diversity", "cost", "ranks"}], "groups": rows that differ only in seed, with means and confidence
-intervals}. study.csv: the runs flattened, one column per leaf (`coordinates.method`, `learning.held_out_loss`, `ranks.down_proj.energy_90_median`, ...).
+intervals}. study.csv: the runs flattened, one column per leaf (`coordinates.method`, `learning.held_out_loss`,
+`ranks.down_proj.energy_90_median`, ...).
 """
 
 from __future__ import annotations
