@@ -10,26 +10,16 @@ another machine), the architectures are compared where both configs can be read.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
+from deltarank.io.architecture import read_architecture
 from deltarank.train.models import NAMED_MODELS, ModelSource, resolve_model
 from deltarank.train.run_record import RUN_JSON, read_run_record
 
 CHECKPOINT = re.compile(r"checkpoint-\d+")
-# config.json keys that tell two architectures apart (model family, depth, widths, vocabulary)
-ARCHITECTURE_KEYS = (
-    "model_type",
-    "num_hidden_layers",
-    "hidden_size",
-    "intermediate_size",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "vocab_size",
-)
 
 
 def recorded_base(tuned: Path) -> tuple[dict[str, Any], Path] | None:
@@ -74,7 +64,7 @@ def base_for_run(model: str | None, tuned: Path) -> ModelSource:
 def same_base(given: ModelSource, record: dict[str, Any], tuned: Path) -> bool:
     """Whether `given` is the base `record` (a run.json `model` entry) names: the same built-in model, or the
     same resolved directory and GGUF file; when the recorded directory is gone, the same architecture as far
-    as both configs tell."""
+    as both configs tell (`deltarank.io.architecture`)."""
     name = str(record["name"])
     if name.lower() in NAMED_MODELS and given.name.lower() == name.lower():
         return True
@@ -82,23 +72,9 @@ def same_base(given: ModelSource, record: dict[str, Any], tuned: Path) -> bool:
     if recorded_dir.exists():
         recorded = (recorded_dir.resolve(), record.get("gguf_file"))
         return (given.directory.resolve(), given.gguf_file) == recorded
-    ours = architecture(given.directory) if given.gguf_file is None else None
-    theirs = architecture(tuned) or architecture(tuned.parent)  # a full run keeps its config.json
-    return ours is None or theirs is None or ours == theirs
-
-
-def architecture(directory: Path) -> dict[str, Any] | None:
-    """The ARCHITECTURE_KEYS of a Hugging Face directory's config.json (text models of multimodal configs
-    included), or None when it has no readable one."""
-    try:
-        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict):
-        return None
-    text = config.get("text_config")
-    merged = {**config, **text} if isinstance(text, dict) else config
-    return {key: merged.get(key) for key in ARCHITECTURE_KEYS}
+    ours = read_architecture(_weights_path(given.directory, given.gguf_file))
+    theirs = read_architecture(tuned) or read_architecture(tuned.parent)  # a full run keeps its config.json
+    return ours is None or theirs is None or not ours.differences(theirs)
 
 
 def _recorded_source(record: dict[str, Any], path: Path) -> ModelSource:
@@ -114,14 +90,17 @@ def _recorded_source(record: dict[str, Any], path: Path) -> ModelSource:
 
 
 def _architecture_difference(given: ModelSource, record: dict[str, Any]) -> str:
-    """` (llama, 2 layers, hidden 32 vs llama, 3 layers, hidden 48)` when both configs differ, else ``."""
-    ours = architecture(given.directory) if given.gguf_file is None else None
+    """` (llama (3 layers, hidden 32) vs llama (2 layers, hidden 32): layers 3 vs 2)` when both configs can be
+    read and differ, else ``."""
+    ours = read_architecture(_weights_path(given.directory, given.gguf_file))
     recorded = Path(str(record.get("directory") or record["name"])).expanduser()
-    theirs = architecture(recorded) if not record.get("gguf_file") else None
-    if ours is None or theirs is None or ours == theirs:
+    theirs = read_architecture(_weights_path(recorded, record.get("gguf_file")))
+    differences = ours.differences(theirs) if ours is not None and theirs is not None else []
+    if ours is None or theirs is None or not differences:
         return ""
-    return f" ({_describe(ours)} vs {_describe(theirs)})"
+    return f" ({ours.summary()} vs {theirs.summary()}: {', '.join(differences)})"
 
 
-def _describe(arch: dict[str, Any]) -> str:
-    return f"{arch['model_type']}, {arch['num_hidden_layers']} layers, hidden {arch['hidden_size']}"
+def _weights_path(directory: Path, gguf_file: Any) -> Path:
+    """The GGUF file of a source, or its directory."""
+    return directory / str(gguf_file) if gguf_file else directory

@@ -87,7 +87,7 @@ def test_another_base_is_refused_before_loading(
     out = tmp_path / "r.json"
     result = evaluate("--model", str(bases["b"]), "--tuned", str(runs[method]), "-o", str(out), *LOSS)
     assert_one_line(result, f"--model {bases['b']} is not the base model of {runs[method]}", str(bases["a"]))
-    assert "(llama, 3 layers, hidden 32 vs llama, 2 layers, hidden 32)" in result.output
+    assert "(llama (3 layers, hidden 32) vs llama (2 layers, hidden 32): layers 3 vs 2)" in result.output
     assert not out.exists()
 
 
