@@ -158,3 +158,23 @@ def test_a_larger_vocabulary_alone_is_allowed(models: dict[str, Path], tmp_path:
     model.save_pretrained(grown)
     result = spectrum(models["llama"], grown, device="cpu")
     assert result.matrices and result.different_base is None
+
+
+def test_a_gguf_base_is_compared_by_its_metadata(tmp_path: Path) -> None:
+    """GGUF metadata against a config.json: the numbers are compared (a GGUF names a Mistral `llama`, so the model
+    types of two kinds of file are not)."""
+    from tests.planting import write_llama_gguf
+
+    llama = build_tiny_llama()
+    gguf_base = write_llama_gguf(tmp_path / "base.gguf", llama.state_dict(), llama.config)
+    architecture = read_architecture(gguf_base)
+    assert architecture is not None and architecture.summary() == "llama (2 layers, hidden 32)"
+    deeper = tmp_path / "deeper"
+    build_tiny_llama(num_hidden_layers=3).save_pretrained(deeper)
+    with pytest.raises(
+        PairingError, match=r"llama \(3 layers, hidden 32\): not the same base model \(layers 2 vs 3\)"
+    ):
+        spectrum(gguf_base, deeper, device="cpu")
+    same = tmp_path / "same"
+    llama.save_pretrained(same)
+    assert spectrum(gguf_base, same, device="cpu").matrices
