@@ -280,6 +280,8 @@ def plan_checkpoint(
     pairs: list[Pair]
     local = resolve_path(tuned)
     skipped: list[SkippedTensor]
+    if quantization_error and not is_adapter_dir(local):
+        raise OptionError(f"--quantization-error applies to QLoRA adapters; {tuned} is not a PEFT adapter")
     if is_standalone_adapter(local) and not is_adapter_dir(local):
         source = StandaloneAdapter(local)  # BASE is left unread (the result's warnings say so)
         pairs, skipped = list(source.selected(selection)), []
@@ -288,10 +290,6 @@ def plan_checkpoint(
         adapter_pairs, skipped = plan_adapter(base, source, selection, quantization_error)
         pairs = list(adapter_pairs)
     else:
-        if quantization_error:
-            raise OptionError(
-                f"--quantization-error applies to QLoRA adapters; {tuned} is a checkpoint, not an adapter"
-            )
         source = open_checkpoint(local)
         dense_pairs, skipped = plan_dense(base, source, selection)
         pairs = list(dense_pairs)

@@ -72,7 +72,10 @@ def test_workers_that_do_not_apply_are_warned_about(dirs: dict[str, Path], tmp_p
 def test_quantization_error_on_a_checkpoint_is_a_usage_error(dirs: dict[str, Path], tmp_path: Path) -> None:
     result = _run("spectrum", dirs["base"], dirs["one"], "-o", tmp_path / "s.json", "--quantization-error")
     assert result.exit_code == 2
-    assert "--quantization-error applies to QLoRA adapters" in result.stderr
+    assert (
+        f"--quantization-error applies to QLoRA adapters; {dirs['one']} is not a PEFT adapter"
+        in result.stderr
+    )
     assert not (tmp_path / "s.json").exists()
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 from deltarank.io.adapter import AdapterSource, is_adapter_dir
 from deltarank.io.architecture import check_same_base
 from deltarank.io.base import TensorSource
@@ -66,6 +66,8 @@ def plan_run(
     if is_standalone_adapter(local):
         if not standalone:
             raise DeltarankError(f"{base}: {NOT_A_DELTA}; `deltarank spectrum {base}` reports its matrices")
+        if quantization_error:
+            raise OptionError(f"--quantization-error applies to QLoRA adapters; {base} is not one")
         return _standalone_plan(local, tuned, selection)
     base_source = open_checkpoint(local)
     for path in tuned:  # every TUNED is checked before any is paired or read
