@@ -75,6 +75,11 @@ def install() -> None:
     hold_back()
 
 
+def installed() -> bool:
+    """Whether `install` has run in this process (a study passes it on to its worker processes)."""
+    return any(known in logging.getLogger(name).filters for name, known in _FILTERS.items())
+
+
 def _quiet_bars() -> None:
     """Make `tqdm.auto.tqdm` (what transformers' bars are made of) start HARMLESS_BARS disabled."""
     from tqdm import auto

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from deltarank.errors import DeltarankError
+from deltarank.io import console
 
 EXECUTORS = ("local", "ray")
 Task = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -48,8 +49,8 @@ class ProcessExecutor:
         self.pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=set_threads,
-            initargs=(threads,),
+            initializer=init_worker,
+            initargs=(threads, console.installed()),
         )
 
     def run_wave(self, tasks: Sequence[Task]) -> list[Any]:
@@ -58,6 +59,13 @@ class ProcessExecutor:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def init_worker(threads: int, quiet_console: bool) -> None:
+    """A worker process: its torch threads, and the console filters when the parent has them (the CLI's)."""
+    if quiet_console:
+        console.install()
+    set_threads(threads)
 
 
 def set_threads(threads: int) -> None:

@@ -119,3 +119,24 @@ def test_bitsandbytes_is_imported_only_for_4_bit_weights() -> None:
     assert done.returncode == 0, done.stderr
     assert "held back: True" in done.stdout and "allowed: True True" in done.stdout, done.stdout
     assert "gemm_4bit_forward" not in done.stderr, done.stderr
+
+
+WORKER_PROBE = """
+from deltarank.io import console
+from deltarank.study.executors import ProcessExecutor
+if __name__ == "__main__":
+    console.install()
+    executor = ProcessExecutor(1)
+    print("worker filters:", executor.run_wave([(console.installed, ())]))
+    executor.close()
+"""
+
+
+def test_a_studys_worker_processes_filter_like_the_cli(tmp_path: Path) -> None:
+    """`study --jobs N` trains in spawned processes: they install the same filters as the CLI that started them
+    (before, every worker printed the bars and warnings again)."""
+    script = tmp_path / "probe.py"
+    script.write_text(WORKER_PROBE)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "worker filters: [True]" in done.stdout, done.stdout
