@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from deltarank.cli import main
 from deltarank.errors import InputError
+from deltarank.study.coverage import not_measured
 from deltarank.study.held_out_split import (
     MAX_HELD_OUT,
     evaluate_for,
@@ -229,6 +230,9 @@ def test_the_presets_keep_their_held_out_sets(tmp_path: Path) -> None:
                 assert not needs_split(study.evaluate, data)
                 assert evaluate_for(study, data, tmp_path) is study.evaluate
                 assert study.evaluate.held_out_for(data) == f"{data}:test"
+            if name != "biderman":  # diversity stays off, said: their evaluate: (and fingerprint) as before
+                assert study.evaluate.diversity_prompts is None
+                assert any(m.startswith("diversity (") for m in not_measured(study))
 
 
 @pytest.mark.slow
