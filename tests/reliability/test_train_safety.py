@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 import deltarank.train.trainer as trainer_module
 from deltarank.cli import main
 from deltarank.train.config import TrainConfig
+from deltarank.train.methods import method_callbacks
 from tests.train.conftest import one_thread, save_tiny_model, write_jsonl
 
 __all__ = ["one_thread"]  # autouse fixture: tiny-model runs on one thread
@@ -311,6 +312,9 @@ def test_resume_of_a_directory_without_a_run_is_refused(tmp_path: Path, model_di
 def test_interrupt_keeps_a_default_checkpoint_and_names_the_command_that_continues(
     tmp_path: Path, model_dir: Path, data: Path, fail_at: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deltarank.train import saving
+
+    monkeypatch.setattr(saving, "SAVE_COST_RATIO", 0.0)  # every 10% mark, however long a save takes
     out = tmp_path / "run"
     args = train_args(model_dir, data, out, "--max-steps", "20")  # no --save-steps: every 2 steps, last two
     fail_at(7, KeyboardInterrupt())
@@ -321,12 +325,12 @@ def test_interrupt_keeps_a_default_checkpoint_and_names_the_command_that_continu
         f"{shlex.join(args[1:])} --resume"
     )
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
-    monkeypatch.undo()
+    monkeypatch.setattr(trainer_module, "method_callbacks", method_callbacks)  # no more interrupts
     continued = invoke(shlex.split(line.split("Continue with: deltarank ")[1]))
     assert continued.exit_code == 0, continued.output
     record = json.loads((out / "run.json").read_text())
     assert (record["resumed_from_step"], record["steps"]) == (6, 20)
-    assert record["save_interval"] == {"default": True, "steps": 2, "minutes": 10, "keep": 2}
+    assert record["save_interval"] == {"default": True, "steps": 2, "minutes": 10, "keep": 2, "cost_ratio": 0}
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-16", "checkpoint-18"]
 
 
