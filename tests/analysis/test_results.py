@@ -156,3 +156,43 @@ def test_check_writable_refuses_missing_directory_and_directories(tmp_path: Path
     with pytest.raises(OutputError, match="is a directory"):
         check_writable(tmp_path)
     assert check_writable(tmp_path / "out.json") == tmp_path / "out.json"
+
+
+@pytest.mark.parametrize(
+    ("delta_norm", "e90", "random90", "expected"),
+    [
+        (0.5, 1, 2, None),  # a fine-tune: 5% of ‖W‖, half the Gaussian reference's rank
+        (2.0, 2, 3, None),  # 20% of ‖W‖, ranks two thirds of the reference
+        (6.0, 1, 2, "the median ‖ΔW‖/‖W‖ is 0.6 (fine-tunes: ~0.001-0.1): are these the same base model?"),
+        (
+            2.0,
+            2,
+            2,
+            "the median ‖ΔW‖/‖W‖ is 0.2 (fine-tunes: ~0.001-0.1) and the ranks sit at the Gaussian reference "
+            "(median energy_90 100% of it): are these the same base model?",
+        ),
+        (0.5, 2, 2, None),  # at the Gaussian reference but a change of 5%: a noisy update, not another model
+    ],
+)
+def test_different_base_from_the_tensors(
+    delta_norm: float, e90: int, random90: int, expected: str | None
+) -> None:
+    """#24 finding 7: a large median ‖ΔW‖/‖W‖ (> 0.5), or Gaussian ranks with a change ≥ 0.1, is flagged."""
+    from dataclasses import replace
+
+    from deltarank.analysis.results.spectrum import different_base
+
+    records = [
+        replace(
+            _matrix(f"model.layers.{i}.mlp.up_proj.weight", i, "up_proj", e90),
+            delta_norm=delta_norm,
+            random_energy_90=random90,
+        )
+        for i in range(3)
+    ]
+    assert different_base(records) == expected
+    result = SpectrumResult("b", "t", "cpu", "float32", (0.9,), tuple(records), different_base=expected)
+    assert SpectrumResult.from_json(result.to_json()).different_base == expected  # in the file
+    assert (
+        (expected in result.warnings()) if expected else not any("same base" in w for w in result.warnings())
+    )

@@ -204,12 +204,10 @@ def different_base(matrices: Sequence[MatrixSpectrum]) -> str | None:
     matrices is large, or their energy_90 ranks sit at the Gaussian reference with a sizeable change.
 
     Only weight deltas whose base norm was read count (not a standalone adapter's own matrices, not a QLoRA
-    base's quantisation error).
+    base's quantisation error); an approximate spectrum's null energy_90 leaves only the norms to tell.
     """
     deltas = [
-        m
-        for m in matrices
-        if m.base_norm and m.kind not in NOT_DELTAS and m.kind != "quantization_error" and not m.approximate
+        m for m in matrices if m.base_norm and m.kind not in NOT_DELTAS and m.kind != "quantization_error"
     ]
     if not deltas:
         return None
