@@ -97,9 +97,11 @@ def read_architecture(path: str | Path) -> Architecture | None:
         return None
     if not isinstance(data, dict):
         return None
-    model_type = data.get("model_type")
     text = data.get("text_config")
     numbers = text if isinstance(text, dict) and "hidden_size" in text else data
+    # A multimodal config (gemma3) describes its language model in text_config (model_type gemma3_text), as
+    # the config of a text-only checkpoint of the same model does.
+    model_type = numbers.get("model_type", data.get("model_type"))
     return _architecture(model_type, numbers, "config.json")
 
 

@@ -178,3 +178,15 @@ def test_a_gguf_base_is_compared_by_its_metadata(tmp_path: Path) -> None:
     same = tmp_path / "same"
     llama.save_pretrained(same)
     assert spectrum(gguf_base, same, device="cpu").matrices
+
+
+def test_a_multimodal_config_is_compared_by_its_language_model(tmp_path: Path) -> None:
+    """gemma3's multimodal config.json nests the language model in text_config (model_type gemma3_text)."""
+    text = {"model_type": "gemma3_text", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4}
+    (tmp_path / "multi").mkdir()
+    (tmp_path / "multi" / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": text}))
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "config.json").write_text(json.dumps(text))
+    multi, plain = read_architecture(tmp_path / "multi"), read_architecture(tmp_path / "text")
+    assert multi is not None and plain is not None
+    assert multi == plain and multi.summary() == "gemma3_text (2 layers, hidden 64)"
