@@ -2,10 +2,11 @@
 weights load.
 
 A LoRA adapter applied to another base, or a full fine-tune measured while `--model` names a different model,
-gives a plausible number for the wrong thing. `base_for_run` takes the base from the run's `run.json` when
-`--model` is omitted, and refuses a `--model` that is not that base: the same built-in name, or the same
-resolved directory and GGUF file. When the recorded base is no longer where the run saw it (a run copied from
-another machine), the architectures are compared where both configs can be read.
+gives a plausible number for the wrong thing. `base_for_run` takes the base from the run's `run.json` (or, for
+a run stopped before it finished, its `train_config.yaml`) when `--model` is omitted, and refuses a `--model`
+that is not that base: the same built-in name, or the same resolved directory and GGUF file. When the recorded
+base is not found here (a run copied from another machine), the architectures are compared where both configs
+can be read.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ CHECKPOINT = re.compile(r"checkpoint-\d+")
 
 
 def recorded_base(tuned: Path) -> tuple[dict[str, Any], Path] | None:
-    """The `model` record (name, directory, gguf_file) of the run that `tuned` is (or is a checkpoint of), and the
-    run.json it came from; None when no run.json is there (a run stopped before it finished)."""
+    """The `model` record (name, directory, gguf_file) of the run that `tuned` is (or is a checkpoint of), and
+    the file it came from: run.json of a finished run, else train_config.yaml's `model` (a run stopped before
+    it finished); None when neither is there."""
+    from deltarank.train.run_dir import CONFIG_NAME, recorded_config
+
     folders = [tuned, tuned.parent] if CHECKPOINT.fullmatch(tuned.name) else [tuned]
     for folder in folders:
         if (folder / RUN_JSON).is_file():
@@ -32,6 +36,10 @@ def recorded_base(tuned: Path) -> tuple[dict[str, Any], Path] | None:
             if isinstance(model, dict) and isinstance(model.get("name"), str):
                 return model, folder / RUN_JSON
             raise InputError(folder / RUN_JSON, "records no base model (no model.name)")
+    for folder in folders:
+        config = recorded_config(folder)
+        if config is not None and config.model:
+            return {"name": str(config.model), "directory": None, "gguf_file": None}, folder / CONFIG_NAME
     return None
 
 
@@ -62,39 +70,58 @@ def base_for_run(model: str | None, tuned: Path) -> ModelSource:
 
 
 def same_base(given: ModelSource, record: dict[str, Any], tuned: Path) -> bool:
-    """Whether `given` is the base `record` (a run.json `model` entry) names: the same built-in model, or the
-    same resolved directory and GGUF file; when the recorded directory is gone, the same architecture as far
-    as both configs tell (`deltarank.io.architecture`)."""
+    """Whether `given` is the base `record` names: the same built-in model, or the same resolved directory and
+    GGUF file; when the recorded base is not found here, the same architecture as far as both configs tell
+    (`deltarank.io.architecture`)."""
     name = str(record["name"])
     if name.lower() in NAMED_MODELS and given.name.lower() == name.lower():
         return True
-    recorded_dir = Path(str(record.get("directory") or name)).expanduser()
-    if recorded_dir.exists():
-        recorded = (recorded_dir.resolve(), record.get("gguf_file"))
-        return (given.directory.resolve(), given.gguf_file) == recorded
+    recorded = _recorded_model(record)
+    if recorded is not None:
+        return (given.directory.resolve(), given.gguf_file) == (
+            recorded.directory.resolve(),
+            recorded.gguf_file,
+        )
     ours = read_architecture(_weights_path(given.directory, given.gguf_file))
     theirs = read_architecture(tuned) or read_architecture(tuned.parent)  # a full run keeps its config.json
     return ours is None or theirs is None or not ours.differences(theirs)
 
 
-def _recorded_source(record: dict[str, Any], path: Path) -> ModelSource:
-    """The recorded base as a ModelSource: a built-in name resolved on this machine, else its directory."""
+def _recorded_model(record: dict[str, Any]) -> ModelSource | None:
+    """The recorded base as found on this machine (a built-in name resolved here, the recorded directory and
+    GGUF file, else the name as it was given), or None when it is not here."""
     name = str(record["name"])
-    if name.lower() in NAMED_MODELS:
+    directory, gguf = record.get("directory"), record.get("gguf_file")
+    if name.lower() not in NAMED_MODELS and directory:
+        path = Path(str(directory)).expanduser()
+        if (path / str(gguf)).is_file() if gguf else path.is_dir():
+            return ModelSource(name, path, str(gguf) if gguf else None)
+    try:
         return resolve_model(name)
-    directory = Path(str(record.get("directory") or name)).expanduser()
-    gguf = record.get("gguf_file")
-    if not (directory / gguf).is_file() if gguf else not directory.is_dir():
-        raise InputError(path, f"its base model {name} is not found here; give it with --model")
-    return resolve_model(str(directory / gguf) if gguf else str(directory))
+    except DeltarankError:
+        return None
+
+
+def _recorded_source(record: dict[str, Any], path: Path) -> ModelSource:
+    """The recorded base, resolved on this machine.
+
+    Raises:
+        InputError: it is not found here.
+    """
+    found = _recorded_model(record)
+    if found is None:
+        raise InputError(path, f"its base model {record['name']} is not found here; give it with --model")
+    return found
 
 
 def _architecture_difference(given: ModelSource, record: dict[str, Any]) -> str:
     """` (llama (3 layers, hidden 32) vs llama (2 layers, hidden 32): layers 3 vs 2)` when both configs can be
     read and differ, else ``."""
+    recorded = _recorded_model(record)
+    if recorded is None:
+        return ""
     ours = read_architecture(_weights_path(given.directory, given.gguf_file))
-    recorded = Path(str(record.get("directory") or record["name"])).expanduser()
-    theirs = read_architecture(_weights_path(recorded, record.get("gguf_file")))
+    theirs = read_architecture(_weights_path(recorded.directory, recorded.gguf_file))
     differences = ours.differences(theirs) if ours is not None and theirs is not None else []
     if ours is None or theirs is None or not differences:
         return ""

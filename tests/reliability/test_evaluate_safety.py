@@ -127,6 +127,22 @@ def test_a_moved_base_is_compared_by_architecture(
     assert accepted.exit_code == 0, accepted.output
 
 
+def test_an_unfinished_runs_checkpoint_is_checked_against_its_train_config(
+    bases: dict[str, Path], runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A checkpoint of a run stopped before run.json was written: train_config.yaml names the base."""
+    stopped = tmp_path / "stopped"
+    checkpoint = stopped / "checkpoint-1"
+    checkpoint.mkdir(parents=True)
+    shutil.copy(runs["lora"] / "train_config.yaml", stopped / "train_config.yaml")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(runs["lora"] / name, checkpoint / name)
+    refused = evaluate("--model", str(bases["b"]), "--tuned", str(checkpoint), *LOSS)
+    assert_one_line(refused, "is not the base model of", "train_config.yaml records")
+    taken = evaluate("--tuned", str(checkpoint), *LOSS)
+    assert taken.exit_code == 0, taken.output
+
+
 @pytest.mark.parametrize(("other", "problem"), [("b", "adapter tensors missing from the file"),
                                                 ("short", "tensors in the file for modules this base lacks")])  # fmt: skip
 def test_an_adapter_that_does_not_fit_its_base_is_an_error(
