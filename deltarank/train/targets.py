@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from deltarank.errors import DeltarankError
+from deltarank.errors import DeltarankError, OptionError
 
 ALL_LINEAR = "all-linear"
 GROUP_MARKERS = {
@@ -102,7 +102,7 @@ def check_block_size(model: Any, targets: str | list[str], size: int, option: st
         )
         if b
     ]
-    raise DeltarankError(
+    raise OptionError(
         f"{option} {size} does not divide the input width of every targeted layer "
         f"({', '.join(map(str, widths))}); use {' or '.join(nearby)}"
     )

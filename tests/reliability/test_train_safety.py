@@ -413,7 +413,7 @@ def test_option_at_its_default_for_another_method_is_a_warning(
 def test_oft_block_size_peft_would_change_is_refused(tmp_path: Path, model_dir: Path, data: Path) -> None:
     """peft turned 7 into 8 while the saved configs said 7; the tiny Llama's widths are 32 and 64."""
     line = one_error_line(
-        invoke(train_args(model_dir, data, tmp_path / "out", "--oft-block-size", "7", method="oft"))
+        invoke(train_args(model_dir, data, tmp_path / "out", "--oft-block-size", "7", method="oft")), code=2
     )
     assert (
         line
