@@ -172,18 +172,22 @@ def test_a_grid_of_a_billion_runs_is_refused_before_it_is_expanded(tmp_path: Pat
 
 
 def test_a_yaml_alias_bomb_fails_at_once_naming_the_line(tmp_path: Path) -> None:
-    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    """Nine levels of ten aliases each: a billion strings in `description:`, which the study reads as text
+    (before, `str()` of it ran until memory was exhausted)."""
+    levels = ["  a: &a [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 9):
         prev, name = chr(ord("a") + i - 1), chr(ord("a") + i)
-        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
+        levels.append(f"  {name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
     path = tmp_path / "bomb.yaml"
     path.write_text(
-        "base: {model: smollm2-135m, data: builtin:code, method: lora}\n" + "\n".join(levels) + "\n"
+        "base: {model: smollm2-135m, data: builtin:code, method: lora}\ndescription:\n"
+        + "\n".join(levels)
+        + "\n"
     )
     started = time.monotonic()
     result = invoke("study", str(path), "-o", str(tmp_path / "out"), "--dry-run")
     assert time.monotonic() - started < 2
-    one_error_line(result, "line 2: YAML anchor &a is not allowed in a study file")
+    one_error_line(result, "line 3: YAML anchor &a is not allowed in a study file")
     path.write_text("base: {model: smollm2-135m, data: builtin:code}\ngrid: {method: *m}\n")
     one_error_line(
         invoke("study", str(path), "-o", str(tmp_path / "out"), "--dry-run"), "line 2: YAML alias *m"
