@@ -28,6 +28,7 @@ from deltarank.evaluation.run import HUMANEVAL_NAMES
 
 DISTINCT_N = (1, 2)
 GENERATIONS_FILE = "generations.jsonl"
+PREFIX_WORDS = 16  # words of a `text` record that make its prompt (`held_out_prompts`)
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,6 @@ def held_out_prompts(source: str, n: int) -> list[DiversityPrompt]:
     if not found:
         raise InputError(source, "no record with a prompt to sample for diversity")
     return found
-
-
-PREFIX_WORDS = 16
 
 
 def _prompt_of(record: dict[str, Any], shape: str) -> Any:

@@ -125,3 +125,36 @@ def test_sampling_is_seeded_and_humaneval_samples_are_checked(
     assert found["distinct_failing_per_prompt"] == found["distinct_per_prompt"]
     assert found["executed"] is True and found["samples_per_prompt"] == 2
     assert str(found["isolation"]).startswith(("bubblewrap:", "unsafe-no-sandbox"))  # the mode is recorded
+
+
+def test_held_out_prompts_are_what_comes_before_each_answer(tmp_path: Path) -> None:
+    """The default diversity prompts: the part of each held-out record before its answer, for every shape."""
+    from deltarank.study.diversity import PREFIX_WORDS, held_out_prompts
+
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    cases = {
+        "prompt_completion": ({"prompt": "2 + 2 =", "completion": " 4"}, "2 + 2 ="),
+        "messages": (
+            {"messages": [*chat, {"role": "user", "content": "again"}, chat[1]]},
+            [*chat, chat[0] | {"content": "again"}],
+        ),
+        "alpaca": (
+            {"instruction": "Add", "input": "2 2", "output": "4"},
+            [{"role": "user", "content": "Add\n2 2"}],
+        ),
+        "conversations": (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "assistant", "value": "hello"}]},
+            [{"role": "user", "content": "hi"}],
+        ),
+        "text": (
+            {"text": " ".join(f"w{i}" for i in range(40))},
+            " ".join(f"w{i}" for i in range(PREFIX_WORDS)),
+        ),
+    }
+    for shape, (record, prompt) in cases.items():
+        path = tmp_path / f"{shape}.jsonl"
+        path.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n", encoding="utf-8")
+        found = held_out_prompts(str(path), 1)
+        assert [(p.prompt_id, p.prompt) for p in found] == [("held_out:0", prompt)], shape
+    code = held_out_prompts("builtin:code:test", 3)
+    assert len(code) == 3 and all(isinstance(p.prompt, str) and p.prompt.startswith("def ") for p in code)
