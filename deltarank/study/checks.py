@@ -5,7 +5,8 @@ study directory as it was and the corrected study is not refused as "a different
 Checked: every root model resolves (`deltarank.train.models.resolve_model`, no loading), every training and
 `eval_data` file exists and parses line by line (`deltarank.train.data.read_jsonl`), built-in names are known,
 and every set `evaluate:` names for a run's data (held-out, forgetting, accuracy, diversity prompts) exists and
-parses; a file that `deltarank.study.held_out_split` must split holds enough examples. `study_input_paths`
+parses; a file that `deltarank.study.held_out_split` must split holds enough examples; `execute: true` finds
+the bubblewrap sandbox working. `study_input_paths`
 lists the paths a study reads, for `refuse_overlap`.
 """
 
@@ -24,11 +25,16 @@ def check_study_inputs(study: Study) -> None:
     Raises:
         InputError: a model that cannot be resolved, a data file that is missing or malformed, a missing or
             malformed `evaluate:` set, a training file too small to split a held-out part from.
-        DeltarankError: a named model whose package is missing, an unknown built-in set.
+        DeltarankError: a named model whose package is missing, an unknown built-in set, `execute: true`
+            where bubblewrap cannot run the sandbox.
     """
     from deltarank.study.held_out_split import check_splittable, needs_split
     from deltarank.train.models import resolve_model
 
+    if study.evaluate.execute:  # generated code runs only in the sandbox: refuse now, not after training
+        from deltarank.evaluation.sandbox import Limits, isolation
+
+        isolation(Limits())
     checked: set[str] = set()
     models: set[str] = set()
     for run in study.runs:

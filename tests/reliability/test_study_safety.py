@@ -316,3 +316,18 @@ def test_a_run_trained_on_the_whole_file_is_not_measured_on_a_split_of_it(
     with pytest.MonkeyPatch.context() as patch:  # trained on the split's train part: this run
         patch.setattr("deltarank.study.run_state.training_data", lambda *a: str(split))
         assert run_status(study, run, out).state == "measure"
+
+
+def test_a_study_that_executes_code_without_a_sandbox_is_refused_before_anything_is_written(
+    tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a study with `execute: true` trained every run and failed only when it first ran a sample."""
+    from deltarank.evaluation import sandbox
+
+    monkeypatch.setattr(sandbox, "bwrap_problem", lambda: "bwrap not found")
+    study = tiny_study(tmp_path, tiny_lm)
+    study["evaluate"].update(diversity_prompts="builtin:humaneval", execute=True)
+    path = write_study_file(tmp_path / "s.yaml", study)
+    out = tmp_path / "out"
+    one_error_line(invoke("study", str(path), "-o", str(out)), "needs bubblewrap", "apt install bubblewrap")
+    assert not out.exists()
