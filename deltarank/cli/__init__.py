@@ -107,6 +107,7 @@ def main(verbose: int) -> None:
     from deltarank.io import console
 
     console.install()  # other libraries' known-harmless warnings and bars filtered; bitsandbytes held back
+    click.get_current_context().call_on_close(console.release)  # a command run inside Python (tests) ends it
     signal.signal(signal.SIGTERM, _terminate)
 
 

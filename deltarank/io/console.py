@@ -75,6 +75,14 @@ def install() -> None:
     hold_back()
 
 
+def release() -> None:
+    """Stop holding bitsandbytes back (the CLI calls it when a command ends, so that a command run inside a
+    Python process, such as a test's, leaves bitsandbytes importable); the filters stay."""
+    from deltarank.io.bitsandbytes_gate import allow
+
+    allow()
+
+
 def installed() -> bool:
     """Whether `install` has run in this process (a study passes it on to its worker processes)."""
     return any(known in logging.getLogger(name).filters for name, known in _FILTERS.items())

@@ -140,3 +140,16 @@ def test_a_studys_worker_processes_filter_like_the_cli(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "worker filters: [True]" in done.stdout, done.stdout
+
+
+def test_a_command_run_inside_python_leaves_bitsandbytes_importable() -> None:
+    """The CLI holds bitsandbytes back only while its command runs: a command run in-process (CliRunner, as
+    the tests do) must not leave `import bitsandbytes` failing for the rest of the process."""
+    from click.testing import CliRunner
+
+    from deltarank.cli import main
+    from deltarank.io.bitsandbytes_gate import held_back
+
+    result = CliRunner().invoke(main, ["evaluate", "--data", "builtin:zh-text:test"])
+    assert result.exit_code == 2, result.output  # neither --model nor --tuned: refused after the group ran
+    assert not held_back()
