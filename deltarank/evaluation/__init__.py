@@ -1,3 +1,5 @@
-"""Generation-based evaluation: answers to held-out prompts (zh-sentiment accuracy, HumanEval completions
-checked with the test in a trusted process and the completion in a bubblewrap sandbox, or given completions
-scored with pass@k), and held-out loss on any data spec (`deltarank evaluate`)."""
+"""Every measurement of a model, shared by `deltarank evaluate`, the study and the reproduction: models loaded
+for evaluation (`models`), held-out loss (`loss`), exact-match accuracy (`accuracy`), general-text drift, i.e.
+forgetting (`drift`), generation (`generate`), diversity (`diversity`), HumanEval completions checked in a
+bubblewrap sandbox (`tasks`, `verdict`, `sandbox`, `completions`, `pass_at_k`), and the `evaluate` request
+(`run`)."""

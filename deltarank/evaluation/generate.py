@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from deltarank.reproduce.evaluate import model_device
+from deltarank.evaluation.models import model_device
 from deltarank.train.formats import DEFAULT_CHAT_TEMPLATE, DEFAULT_END_OF_TURN
 
 Prompt = str | list[dict[str, str]]

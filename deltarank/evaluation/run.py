@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltarank.errors import DeltarankError, InputError, OptionError, OutputError
-from deltarank.evaluation import tasks
+from deltarank.evaluation import accuracy, loss, tasks
 from deltarank.evaluation.sandbox import Limits
 from deltarank.train import builtin_data, builtin_humaneval
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCHEMA = "deltarank.evaluate/1"
-HUMANEVAL_NAMES = ("builtin:humaneval", "builtin:humaneval:test")
+HUMANEVAL_NAMES = tasks.HUMANEVAL_NAMES
 DEFAULT_LIMITS = {
     "accuracy": 200,
     "humaneval": builtin_humaneval.PROBLEM_COUNT,
@@ -94,7 +94,7 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     task = _check(request)
     if request.completions is not None:
         return _score_given(request)
-    from deltarank.reproduce.evaluate import EvalModels
+    from deltarank.evaluation.models import EvalModels
     from deltarank.train.models import load_tokenizer
 
     source = _base(request)
@@ -189,12 +189,12 @@ def _measure(task: str, request: EvalRequest, model: Any, tokenizer: Any) -> dic
         if task == "accuracy":
             spec = builtin_data.parse_builtin(request.data)
             records = list(itertools.islice(builtin_data.builtin_records(spec), limit))
-            return tasks.sentiment_accuracy(model, tokenizer, records, new_tokens, progress.update)
+            return accuracy.sentiment_accuracy(model, tokenizer, records, new_tokens, progress.update)
         if task == "humaneval":
             problems = builtin_humaneval.problems()[:limit]
             limits = _limits(request) if request.execute else None
             return tasks.humaneval(model, tokenizer, problems, new_tokens, limits, progress.update)
-        return tasks.held_out_loss(model, tokenizer, request.data, request.seq_len, limit, progress.update)
+        return loss.held_out_loss(model, tokenizer, request.data, request.seq_len, limit, progress.update)
 
 
 def _limits(request: EvalRequest) -> Limits:

@@ -97,13 +97,10 @@ def train_stage(config: ReproduceConfig, method: str, echo: Echo) -> Path:
 
 def evaluate_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -> dict[str, dict[str, float]]:
     """Target-domain and general-text loss (and math accuracy) of the base and every checkpoint, cached."""
-    from deltarank.reproduce.evaluate import (
-        EvalModels,
-        encode_chats,
-        general_text,
-        math_accuracy,
-        sequence_loss,
-    )
+    from deltarank.evaluation.accuracy import math_accuracy
+    from deltarank.evaluation.drift import GENERAL_TEXT, general_text, read_general_text, write_general_text
+    from deltarank.evaluation.loss import encode_chats, sequence_loss
+    from deltarank.evaluation.models import EvalModels
     from deltarank.train.builtin_data import held_out_examples
     from deltarank.train.data import build_dataset
     from deltarank.train.models import load_tokenizer, resolve_model
@@ -116,13 +113,13 @@ def evaluate_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -
     target_set, _ = build_dataset(f"builtin:{config.domain}:test", tokenizer, s.seq_len, s.eval_sequences)
     target = [(target_set[i]["input_ids"], target_set[i]["labels"]) for i in range(len(target_set))]
     loader = EvalModels(source)
-    general_path = config.out_dir / "general_text.jsonl"
+    general_path = config.out_dir / GENERAL_TEXT
     if not general_path.is_file():
         echo("[evaluate] sampling the base model's own general text (the forgetting set)")
-        records = general_text(loader.base(), tokenizer, s.general_tokens, config.seed)
-        write_atomic(general_path, "".join(json.dumps(r) + "\n" for r in records))
-    general_records = [json.loads(line) for line in general_path.read_text().splitlines()]
-    general = encode_chats(tokenizer, general_records, s.seq_len)
+        write_general_text(
+            general_path, general_text(loader.base(), tokenizer, s.general_tokens, config.seed)
+        )
+    general = encode_chats(tokenizer, read_general_text(general_path), s.seq_len)
     math = held_out_examples("math", s.math_examples) if config.domain == "math" else []
     pad = tokenizer.pad_token_id or 0
     models: list[tuple[str, Path | None]] = [("base", None)]
@@ -139,7 +136,7 @@ def evaluate_stage(config: ReproduceConfig, runs: dict[str, Path], echo: Echo) -
                 "general_loss": sequence_loss(model, general, pad),
             }
             if math and final:
-                metrics["math_accuracy"] = math_accuracy(model, tokenizer, math, s.math_tokens)
+                metrics["math_accuracy"] = math_accuracy(model, tokenizer, math, s.math_tokens)["accuracy"]
             return metrics
 
         cache[key] = loader.evaluate(path, measure)

@@ -32,7 +32,7 @@ class EvaluateSpec:
         forgetting: Extra held-out data specs whose loss rise also counts as forgetting.
         general_tokens: Tokens of each base-model answer in the general-text forgetting set.
         diversity_prompts: `builtin:humaneval`, a JSONL of {"prompt": ...}, or `held_out` (the default): the
-            prompts of the run's held-out set (`deltarank.study.diversity.held_out_prompts`); None (`null` in
+            prompts of the run's held-out set (`deltarank.evaluation.diversity.held_out_prompts`); None (`null` in
             the study file): no diversity.
         diversity_n: Prompts sampled for diversity.
         diversity_samples: Samples per prompt.
@@ -111,7 +111,7 @@ class EvaluateSpec:
             DeltarankError: a missing held-out or forgetting set, an accuracy set without closed answers,
                 bad diversity prompts.
         """
-        from deltarank.evaluation.run import task_of
+        from deltarank.evaluation.accuracy import closed_answer_set
         from deltarank.train.builtin_data import is_builtin, parse_builtin
 
         for name in filter(None, (self.held_out_for(data), *self.forgetting)):
@@ -124,22 +124,18 @@ class EvaluateSpec:
 
                 read_jsonl(name)  # every line parses, before any model loads
         accuracy = self.accuracy_for(data)
-        if (
-            accuracy is not None
-            and task_of(accuracy) != "accuracy"
-            and not accuracy.startswith("builtin:math")
-        ):
+        if accuracy is not None and closed_answer_set(accuracy) is None:
             raise InputError(
                 accuracy, "accuracy needs a closed-answer set: builtin:zh-sentiment:test or builtin:math:test"
             )
         if self.diversity_prompts == HELD_OUT_PROMPTS:
             held_out = self.held_out_for(data)
             if held_out is not None:  # else split from the training data (checked there)
-                from deltarank.study.diversity import held_out_prompts
+                from deltarank.evaluation.diversity import held_out_prompts
 
                 held_out_prompts(held_out, self.diversity_n)
         elif self.diversity_prompts is not None:
-            from deltarank.study.diversity import diversity_prompts
+            from deltarank.evaluation.diversity import diversity_prompts
 
             diversity_prompts(self.diversity_prompts, self.diversity_n)
 

@@ -2,14 +2,15 @@
 and the ranks of ΔW (what to measure: the study file's `evaluate:`, `deltarank.study.evaluate_spec`).
 
 - learning: mean loss per trained token on the held-out set (tokenized exactly as training tokenizes it:
-  `deltarank.evaluation.tasks.held_out_loss`), and the exact-match accuracy of greedy answers where the data
-  has closed answers (`builtin:zh-sentiment:test`: 正面 / 负面; `builtin:math:test`: the final number);
+  `deltarank.evaluation.loss.held_out_loss`), and the exact-match accuracy of greedy answers where the data
+  has closed answers (`deltarank.evaluation.accuracy`: `builtin:zh-sentiment:test`: 正面 / 负面;
+  `builtin:math:test`: the final number);
 - forgetting, as `deltarank reproduce` measures it: the rise of the loss on the base model's own sampled
-  answers to general prompts (written once by `measure_base` to `general_text.jsonl`; each record is kept
-  whole, never cut at `seq_len`: its answer is `general_tokens` long at most, so this equals reproduce's
-  measurement wherever reproduce's records fit its seq_len), plus the loss rise on every
-  `evaluate.forgetting` data spec;
-- diversity: k samples per prompt, counted by `deltarank.study.diversity`;
+  answers to general prompts (`deltarank.evaluation.drift`; written once by `measure_base` to
+  `general_text.jsonl`; each record is kept whole, never cut at `seq_len`: its answer is `general_tokens` long
+  at most, so this equals reproduce's measurement wherever reproduce's records fit its seq_len), plus the loss
+  rise on every `evaluate.forgetting` data spec;
+- diversity: k samples per prompt, counted by `deltarank.evaluation.diversity`;
 - cost: from the run's `run.json` (see `cost_of`);
 - ranks: the medians over layers, per module type, of energy_90 and of the noise-floor rank of ΔW
   (`deltarank.analysis.engine.spectrum` of the run against the model it trained from). Methods that change
@@ -22,8 +23,6 @@ and the same study measured on a CPU agree in their losses to float32 rounding, 
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,11 +33,8 @@ from deltarank.study.evaluate_spec import HELD_OUT_PROMPTS, EvaluateSpec
 
 logger = logging.getLogger(__name__)
 
-GENERAL_TEXT = "general_text.jsonl"
 NO_DELTA_METHODS = ("prompt", "prefix", "ptuning", "adapter")
 NO_DELTA_NOTE = "no weight delta: {method} trains virtual tokens or added modules, not the model's weights"
-ACCURACY_NEW_TOKENS = {"zh-sentiment": 8, "math": 160}  # an answer word; a short worked solution
-WHOLE = 1 << 30  # "seq_len" that keeps every token of a general-text record
 RANK_KEYS = {"energy_90_median": "energy_90", "noise_floor_median": "noise_floor"}
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -59,7 +55,8 @@ def measure_base(
         DeltarankError: a missing model or data set, bad diversity prompts.
     """
     from deltarank.analysis.engine.compute import resolve_device
-    from deltarank.reproduce.evaluate import general_text, ready_for_evaluation
+    from deltarank.evaluation.drift import GENERAL_TEXT, general_text, write_general_text
+    from deltarank.evaluation.models import ready_for_evaluation
     from deltarank.train.models import load_model, load_tokenizer, resolve_model
 
     spec.check_sets(data)
@@ -69,10 +66,7 @@ def measure_base(
     work_dir.mkdir(parents=True, exist_ok=True)
     general_path = work_dir / GENERAL_TEXT
     if not general_path.is_file():
-        from deltarank.io.atomic import write_atomic
-
-        records = general_text(base, tokenizer, spec.general_tokens, seed)
-        write_atomic(general_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write_general_text(general_path, general_text(base, tokenizer, spec.general_tokens, seed))
     result = _measure(base, tokenizer, data, spec, work_dir, seed)
     return {"model": source.describe(), **result}
 
@@ -107,7 +101,8 @@ def measure_run(
         DeltarankError: no run.json in run_dir, a missing model, data or forgetting set.
     """
     from deltarank.analysis.engine.compute import resolve_device
-    from deltarank.reproduce.evaluate import ready_for_evaluation
+    from deltarank.evaluation.drift import GENERAL_TEXT
+    from deltarank.evaluation.models import ready_for_evaluation
     from deltarank.train.models import load_tokenizer, load_trained, resolve_model
     from deltarank.train.run_record import read_run_record
 
@@ -141,6 +136,8 @@ def _measure(
     base_dir: Path | None = None,
 ) -> dict[str, Any]:
     """learning, forgetting (absolute losses) and diversity of one loaded model."""
+    from deltarank.evaluation.drift import GENERAL_TEXT
+
     return {
         "learning": _learning(model, tokenizer, data, spec),
         "forgetting": _forgetting(model, tokenizer, spec, (base_dir or out_dir) / GENERAL_TEXT),
@@ -150,7 +147,7 @@ def _measure(
 
 def _learning(model: Any, tokenizer: Any, data: str, spec: EvaluateSpec) -> dict[str, Any]:
     """The held-out loss and, where the run's data has closed answers, the accuracy of one loaded model."""
-    from deltarank.evaluation.tasks import held_out_loss
+    from deltarank.evaluation.loss import held_out_loss
 
     learning: dict[str, Any] = {}
     held_out = spec.held_out_for(data)
@@ -169,21 +166,11 @@ def _learning(model: Any, tokenizer: Any, data: str, spec: EvaluateSpec) -> dict
 
 def _forgetting(model: Any, tokenizer: Any, spec: EvaluateSpec, general_path: Path) -> dict[str, Any]:
     """The loss of one loaded model on the general-text set at general_path and on every forgetting set."""
-    from deltarank.evaluation.tasks import held_out_loss
-    from deltarank.reproduce.evaluate import encode_chats, sequence_loss
-    from deltarank.train.formats import IGNORE_INDEX
+    from deltarank.evaluation.drift import drift_loss, read_general_text
+    from deltarank.evaluation.loss import held_out_loss
 
-    records = [json.loads(line) for line in general_path.read_text(encoding="utf-8").splitlines() if line]
     # whole records: answers are general_tokens long at most
-    general = encode_chats(tokenizer, records, WHOLE)
-    trained = sum(sum(x != IGNORE_INDEX for x in labels[1:]) for _, labels in general)
-    forgetting: dict[str, Any] = {
-        "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0) if trained else None,
-        "general_sequences": len(general),
-        "general_tokens": trained,
-    }
-    if not trained:
-        forgetting["general_note"] = "the base model's general answers are empty: no forgetting set"
+    forgetting: dict[str, Any] = drift_loss(model, tokenizer, read_general_text(general_path))
     for name in spec.forgetting:
         forgetting[f"loss:{name}"] = held_out_loss(
             model, tokenizer, name, spec.seq_len, spec.held_out_sequences
@@ -196,7 +183,7 @@ def _diversity(
 ) -> dict[str, Any]:
     """The diversity of one loaded model's samples ({} when no diversity prompts are asked for, or the default
     held-out prompts have no held-out set); writes out_dir/generations.jsonl."""
-    from deltarank.study.diversity import (
+    from deltarank.evaluation.diversity import (
         GENERATIONS_FILE,
         diversity_prompts,
         held_out_prompts,
@@ -233,20 +220,9 @@ def _diversity(
 
 def _accuracy(model: Any, tokenizer: Any, name: str, examples: int) -> dict[str, Any]:
     """Exact-match accuracy of greedy answers on a closed-answer built-in set."""
-    from deltarank.train.builtin_data import builtin_records, parse_builtin
+    from deltarank.evaluation.accuracy import accuracy
 
-    parsed = parse_builtin(name)
-    if parsed.dataset == "math":
-        from deltarank.reproduce.evaluate import math_accuracy
-        from deltarank.train.builtin_data import held_out_examples
-
-        held = held_out_examples("math", examples)
-        share = math_accuracy(model, tokenizer, held, ACCURACY_NEW_TOKENS["math"])
-        return {"accuracy": share, "accuracy_examples": len(held)}
-    from deltarank.evaluation.tasks import sentiment_accuracy
-
-    records = list(itertools.islice(builtin_records(parsed), examples))
-    found = sentiment_accuracy(model, tokenizer, records, ACCURACY_NEW_TOKENS["zh-sentiment"])
+    found = accuracy(model, tokenizer, name, examples)
     return {"accuracy": found["accuracy"], "accuracy_examples": found["examples"]}
 
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from deltarank.cli import main
 from deltarank.evaluation import tasks
+from deltarank.evaluation.accuracy import sentiment_accuracy
 from deltarank.evaluation.generate import end_of_answer, greedy_answer
 from deltarank.train import builtin_zh
 from deltarank.train.builtin_data import builtin_records, parse_builtin
@@ -63,9 +64,9 @@ def test_sentiment_accuracy_is_exact_match_of_the_generation(model_dir: Path) ->
     records = list(builtin_zh.sentiment_records("test"))[:3]
     said = [greedy_answer(model, tokenizer, r["prompt"], 4) for r in records]
     matching = [{**r, "answer": builtin_zh.normalize_answer(s)} for r, s in zip(records, said, strict=True)]
-    assert tasks.sentiment_accuracy(model, tokenizer, matching, 4)["accuracy"] == 1.0
+    assert sentiment_accuracy(model, tokenizer, matching, 4)["accuracy"] == 1.0
     other = [{**r, "answer": r["answer"] + "!"} for r in matching]
-    assert tasks.sentiment_accuracy(model, tokenizer, other, 4)["correct"] == 0
+    assert sentiment_accuracy(model, tokenizer, other, 4)["correct"] == 0
 
 
 def test_sentiment_cli(model_dir: Path, tmp_path: Path) -> None:
@@ -126,7 +127,7 @@ def test_a_qlora_run_is_measured_on_its_nf4_base(tmp_path: Path) -> None:
     import torch
     from peft import PeftModel
 
-    from deltarank.evaluation.tasks import held_out_loss
+    from deltarank.evaluation.loss import held_out_loss
     from deltarank.train.models import load_trained
 
     wide = save_tiny_model(tmp_path / "wide", hidden_size=64, intermediate_size=128)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deltarank.cli import main
-from deltarank.evaluation import tasks
+from deltarank.evaluation.loss import held_out_loss
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from tests.train.conftest import save_tiny_model
 
@@ -40,7 +40,5 @@ def test_loss_reports_each_batch(model_dir: Path) -> None:
     source = resolve_model(str(model_dir))
     model, tokenizer = load_model(source).eval(), load_tokenizer(source)
     seen: list[tuple[int, int]] = []
-    loss = tasks.held_out_loss(
-        model, tokenizer, "builtin:zh-text:test", 16, 19, lambda d, t: seen.append((d, t))
-    )
+    loss = held_out_loss(model, tokenizer, "builtin:zh-text:test", 16, 19, lambda d, t: seen.append((d, t)))
     assert seen == [(8, 19), (16, 19), (19, 19)] and loss["examples"] == 19

@@ -137,7 +137,7 @@ def test_qlora_run_is_measured_on_its_nf4_base(study_dir: dict[str, Path]) -> No
     on the NF4 base, not on the float32 one (which differs by the base's rounding)."""
     from peft import PeftModel
 
-    from deltarank.evaluation.tasks import held_out_loss
+    from deltarank.evaluation.loss import held_out_loss
     from deltarank.train.models import load_model, load_tokenizer, load_trained, resolve_model
 
     wide = {"model": save_tiny_model(study_dir["root"] / "wide", hidden_size=64, intermediate_size=128)}

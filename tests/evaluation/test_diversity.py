@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deltarank.errors import InputError
-from deltarank.study.diversity import (
+from deltarank.evaluation.diversity import (
     count_diversity,
     distinct_n,
     distinct_strings,
@@ -98,7 +98,7 @@ def tiny_lm() -> tuple[object, object]:
 def test_sampling_is_seeded_and_humaneval_samples_are_checked(
     tiny_lm: tuple[object, object], tmp_path: Path
 ) -> None:
-    from deltarank.study.diversity import measure_diversity, sample_answers
+    from deltarank.evaluation.diversity import measure_diversity, sample_answers
 
     model, tokenizer = tiny_lm
     options = {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 6}
@@ -129,7 +129,7 @@ def test_sampling_is_seeded_and_humaneval_samples_are_checked(
 
 def test_held_out_prompts_are_what_comes_before_each_answer(tmp_path: Path) -> None:
     """The default diversity prompts: the part of each held-out record before its answer, for every shape."""
-    from deltarank.study.diversity import PREFIX_WORDS, held_out_prompts
+    from deltarank.evaluation.diversity import PREFIX_WORDS, held_out_prompts
 
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     cases = {

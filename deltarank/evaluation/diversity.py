@@ -18,13 +18,16 @@ Counting (pure functions, no model):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltarank.errors import InputError
-from deltarank.evaluation.run import HUMANEVAL_NAMES
+from deltarank.evaluation.tasks import HUMANEVAL_NAMES
+
+if TYPE_CHECKING:
+    from deltarank.evaluation.sandbox import Limits
 
 DISTINCT_N = (1, 2)
 GENERATIONS_FILE = "generations.jsonl"
@@ -171,6 +174,38 @@ def held_out_prompts(source: str, n: int) -> list[DiversityPrompt]:
     return found
 
 
+def prompts_for(source: str, n: int) -> list[DiversityPrompt]:
+    """The first `n` prompts of any prompt source (`deltarank evaluate --measure diversity --data SOURCE`):
+    `builtin:humaneval` or a JSONL file whose lines hold a `prompt` (`diversity_prompts`), else a held-out set
+    (`builtin:<name>:test`, a JSONL file of another training format: `held_out_prompts`).
+
+    Raises:
+        InputError: the source is missing or malformed, or holds no prompt.
+    """
+    from deltarank.train.builtin_data import is_builtin
+
+    if source in HUMANEVAL_NAMES:
+        return diversity_prompts(source, n)
+    if not is_builtin(source) and _first_record_has_prompt(Path(source)):
+        return diversity_prompts(source, n)
+    return held_out_prompts(source, n)
+
+
+def _first_record_has_prompt(path: Path) -> bool:
+    """Whether the first non-empty line of a JSONL file is an object with a `prompt`."""
+    if not path.is_file():
+        raise InputError(
+            path, "prompts not found (give builtin:humaneval, builtin:<name>:test or a JSONL file)"
+        )
+    try:
+        with path.open(encoding="utf-8") as handle:
+            line = next((text for text in handle if text.strip()), "")
+        record = json.loads(line) if line else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"cannot read its first record ({exc.__class__.__name__})") from None
+    return isinstance(record, dict) and "prompt" in record
+
+
 def _prompt_of(record: dict[str, Any], shape: str) -> Any:
     from deltarank.train.formats import alpaca_messages, conversation_messages
 
@@ -205,7 +240,7 @@ def sample_answers(
     import torch
 
     from deltarank.evaluation.generate import prompt_ids
-    from deltarank.reproduce.evaluate import model_device
+    from deltarank.evaluation.models import model_device
 
     ids = prompt_ids(tokenizer, prompt).to(model_device(model))
     torch.manual_seed(seed)
@@ -236,11 +271,14 @@ def measure_diversity(
     seed: int,
     execute: bool,
     generations_path: Path | None = None,
+    limits: Limits | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Sample every prompt, check HumanEval samples when `execute`, count, and keep the generations.
 
     `generations_path` receives one JSON line per sample: prompt_id, sample (index), text, passed (None
-    without a checker). Prompt i is sampled with seed `seed * 1_000_003 + i`.
+    without a checker). Prompt i is sampled with seed `seed * 1_000_003 + i`. Executed samples are checked
+    under `limits` (None: the sandbox's defaults); `progress(prompts sampled, total)` after each prompt.
     """
     from deltarank.train.builtin_humaneval import truncate_completion
 
@@ -257,7 +295,9 @@ def measure_diversity(
             seed=seed * 1_000_003 + index,
         )
         texts.append([truncate_completion(t) for t in raw] if item.problem is not None else raw)
-    passed, isolation = _check(prompts, texts) if execute else (None, None)
+        if progress is not None:
+            progress(index + 1, len(prompts))
+    passed, isolation = _check(prompts, texts, limits) if execute else (None, None)
     if generations_path is not None:
         from deltarank.io.atomic import write_atomic
 
@@ -287,7 +327,7 @@ def measure_diversity(
 
 
 def _check(
-    prompts: Sequence[DiversityPrompt], texts: Sequence[Sequence[str]]
+    prompts: Sequence[DiversityPrompt], texts: Sequence[Sequence[str]], limits: Limits | None
 ) -> tuple[list[list[bool]], str]:
     """Pass/fail of every HumanEval sample, each checked in the sandbox, and the sandbox's isolation mode."""
     from deltarank.evaluation.sandbox import Limits
@@ -297,7 +337,7 @@ def _check(
         raise InputError("evaluate.execute", "only HumanEval samples can be executed (diversity_prompts)")
     problems = [item.problem for item, group in zip(prompts, texts, strict=True) for _ in group]
     completions = [t for group in texts for t in group]
-    checked = check_completions(problems, completions, Limits())
+    checked = check_completions(problems, completions, limits or Limits())
     outcomes = iter(checked)
     mode = str(checked[0]["isolation"]) if checked else ""
     return [[bool(next(outcomes)["passed"]) for _ in group] for group in texts], mode

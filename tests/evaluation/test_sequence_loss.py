@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from peft import PromptTuningConfig, get_peft_model
 
-from deltarank.reproduce.evaluate import sequence_loss
+from deltarank.evaluation.loss import sequence_loss
 from deltarank.train.formats import IGNORE_INDEX
 from tests.conftest import build_tiny_llama
 
