@@ -232,6 +232,14 @@ class TrainConfig:
     )
     warmup: float = field(default=0.0, metadata={"help": "Warm-up steps (int) or fraction of the run (<1)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    weight_decay_mode: str = field(
+        default="coupled",
+        metadata={
+            "help": "coupled: torch's AdamW, each step shrinks weights by lr_t·weight_decay (at lr 5e-5 a decay of "
+            "1e-4 changes nothing in fp32); decoupled: Composer's DecoupledAdamW (Biderman et al. 2024), by "
+            "(lr_t/lr_peak)·weight_decay, the schedule's multiplier only (deltarank.train.optimizers)."
+        },
+    )
     attention_dropout: float | None = field(
         default=None,
         metadata={
