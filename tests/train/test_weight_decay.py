@@ -181,3 +181,20 @@ def test_cli_decoupled_with_another_optimizer_is_a_usage_error(tmp_path: Path) -
     assert result.exit_code == 2, result.output
     assert "needs optim adamw_torch" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("size", ["cpu", "full"])
+def test_biderman_presets_decay_as_the_paper(size: str) -> None:
+    """The weight-decay controls of the biderman preset use the paper's values (5e-5, 1e-4 at lr 5e-5) decoupled,
+    which shrink each weight by that share per step at the peak (they were 5e-9 per step coupled, a no-op)."""
+    from deltarank.study.study_file import load_study, preset_path
+
+    study = load_study(preset_path("biderman", size))
+    decayed = [r for r in study.runs if r.config.get("weight_decay")]
+    assert sorted(r.config["weight_decay"] for r in decayed) == [5e-5, 1e-4]
+    for run in decayed:
+        config = run.train_config(Path("run"))
+        assert (config.weight_decay_mode, config.learning_rate) == ("decoupled", 5e-5)
+        assert optimizer_weight_decay(
+            config.weight_decay, config.weight_decay_mode, 5e-5
+        ) * 5e-5 == pytest.approx(config.weight_decay)
