@@ -38,6 +38,7 @@ from methods_report import write_report
 from train_overhead import fp32_model_dir
 
 from deltarank.io.atomic import write_atomic
+from deltarank.io.training_methods import REGISTRY
 
 HERE = Path(__file__).resolve().parent
 DATA, TEST_DATA, MODEL, SEED = "builtin:code", "builtin:code:test", "smollm2-135m", 0
@@ -61,7 +62,7 @@ METHODS: dict[str, list[str]] = {
     "ptuning": ["--method", "ptuning"],
     "adapter": ["--method", "adapter"],
 }
-NO_DELTA = {"prompt", "prefix", "ptuning", "adapter"}
+NO_DELTA = {m.name for m in REGISTRY.values() if not m.has_delta}  # prompt methods, adapter
 RUN_KEYS = (
     "parameters",
     "stored_bytes",

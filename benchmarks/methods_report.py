@@ -20,27 +20,17 @@ from deltarank.figures.style import (
     short_module,
 )
 from deltarank.io.atomic import write_atomic
+from deltarank.io.training_methods import REGISTRY
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FIGURE = "methods_rank_vs_params"
 MIB = 2**20
+# Display names from the method registry; the table abbreviates full fine-tuning and names lora's variants.
 LABELS = {
+    **{m.name: m.display for m in REGISTRY.values()},
     "full": "full FT",
-    "lora": "LoRA",
     "rslora": "rsLoRA",
     "dora": "DoRA",
-    "qlora": "QLoRA",
-    "ia3": "IA3",
-    "loha": "LoHa",
-    "lokr": "LoKr",
-    "adalora": "AdaLoRA",
-    "oft": "OFT",
-    "boft": "BOFT",
-    "vera": "VeRA",
-    "prompt": "prompt tuning",
-    "prefix": "prefix tuning",
-    "ptuning": "P-tuning",
-    "adapter": "bottleneck adapter",
 }
 
 

@@ -20,9 +20,10 @@ import click
 
 from deltarank.cli.options import DEVICE
 from deltarank.errors import DeltarankError, InputError
+from deltarank.io.training_methods import WEIGHT_SECTION, display_name
 from deltarank.train.config import TrainConfig
 from deltarank.train.config_file import load_train_config
-from deltarank.train.config_validation import CHOICES, options_not_applying
+from deltarank.train.config_validation import CHOICES, SECTION_METHODS, options_not_applying
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +40,22 @@ Run it on many devices with `accelerate launch -m deltarank train ...`.
 """
 
 ARGV = "deltarank.train.argv"
+
+
+def section_title(methods: tuple[str, ...]) -> str:
+    """`lora / qlora`; a lone method whose display name says more, with it: `adapter (bottleneck adapter)`."""
+    display = display_name(methods[0])
+    if len(methods) == 1 and display.lower() != methods[0]:
+        return f"{methods[0]} ({display})"
+    return " / ".join(methods)
+
+
+# `-h` groups: the run's own options, then the options shared by the methods that change weights, then one
+# group per method section titled by the methods it is for (from the method registry).
 SECTION_TITLES = {
     "": "Run options",
-    "methods": "Method options",
-    "lora": "lora / qlora",
-    "loha": "loha",
-    "lokr": "lokr",
-    "adalora": "adalora",
-    "oft": "oft",
-    "boft": "boft",
-    "vera": "vera",
-    "prompt": "prompt / prefix / ptuning",
-    "adapter": "adapter (bottleneck)",
+    WEIGHT_SECTION: "Method options",
+    **{s: section_title(methods) for s, methods in SECTION_METHODS.items() if s != WEIGHT_SECTION},
 }
 
 

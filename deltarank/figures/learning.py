@@ -21,12 +21,13 @@ from matplotlib.figure import Figure
 
 from deltarank.errors import InputError
 from deltarank.figures.style import REFERENCE_COLOR, SINGLE_COLUMN_IN, new_figure, paper_style, run_color
+from deltarank.io.training_methods import display_name
 
 SUMMARY_SCHEMA = "deltarank.reproduce/1"
 HEIGHT_IN = 2.6
 RUN_STYLE: dict[str, tuple[str, str, str]] = {  # run -> (legend name, colour, marker)
-    "full": ("full fine-tuning", run_color(0), "o"),
-    "lora": ("LoRA", run_color(1), "s"),
+    "full": (display_name("full"), run_color(0), "o"),
+    "lora": (display_name("lora"), run_color(1), "s"),
 }
 
 
@@ -125,7 +126,7 @@ def plot_learning_forgetting(summary: Mapping[str, Any] | str | Path) -> Figure:
         ax = fig.add_subplot()
         runs = list(dict.fromkeys(p.run for p in points))
         for k, run in enumerate(runs):
-            name, color, marker = RUN_STYLE.get(run, (run, run_color(k + 2), "^"))
+            name, color, marker = RUN_STYLE.get(run, (display_name(run), run_color(k + 2), "^"))
             mine = sorted((p for p in points if p.run == run), key=lambda p: -1 if p.step is None else p.step)
             x = [p.forgetting for p in mine]
             y = [p.learning for p in mine]

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.analysis.results.medians import median
+from deltarank.io.training_methods import where
 
 Run = Mapping[str, Any]
-LORA_METHODS = ("lora", "qlora")
+LORA_METHODS = where("lora_like")  # lora, qlora
 REGULARISERS = ("weight_decay", "attention_dropout")
 DURATIONS = ("max_steps", "epochs")
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deltarank.errors import InputError
+from deltarank.io.training_methods import REGISTRY
 
 QUANTIZATION_FILE = "quantization.json"
 SCHEMA = "deltarank.quantization/1"
@@ -68,7 +69,8 @@ def read_quantization(directory: str | Path) -> QuantizationSpec | None:
             record = json.loads(run.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return None  # run.json is provenance only; its damage does not stop an analysis
-        if isinstance(record, dict) and record.get("method") == "qlora":
+        method = record.get("method") if isinstance(record, dict) else None
+        if isinstance(method, str) and method in REGISTRY and REGISTRY[method].quantized_base:
             return QLORA_NF4
     return None
 

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
+from deltarank.io.training_methods import METHOD_NAMES, REGISTRY
 from deltarank.study.evaluate_spec import HELD_OUT_PROMPTS, EvaluateSpec
 
 logger = logging.getLogger(__name__)
 
-NO_DELTA_METHODS = ("prompt", "prefix", "ptuning", "adapter")
+NO_DELTA_METHODS = tuple(m for m in METHOD_NAMES if not REGISTRY[m].has_delta)  # prompt methods, adapter
 NO_DELTA_NOTE = "no weight delta: {method} trains virtual tokens or added modules, not the model's weights"
 RANK_KEYS = {"energy_90_median": "energy_90", "noise_floor_median": "noise_floor"}
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError
+from deltarank.io.training_methods import where
 from deltarank.study.checks import check_study_inputs
 from deltarank.study.console import RunCounter
 from deltarank.study.coverage import not_measured, not_measured_line
@@ -73,7 +74,7 @@ SETTINGS = (
     "attention_dropout",
     "seed",
 )
-LORA_METHODS = ("lora", "qlora")
+LORA_METHODS = where("lora_like")  # lora, qlora: the runs whose settings keep LoRA r and α
 
 
 def run_study(

@@ -19,31 +19,11 @@ from typing import Any
 
 import yaml
 
+from deltarank.io.training_methods import REGISTRY
 from deltarank.train.config_validation import PROMPT_METHODS, validate_config
 
-# Learning rates used when none is given (README, "Training methods"): TRL's SFT default for full fine-tuning;
-# the LoRA rate of Biderman et al. 2024 for code instruction tuning, also QLoRA's (Dettmers et al. 2023) for
-# small models, used for LoHa/LoKr/OFT/BOFT (no language-model default in their papers); IA3: T-Few (Liu et al.
-# 2022); AdaLoRA: its paper's GLUE range (Zhang et al. 2023); VeRA: its instruction-tuning rate (Kopiczko et al.
-# 2024; frozen random projections need a ~10x larger rate than LoRA); prompt, prefix and P-tuning: peft's task
-# guides (Lester et al. 2021 used 0.3 with Adafactor); bottleneck adapters: Houlsby et al. 2019's grid middle.
-DEFAULT_LR = {
-    "full": 2e-5,
-    "lora": 2e-4,
-    "qlora": 2e-4,
-    "ia3": 3e-3,
-    "loha": 2e-4,
-    "lokr": 2e-4,
-    "adalora": 5e-4,
-    "oft": 2e-4,
-    "boft": 2e-4,
-    "vera": 4e-3,
-    "prompt": 3e-2,
-    "prefix": 1e-2,
-    "ptuning": 1e-3,
-    "adapter": 3e-4,
-}
-DEFAULT_TARGETS = "all-linear"  # every method with target modules but IA3 (peft's per-architecture default)
+# Learning rates used when none is given (README, "Training methods"; each method's reason in the registry).
+DEFAULT_LR = {m.name: m.default_lr for m in REGISTRY.values()}
 
 
 @dataclass(frozen=True)
@@ -310,8 +290,8 @@ class TrainConfig:
         target modules; padded batches for the prompt methods, whose virtual tokens need them)."""
         epochs = self.epochs if (self.epochs is not None or self.max_steps is not None) else 1.0
         targets = self.target_modules
-        if targets is None and self.method != "ia3":
-            targets = DEFAULT_TARGETS
+        if targets is None:
+            targets = REGISTRY[self.method].default_targets  # None: peft's per-model default (ia3)
         batching = "padded" if self.method in PROMPT_METHODS and self.batching == "auto" else self.batching
         return dataclasses.replace(
             self,

@@ -20,13 +20,14 @@ from typing import Any
 import yaml
 
 from deltarank.errors import DeltarankError, InputError
+from deltarank.io.training_methods import REGISTRY
 from deltarank.train.config import TrainConfig
 
 REQUIRED = ("model", "data", "method", "output_dir")
 # Keys of older config files still read, with a deprecation warning: old key -> current key.
 RENAMED_KEYS = {"precision": "mixed_precision"}
 # Methods whose keys a config file may give as a section (`oft: {block_size: 16}`).
-SECTIONS = ("lora", "loha", "lokr", "adalora", "oft", "boft", "vera", "prefix", "adapter")
+SECTIONS = tuple(m.config_section for m in REGISTRY.values() if m.config_section is not None)
 
 
 def load_train_config(

@@ -11,26 +11,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from deltarank.errors import DeltarankError
-from deltarank.train.optimizers import WEIGHT_DECAY_MODES, check_weight_decay
+from deltarank.io.training_methods import METHOD_NAMES, REGISTRY, in_family, names
 
-METHODS = (
-    "full",
-    "lora",
-    "qlora",
-    "ia3",
-    "loha",
-    "lokr",
-    "adalora",
-    "oft",
-    "boft",
-    "vera",
-    "prompt",
-    "prefix",
-    "ptuning",
-    "adapter",
-)
-PROMPT_METHODS = ("prompt", "prefix", "ptuning")  # virtual tokens, no weight changed
-WEIGHT_METHODS = ("lora", "qlora", "ia3", "loha", "lokr", "adalora", "oft", "boft", "vera")  # peft on weights
+METHODS = METHOD_NAMES
+PROMPT_METHODS = in_family("prompt")  # virtual tokens, no weight changed
+WEIGHT_METHODS = in_family("weights")  # peft on weights
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")  # mixed_precision: AMP mode, master weights stay fp32
 REPORTERS = ("none", "tensorboard", "wandb")
@@ -47,7 +32,6 @@ CHOICES = {
     "progress": PROGRESS_MODES,
     "batching": BATCHINGS,
     "adapter_nonlinearity": NONLINEARITIES,
-    "weight_decay_mode": WEIGHT_DECAY_MODES,
 }
 POSITIVE = (
     "batch_size",
@@ -80,23 +64,15 @@ POSITIVE_OR_NONE = (
 
 
 # The methods whose options each help section of TrainConfig's fields holds (metadata "section"); a field
-# listed in FIELD_METHODS applies to its own methods. Options of other sections apply to every method.
+# listed in FIELD_METHODS applies to its own methods. Options of other sections apply to every method. Both are
+# read from the method registry (`TrainingMethod.sections`, `.own_fields`).
 SECTION_METHODS = {
-    "methods": WEIGHT_METHODS,
-    "lora": ("lora", "qlora"),
-    "loha": ("loha",),
-    "lokr": ("lokr",),
-    "adalora": ("adalora",),
-    "oft": ("oft",),
-    "boft": ("boft",),
-    "vera": ("vera",),
-    "prompt": PROMPT_METHODS,
-    "adapter": ("adapter",),
+    section: names(m for m in REGISTRY.values() if section in m.sections)
+    for section in dict.fromkeys(s for m in REGISTRY.values() for s in m.sections)
 }
 FIELD_METHODS = {
-    "prefix_projection": ("prefix",),
-    "encoder_hidden_size": ("prefix", "ptuning"),
-    "track_rank_sample": ("full",),
+    key: names(m for m in REGISTRY.values() if key in m.own_fields)
+    for key in dict.fromkeys(k for m in REGISTRY.values() for k in m.own_fields)
 }
 
 
@@ -170,7 +146,6 @@ def validate_config(config: Any) -> None:
         raise DeltarankError(f"attention_dropout must be in [0, 1), got {config.attention_dropout}")
     if config.warmup < 0 or config.weight_decay < 0 or config.max_grad_norm < 0:
         raise DeltarankError("warmup, weight_decay and max_grad_norm must not be negative")
-    check_weight_decay(config)
     if config.seq_len < 2:
         raise DeltarankError(f"seq_len must be at least 2, got {config.seq_len}")
 
@@ -179,16 +154,17 @@ def _validate_rank_tracking(config: Any) -> None:
     """`track_rank` needs a method that changes weights; `track_rank_sample` is for full fine-tuning."""
     if config.track_rank < 0:
         raise DeltarankError(f"track_rank must be 0 (off) or a positive integer, got {config.track_rank}")
-    if config.track_rank and config.method in PROMPT_METHODS:
+    entry = REGISTRY[config.method]
+    if config.track_rank and not entry.has_delta and entry.family == "prompt":
         raise DeltarankError(
             f"--track-rank: method {config.method} learns virtual tokens and changes no weight, so there is no "
             "ΔW to track"
         )
-    if config.track_rank and config.method == "adapter":
+    if config.track_rank and not entry.has_delta:
         raise DeltarankError(
-            "--track-rank: bottleneck adapters add new layers and change no weight, so there is no ΔW to track"
+            f"--track-rank: {entry.display}s add new layers and change no weight, so there is no ΔW to track"
         )
-    if config.track_rank_sample is not None and config.method != "full":
+    if config.track_rank_sample is not None and config.method not in FIELD_METHODS["track_rank_sample"]:
         raise DeltarankError(
             f"--track-rank-sample is for full fine-tuning (method {config.method} is tracked on every adapted "
             "matrix from its factors)"

@@ -1,16 +1,8 @@
 """The one place training methods differ: loading options and wrapping the model, one function per method.
 
-| method | what trains | built by |
-|---|---|---|
-| full | every weight | (unchanged model) |
-| lora, qlora | low-rank B·A per target (qlora: on a 4-bit NF4 base; rsLoRA, DoRA switches) | peft |
-| ia3 | a scaling vector per target | peft |
-| loha, lokr | Hadamard / Kronecker products of low-rank factors | peft |
-| adalora | SVD-form LoRA whose ranks a budget reallocates during training | peft |
-| oft, boft | orthogonal (block-diagonal / butterfly) rotations of the weights | peft |
-| vera | scaling vectors on frozen random projections shared by every layer | peft |
-| prompt, prefix, ptuning | virtual tokens (prefix: key/value prefixes per layer) | peft |
-| adapter | Houlsby bottleneck adapters after attention and MLP | `deltarank.train.bottleneck` |
+Each method of the registry (`deltarank.io.training_methods.REGISTRY`: names, option sections, learning rates,
+ΔW kinds) has one builder here, registered with `@builds` under its name; peft builds all but `full` (the model
+unchanged) and `adapter` (`deltarank.train.bottleneck`).
 
 LoRA defaults follow Biderman et al. 2024 ("LoRA Learns Less and Forgets Less"): adapt all linear layers of
 the blocks and set α = 2r. The other methods take peft's defaults (its papers' settings). Which layers they
@@ -29,6 +21,7 @@ from transformers import TrainerCallback
 
 from deltarank.errors import DeltarankError
 from deltarank.io.quantization import QLORA_NF4, QUANTIZATION_FILE
+from deltarank.io.training_methods import REGISTRY
 from deltarank.train.config import TrainConfig
 from deltarank.train.models import bnb_config, keep_nf4_exact
 from deltarank.train.targets import (
@@ -42,6 +35,19 @@ from deltarank.train.targets import (
 logger = logging.getLogger(__name__)
 
 
+Builder = Callable[[Any, TrainConfig], Any]
+# method name -> the function that wraps a model for it; every method of the registry has one (tested).
+BUILDERS: dict[str, Builder] = {}
+
+
+def builds(func: Builder) -> Builder:
+    """Register `func` as the builder of the registry's method of the same name."""
+    if func.__name__ not in REGISTRY:
+        raise AssertionError(f"{func.__name__} is not a method of deltarank.io.training_methods.REGISTRY")
+    BUILDERS[func.__name__] = func
+    return func
+
+
 def wrap_model(model: Any, config: TrainConfig) -> Any:
     """Return the model to train: unchanged for `full` (every weight trainable), else the method's wrapper.
 
@@ -53,7 +59,7 @@ def wrap_model(model: Any, config: TrainConfig) -> Any:
 def quantization_config(method: str) -> Any | None:
     """The `quantization_config` for `from_pretrained` of the base a `method` trains on: QLoRA's 4-bit NF4 with
     double quantisation, else None."""
-    return bnb_config(QLORA_NF4) if method == "qlora" else None
+    return bnb_config(QLORA_NF4) if REGISTRY[method].quantized_base else None
 
 
 def method_callbacks(config: TrainConfig) -> list[Any]:
@@ -74,6 +80,7 @@ def adapt_trainer(trainer: Any, config: TrainConfig) -> Any:
     return trainer
 
 
+@builds
 def full(model: Any, config: TrainConfig) -> Any:
     """Full fine-tuning: every weight trainable."""
     for param in model.parameters():
@@ -81,6 +88,7 @@ def full(model: Any, config: TrainConfig) -> Any:
     return model
 
 
+@builds
 def lora(model: Any, config: TrainConfig) -> Any:
     """LoRA (Hu et al. 2021) with rsLoRA / DoRA switches; r, α = 2r, all linear layers by default."""
     from peft import LoraConfig
@@ -88,6 +96,7 @@ def lora(model: Any, config: TrainConfig) -> Any:
     return _peft(model, LoraConfig(**_lora_kwargs(model, config)))
 
 
+@builds
 def qlora(model: Any, config: TrainConfig) -> Any:
     """QLoRA (Dettmers et al. 2023): LoRA on the 4-bit NF4 base `quantization_config` loaded."""
     from peft import LoraConfig, prepare_model_for_kbit_training
@@ -116,6 +125,7 @@ def record_quantization(model: Any) -> Any:
     return model
 
 
+@builds
 def ia3(model: Any, config: TrainConfig) -> Any:
     """IA3 (Liu et al. 2022): learned scaling of keys, values and the MLP input of down_proj (peft's default)."""
     from peft import IA3Config
@@ -131,6 +141,7 @@ def ia3(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def loha(model: Any, config: TrainConfig) -> Any:
     """LoHa (Hyeon-Woo et al. 2022): Hadamard product of two rank-r products."""
     from peft import LoHaConfig
@@ -146,6 +157,7 @@ def loha(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def lokr(model: Any, config: TrainConfig) -> Any:
     """LoKr (Yeh et al. 2023): Kronecker product of a small factor and a rank-r product."""
     from peft import LoKrConfig
@@ -161,6 +173,7 @@ def lokr(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def adalora(model: Any, config: TrainConfig) -> Any:
     """AdaLoRA (Zhang et al. 2023): ranks from init_r down to target_r on average, by importance.
 
@@ -181,6 +194,7 @@ def adalora(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def oft(model: Any, config: TrainConfig) -> Any:
     """OFT (Qiu et al. 2023): a block-diagonal orthogonal rotation of each weight's input space."""
     from peft import OFTConfig
@@ -198,6 +212,7 @@ def oft(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def boft(model: Any, config: TrainConfig) -> Any:
     """BOFT (Liu et al. 2024): a butterfly-factorised orthogonal rotation and a scale."""
     from peft import BOFTConfig
@@ -213,6 +228,7 @@ def boft(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def vera(model: Any, config: TrainConfig) -> Any:
     """VeRA (Kopiczko et al. 2024): scaling vectors on shared frozen random projections (saved with it)."""
     from peft import VeraConfig
@@ -228,6 +244,7 @@ def vera(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def prompt(model: Any, config: TrainConfig) -> Any:
     """Prompt tuning (Lester et al. 2021): learned input embeddings of virtual tokens."""
     from peft import PromptTuningConfig
@@ -235,6 +252,7 @@ def prompt(model: Any, config: TrainConfig) -> Any:
     return _peft(model, PromptTuningConfig(num_virtual_tokens=config.virtual_tokens, task_type="CAUSAL_LM"))
 
 
+@builds
 def prefix(model: Any, config: TrainConfig) -> Any:
     """Prefix tuning (Li & Liang 2021): learned key/value prefixes in every layer (optionally through an MLP)."""
     from peft import PrefixTuningConfig
@@ -253,6 +271,7 @@ def prefix(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def ptuning(model: Any, config: TrainConfig) -> Any:
     """P-tuning (Liu et al. 2021): virtual-token embeddings produced by an MLP prompt encoder."""
     from peft import PromptEncoderConfig
@@ -271,6 +290,7 @@ def ptuning(model: Any, config: TrainConfig) -> Any:
     )
 
 
+@builds
 def adapter(model: Any, config: TrainConfig) -> Any:
     """Bottleneck adapters (Houlsby et al. 2019) after every attention and MLP block; the base is frozen."""
     from deltarank.train.bottleneck import BottleneckConfig, add_adapters
@@ -280,24 +300,6 @@ def adapter(model: Any, config: TrainConfig) -> Any:
     size = config.adapter_size or max(1, int(model.config.hidden_size) // 16)
     add_adapters(model, BottleneckConfig(size=size, nonlinearity=config.adapter_nonlinearity))
     return model
-
-
-BUILDERS: dict[str, Callable[[Any, TrainConfig], Any]] = {
-    "full": full,
-    "lora": lora,
-    "qlora": qlora,
-    "ia3": ia3,
-    "loha": loha,
-    "lokr": lokr,
-    "adalora": adalora,
-    "oft": oft,
-    "boft": boft,
-    "vera": vera,
-    "prompt": prompt,
-    "prefix": prefix,
-    "ptuning": ptuning,
-    "adapter": adapter,
-}
 
 
 class AdaLoraAllocator(TrainerCallback):
@@ -349,7 +351,7 @@ def parameter_counts(model: Any) -> tuple[int, int]:
 
 def base_parameter_count(model: Any, method: str) -> int:
     """Parameters of the base model: all for full fine-tuning, else the frozen ones (adapters train alone)."""
-    if method == "full":
+    if REGISTRY[method].family == "full":
         return parameter_counts(model)[1]
     return sum(
         _numel(p) for n, p in model.named_parameters() if not p.requires_grad and not n.endswith("ranknum")

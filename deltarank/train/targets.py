@@ -10,8 +10,8 @@ import difflib
 from typing import Any
 
 from deltarank.errors import DeltarankError, OptionError
+from deltarank.io.training_methods import ALL_LINEAR
 
-ALL_LINEAR = "all-linear"
 GROUP_MARKERS = {
     "attention": ("attn", "attention"),
     "mlp": ("mlp", "feed_forward", "ffn"),
