@@ -9,6 +9,7 @@ from typing import Any
 
 from deltarank.errors import DeltarankError
 from deltarank.train.config import TrainConfig
+from deltarank.train.optimizers import optimizer_weight_decay
 from deltarank.train.saving import DEFAULT_KEEP
 
 __all__ = ["checkpointing_argument", "sequences_needed", "training_arguments"]
@@ -50,7 +51,9 @@ def training_arguments(config: TrainConfig) -> Any:
             num_train_epochs=config.epochs or 1.0,
             lr_scheduler_type=config.lr_scheduler,
             warmup_steps=config.warmup,
-            weight_decay=config.weight_decay,
+            weight_decay=optimizer_weight_decay(
+                config.weight_decay, config.weight_decay_mode, config.learning_rate
+            ),
             max_grad_norm=config.max_grad_norm,
             optim=config.optim,
             seed=config.seed,

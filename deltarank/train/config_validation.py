@@ -12,6 +12,7 @@ from typing import Any
 
 from deltarank.errors import DeltarankError
 from deltarank.io.training_methods import METHOD_NAMES, REGISTRY, in_family, names
+from deltarank.train.optimizers import WEIGHT_DECAY_MODES, check_weight_decay
 
 METHODS = METHOD_NAMES
 PROMPT_METHODS = in_family("prompt")  # virtual tokens, no weight changed
@@ -32,6 +33,7 @@ CHOICES = {
     "progress": PROGRESS_MODES,
     "batching": BATCHINGS,
     "adapter_nonlinearity": NONLINEARITIES,
+    "weight_decay_mode": WEIGHT_DECAY_MODES,
 }
 POSITIVE = (
     "batch_size",
@@ -146,6 +148,7 @@ def validate_config(config: Any) -> None:
         raise DeltarankError(f"attention_dropout must be in [0, 1), got {config.attention_dropout}")
     if config.warmup < 0 or config.weight_decay < 0 or config.max_grad_norm < 0:
         raise DeltarankError("warmup, weight_decay and max_grad_norm must not be negative")
+    check_weight_decay(config)
     if config.seq_len < 2:
         raise DeltarankError(f"seq_len must be at least 2, got {config.seq_len}")
 

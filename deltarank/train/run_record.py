@@ -4,7 +4,8 @@ Layout (`schema: deltarank.train-run/1`): method, parameters {trainable, total, 
 trainable_share_of_base}, stored_bytes (the saved weight or adapter files), tokens_seen, steps, wall_seconds, train_seconds (all sessions of a resumed run), tokens_per_second (this
 session's tokens over its training seconds), peak_memory_bytes, peak_memory_kind (rss: the resident-set peak
 while training; cuda_max_allocated), device, world_size, dtypes, seed, final_loss, eval_loss, model, data,
-config (resolved), versions, git_commit, git_dirty, created, resumed_from_step.
+config (resolved), optimizer (every optimizer and schedule setting: `deltarank.train.optimizers.optimizer_record`),
+versions, git_commit, git_dirty, created, resumed_from_step.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def run_record(
     training time before the checkpoint this session resumed from; `data` summarises the train and eval sets.
     """
     from deltarank.train.methods import base_parameter_count, parameter_counts  # peft: here, not at import
+    from deltarank.train.optimizers import optimizer_record
 
     state = trainer.state
     trainable, total = parameter_counts(trainer.model)
@@ -123,6 +125,7 @@ def run_record(
         "model": source.describe(),
         "data": data,
         "config": config.to_dict(),
+        "optimizer": optimizer_record(config, trainer),
         "versions": package_versions(),
         "git_commit": commit,
         "git_dirty": dirty,
