@@ -18,13 +18,14 @@ from deltarank.cli.options import (
     quiet_option,
     save_figure_file,
 )
+from deltarank.cli.references import base_of_runs
 from deltarank.io.atomic import check_output_dir, refuse_overlap
 from deltarank.io.progress import Progress
 
 
 @click.command()
-@click.argument("base", type=click.Path(path_type=str))
-@click.argument("tuned", type=click.Path(path_type=str))
+@click.argument("base", metavar="[BASE]", type=click.Path(path_type=str))
+@click.argument("tuned", metavar="TUNED", required=False, type=click.Path(path_type=str))
 @output_option("Adapter directory to write.", required=True)
 @click.option(
     "--lora-rank", "rank", type=int, default=None, help="One rank R for every matrix (clipped to its size)."
@@ -46,7 +47,7 @@ from deltarank.io.progress import Progress
 @dry_run_option
 def extract(
     base: str,
-    tuned: str,
+    tuned: str | None,
     output: str,
     rank: int | None,
     energy: float | None,
@@ -64,9 +65,14 @@ def extract(
 
     B = U_k Σ_k^½, A = Σ_k^½ V_kᵀ, α = r (scale 1). `PeftModel.from_pretrained(base_model, OUTPUT)` loads it;
     OUTPUT/deltarank_extract.json records each matrix's rank and retained energy Σ_{i≤k}σ_i²/Σσ_i².
+    `deltarank extract RUN ...` takes BASE from the run.json of a `deltarank train` output.
     """
     from deltarank.analysis.tools.extract import extract as run_extract
 
+    if tuned is None:  # a train output alone: BASE is the one its run.json records
+        tuned = base
+        base, line = base_of_runs("extract", [tuned], "BASE TUNED")
+        echo(line, quiet)
     check_target(rank, energy, dtype)
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview

@@ -1,4 +1,4 @@
-"""`deltarank intruders BASE TUNED`: intruder dimensions of the tuned weights (Shuttleworth et al. 2024)."""
+"""`deltarank intruders BASE TUNED` (or `intruders RUN`): intruder dimensions of the tuned weights (Shuttleworth et al. 2024)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from deltarank.cli.options import (
     quiet_option,
     save_figure_file,
 )
+from deltarank.cli.references import base_of_runs
 from deltarank.io.atomic import refuse_overlap
 from deltarank.io.progress import Progress
 
 
 @click.command()
-@click.argument("base", type=click.Path(path_type=str))
-@click.argument("tuned", type=click.Path(path_type=str))
+@click.argument("base", metavar="[BASE]", type=click.Path(path_type=str))
+@click.argument("tuned", metavar="TUNED", required=False, type=click.Path(path_type=str))
 @output_option("Result JSON file (- for stdout).", default="intruders.json")
 @click.option(
     "--top-k",
@@ -44,7 +45,7 @@ from deltarank.io.progress import Progress
 @dry_run_option
 def intruders(
     base: str,
-    tuned: str,
+    tuned: str | None,
     output: str,
     force: bool,
     top_k: int,
@@ -57,11 +58,16 @@ def intruders(
 ) -> None:
     """Intruder dimensions: top-k singular vectors of TUNED's weights far (|cos| < ε) from all of BASE's.
 
-    TUNED is a checkpoint or a PEFT LoRA/DoRA adapter directory (merged in the compute dtype). The counts for
+    TUNED is a checkpoint, a PEFT LoRA/DoRA adapter directory (merged in the compute dtype) or a `deltarank
+    train` output; `deltarank intruders RUN` takes BASE from the run's run.json. The counts for
     ε = 0.1 … 0.9 are stored too.
     """
     from deltarank.analysis.tools.intruders import intruders as run_intruders
 
+    if tuned is None:  # a train output alone: BASE is the one its run.json records
+        tuned = base
+        base, line = base_of_runs("intruders", [tuned], "BASE TUNED")
+        echo(line, quiet, to_stdout=output != STDOUT)
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from deltarank.errors import OutputError
-from deltarank.train.config_validation import DEVICES, valid_device
+from deltarank.io.device import DEVICE_NAMES, DEVICES, valid_device
 
 F = TypeVar("F", bound=Callable[..., Any])
 STDOUT = "-"
@@ -62,7 +62,7 @@ class DeviceType(click.ParamType):
         text = str(value)
         if valid_device(text):
             return text
-        self.fail(f"{text!r} is not one of auto, cpu, cuda, cuda:N", param, ctx)
+        self.fail(f"{text!r} is not one of {DEVICE_NAMES}", param, ctx)
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
         from click.shell_completion import CompletionItem

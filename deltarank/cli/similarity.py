@@ -1,4 +1,4 @@
-"""`deltarank similarity BASE TUNED_A TUNED_B`: subspace similarity φ(i, j) of two deltas (LoRA paper §7)."""
+"""`deltarank similarity BASE TUNED_A TUNED_B` (or `similarity RUN_A RUN_B`): subspace similarity φ(i, j) of two deltas (LoRA paper §7)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from deltarank.cli.options import (
     quiet_option,
     save_figure_file,
 )
+from deltarank.cli.references import base_of_runs
 from deltarank.errors import OptionError
 from deltarank.io.atomic import refuse_overlap
 from deltarank.io.progress import Progress
@@ -36,9 +37,9 @@ def parse_top(text: str) -> tuple[int, ...]:
 
 
 @click.command()
-@click.argument("base", type=click.Path(path_type=str))
+@click.argument("base", metavar="[BASE]", type=click.Path(path_type=str))
 @click.argument("tuned_a", type=click.Path(path_type=str))
-@click.argument("tuned_b", type=click.Path(path_type=str))
+@click.argument("tuned_b", metavar="TUNED_B", required=False, type=click.Path(path_type=str))
 @output_option("Result JSON file (- for stdout).", default="similarity.json")
 @click.option(
     "--sizes",
@@ -54,7 +55,7 @@ def parse_top(text: str) -> tuple[int, ...]:
 def similarity(
     base: str,
     tuned_a: str,
-    tuned_b: str,
+    tuned_b: str | None,
     output: str,
     force: bool,
     sizes: str,
@@ -68,10 +69,15 @@ def similarity(
     """Subspace similarity φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j) between the top singular vectors of
     ΔW_A = TUNED_A − BASE and ΔW_B = TUNED_B − BASE, per matrix (e.g. full fine-tuning against LoRA).
 
-    Each TUNED is a checkpoint or a PEFT LoRA/DoRA adapter directory.
+    Each TUNED is a checkpoint, a PEFT LoRA/DoRA adapter directory or a `deltarank train` output.
+    `deltarank similarity RUN_A RUN_B` compares two train outputs on the base both their run.json record.
     """
     from deltarank.analysis.tools.similarity import similarity as run_similarity
 
+    if tuned_b is None:  # two train outputs: BASE is the one both run.json record
+        tuned_a, tuned_b = base, tuned_a
+        base, line = base_of_runs("similarity", [tuned_a, tuned_b], "BASE TUNED_A TUNED_B")
+        echo(line, quiet, to_stdout=output != STDOUT)
     top = parse_top(sizes)
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview

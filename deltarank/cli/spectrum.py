@@ -25,9 +25,10 @@ from deltarank.cli.options import (
     quiet_option,
     refuse_existing,
 )
+from deltarank.cli.references import base_of_runs, is_run
 from deltarank.errors import OptionError
 from deltarank.io.atomic import refuse_overlap
-from deltarank.io.hub import resolve_path
+from deltarank.io.model_ref import local_path
 from deltarank.io.progress import Progress
 from deltarank.io.source import expand_checkpoints
 from deltarank.io.standalone import is_standalone_adapter
@@ -114,19 +115,28 @@ def spectrum(
 ) -> None:
     """SVD spectrum and effective ranks of ΔW = TUNED − BASE for every weight matrix.
 
-    BASE is a .safetensors file, a Hugging Face model directory or a GGUF file; TUNED is one of those or a
-    PEFT adapter directory. Several TUNED (e.g. run/checkpoint-*) share one pass over BASE.
+    BASE is a built-in model (smollm2-135m, gemma3-270m), a .safetensors file, a Hugging Face model directory,
+    a GGUF file or a cached repo id org/name[@rev]; TUNED is one of those, a PEFT adapter directory or a
+    `deltarank train` output. Several TUNED (e.g. run/checkpoint-*) share one pass over BASE.
+
+    `deltarank spectrum RUN`: a train output alone is compared with the base its run.json records.
 
     A prompt-based (prompt, prefix, P-tuning) or bottleneck adapter changes no weight: give its directory
     alone, `deltarank spectrum ADAPTER_DIR`, for the spectra of its own learned matrices.
     """
     if not tuned:
-        if not is_standalone_adapter(resolve_path(base)):
+        if is_standalone_adapter(local_path(base)):
+            tuned = (base,)
+        elif is_run(base):  # a train output alone: BASE is the one its run.json records
+            tuned = (base,)
+            base, line = base_of_runs("spectrum", tuned, "BASE TUNED")
+            echo(line, quiet, to_stdout=output != STDOUT)
+        else:
             raise OptionError(
-                f"missing TUNED: `deltarank spectrum BASE TUNED`; a single argument must be a prompt-based "
-                f"(prompt, prefix, P-tuning) or bottleneck adapter directory, and {base} is not one"
+                f"missing TUNED: `deltarank spectrum BASE TUNED`; a single argument must be a `deltarank train` "
+                f"output directory (its run.json names the base), or a prompt-based (prompt, prefix, "
+                f"P-tuning) or bottleneck adapter directory, and {base} is not one"
             )
-        tuned = (base,)
     options = SpectrumOptions(
         device=device,
         precision=precision,

@@ -13,7 +13,7 @@ from deltarank.errors import DeltarankError, InputError, OptionError, PairingErr
 from deltarank.io.adapter import AdapterModule, AdapterSource, is_adapter_dir
 from deltarank.io.base import TensorInfo, TensorSource
 from deltarank.io.dtypes import SAFETENSORS_DTYPES
-from deltarank.io.hub import resolve_path
+from deltarank.io.model_ref import local_path
 from deltarank.io.naming import Selection, canonical_name, module_type
 from deltarank.io.peft_methods import kind_needs_base
 from deltarank.io.quantization import QuantizationSpec
@@ -278,7 +278,7 @@ def plan_checkpoint(
     """
     source: TensorSource | AdapterSource | StandaloneAdapter
     pairs: list[Pair]
-    local = resolve_path(tuned)
+    local = local_path(tuned)
     skipped: list[SkippedTensor]
     if quantization_error and not is_adapter_dir(local):
         raise OptionError(f"--quantization-error applies to QLoRA adapters; {tuned} is not a PEFT adapter")

@@ -10,7 +10,7 @@ from pathlib import Path
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.base import PICKLE_SUFFIXES, TensorSource, refuse_pickle
 from deltarank.io.gguf_file import GGUFSource
-from deltarank.io.hub import resolve_path
+from deltarank.io.model_ref import local_path
 from deltarank.io.safetensors_file import SafetensorsSource, ShardedSafetensorsSource
 
 __all__ = ["TensorSource", "expand_checkpoints", "open_checkpoint"]
@@ -20,8 +20,8 @@ def open_checkpoint(path: str | Path) -> TensorSource:
     """Open a model checkpoint: a .safetensors file, a Hugging Face directory (single or sharded) or GGUF.
 
     Args:
-        path: File or directory, or a Hugging Face repo id `org/name[@revision]` in the local cache
-            (`deltarank.io.hub.resolve_path`).
+        path: A model reference (`deltarank.io.model_ref.local_path`): a file or directory, a built-in name
+            (`smollm2-135m`: its GGUF file), or a Hugging Face repo id `org/name[@revision]` in the local cache.
 
     Returns:
         A TensorSource for it.
@@ -30,7 +30,7 @@ def open_checkpoint(path: str | Path) -> TensorSource:
         InputError: missing path or uncached repo id, pickle checkpoint, directory without weights, unreadable
             file.
     """
-    p = resolve_path(path)
+    p = local_path(path)
     if not p.exists():
         raise InputError(p, "no such file or directory")
     if p.is_dir():

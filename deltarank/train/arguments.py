@@ -24,13 +24,11 @@ def training_arguments(config: TrainConfig) -> Any:
     import torch
     from transformers import TrainingArguments
 
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeltarankError(f"--device {config.device}: no CUDA device is available")
-    if config.device.startswith("cuda:"):
-        index = int(config.device[5:])
-        if index >= torch.cuda.device_count():
-            raise DeltarankError(f"--device {config.device}: only {torch.cuda.device_count()} CUDA device(s)")
-        torch.cuda.set_device(index)  # the Trainer's single-process device is the current CUDA device
+    from deltarank.io.device import resolve_device
+
+    device = resolve_device(config.device)  # a CUDA device that is not here: the one error text
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device.index)  # the Trainer's single-process device is the current CUDA device
     _check_reporter(config.report_to)
     from deltarank.io import bitsandbytes_gate
 

@@ -11,13 +11,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from deltarank.errors import DeltarankError
+from deltarank.io.device import valid_device  # the one device vocabulary
 from deltarank.io.training_methods import METHOD_NAMES, REGISTRY, in_family, names
 from deltarank.train.optimizers import WEIGHT_DECAY_MODES, check_weight_decay
 
 METHODS = METHOD_NAMES
 PROMPT_METHODS = in_family("prompt")  # virtual tokens, no weight changed
 WEIGHT_METHODS = in_family("weights")  # peft on weights
-DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")  # mixed_precision: AMP mode, master weights stay fp32
 REPORTERS = ("none", "tensorboard", "wandb")
 NONLINEARITIES = ("relu", "gelu", "swish", "tanh")
@@ -106,11 +106,6 @@ def options_of_method(config: Any, method: str) -> list[str]:
         if own and method in FIELD_METHODS.get(f.name, (method,)):
             keys.append(f.name)
     return keys
-
-
-def valid_device(device: str) -> bool:
-    """auto, cpu, cuda or cuda:N."""
-    return device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())
 
 
 def validate_config(config: Any) -> None:

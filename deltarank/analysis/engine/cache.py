@@ -21,7 +21,7 @@ from typing import Any
 from deltarank.analysis.results.spectrum import MatrixSpectrum
 from deltarank.errors import OutputError
 from deltarank.io.atomic import write_atomic
-from deltarank.io.hub import resolve_path
+from deltarank.io.model_ref import local_path
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -31,7 +31,7 @@ def fingerprint(paths: list[str], options: dict[str, Any]) -> str:
     """A digest of the inputs (each file's path, size and mtime; directories one level deep) and options."""
     parts: list[Any] = [options]
     for raw in paths:
-        path = resolve_path(raw).resolve()  # a repo id: its snapshot, whose path names the commit
+        path = local_path(raw).resolve()  # a repo id: its snapshot, whose path names the commit
         files = sorted(path.iterdir()) if path.is_dir() else [path]
         parts.append([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()])
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

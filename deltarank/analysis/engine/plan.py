@@ -14,7 +14,7 @@ from deltarank.errors import DeltarankError, OptionError
 from deltarank.io.adapter import AdapterSource, is_adapter_dir
 from deltarank.io.architecture import check_same_base
 from deltarank.io.base import TensorSource
-from deltarank.io.hub import resolve_path
+from deltarank.io.model_ref import local_path
 from deltarank.io.naming import Selection
 from deltarank.io.pairing import Pair, SkippedTensor, plan_checkpoint
 from deltarank.io.source import open_checkpoint
@@ -62,7 +62,7 @@ def plan_run(
         PairingError: no tensor in common, or not the same base model.
         DeltarankError: nothing selected.
     """
-    local = resolve_path(base)
+    local = local_path(base)
     if is_standalone_adapter(local):
         if not standalone:
             raise DeltarankError(f"{base}: {NOT_A_DELTA}; `deltarank spectrum {base}` reports its matrices")
@@ -71,7 +71,7 @@ def plan_run(
         return _standalone_plan(local, tuned, selection)
     base_source = open_checkpoint(local)
     for path in tuned:  # every TUNED is checked before any is paired or read
-        tuned_local = resolve_path(path)
+        tuned_local = local_path(path)
         if not is_adapter_dir(tuned_local) and not is_standalone_adapter(tuned_local):
             check_same_base(local, tuned_local, allow_different_base)
     plans = []
@@ -90,7 +90,7 @@ def _standalone_plan(
 ) -> tuple[TensorSource, list[Plan]]:
     """`deltarank spectrum ADAPTER_DIR`: the adapter's own matrices (its weights file stands as the base)."""
     adapter = StandaloneAdapter(adapter_dir)
-    if any(resolve_path(path) != adapter_dir for path in tuned):
+    if any(local_path(path) != adapter_dir for path in tuned):
         raise DeltarankError(
             f"{adapter_dir}: a {adapter.what} is analysed alone; give it as the only argument"
         )
