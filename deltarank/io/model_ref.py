@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltarank.errors import DeltarankError, InputError
-from deltarank.io.hub import resolve_path
+from deltarank.io.hub import parse_repo_spec, resolve_path
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -163,7 +163,8 @@ class RecordedBase:
 
     def reference(self, command: str = "spectrum") -> str:
         """A reference to the base that works on this machine: the built-in name, the recorded directory or
-        GGUF file when it is here, else the name as it was given (a path, or a cached repo id).
+        GGUF file when it is here, else the name as it was given (a path, or a repo id: from the cache, or
+        fetched by the command's `--download`).
 
         Raises:
             InputError: the recorded base is not found here (one line naming it and how to pass BASE).
@@ -183,7 +184,8 @@ class RecordedBase:
             if local_path(self.name).exists():
                 return self.name
         except DeltarankError:
-            pass
+            if parse_repo_spec(self.name) is not None:
+                return self.name  # an uncached repo id: `--download` fetches it, else the reader says how
         raise self._missing(command, "not found on this machine")
 
     def _missing(self, command: str, why: str) -> InputError:

@@ -35,7 +35,7 @@ def training_arguments(config: TrainConfig) -> Any:
     if bitsandbytes_gate.needs_bitsandbytes(config.optim):
         bitsandbytes_gate.allow()  # an 8-bit or paged optimizer runs on bitsandbytes
     eval_steps = config.eval_steps or config.save_steps
-    on_cuda = config.device != "cpu" and torch.cuda.is_available()
+    on_cuda = device.type == "cuda"
     amp = config.mixed_precision != "fp32"
     use_cpu = config.device == "cpu" or (amp and not on_cuda)  # bf16 on CPU needs it
     try:

@@ -73,11 +73,16 @@ def test_run_directory_and_its_checkpoints(tmp_path: Path) -> None:
     assert recorded_base(run) == RecordedBase(run, "smollm2-135m", "/x", "a.gguf")
 
 
-def test_recorded_base_reference(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_recorded_base_reference(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     here = _run(tmp_path / "here", {"name": "somewhere/else", "directory": str(tiny_model_dir)})
     assert recorded_base(here).reference() == str(tiny_model_dir)  # the recorded directory, when it is here
     by_name = _run(tmp_path / "name", {"name": str(tiny_model_dir), "directory": "/gone"})
     assert recorded_base(by_name).reference() == str(tiny_model_dir)  # else the name, when it resolves here
+    repo = _run(tmp_path / "repo", {"name": "org/uncached", "directory": "/gone/snapshot"})
+    assert recorded_base(repo).reference() == "org/uncached"  # --download fetches it, else hub says how
     gone = _run(tmp_path / "gone", {"name": "/gone/base", "directory": "/gone/base"})
     with pytest.raises(InputError) as info:
         recorded_base(gone).reference("intruders")
