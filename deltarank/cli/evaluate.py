@@ -1,4 +1,5 @@
-"""`deltarank evaluate`: accuracy, HumanEval completions (run only with --execute) or held-out loss."""
+"""`deltarank evaluate`: every measurement a study makes, on one model: held-out loss, accuracy, HumanEval
+completions (run only with --execute), general-text drift (forgetting) and diversity."""
 
 from __future__ import annotations
 
@@ -10,11 +11,22 @@ import click
 from deltarank.cli.options import device_option
 
 EPILOG = """\b
-DATA decides what is measured:
-  builtin:zh-sentiment:test  exact-match accuracy of greedy answers (正面/负面)
-  builtin:humaneval          greedy completions of the 164 HumanEval prompts; with --execute each
-                             is checked against the problem's tests (pass@1); never without it
-  FILE.jsonl | builtin:NAME:test   mean loss per trained token (e.g. builtin:zh-text:test)
+--measure picks what is measured (the same functions as a study's evaluate:):
+  loss       mean loss per trained token of DATA (FILE.jsonl, builtin:NAME:test) [--limit 64]
+  accuracy   exact match of greedy answers: builtin:zh-sentiment:test (正面/负面) or
+             builtin:math:test (the final number) [--limit 200]
+  humaneval  greedy completions of the 164 HumanEval prompts; with --execute each is
+             checked against the problem's tests (pass@1); never without it
+  drift      general-text drift (a study's forgetting): the base model's own sampled answers
+             to 16 general prompts (--general-tokens 64, --seed 0), the loss on them; with
+             --tuned the tuned model's loss and its rise over the base. No --data
+  diversity  --diversity-samples 8 samples (--temperature 0.2, --top-p 0.95, --max-new-tokens
+             64, --seed 0) of each of the first --limit 4 prompts of DATA: builtin:humaneval
+             (with --execute also pass/fail), a JSONL of {"prompt": ...}, or a held-out set
+             (builtin:NAME:test, a training JSONL: its records' prompts); distinct outputs per
+             prompt, distinct-1/2; the samples go to generations.jsonl beside -o
+Without --measure, DATA decides: builtin:zh-sentiment:test -> accuracy, builtin:humaneval
+-> humaneval, anything else -> loss.
 Score any model's completions without loading one:
   deltarank evaluate --data builtin:humaneval --completions samples.jsonl --execute
   ({"task_id": "HumanEval/0", "completion": "..."} per line; pass@1, and @10/@100 where n allows)
@@ -37,9 +49,17 @@ as a plain process of your user (warned about, recorded in the result).
 )
 @click.option("--tuned", type=click.Path(), help="A `deltarank train` output (LoRA adapter or full model).")
 @click.option(
-    "--data", required=True, help="Held-out data: builtin:zh-sentiment:test, builtin:humaneval, ..."
+    "--measure",
+    type=click.Choice(["loss", "accuracy", "humaneval", "drift", "diversity"]),
+    help="What to measure (see below) [the data decides].",
 )
-@click.option("--limit", type=int, help="First N examples [accuracy 200, HumanEval 164, loss 64].")
+@click.option(
+    "--data",
+    help="Held-out data or prompts: builtin:zh-sentiment:test, builtin:humaneval, ... (not for drift).",
+)
+@click.option(
+    "--limit", type=int, help="First N examples [accuracy 200, HumanEval 164, loss 64, diversity 4 prompts]."
+)
 @click.option("--execute", is_flag=True, help="Run HumanEval completions against their tests (sandboxed).")
 @click.option(
     "--completions",
@@ -68,13 +88,22 @@ as a plain process of your user (warned about, recorded in the result).
     is_flag=True,
     help="Without bubblewrap, run completions as plain processes of your user (NOT isolated).",
 )
-@click.option("--max-new-tokens", type=int, help="Tokens generated per answer [accuracy 8, HumanEval 384].")
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    help="Tokens generated per answer [accuracy 8 (math 160), HumanEval 384, diversity 64].",
+)
+@click.option("--seed", type=int, help="Seed of drift's general answers and diversity's samples [0].")
+@click.option("--general-tokens", type=int, help="Tokens of each base-model answer for drift [64].")
+@click.option("--diversity-samples", type=int, help="Samples per prompt for diversity [8].")
+@click.option("--temperature", type=float, help="Sampling temperature for diversity [0.2].")
+@click.option("--top-p", type=float, help="Nucleus-sampling threshold for diversity [0.95].")
 @click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per sequence for the loss.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the result JSON here.")
 @click.option("--force", is_flag=True, help="Replace the output if it already exists.")
 @device_option
 def evaluate(**options: Any) -> None:
-    """Evaluate MODEL (or MODEL + a training run's output) on held-out DATA."""
+    """Measure MODEL (or MODEL + a training run's output) as a study measures it."""
     from deltarank.evaluation.run import EvalRequest
     from deltarank.evaluation.run import evaluate as run_evaluation
 
@@ -95,6 +124,10 @@ def summary_line(result: dict[str, Any]) -> str:
     target = result["tuned"] or result["model"]["name"]
     if result["task"] == "accuracy":
         return f"{target}: accuracy {result['accuracy']:.3f} ({result['correct']}/{result['examples']}) on {result['data']}"
+    if result["task"] == "drift":
+        return _drift_line(target, result)
+    if result["task"] == "diversity":
+        return _diversity_line(target, result)
     if result["task"] == "humaneval":
         if not result["executed"]:
             return f"{target}: {result['examples']} HumanEval completions generated, not run (add --execute)"
@@ -102,6 +135,30 @@ def summary_line(result: dict[str, Any]) -> str:
             f"{target}: HumanEval pass@1 {result['pass_at_1']:.3f} ({result['passed']}/{result['examples']})"
         )
     return f"{target}: loss {result['loss']:.4f} over {result['trained_tokens']} tokens of {result['data']}"
+
+
+def _drift_line(target: str, result: dict[str, Any]) -> str:
+    """Drift: the loss on the base model's general answers (and its rise over the base's, with --tuned)."""
+    if result["general_loss"] is None:
+        return f"{target}: {result.get('general_note', 'no general-text tokens')}"
+    line = (
+        f"{target}: general-text loss {result['general_loss']:.4f} over {result['general_tokens']} tokens of "
+        f"the base model's answers to {result['general_sequences']} prompts"
+    )
+    if "general_loss_rise" in result and result["general_loss_rise"] is not None:
+        line += f" (base {result['base_general_loss']:.4f}, rise {result['general_loss_rise']:+.4f})"
+    return line
+
+
+def _diversity_line(target: str, result: dict[str, Any]) -> str:
+    """Diversity: distinct outputs per prompt (and the pass rate of executed HumanEval samples)."""
+    line = (
+        f"{target}: {result['distinct_per_prompt']:.2f} distinct of {result['samples_per_prompt']} samples per "
+        f"prompt ({result['prompts']} prompts of {result['prompt_set']})"
+    )
+    if result.get("pass_rate") is not None:
+        line += f", pass rate {result['pass_rate']:.3f}"
+    return line
 
 
 def _check_timeout(value: float) -> float:

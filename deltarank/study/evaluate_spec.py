@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
+from deltarank.evaluation import defaults
 
 HELD_OUT_PROMPTS = "held_out"  # diversity_prompts' default: prompts of the run's held-out set
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
@@ -48,13 +49,13 @@ class EvaluateSpec:
     accuracy: str | None = None
     accuracy_examples: int = 40
     forgetting: tuple[str, ...] = ()
-    general_tokens: int = 64
+    general_tokens: int = defaults.GENERAL_TOKENS
     diversity_prompts: str | None = HELD_OUT_PROMPTS
-    diversity_n: int = 4
-    diversity_samples: int = 8
-    temperature: float = 0.2
-    top_p: float = 0.95
-    max_new_tokens: int = 64
+    diversity_n: int = defaults.DIVERSITY_PROMPTS
+    diversity_samples: int = defaults.DIVERSITY_SAMPLES
+    temperature: float = defaults.TEMPERATURE
+    top_p: float = defaults.TOP_P
+    max_new_tokens: int = defaults.DIVERSITY_NEW_TOKENS
     execute: bool = False
     seq_len: int = 128
 
