@@ -10,7 +10,7 @@ from pathlib import Path
 from deltarank.errors import DeltarankError
 from deltarank.study.held_out_split import training_data
 from deltarank.study.measurements import cached_measurement
-from deltarank.study.spec import NOT_IDENTITY, RunSpec, Study
+from deltarank.study.spec import RunSpec, Study, identity_values
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,9 @@ def _same_settings(run: RunSpec, run_dir: Path, trains_on: str) -> bool:
     if not path.is_file():
         return False
     try:
-        saved = load_train_config(path).resolved().to_dict()
+        saved = identity_values(load_train_config(path).resolved().to_dict())
     except DeltarankError:
         return False
-    for key in NOT_IDENTITY:
-        saved.pop(key, None)
     if run.parent is not None:
         saved["model"] = f"run:{run.parent}"
     if (

@@ -19,6 +19,10 @@ from deltarank.train.config import TrainConfig
 DATA_SIZE = "data_size"  # a study's name for TrainConfig.max_examples
 # Keys that say where and how a run is shown, not what it computes: left out of a run's identity (its hash).
 NOT_IDENTITY = ("output_dir", "resume", "force", "device", "progress", "download", "report_to")
+# Keys added to TrainConfig after run names were first hashed, with the value that computes what runs computed
+# before them: left out of a run's identity at that value, so the names of existing studies' runs (and the check
+# of a saved run's settings) stay as they were.
+LATER_KEYS = {"weight_decay_mode": "coupled"}
 HASH_LENGTH = 6
 
 
@@ -48,9 +52,7 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """The resolved TrainConfig values that decide what this run computes (the basis of its hash)."""
-        resolved = self.train_config(Path("run")).resolved().to_dict()
-        for key in NOT_IDENTITY:
-            resolved.pop(key, None)
+        resolved = identity_values(self.train_config(Path("run")).resolved().to_dict())
         if self.parent is not None:
             resolved["model"] = f"run:{self.parent}"
         return resolved
@@ -94,6 +96,16 @@ class Study:
         while run.parent is not None:
             run = self.run(run.parent)
         return str(run.config["model"])
+
+
+def identity_values(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved TrainConfig dict without the keys that do not decide what a run computes (`NOT_IDENTITY`, and
+    `LATER_KEYS` at their former behaviour)."""
+    return {
+        k: v
+        for k, v in config.items()
+        if k not in NOT_IDENTITY and not (k in LATER_KEYS and v == LATER_KEYS[k])
+    }
 
 
 def short_hash(value: Any, length: int = HASH_LENGTH) -> str:
