@@ -98,7 +98,8 @@ class Evaluator:
     """Held-out code loss and general-text loss of a model, on sequences built once for every run."""
 
     def __init__(self, work: Path, seq_len: int) -> None:
-        from deltarank.reproduce.evaluate import encode_chats, general_text
+        from deltarank.evaluation.drift import general_text, read_general_text, write_general_text
+        from deltarank.evaluation.loss import encode_chats
         from deltarank.train.data import build_dataset
         from deltarank.train.models import load_model, load_tokenizer, resolve_model
 
@@ -111,14 +112,12 @@ class Evaluator:
         if not general_path.is_file():
             base = load_model(self.source).eval()
             base.config.use_cache = True  # generation needs the KV cache that training turns off
-            records = general_text(base, tokenizer, GENERAL_TOKENS, SEED)
-            write_atomic(general_path, "".join(json.dumps(r) + "\n" for r in records))
-        records = [json.loads(line) for line in general_path.read_text().splitlines()]
-        self.general = encode_chats(tokenizer, records, seq_len)
+            write_general_text(general_path, general_text(base, tokenizer, GENERAL_TOKENS, SEED))
+        self.general = encode_chats(tokenizer, read_general_text(general_path), seq_len)
 
     def losses(self, model: Any) -> dict[str, float]:
         """target_loss (held-out code) and general_loss (the base model's own general text)."""
-        from deltarank.reproduce.evaluate import sequence_loss
+        from deltarank.evaluation.loss import sequence_loss
 
         return {
             "target_loss": sequence_loss(model, self.target, self.pad),
