@@ -109,7 +109,9 @@ def test_method_help_names_every_method() -> None:
 def test_every_method_has_exactly_one_builder() -> None:
     from deltarank.train.methods import BUILDERS, builds
 
-    assert tuple(BUILDERS) == METHOD_NAMES
+    assert sorted(BUILDERS) == sorted(METHOD_NAMES)
+    with pytest.raises(AssertionError, match="lora has a builder already"):
+        builds(BUILDERS["lora"])
 
     def dora(model: object, config: object) -> object:  # not a method of the registry
         return model
