@@ -216,3 +216,17 @@ def test_shell_completion_completes_commands_and_options() -> None:
     assert complete("deltarank spec") == ["spectrum"]
     assert "--device" in complete("deltarank spectrum --dev")
     assert complete("deltarank spectrum a b --device cu") == ["cuda"]
+
+
+def test_train_help_is_the_method_registry() -> None:
+    """`deltarank train -h`: --method's choices are the registry's methods, in its order, and each method
+    section of the options is titled by the registry's methods it is for."""
+    from deltarank.cli.train import SECTION_TITLES
+    from deltarank.io.training_methods import METHOD_NAMES
+
+    result = invoke("train", "-h")
+    assert result.exit_code == 0, result.output
+    assert f"--method [{'|'.join(METHOD_NAMES)}]" in result.output
+    for title in ("lora / qlora:", "prompt / prefix / ptuning:", "adapter (bottleneck adapter):"):
+        assert f"\n{title}\n" in result.output
+    assert all(f"\n{title}:\n" in result.output for title in SECTION_TITLES.values())
