@@ -41,8 +41,13 @@ def regularised(run: Run) -> bool:
 
 
 def regularisation_label(run: Run) -> str:
-    """`weight_decay 0.0001`, `attention_dropout 0.1`, ... ('' for none)."""
-    return ", ".join(f"{k} {setting(run, k):g}" for k in REGULARISERS if float(setting(run, k) or 0) > 0)
+    """`weight_decay 0.0001`, `weight_decay 0.0001 (decoupled)`, `attention_dropout 0.1`, ... ('' for none)."""
+    parts = []
+    for key in REGULARISERS:
+        if float(setting(run, key) or 0) > 0:
+            decoupled = key == "weight_decay" and setting(run, "weight_decay_mode") == "decoupled"
+            parts.append(f"{key} {setting(run, key):g}" + (" (decoupled)" if decoupled else ""))
+    return ", ".join(parts)
 
 
 def is_full(run: Run) -> bool:

@@ -71,6 +71,7 @@ SETTINGS = (
     "grad_accum",
     "seq_len",
     "weight_decay",
+    "weight_decay_mode",
     "attention_dropout",
     "seed",
 )
