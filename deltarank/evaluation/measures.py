@@ -66,7 +66,8 @@ def diversity(
 ) -> dict[str, Any]:
     """k samples of each of the first N prompts of `data`, counted as a study counts them; the samples go to
     `generations.jsonl` beside the result file when there is one."""
-    from deltarank.evaluation.diversity import measure_diversity, prompts_for
+    from deltarank.evaluation.diversity import measure_diversity
+    from deltarank.evaluation.prompts import prompts_for
 
     path = generations_path(request)
     found = measure_diversity(

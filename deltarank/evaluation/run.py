@@ -176,7 +176,7 @@ def _check_data(request: EvalRequest, task: str) -> None:
                 f"builtin:math:test), got {data}"
             )
     elif task == "diversity":
-        from deltarank.evaluation.diversity import prompts_for
+        from deltarank.evaluation.prompts import prompts_for
 
         prompts_for(data, measures.limit_of("diversity", request))  # every prompt, before the model loads
     elif not builtin_data.is_builtin(data):

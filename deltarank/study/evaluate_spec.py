@@ -33,7 +33,7 @@ class EvaluateSpec:
         forgetting: Extra held-out data specs whose loss rise also counts as forgetting.
         general_tokens: Tokens of each base-model answer in the general-text forgetting set.
         diversity_prompts: `builtin:humaneval`, a JSONL of {"prompt": ...}, or `held_out` (the default): the
-            prompts of the run's held-out set (`deltarank.evaluation.diversity.held_out_prompts`); None (`null` in
+            prompts of the run's held-out set (`deltarank.evaluation.prompts.held_out_prompts`); None (`null` in
             the study file): no diversity.
         diversity_n: Prompts sampled for diversity.
         diversity_samples: Samples per prompt.
@@ -132,11 +132,11 @@ class EvaluateSpec:
         if self.diversity_prompts == HELD_OUT_PROMPTS:
             held_out = self.held_out_for(data)
             if held_out is not None:  # else split from the training data (checked there)
-                from deltarank.evaluation.diversity import held_out_prompts
+                from deltarank.evaluation.prompts import held_out_prompts
 
                 held_out_prompts(held_out, self.diversity_n)
         elif self.diversity_prompts is not None:
-            from deltarank.evaluation.diversity import diversity_prompts
+            from deltarank.evaluation.prompts import diversity_prompts
 
             diversity_prompts(self.diversity_prompts, self.diversity_n)
 

@@ -184,12 +184,8 @@ def _diversity(
 ) -> dict[str, Any]:
     """The diversity of one loaded model's samples ({} when no diversity prompts are asked for, or the default
     held-out prompts have no held-out set); writes out_dir/generations.jsonl."""
-    from deltarank.evaluation.diversity import (
-        GENERATIONS_FILE,
-        diversity_prompts,
-        held_out_prompts,
-        measure_diversity,
-    )
+    from deltarank.evaluation.diversity import GENERATIONS_FILE, measure_diversity
+    from deltarank.evaluation.prompts import diversity_prompts, held_out_prompts
 
     if spec.diversity_prompts == HELD_OUT_PROMPTS:
         held_out = spec.held_out_for(data)

@@ -10,7 +10,7 @@ A run trained on a JSONL file has no held-out set of its own (a built-in set has
 The lines are chosen by `random.Random(seed)` (`base: seed`, else 0), so the same file and seed always give
 the same split, the same for every run of the study (a grid over `seed` does not move it). Lines are copied
 byte for byte. The held-out set is also where the default diversity prompts come from
-(`deltarank.evaluation.diversity.held_out_prompts`).
+(`deltarank.evaluation.prompts.held_out_prompts`).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from deltarank.evaluation.diversity import (
     count_diversity,
     distinct_n,
     distinct_strings,
-    diversity_prompts,
     normalise_whitespace,
 )
+from deltarank.evaluation.prompts import diversity_prompts
 from tests.train.conftest import one_thread  # noqa: F401 (autouse: tiny models run fastest on one thread)
 
 # Two prompts, three samples each.
@@ -129,7 +129,7 @@ def test_sampling_is_seeded_and_humaneval_samples_are_checked(
 
 def test_held_out_prompts_are_what_comes_before_each_answer(tmp_path: Path) -> None:
     """The default diversity prompts: the part of each held-out record before its answer, for every shape."""
-    from deltarank.evaluation.diversity import PREFIX_WORDS, held_out_prompts
+    from deltarank.evaluation.prompts import PREFIX_WORDS, held_out_prompts
 
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     cases = {
