@@ -110,8 +110,11 @@ class Evaluator:
         self.target = [(target[i]["input_ids"], target[i]["labels"]) for i in range(len(target))]
         general_path = work / "general_text.jsonl"
         if not general_path.is_file():
-            base = load_model(self.source).eval()
-            base.config.use_cache = True  # generation needs the KV cache that training turns off
+            import torch
+
+            from deltarank.evaluation.models import ready_for_evaluation
+
+            base = ready_for_evaluation(load_model(self.source), torch.device("cpu"))
             write_general_text(general_path, general_text(base, tokenizer, GENERAL_TOKENS, SEED))
         self.general = encode_chats(tokenizer, read_general_text(general_path), seq_len)
 
