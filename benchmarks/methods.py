@@ -43,24 +43,13 @@ from deltarank.io.training_methods import REGISTRY
 HERE = Path(__file__).resolve().parent
 DATA, TEST_DATA, MODEL, SEED = "builtin:code", "builtin:code:test", "smollm2-135m", 0
 EVAL_SEQUENCES, GENERAL_TOKENS = 32, 64  # reproduce --quick's held-out set and general-text length
-# method name -> `deltarank train` arguments (rsLoRA and DoRA are switches of lora)
+# LoRA's variants, measured after it: rsLoRA and DoRA are switches of lora.
+VARIANTS = {"lora": {"rslora": ["--rslora"], "dora": ["--dora"]}}
+# method name -> `deltarank train` arguments: every method of the registry, in its order, and the variants.
 METHODS: dict[str, list[str]] = {
-    "full": ["--method", "full"],
-    "lora": ["--method", "lora"],
-    "rslora": ["--method", "lora", "--rslora"],
-    "dora": ["--method", "lora", "--dora"],
-    "qlora": ["--method", "qlora"],
-    "ia3": ["--method", "ia3"],
-    "loha": ["--method", "loha"],
-    "lokr": ["--method", "lokr"],
-    "adalora": ["--method", "adalora"],
-    "oft": ["--method", "oft"],
-    "boft": ["--method", "boft"],
-    "vera": ["--method", "vera"],
-    "prompt": ["--method", "prompt"],
-    "prefix": ["--method", "prefix"],
-    "ptuning": ["--method", "ptuning"],
-    "adapter": ["--method", "adapter"],
+    name: ["--method", method, *switches]
+    for method in REGISTRY
+    for name, switches in {method: [], **VARIANTS.get(method, {})}.items()
 }
 NO_DELTA = {m.name for m in REGISTRY.values() if not m.has_delta}  # prompt methods, adapter
 RUN_KEYS = (

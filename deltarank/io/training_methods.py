@@ -46,7 +46,8 @@ class TrainingMethod:
         delta_kind: The `kind` of its ΔW records in a spectrum (a delta form of the analysis), or None when it
             changes no weight (no ΔW).
         delta_form: The shape of its ΔW in words (dense, low-rank factors, Kronecker product, ...).
-        rank_bound: What bounds the rank of its ΔW, in the README's words ("r", "r²", "min(out, in)").
+        rank_bound: The `rank_bound` its spectrum records carry, in the README's words ("r", "r²"; "—": none
+            recorded, only min(out, in) bounds it).
         lora_like: A LoRA run for the reference claims (Biderman et al.'s LoRA against full fine-tuning).
         quantized_base: It trains on a 4-bit NF4 base, so it needs bitsandbytes.
     """
@@ -91,7 +92,6 @@ REGISTRY: dict[str, TrainingMethod] = {
             own_fields=("track_rank_sample",),
             delta_kind="dense",
             delta_form="dense",
-            rank_bound="min(out, in)",
         ),
         TrainingMethod(
             "lora",
@@ -153,7 +153,7 @@ REGISTRY: dict[str, TrainingMethod] = {
             peft_type="LOKR",
             delta_kind="lokr",
             delta_form="Kronecker product",
-            rank_bound="rank(W₁)·rank(W₂)",
+            rank_bound="rank(W₁)·rank(W₂) bound",
         ),
         TrainingMethod(
             "adalora",
@@ -177,7 +177,6 @@ REGISTRY: dict[str, TrainingMethod] = {
             peft_type="OFT",
             delta_kind="oft",
             delta_form="dense (a rotation of W)",
-            rank_bound="min(out, in)",
         ),
         TrainingMethod(
             "boft",
@@ -189,7 +188,6 @@ REGISTRY: dict[str, TrainingMethod] = {
             peft_type="BOFT",
             delta_kind="boft",
             delta_form="dense (a rotation and scale of W)",
-            rank_bound="min(out, in)",
         ),
         TrainingMethod(
             "vera",

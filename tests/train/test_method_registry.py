@@ -241,3 +241,20 @@ def test_the_registry_is_the_only_list_of_methods() -> None:
         if lines:
             offenders[relative] = lines
     assert offenders == {}
+
+
+def test_readme_spectrum_table_has_each_methods_delta_kind_and_rank_bound() -> None:
+    """The README's table of ΔW kinds names every method's delta kind, with the registry's rank bound."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| method (`kind`) | ΔW from the saved tensors | how σ are computed | `rank_bound` |")
+    bounds = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        kind = re.search(r"\(`(\w+)`", cells[0])
+        assert kind is not None, line
+        bounds[kind.group(1)] = cells[-1].split(";")[0].strip()
+    for entry in REGISTRY.values():
+        if entry.family == "weights":
+            assert bounds[str(entry.delta_kind)] == entry.rank_bound, entry.name
