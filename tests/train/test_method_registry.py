@@ -258,3 +258,25 @@ def test_readme_spectrum_table_has_each_methods_delta_kind_and_rank_bound() -> N
     for entry in REGISTRY.values():
         if entry.family == "weights":
             assert bounds[str(entry.delta_kind)] == entry.rank_bound, entry.name
+
+
+def test_rank_tracking_refusals_read_the_registry() -> None:
+    """--track-rank needs a ΔW (refused for the virtual-token methods and bottleneck adapters, in the same words
+    as before the registry); --track-rank-sample is full fine-tuning's own option."""
+    from deltarank.errors import DeltarankError
+    from deltarank.train.config import TrainConfig
+
+    def build(method: str, **values: int) -> TrainConfig:
+        return TrainConfig(model="m", data="d", method=method, output_dir="o", **values)  # type: ignore[arg-type]
+
+    for name in where("has_delta"):
+        build(name, track_rank=5)
+    with pytest.raises(DeltarankError, match="method prefix learns virtual tokens and changes no weight"):
+        build("prefix", track_rank=5)
+    with pytest.raises(
+        DeltarankError, match=r"^--track-rank: bottleneck adapters add new layers and change no"
+    ):
+        build("adapter", track_rank=5)
+    build("full", track_rank=5, track_rank_sample=3)
+    with pytest.raises(DeltarankError, match="--track-rank-sample is for full fine-tuning"):
+        build("lora", track_rank=5, track_rank_sample=3)
