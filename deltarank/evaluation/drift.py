@@ -10,7 +10,7 @@ measure it here.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,18 @@ EMPTY_NOTE = "the base model's general answers are empty: no forgetting set"
 
 
 @torch.no_grad()
-def general_text(model: Any, tokenizer: Any, max_new_tokens: int, seed: int) -> list[dict[str, Any]]:
-    """The base model's own answers to GENERAL_PROMPTS (sampled, fixed seed), as chat records."""
+def general_text(
+    model: Any,
+    tokenizer: Any,
+    max_new_tokens: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The base model's own answers to GENERAL_PROMPTS (sampled, fixed seed), as chat records;
+    `progress(answered, total)` after each answer."""
     torch.manual_seed(seed)
     records = []
-    for prompt in GENERAL_PROMPTS:
+    for index, prompt in enumerate(GENERAL_PROMPTS, start=1):
         messages = [{"role": "user", "content": prompt}]
         template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
         text = tokenizer.apply_chat_template(
@@ -66,6 +73,8 @@ def general_text(model: Any, tokenizer: Any, max_new_tokens: int, seed: int) -> 
         )
         answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         records.append({"messages": [*messages, {"role": "assistant", "content": answer}]})
+        if progress is not None:
+            progress(index, len(GENERAL_PROMPTS))
     return records
 
 

@@ -97,10 +97,12 @@ def drift(request: EvalRequest, models: EvalModels, tuned: Path | None, tokenize
     """The base model's answers to the general prompts (sampled with the request's seed) and the loss of the
     base on them; with `tuned`, the tuned model's loss on the same answers and its rise over the base's."""
     from deltarank.evaluation import drift as general
+    from deltarank.io.progress import Progress
 
     answer_tokens = request.general_tokens or defaults.GENERAL_TOKENS
     seed = seed_of(request)
-    records = general.general_text(models.base(), tokenizer, answer_tokens, seed)
+    with Progress("evaluate (the base model's general answers)", unit="prompt") as progress:
+        records = general.general_text(models.base(), tokenizer, answer_tokens, seed, progress.update)
     base = models.evaluate(None, lambda model: general.drift_loss(model, tokenizer, records))
     found: dict[str, Any] = {"metric": "general_text_loss", "answer_tokens": answer_tokens, "seed": seed}
     if tuned is None:
