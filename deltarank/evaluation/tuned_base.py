@@ -11,35 +11,31 @@ can be read.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.architecture import read_architecture
-from deltarank.train.models import NAMED_MODELS, ModelSource, resolve_model
-from deltarank.train.run_record import RUN_JSON, read_run_record
+from deltarank.io.model_ref import CHECKPOINT, RecordedBase, is_builtin, run_directory
+from deltarank.io.model_ref import recorded_base as run_json_base
+from deltarank.train.models import ModelSource, resolve_model
+from deltarank.train.run_record import RUN_JSON
 
-CHECKPOINT = re.compile(r"checkpoint-\d+")
 
-
-def recorded_base(tuned: Path) -> tuple[dict[str, Any], Path] | None:
-    """The `model` record (name, directory, gguf_file) of the run that `tuned` is (or is a checkpoint of), and
-    the file it came from: run.json of a finished run, else train_config.yaml's `model` (a run stopped before
-    it finished); None when neither is there."""
+def recorded_base(tuned: Path) -> tuple[RecordedBase, Path] | None:
+    """The base model (`deltarank.io.model_ref.RecordedBase`) of the run that `tuned` is (or is a checkpoint
+    of), and the file it came from: run.json of a finished run, else train_config.yaml's `model` (a run stopped
+    before it finished); None when neither is there."""
     from deltarank.train.run_dir import CONFIG_NAME, recorded_config
 
+    run = run_directory(tuned)
+    if run is not None:
+        return run_json_base(run), run / RUN_JSON
     folders = [tuned, tuned.parent] if CHECKPOINT.fullmatch(tuned.name) else [tuned]
-    for folder in folders:
-        if (folder / RUN_JSON).is_file():
-            model = read_run_record(folder).get("model")
-            if isinstance(model, dict) and isinstance(model.get("name"), str):
-                return model, folder / RUN_JSON
-            raise InputError(folder / RUN_JSON, "records no base model (no model.name)")
     for folder in folders:
         config = recorded_config(folder)
         if config is not None and config.model:
-            return {"name": str(config.model), "directory": None, "gguf_file": None}, folder / CONFIG_NAME
+            return RecordedBase(folder, str(config.model)), folder / CONFIG_NAME
     return None
 
 
@@ -63,18 +59,17 @@ def base_for_run(model: str | None, tuned: Path) -> ModelSource:
     if not same_base(given, record, tuned):
         detail = _architecture_difference(given, record)
         raise DeltarankError(
-            f"--model {model} is not the base model of {tuned}: {path} records {record['name']}{detail}; "
+            f"--model {model} is not the base model of {tuned}: {path} records {record.name}{detail}; "
             "omit --model to evaluate on the recorded base"
         )
     return given
 
 
-def same_base(given: ModelSource, record: dict[str, Any], tuned: Path) -> bool:
+def same_base(given: ModelSource, record: RecordedBase, tuned: Path) -> bool:
     """Whether `given` is the base `record` names: the same built-in model, or the same resolved directory and
     GGUF file; when the recorded base is not found here, the same architecture as far as both configs tell
     (`deltarank.io.architecture`)."""
-    name = str(record["name"])
-    if name.lower() in NAMED_MODELS and given.name.lower() == name.lower():
+    if is_builtin(record.name) and given.name.lower() == record.name.lower():
         return True
     recorded = _recorded_model(record)
     if recorded is not None:
@@ -87,22 +82,16 @@ def same_base(given: ModelSource, record: dict[str, Any], tuned: Path) -> bool:
     return ours is None or theirs is None or not ours.differences(theirs)
 
 
-def _recorded_model(record: dict[str, Any]) -> ModelSource | None:
-    """The recorded base as found on this machine (a built-in name resolved here, the recorded directory and
-    GGUF file, else the name as it was given), or None when it is not here."""
-    name = str(record["name"])
-    directory, gguf = record.get("directory"), record.get("gguf_file")
-    if name.lower() not in NAMED_MODELS and directory:
-        path = Path(str(directory)).expanduser()
-        if (path / str(gguf)).is_file() if gguf else path.is_dir():
-            return ModelSource(name, path, str(gguf) if gguf else None)
+def _recorded_model(record: RecordedBase) -> ModelSource | None:
+    """The recorded base as found on this machine (`RecordedBase.reference`: a built-in name, the recorded
+    directory or GGUF file, else the name as it was given), or None when it is not here."""
     try:
-        return resolve_model(name)
+        return resolve_model(record.reference("evaluate"))
     except DeltarankError:
         return None
 
 
-def _recorded_source(record: dict[str, Any], path: Path) -> ModelSource:
+def _recorded_source(record: RecordedBase, path: Path) -> ModelSource:
     """The recorded base, resolved on this machine.
 
     Raises:
@@ -110,11 +99,11 @@ def _recorded_source(record: dict[str, Any], path: Path) -> ModelSource:
     """
     found = _recorded_model(record)
     if found is None:
-        raise InputError(path, f"its base model {record['name']} is not found here; give it with --model")
+        raise InputError(path, f"its base model {record.name} is not found here; give it with --model")
     return found
 
 
-def _architecture_difference(given: ModelSource, record: dict[str, Any]) -> str:
+def _architecture_difference(given: ModelSource, record: RecordedBase) -> str:
     """` (llama (3 layers, hidden 32) vs llama (2 layers, hidden 32): layers 3 vs 2)` when both configs can be
     read and differ, else ``."""
     recorded = _recorded_model(record)
