@@ -71,9 +71,11 @@ def reproduce(
         subspace=subspace,
     )
     summary = run(config, echo=lambda line: click.echo(line, err=True))
-    head = summary["headline"]
+    from deltarank.analysis.results.rank_claim import describe
+
+    claim = summary["headline"]["rank_claim"]
     click.echo(
-        f"Full fine-tuning MLP deltas need {head['mlp_full_energy_90_over_lora_r']:.1f}× the LoRA rank r={lora_rank} "
-        f"for 90% of their energy; forgetting: full {summary['forgetting']['full']:+.4f}, "
-        f"LoRA {summary['forgetting']['lora']:+.4f} (general-text loss increase). See {out_dir / 'report.md'}."
+        f"Full fine-tuning's energy_90 ÷ LoRA's r: {describe(claim)}; rank claim (10–100×) {claim['verdict']}; "
+        f"forgetting: full {summary['forgetting']['full']:+.4f}, LoRA {summary['forgetting']['lora']:+.4f} "
+        f"(general-text loss increase). See {out_dir / 'report.md'}."
     )

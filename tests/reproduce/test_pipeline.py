@@ -148,5 +148,8 @@ def test_reproduce_runs_on_the_real_model(tmp_path: Path) -> None:
     assert {m["base_dtype"] for m in full["matrices"]} <= {"Q4_1", "Q8_0", "F32"}
     assert all(m["tuned_dtype"] == "F32" for m in full["matrices"])
     assert all(m["delta_norm"] > 0 for m in full["matrices"])  # full fine-tuning moves every projection
+    claim = summary["headline"]["rank_claim"]  # the closing line shows both views and the one verdict
+    assert "MLP " in result.stdout and "all modules " in result.stdout
+    assert f"rank claim (10–100×) {claim['verdict']};" in result.stdout
     head = summary["headline"]  # 2 steps cannot show the 10–100× claim; its flag must match its ratio
     assert head["holds"] == (10 <= head["mlp_full_energy_90_over_lora_r"] <= 100)
