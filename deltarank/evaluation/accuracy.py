@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from deltarank.evaluation.generate import greedy_answer
-from deltarank.evaluation.models import model_device
 
 SHOWN_ANSWERS = 5  # most frequent normalized answers kept in the result
 CLOSED_ANSWER_SETS = ("zh-sentiment", "math")
@@ -112,16 +111,9 @@ def math_accuracy(
 
     correct = 0
     for i, example in enumerate(examples, start=1):
-        inputs = tokenizer(example.prompt, return_tensors="pt").to(model_device(model))
-        out = model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.eos_token_id,
-            use_cache=True,
+        correct += int(
+            is_correct(greedy_answer(model, tokenizer, example.prompt, max_new_tokens), example.answer)
         )
-        text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        correct += int(is_correct(text, example.answer))
         if progress is not None:
             progress(i, len(examples))
     return {
