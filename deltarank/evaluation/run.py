@@ -199,8 +199,12 @@ def _check_output(request: EvalRequest, task: str) -> None:
     for path in paths:
         if check_writable(path).exists() and not request.force:
             raise OutputError(f"{path}: already exists (use --force to replace it)")
-    for path in paths:  # never the data or completions file it reads
-        refuse_overlap(path, [request.data, request.completions], "-o" if path == paths[0] else "generations")
+    for path in paths:  # never a file it reads, nor inside the model or the run it evaluates
+        refuse_overlap(
+            path,
+            [request.data, request.completions, request.tuned, request.model],
+            "-o" if path == paths[0] else "generations",
+        )
 
 
 def _base(request: EvalRequest) -> ModelSource:

@@ -183,3 +183,15 @@ def test_malformed_jsonl_is_reported_before_any_model_loads(
     result = evaluate("--model", str(bases["a"]), "--data", str(data), "-o", str(tmp_path / "r.json"))
     assert_one_line(result, str(data), problem)
     assert not (tmp_path / "r.json").exists()
+
+
+def test_an_output_inside_the_run_it_evaluates_is_refused(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `-o RUN/run.json --force` replaced the run's own record with the evaluation result."""
+    no_loading(monkeypatch)
+    record = runs["lora"] / "run.json"
+    before = record.read_bytes()
+    result = evaluate("--tuned", str(runs["lora"]), "-o", str(record), "--force", *LOSS)
+    assert_one_line(result, f"-o {record}: lies inside the input {runs['lora']}")
+    assert record.read_bytes() == before
