@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.hub import parse_repo_spec, resolve_path
@@ -196,6 +197,28 @@ class RecordedBase:
         )
 
 
+def read_run_record(run_dir: Path) -> dict[str, Any]:
+    """The run.json of a finished `deltarank train` run (the one reader; `deltarank.train.run_record` writes it).
+
+    Raises:
+        InputError: no run.json (the run has not finished), or one that is not a JSON object.
+    """
+    path = run_dir / RUN_RECORD
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(path, f"no finished run here ({type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "cannot be read (UnicodeDecodeError)") from None
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(path, f"cannot be read ({type(exc).__name__})") from None
+    if not isinstance(record, dict):
+        raise InputError(path, f"cannot be read (a JSON {type(record).__name__}, not an object)")
+    return record
+
+
 def recorded_base(run: Path) -> RecordedBase:
     """The base model run.json of the train output `run` records.
 
@@ -203,11 +226,8 @@ def recorded_base(run: Path) -> RecordedBase:
         InputError: run.json cannot be read or records no base model (`model.name`).
     """
     path = run / RUN_RECORD
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(path, f"cannot be read ({type(exc).__name__})") from None
-    model = record.get("model") if isinstance(record, dict) else None
+    record = read_run_record(run)
+    model = record.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
         raise InputError(path, "records no base model (no model.name)")
     directory, gguf = model.get("directory"), model.get("gguf_file")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from deltarank.train.run_record import read_run_record
+from deltarank.io.model_ref import read_run_record
 
 METHODS = ("full", "lora")
 

@@ -9,8 +9,8 @@ from deltarank.analysis.results import SpectrumResult
 from deltarank.analysis.results.medians import median
 from deltarank.analysis.results.rank_claim import describe, rank_multiple
 from deltarank.io.atomic import write_atomic
+from deltarank.io.model_ref import read_run_record
 from deltarank.reproduce.config import METHODS, ReproduceConfig, checkpoints
-from deltarank.train.run_record import read_run_record
 
 SCHEMA = "deltarank.reproduce/1"
 COST_KEYS = (

@@ -104,8 +104,8 @@ def measure_run(
     from deltarank.analysis.engine.compute import resolve_device
     from deltarank.evaluation.drift import GENERAL_TEXT
     from deltarank.evaluation.models import ready_for_evaluation
+    from deltarank.io.model_ref import read_run_record
     from deltarank.train.models import load_tokenizer, load_trained, resolve_model
-    from deltarank.train.run_record import read_run_record
 
     record = read_run_record(run_dir)
     method = str(record.get("method"))

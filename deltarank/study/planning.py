@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
+from deltarank.io.model_ref import read_run_record
 from deltarank.study.measurements import saved_measurement
 from deltarank.study.run_state import RunStatus, run_status
 from deltarank.study.spec import RunSpec, Study
-from deltarank.train.run_record import read_run_record
 
 # Training throughput assumed by --dry-run before a run of the study has finished (tokens/s on 2 CPU cores):
 # SmolLM2-135M measured by `make demo` (README: 137 full, 152 LoRA; 140 taken for both); Gemma 3 270M is not

@@ -18,13 +18,15 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deltarank.io.model_ref import RUN_RECORD
+
 if TYPE_CHECKING:
     from deltarank.train.callbacks import CostCallback
     from deltarank.train.config import TrainConfig
     from deltarank.train.models import ModelSource
 
 SCHEMA = "deltarank.train-run/1"
-RUN_JSON = "run.json"
+RUN_JSON = RUN_RECORD  # io.model_ref reads it (read_run_record), this module writes it
 PACKAGES = ("deltarank", "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "gguf")
 GIT_TIMEOUT_S = 5
 COMPUTE = {"fp32": "float32", "bf16-mixed": "bfloat16 autocast", "fp16-mixed": "float16 autocast"}
@@ -148,18 +150,3 @@ def write_run_record(output_dir: Path, record: dict[str, Any]) -> Path:
     path = output_dir / RUN_JSON
     write_atomic(path, json.dumps(record, indent=2) + "\n")
     return path
-
-
-def read_run_record(run_dir: Path) -> dict[str, Any]:
-    """The run.json of a finished `deltarank train` run.
-
-    Raises:
-        InputError: no readable run.json (the run has not finished).
-    """
-    from deltarank.errors import InputError
-
-    path = run_dir / RUN_JSON
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"no finished run here ({type(exc).__name__})") from None
