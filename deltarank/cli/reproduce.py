@@ -1,4 +1,4 @@
-"""`deltarank reproduce`: train full and LoRA, measure learning/forgetting, spectra, figures, report."""
+"""`deltarank reproduce`: the study preset `quick` (full fine-tuning vs LoRA), with its options applied."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deltarank.cli.options import device_option, output_option
+from deltarank.errors import OutputError
 from deltarank.io.atomic import check_output_dir, refuse_overlap
 
 
@@ -15,9 +16,11 @@ from deltarank.io.atomic import check_output_dir, refuse_overlap
 @click.option(
     "--quick/--long", default=True, show_default=True, help="Quick: minutes on a CPU; long: a GPU run."
 )
-@output_option("Run directory (runs, spectra, figures, summary.json, report.md).", default="runs/reproduce")
+@output_option(
+    "Study directory (runs, spectra, figures, study.json, summary.json, report.md).", default="runs/reproduce"
+)
 @click.option(
-    "--resume", is_flag=True, help="Continue a stopped reproduction in OUTPUT (finished stages are kept)."
+    "--resume", is_flag=True, help="Continue a stopped reproduction in OUTPUT (finished runs are kept)."
 )
 @click.option("--domain", type=click.Choice(["code", "math"]), default="code", show_default=True)
 @device_option
@@ -46,36 +49,38 @@ def reproduce(
     subspace: bool,
 ) -> None:
     """Reproduce "LoRA Learns Less and Forgets Less" at small scale: full fine-tuning learns perturbations of
-    far higher rank than LoRA, and LoRA forgets less. `--resume` continues a stopped run where it stopped."""
-    from deltarank.reproduce.pipeline import ReproduceConfig
-    from deltarank.reproduce.pipeline import reproduce as run
-    from deltarank.train.models import resolve_model
+    far higher rank than LoRA, and LoRA forgets less. It runs the study preset `quick` (`deltarank study
+    --preset quick` gives the same study.json and summary.json) with these options applied; `--resume`
+    continues a stopped run where it stopped."""
+    from deltarank.analysis.results.rank_claim import describe
+    from deltarank.figures.learning import load_summary
+    from deltarank.study.checks import check_study_inputs, study_input_paths
+    from deltarank.study.directory import STUDY_YAML, prepare_study_dir
+    from deltarank.study.reproduce_preset import reproduction_study
+    from deltarank.study.reproduction_summary import SUMMARY_JSON
+    from deltarank.study.runner import REPORT, run_study
+    from deltarank.study.study_file import parse_study
 
     out_dir = Path(output)
-    refuse_overlap(out_dir, [model])  # --force or --resume: never over the base model
-    resolve_model(model)  # a missing model fails before anything is replaced
-    if not resume:
-        check_output_dir(out_dir, force)
+    raw = reproduction_study(quick, domain, model, lora_rank, seed, max_steps, subspace)
+    study = parse_study(raw, f"deltarank reproduce {'--quick' if quick else '--long'}")
+    check_study_inputs(study)  # a missing model fails before anything is replaced
+    refuse_overlap(out_dir, study_input_paths(study))  # --force or --resume: never over the base model
+    if not resume:  # an unstarted study (study.yaml alone) is taken over: nothing to lose
+        entries = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+        if not force and entries - {STUDY_YAML}:
+            raise OutputError(
+                f"{out_dir}: already exists (use --resume to continue it, or --force to replace it)"
+            )
+        check_output_dir(out_dir, overwrite=True)  # a file, or a parent that is not writable, is refused
         if force and out_dir.is_dir():
             shutil.rmtree(out_dir)
-
-    config = ReproduceConfig(
-        out_dir=out_dir,
-        domain=domain,
-        quick=quick,
-        device=device,
-        model=model,
-        lora_r=lora_rank,
-        seed=seed,
-        max_steps=max_steps,
-        subspace=subspace,
-    )
-    summary = run(config, echo=lambda line: click.echo(line, err=True))
-    from deltarank.analysis.results.rank_claim import describe
-
+    prepare_study_dir(study, out_dir, force=False)
+    run_study(study, out_dir, device=device, echo=lambda line: click.echo(line, err=True), check=False)
+    summary = load_summary(out_dir / SUMMARY_JSON)
     claim = summary["headline"]["rank_claim"]
     click.echo(
         f"Full fine-tuning's energy_90 ÷ LoRA's r: {describe(claim)}; rank claim (10–100×) {claim['verdict']}; "
         f"forgetting: full {summary['forgetting']['full']:+.4f}, LoRA {summary['forgetting']['lora']:+.4f} "
-        f"(general-text loss increase). See {out_dir / 'report.md'}."
+        f"(general-text loss increase). See {out_dir / REPORT}."
     )

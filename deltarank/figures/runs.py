@@ -19,11 +19,11 @@ from deltarank.analysis.results.base import ResultFile
 from deltarank.analysis.results.medians import module_medians, rank_of
 from deltarank.analysis.results.spectrum import ADAPTER_KINDS
 from deltarank.errors import DeltarankError, InputError, OptionError
+from deltarank.io.run_directory import TRAIN_LOG
 
 ENERGY_KEY = "energy_90"
 ENERGY_TAU = 0.9
 CHECKPOINT_RE = re.compile(r"^checkpoint[-_](\d+)$")
-TRAIN_LOG = "train_log.jsonl"
 TOKEN_KEYS: tuple[str, ...] = ("tokens", "num_tokens", "tokens_seen", "num_input_tokens_seen")
 # Path components that name a file format, not a run: skipped when deriving a run label.
 _WEIGHT_SUFFIXES = frozenset({".safetensors", ".gguf", ".bin", ".pt"})

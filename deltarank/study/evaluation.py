@@ -24,7 +24,7 @@ and the same study measured on a CPU agree in their losses to float32 rounding, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 NO_DELTA_METHODS = tuple(m for m in METHOD_NAMES if not REGISTRY[m].has_delta)  # prompt methods, adapter
 NO_DELTA_NOTE = "no weight delta: {method} trains virtual tokens or added modules, not the model's weights"
-RANK_KEYS = {"energy_90_median": "energy_90", "noise_floor_median": "noise_floor"}
 
 # ------------------------------------------------------------------------------------------------ measuring
 
@@ -101,30 +100,82 @@ def measure_run(
     Raises:
         DeltarankError: no run.json in run_dir, a missing model, data or forgetting set.
     """
-    from deltarank.analysis.engine.compute import resolve_device
-    from deltarank.evaluation.drift import GENERAL_TEXT
-    from deltarank.evaluation.models import ready_for_evaluation
+    from deltarank.evaluation.drift import GENERAL_TEXT, read_general_text
+    from deltarank.evaluation.models import EvalModels
     from deltarank.io.model_ref import read_run_record
-    from deltarank.train.models import load_tokenizer, load_trained, resolve_model
+    from deltarank.io.run_directory import RunDirectory
+    from deltarank.study.run_spectra import measure_spectra, rank_medians, spectrum_file
+    from deltarank.train.models import load_tokenizer, resolve_model
 
     record = read_run_record(run_dir)
     method = str(record.get("method"))
     spec.check_sets(data)
-    if not (base_dir / GENERAL_TEXT).is_file():
+    general_path = base_dir / GENERAL_TEXT
+    if not general_path.is_file():
         raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
-    tuned = ready_for_evaluation(load_trained(source, run_dir), resolve_device(device))
-    found = _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
-    del tuned
+    loader = EvalModels(source, device)
+    found = loader.evaluate(
+        run_dir, lambda tuned: _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
+    )
     _add_changes(found, base)
+    final_step = int(record.get("steps") or 0)
+    steps = RunDirectory(run_dir).steps(final_step) if spec.checkpoints else [(final_step, run_dir)]
     result: dict[str, Any] = {**found, "cost": cost_of(record)}
+    if spec.checkpoints:
+        general = read_general_text(general_path)
+        tokens_per_step = float(record.get("tokens_seen") or 0) / max(final_step, 1)
+        curve = []
+        for step, path in steps[:-1]:
+            point = loader.evaluate(path, lambda m: _losses(m, tokenizer, data, spec, general))
+            curve.append({"step": step, "tokens": round(step * tokens_per_step), **point})
+        final = {"held_out_loss": found["learning"].get("held_out_loss")}
+        final["general_loss"] = found["forgetting"].get("general_loss")
+        curve.append({"step": final_step, "tokens": round(final_step * tokens_per_step), **final})
+        result["checkpoints"] = [_point_changes(point, base) for point in curve]
+    del loader
     if method in NO_DELTA_METHODS:
         result["ranks"] = {}
         result["ranks_note"] = NO_DELTA_NOTE.format(method=method)
-    else:
-        result["ranks"] = rank_medians(source, run_dir, device)
+        return result
+    final_spectrum = measure_spectra(
+        source.weights, run_dir.parent, run_dir.name, steps, device, per_step=spec.checkpoints
+    )
+    result["ranks"] = rank_medians(final_spectrum)
+    result["spectrum"] = spectrum_file(run_dir.name)
+    for point in result.get("checkpoints", []):
+        point["spectrum"] = spectrum_file(run_dir.name, point["step"])
     return result
+
+
+def _losses(
+    model: Any, tokenizer: Any, data: str, spec: EvaluateSpec, general: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The held-out loss and the general-text loss of one checkpoint (a point of the learning curve)."""
+    from deltarank.evaluation.drift import drift_loss
+    from deltarank.evaluation.loss import held_out_loss
+
+    held_out = spec.held_out_for(data)
+    loss = None
+    if held_out is not None:
+        loss = held_out_loss(model, tokenizer, held_out, spec.seq_len, spec.held_out_sequences)["loss"]
+    return {"held_out_loss": loss, "general_loss": drift_loss(model, tokenizer, general)["general_loss"]}
+
+
+def _point_changes(point: dict[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """A learning-curve point with its held-out loss change and general-text loss rise against the base."""
+    base_held_out = base.get("learning", {}).get("held_out_loss")
+    base_general = base.get("forgetting", {}).get("general_loss")
+    changes = {
+        "held_out_loss_change": None
+        if point["held_out_loss"] is None or base_held_out is None
+        else point["held_out_loss"] - base_held_out,
+        "general_loss_rise": None
+        if point["general_loss"] is None or base_general is None
+        else point["general_loss"] - base_general,
+    }
+    return {**point, **changes}
 
 
 def _measure(
@@ -267,16 +318,3 @@ def cost_of(record: Mapping[str, Any]) -> dict[str, Any]:
         "peak_memory_kind": record.get("peak_memory_kind"),
         "stored_bytes": record.get("stored_bytes"),
     }
-
-
-def rank_medians(source: Any, run_dir: Path, device: str = "auto") -> dict[str, dict[str, float | None]]:
-    """Per module type, the medians over layers of energy_90 and of the noise-floor rank of the run's ΔW."""
-    from deltarank.analysis.engine import spectrum
-    from deltarank.analysis.results.medians import module_medians, rank_of
-
-    base_path = Path(source.directory) / source.gguf_file if source.gguf_file else Path(source.directory)
-    result = spectrum(base_path, run_dir, device=device)
-    columns: dict[str, Callable[[Any], float | None]] = {k: rank_of(v) for k, v in RANK_KEYS.items()}
-    per_column = {column: module_medians(result.matrices, value) for column, value in columns.items()}
-    modules = list(dict.fromkeys(m.module for m in result.matrices))
-    return {module: {c: per_column[c].get(module) for c in RANK_KEYS} for module in modules}

@@ -17,17 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError
-from deltarank.io.atomic import write_atomic
-from deltarank.study.evaluate_spec import EvaluateSpec
+from deltarank.io.atomic import write_json
+from deltarank.io.run_directory import MEASUREMENT
+from deltarank.study.evaluate_spec import LATER_KEYS, STUDY_LEVEL_KEYS, EvaluateSpec
 from deltarank.study.spec import Study, short_hash
 
-MEASUREMENT = "measurement.json"
 BASE_DIR = "base"
 
 
 def evaluate_hash(spec: EvaluateSpec) -> str:
-    """The hash of an `evaluate:` spec that a measurement.json records (a measurement of another is redone)."""
-    return short_hash(dataclasses.asdict(spec))
+    """The hash of an `evaluate:` spec that a measurement.json records (a measurement of another is redone).
+
+    The study-level keys (intruders, similarity) are left out, and keys added later at their default, so a
+    measurement made before they existed still counts.
+    """
+    values = {
+        k: v
+        for k, v in dataclasses.asdict(spec).items()
+        if k not in STUDY_LEVEL_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])
+    }
+    return short_hash(values)
 
 
 def saved_measurement(folder: Path, spec: EvaluateSpec) -> dict[str, Any] | None:
@@ -63,7 +72,7 @@ def write_measurement(folder: Path, spec: EvaluateSpec, result: Mapping[str, Any
     """Write `folder`/measurement.json: the `evaluate:` hash, the result and the wall seconds the measurement
     took (what `--dry-run` estimates the evaluation time left from)."""
     document = {"evaluate": evaluate_hash(spec), "result": result, "seconds": round(seconds, 2)}
-    write_atomic(folder / MEASUREMENT, json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n")
+    write_json(folder / MEASUREMENT, document)
 
 
 # ------------------------------------------------------------------------------------------------ base models

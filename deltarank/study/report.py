@@ -54,13 +54,14 @@ def fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def write_report(study: Mapping[str, Any], path: Path) -> None:
-    """Write report.md for a study.json document (atomically)."""
-    write_atomic(path, render_report(study))
+def write_report(study: Mapping[str, Any], path: Path, summary: Mapping[str, Any] | None = None) -> None:
+    """Write report.md for a study.json document (atomically), with a reproduction's section when the study
+    is one (`summary`: its summary.json)."""
+    write_atomic(path, render_report(study, summary))
 
 
-def render_report(study: Mapping[str, Any]) -> str:
-    """report.md's text."""
+def render_report(study: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> str:
+    """report.md's text (a reproduction's section first, when `summary` is given)."""
     info = study.get("study") or {}
     runs = list(study.get("runs") or [])
     lines = [f"# deltarank study: {info.get('name', 'study')}", ""]
@@ -73,6 +74,10 @@ def render_report(study: Mapping[str, Any]) -> str:
         "and distinct-2 (distinct / all whitespace-token bigrams); device-s: training seconds × devices.",
         "",
     ]
+    if summary is not None:
+        from deltarank.study.reproduction_summary import summary_section
+
+        lines += [*summary_section(summary), ""]
     lines += _coverage_section(info)
     lines += _claims_section(study)
     lines += _runs_section(study, runs)

@@ -47,7 +47,7 @@ from deltarank.study.measurements import (
     write_measurement,
 )
 from deltarank.study.run_state import run_status
-from deltarank.study.spec import RunSpec, Study
+from deltarank.study.spec import RunSpec, Study, run_model
 from deltarank.study.store import study_document, write_study
 from deltarank.study.study_file import parse_study
 
@@ -101,6 +101,7 @@ def run_study(
             and `force` is not given.
         DeltarankError: a run or measurement failed (finished runs stay for the next attempt).
     """
+    started = time.perf_counter()
     if check:
         check_study_inputs(study)
     prepare_study_dir(study, out_dir, force)
@@ -144,30 +145,60 @@ def run_study(
             runner.run_wave(pending)
             counter.finished(len(pending))
             left -= len(pending)
-    document = write_outputs(study, out_dir, echo)
-    if study.resolved.get("reproduce"):
-        from deltarank.study.reproduction import write_reproduction
+    from deltarank.study.subspace import measure_subspace
 
-        runs = {r.name: r.train_config(out_dir / r.name) for r in study.runs}
-        write_reproduction(runs, study.resolved["reproduce"], out_dir, device, echo)
-    return document
+    measure_subspace(study, out_dir, device, echo)
+    return write_outputs(study, out_dir, echo, elapsed_s=time.perf_counter() - started)
 
 
-def write_outputs(study: Study, out_dir: Path, echo: Echo = print) -> dict[str, Any]:
-    """study.json, study.csv, the figures and report.md, from the per-run files."""
+def write_outputs(
+    study: Study, out_dir: Path, echo: Echo = print, elapsed_s: float | None = None
+) -> dict[str, Any]:
+    """study.json, study.csv, the figures and report.md, from the per-run files; for a reproduction
+    (`reproduce:`) also summary.json and its figures (`elapsed_s`: the summary's running time)."""
     from deltarank.figures.study import render_study_figures
+    from deltarank.io.atomic import write_json
     from deltarank.study.report import write_report
+    from deltarank.study.reproduction_summary import SUMMARY_JSON, build_summary
+    from deltarank.study.subspace import subspace_section
 
     document = study_document(
-        study_header(study, out_dir), base_measurements(study, out_dir), rows(study, out_dir)
+        study_header(study, out_dir),
+        base_measurements(study, out_dir),
+        rows(study, out_dir),
+        subspace_section(study, out_dir),
     )
     json_path, csv_path = write_study(document, out_dir)
     figures = render_study_figures(document, out_dir / FIGURES_DIR)
-    write_report(document, out_dir / REPORT)
+    summary = None
+    written = [str(json_path), str(csv_path)]
+    if study.resolved.get("reproduce"):
+        summary = build_summary(document, out_dir, elapsed_s)
+        write_json(out_dir / SUMMARY_JSON, summary)
+        written.append(str(out_dir / SUMMARY_JSON))
+    figures += render_run_figures(document, out_dir, summary)
+    write_report(document, out_dir / REPORT, summary)
     echo(
-        f"Wrote {json_path}, {csv_path}, {out_dir / REPORT} and {len(figures)} figures in {out_dir / FIGURES_DIR}/"
+        f"Wrote {', '.join(written)}, {out_dir / REPORT} and {len(figures)} figures in {out_dir / FIGURES_DIR}/"
     )
     return document
+
+
+def render_run_figures(
+    document: dict[str, Any], out_dir: Path, summary: dict[str, Any] | None = None, overwrite: bool = True
+) -> list[Path]:
+    """The figures of the spectra a study kept (spectra, ranks by layer, headline, rank over training) and,
+    with a reproduction's summary, learning against forgetting, into DIR/figures."""
+    from deltarank.figures.render import render_figures
+    from deltarank.study.run_spectra import read_run_spectra
+
+    spectra = read_run_spectra(out_dir, document["runs"])
+    results = [result for found in spectra.values() for result in found]
+    if not results:
+        return []
+    return render_figures(
+        results, out_dir / FIGURES_DIR, summary=summary, formats=("pdf", "png"), overwrite=overwrite
+    )
 
 
 def study_header(study: Study, out_dir: Path) -> dict[str, Any]:
@@ -205,11 +236,6 @@ def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, devic
     result = measure_base(model, data, spec, work_dir, seed=base_seed(study), device=device)
     write_measurement(work_dir, study.evaluate, result, time.perf_counter() - started)
     return result
-
-
-def run_model(run: RunSpec, out_dir: Path) -> str:
-    """What a run trains from: its model, or its parent run's output directory."""
-    return str(out_dir / run.parent) if run.parent is not None else str(run.config["model"])
 
 
 def run_task(

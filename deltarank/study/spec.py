@@ -112,3 +112,8 @@ def short_hash(value: Any, length: int = HASH_LENGTH) -> str:
     """The first `length` hex digits of the SHA-256 of `value`'s canonical JSON."""
     text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def run_model(run: RunSpec, out_dir: Path) -> str:
+    """What a run trains from: its model, or its parent run's output directory."""
+    return str(out_dir / run.parent) if run.parent is not None else str(run.config["model"])

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deltarank.io.atomic import write_atomic
+from deltarank.io.atomic import write_atomic, write_json
 
 SCHEMA = "deltarank.study/1"
 STUDY_JSON = "study.json"
@@ -27,9 +27,13 @@ LEADING_COLUMNS = ("name", "from")
 
 
 def study_document(
-    study: Mapping[str, Any], bases: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+    study: Mapping[str, Any],
+    bases: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    subspace: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The study.json document of a study's resolved file, base measurements and run rows."""
+    """The study.json document of a study's resolved file, base measurements, run rows and (when measured) its
+    subspace section (`deltarank.study.subspace`)."""
     from deltarank.study.statistics import group_runs
 
     first: Mapping[str, Any] = next(iter(bases.values()), {})
@@ -40,13 +44,14 @@ def study_document(
         "bases": dict(bases),
         "runs": [dict(r) for r in rows],
         "groups": group_runs(rows),
+        **({"subspace": dict(subspace)} if subspace else {}),
     }
 
 
 def write_study(document: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """Write study.json and study.csv into `out_dir` (each atomically); returns their paths."""
     json_path, csv_path = out_dir / STUDY_JSON, out_dir / STUDY_CSV
-    write_atomic(json_path, json.dumps(document, indent=1, ensure_ascii=False, default=str) + "\n")
+    write_json(json_path, document)
     write_atomic(csv_path, runs_csv(document["runs"]))
     return json_path, csv_path
 

@@ -139,13 +139,18 @@ def parse_study(raw: Any, source: str | Path) -> Study:
         "runs": [_plain({"name": r.name, "from": r.parent, **r.coordinates}) for r in runs if r.explicit],
         "evaluate": _plain(dataclasses.asdict(evaluate)),
     }
+    names = {r.name for r in runs}
+    for pair in evaluate.similarity:
+        missing = [name for name in pair if name not in names]
+        if missing:
+            raise InputError(
+                source, f"evaluate: similarity names {missing[0]!r}, which is not a run of the study"
+            )
     if raw.get("reproduce") is not None:
-        from deltarank.study.reproduction import reproduce_config
+        from deltarank.study.reproduction import check_reproduction
 
         resolved["reproduce"] = str(raw["reproduce"])
-        reproduce_config(
-            {r.name: r.train_config(Path(r.name)) for r in runs}, resolved["reproduce"], Path(".")
-        )
+        check_reproduction({r.name: r.train_config(Path(r.name)) for r in runs}, resolved["reproduce"])
     return Study(resolved["name"], resolved["description"], tuple(runs), evaluate, resolved)
 
 

@@ -16,10 +16,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from deltarank.io.run_directory import TRAIN_LOG
+
 logger = logging.getLogger(__name__)
 progress_logger = logging.getLogger("deltarank.train.progress")
 
-TRAIN_LOG = "train_log.jsonl"
 OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
 RNG_GLOB = "rng_state*.pth"
 TRAINING_ARGS_FILE = "training_args.bin"

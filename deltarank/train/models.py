@@ -47,6 +47,11 @@ class ModelSource:
     directory: Path
     gguf_file: str | None = None
 
+    @property
+    def weights(self) -> Path:
+        """The file or directory the weights are read from (a GGUF file, not the folder it sits in)."""
+        return self.directory / self.gguf_file if self.gguf_file else self.directory
+
     def describe(self) -> dict[str, Any]:
         """A JSON-ready record of the source (for run.json)."""
         return {"name": self.name, "directory": str(self.directory), "gguf_file": self.gguf_file}

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
+from deltarank.io.run_directory import RUN_RECORD, TRAIN_CONFIG, RunDirectory
 from deltarank.train.config import TrainConfig
 from deltarank.train.config_validation import options_of_method
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "train_config.yaml"
-RUN_JSON = "run.json"  # the same name as run_record.RUN_JSON (which imports torch-side code lazily)
+CONFIG_NAME = TRAIN_CONFIG
+RUN_JSON = RUN_RECORD
 # Keys a resumed run must share with the run it continues: what it trains, from what, on what. (The method's
 # own keys, such as lora_r, are added per method.) Other changes are allowed with a warning.
 IDENTITY_KEYS = ("method", "model", "data", "target_modules", "max_examples", "seq_len")
@@ -114,31 +115,14 @@ def prepare_output_dir(output_dir: Path, resume: bool, force: bool = False) -> P
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
-    """The newest `checkpoint-<step>` whose save finished (Trainer writes trainer_state.json last).
-
-    A newer one that a kill cut short mid-save is skipped with a warning (the next save overwrites it).
-    """
-    for _, folder in sorted(_checkpoints(output_dir), reverse=True):
-        if (folder / "trainer_state.json").is_file():
-            return folder
-        logger.warning("skipping %s: its save did not finish (the run was killed while writing it)", folder)
-    return None
+    """The newest `checkpoint-<step>` whose save finished (`RunDirectory.last_complete_checkpoint`)."""
+    return RunDirectory(output_dir).last_complete_checkpoint()
 
 
 def remove_incomplete_checkpoints(output_dir: Path) -> None:
     """Delete the `checkpoint-<step>` folders whose save never finished (a run killed during its first save)."""
-    for _, folder in _checkpoints(output_dir):
-        if not (folder / "trainer_state.json").is_file():
-            shutil.rmtree(folder)
-
-
-def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for folder in output_dir.glob("checkpoint-*"):
-        step = folder.name.removeprefix("checkpoint-")
-        if folder.is_dir() and step.isdigit():
-            found.append((int(step), folder))
-    return found
+    for folder in RunDirectory(output_dir).incomplete_checkpoints():
+        shutil.rmtree(folder)
 
 
 def recorded_config(output_dir: Path) -> TrainConfig | None:

@@ -196,7 +196,7 @@ def run_training(
 
 def _model_path(source: ModelSource) -> Path:
     """The file or directory a model is read from (a GGUF file, not the folder it sits in)."""
-    return source.directory / source.gguf_file if source.gguf_file else source.directory
+    return source.weights
 
 
 def set_attention_dropout(model: Any, config: TrainConfig) -> Any:

@@ -124,7 +124,7 @@ def test_a_bad_option_value_is_a_usage_error(command: str, inputs: dict[str, Pat
         ("plot", "deltarank.figures.render.render_figures"),
         ("compare", "deltarank.figures.tables.compare_table"),
         ("train", "deltarank.train.trainer.run_training"),
-        ("reproduce", "deltarank.reproduce.pipeline.reproduce"),
+        ("reproduce", "deltarank.study.runner.run_study"),
         ("evaluate", "deltarank.evaluation.run.evaluate"),
     ],
 )
@@ -197,7 +197,7 @@ def test_reproduce_refuses_an_existing_run_directory(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "summary.json").write_text("{}")
     result = invoke("reproduce", "-o", tmp_path / "run", "--device", "cpu")
-    assert result.exit_code == 1 and "use --force to replace it" in result.stderr
+    assert result.exit_code == 1 and "use --resume to continue it, or --force to replace it" in result.stderr
     assert (tmp_path / "run" / "summary.json").read_text() == "{}"
 
 

@@ -120,22 +120,22 @@ def test_every_preset_parses(name: str, size: str) -> None:
 
 
 def test_the_quick_preset_is_reproduce_quick() -> None:
-    """The two runs of `deltarank reproduce --quick` (reproduce/config.py QUICK and pipeline.train_stage)."""
-    from deltarank.reproduce.config import QUICK
+    """`deltarank reproduce --quick` with its default options is the quick preset, unchanged."""
+    from deltarank.study.reproduce_preset import reproduction_study
+    from deltarank.study.study_file import parse_study
 
     study = load_study(preset_path("quick", "cpu"))
+    assert parse_study(reproduction_study(), "reproduce").fingerprint == study.fingerprint
     assert [r.name for r in study.runs] == ["full", "lora"]
     full, lora = (r.train_config(Path("x")).resolved() for r in study.runs)
     for config in (full, lora):
         assert (config.model, config.data, config.seed) == ("smollm2-135m", "builtin:code", 0)
-        assert (config.max_steps, config.batch_size, config.seq_len, config.save_steps) == (
-            QUICK.max_steps,
-            QUICK.batch_size,
-            QUICK.seq_len,
-            QUICK.save_steps,
-        )
+        # the schedule `make demo` was measured with: 60 steps of 4 × 128 tokens, a checkpoint every 20
+        assert (config.max_steps, config.batch_size, config.seq_len, config.save_steps) == (60, 4, 128, 20)
     assert (full.method, full.lr) == ("full", 5e-5)
     assert (lora.method, lora.lr, lora.lora_r, lora.lora_alpha) == ("lora", 5e-4, 16, 32)
+    assert (study.evaluate.checkpoints, study.evaluate.intruders) == (True, True)
+    assert study.evaluate.similarity == (("full", "lora"),)
 
 
 def test_belle_stacks_two_runs_on_its_full_run() -> None:
