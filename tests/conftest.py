@@ -9,6 +9,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+# Shared checks with plain `assert`s that live in helper modules (not test modules, not conftest) get pytest's
+# assertion introspection too: registered here, before any test module imports them.
+pytest.register_assert_rewrite("tests.reliability.corpus")
+
 TINY_HIDDEN = 32
 TINY_INTERMEDIATE = 64
 TINY_LAYERS = 2

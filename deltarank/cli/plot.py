@@ -84,7 +84,9 @@ def plot(
       intruders_by_layer   intruder count against layer, one line per run (intruders)
       similarity           φ(i, j) heatmaps per module type (similarity; several: similarity-LABEL)
       retained_energy      energy of ΔW kept against rank k (extract; several: retained_energy-LABEL)
-      study_*              a study.json of `deltarank study`: every figure its runs allow (see its report)
+      study_*              a study.json of `deltarank study`: every figure its runs allow (see its report),
+                           and the spectrum figures of the spectra it kept (learning_forgetting too for a
+                           reproduction, from the summary.json beside it)
     """
     import matplotlib
 
@@ -93,16 +95,24 @@ def plot(
 
     from deltarank.analysis.results import read_result
     from deltarank.errors import OptionError
+    from deltarank.figures.learning import load_summary
     from deltarank.figures.render import render_figures
     from deltarank.figures.study import is_study_file, read_study, render_study_figures
     from deltarank.figures.training import is_tracked_log, read_tracked_ranks
+    from deltarank.study.report.figures import render_run_figures
+    from deltarank.study.report.summary import SUMMARY_JSON
 
     out_dir = Path(output)
     studies = [path for path in results if is_study_file(path)]
-    for path in studies:  # a study.json: its own figures (deltarank study)
-        for figure_file in render_study_figures(
-            read_study(path), out_dir, formats.split(","), overwrite=force
-        ):
+    for path in studies:  # a study.json: its own figures and those of the spectra it kept (deltarank study)
+        document = read_study(path)
+        kept = path.parent / SUMMARY_JSON
+        summary_of = (
+            load_summary(kept) if document.get("study", {}).get("file", {}).get("reproduce") else None
+        )
+        drawn = render_study_figures(document, out_dir, formats.split(","), overwrite=force)
+        drawn += render_run_figures(document, path.parent, out_dir, summary_of, formats.split(","), force)
+        for figure_file in drawn:
             click.echo(str(figure_file))
     results = tuple(path for path in results if path not in studies)
     if studies and not results and summary is None:

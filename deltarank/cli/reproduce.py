@@ -54,12 +54,12 @@ def reproduce(
     continues a stopped run where it stopped."""
     from deltarank.analysis.results.rank_claim import describe
     from deltarank.figures.learning import load_summary
-    from deltarank.study.checks import check_study_inputs, study_input_paths
-    from deltarank.study.directory import STUDY_YAML, prepare_study_dir
-    from deltarank.study.reproduce_preset import reproduction_study
-    from deltarank.study.reproduction_summary import SUMMARY_JSON
-    from deltarank.study.runner import REPORT, run_study
-    from deltarank.study.study_file import parse_study
+    from deltarank.study.design.checks import check_study_inputs, study_input_paths
+    from deltarank.study.design.reproduce_preset import reproduction_study
+    from deltarank.study.design.study_file import parse_study
+    from deltarank.study.report.summary import SUMMARY_JSON
+    from deltarank.study.run.directory import STUDY_YAML, prepare_study_dir
+    from deltarank.study.run.runner import REPORT, run_study
 
     out_dir = Path(output)
     raw = reproduction_study(quick, domain, model, lora_rank, seed, max_steps, subspace)

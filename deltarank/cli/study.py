@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import click
 
 from deltarank.cli.options import device_option, dry_run_option, output_option
-from deltarank.study.study_file import SIZES
+from deltarank.study.design.study_file import SIZES
 
 if TYPE_CHECKING:
-    from deltarank.study.spec import Study
+    from deltarank.study.design.study import Study
 
 
 @click.command()
@@ -68,7 +68,7 @@ def study(
     of ΔW, and write the study's table, figures and report to --output. Rerunning the same study with the same
     --output continues it (finished runs are kept, a stopped run resumes from its last checkpoint)."""
     from deltarank.errors import DeltarankError
-    from deltarank.study.study_file import load_study, preset_path
+    from deltarank.study.design.study_file import load_study, preset_path
 
     if (study_file is None) == (preset is None):
         raise DeltarankError("give a STUDY_FILE or --preset NAME (one of them)")
@@ -76,16 +76,16 @@ def study(
     spec = load_study(path)
     out_dir = Path(output)
     from deltarank.io.atomic import refuse_overlap
-    from deltarank.study.checks import check_study_inputs, study_input_paths
+    from deltarank.study.design.checks import check_study_inputs, study_input_paths
 
     check_study_inputs(spec)  # models, data, evaluate: sets: before anything is written, --dry-run too
     refuse_overlap(out_dir, study_input_paths(spec))
     if dry_run:
         _print_plan(spec, out_dir)
         return
-    from deltarank.study.directory import prepare_study_dir
-    from deltarank.study.executors import make_executor
-    from deltarank.study.runner import run_study
+    from deltarank.study.run.directory import prepare_study_dir
+    from deltarank.study.run.executors import make_executor
+    from deltarank.study.run.runner import run_study
 
     prepare_study_dir(spec, out_dir, force)  # refuse another study before starting any engine
     runner = make_executor(executor, jobs, address, device)
@@ -106,9 +106,9 @@ def study(
 
 def _print_plan(spec: Study, out_dir: Path) -> None:
     """The runs, their state in `out_dir` and the estimated training time left."""
-    from deltarank.study.coverage import not_measured, not_measured_line
-    from deltarank.study.held_out_split import split_plan
-    from deltarank.study.planning import plan
+    from deltarank.study.design.coverage import not_measured, not_measured_line
+    from deltarank.study.design.held_out_split import split_plan
+    from deltarank.study.run.planning import plan
 
     rows = plan(spec, out_dir)
     click.echo(f"study {spec.name!r}: {len(rows)} runs -> {out_dir}")

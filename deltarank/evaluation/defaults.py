@@ -1,5 +1,5 @@
 """The default sizes of the sampled measurements, shared by a study's `evaluate:` section
-(`deltarank.study.evaluate_spec.EvaluateSpec`) and `deltarank evaluate --measure drift|diversity`, so that both
+(`deltarank.study.design.evaluate_spec.EvaluateSpec`) and `deltarank evaluate --measure drift|diversity`, so that both
 measure the same thing by default. Plain numbers: importing this module loads no model library."""
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ Counting (pure functions, no model):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,23 +177,21 @@ def measure_diversity(
             progress(index + 1, len(prompts))
     passed, isolation = _check(prompts, texts, limits) if execute else (None, None)
     if generations_path is not None:
-        from deltarank.io.atomic import write_atomic
+        from deltarank.io.atomic import write_jsonl
 
-        lines = [
-            json.dumps(
+        write_jsonl(
+            generations_path,
+            (
                 {
                     "prompt_id": item.prompt_id,
                     "sample": j,
                     "text": text,
                     "passed": None if passed is None else passed[i][j],
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for i, item in enumerate(prompts)
-            for j, text in enumerate(texts[i])
-        ]
-        write_atomic(generations_path, "".join(lines))
+                }
+                for i, item in enumerate(prompts)
+                for j, text in enumerate(texts[i])
+            ),
+        )
     return {
         "temperature": temperature,
         "top_p": top_p,

@@ -80,9 +80,9 @@ def general_text(
 
 def write_general_text(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Write the forgetting set (one chat record per line), atomically."""
-    from deltarank.io.atomic import write_atomic
+    from deltarank.io.atomic import write_jsonl
 
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl(path, records)
 
 
 def read_general_text(path: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """What `deltarank evaluate --measure M` computes on the loaded model(s): one function per measurement, each
-calling the same function a study calls (`deltarank.study.evaluation`), with the study's defaults
+calling the same function a study calls (`deltarank.study.measure.run_measures`), with the study's defaults
 (`deltarank.evaluation.defaults`) where the request leaves a size open.
 
 - loss: mean loss per trained token of a data spec (`deltarank.evaluation.loss.held_out_loss`);

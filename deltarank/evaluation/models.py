@@ -13,7 +13,8 @@ class EvalModels:
     """Loads the models to evaluate, reading (and dequantizing) the base model only once.
 
     A peft adapter of an unquantized base is attached to the kept base model for its evaluation and detached
-    afterwards (`unload`, no merge), so the base weights stay untouched; any other `deltarank train` output
+    afterwards (`unload`, no merge), so the base weights stay untouched (a model peft cannot unload is dropped,
+    and the base read again when next needed); any other `deltarank train` output
     (a full fine-tune, a bottleneck adapter, a QLoRA adapter on its re-quantized base) is loaded on its own
     (`deltarank.train.models.load_trained`).
     """
@@ -46,8 +47,9 @@ class EvalModels:
             wrapped = ready_for_evaluation(load_trained(self.source, tuned, base=self.base()), self.device)
             try:
                 return fn(wrapped)
-            finally:
-                self._base = wrapped.unload()
+            finally:  # a method peft merges on load, or wraps without layers to unload: read the base again
+                unload = getattr(wrapped, "unload", None)
+                self._base = unload() if callable(unload) else None
         return fn(ready_for_evaluation(load_trained(self.source, tuned), self.device))
 
 

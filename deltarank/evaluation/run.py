@@ -11,7 +11,6 @@ atomically.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -252,6 +251,6 @@ def _score_given(request: EvalRequest) -> dict[str, Any]:
 def _write(request: EvalRequest, result: dict[str, Any]) -> None:
     """Write the result JSON atomically when the request names an output."""
     if request.output:
-        from deltarank.io.atomic import write_atomic
+        from deltarank.io.atomic import write_json
 
-        write_atomic(request.output, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        write_json(request.output, result)

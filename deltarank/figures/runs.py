@@ -6,7 +6,6 @@ matrix or loads a model.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from deltarank.analysis.results.base import ResultFile
 from deltarank.analysis.results.medians import module_medians, rank_of
 from deltarank.analysis.results.spectrum import ADAPTER_KINDS
 from deltarank.errors import DeltarankError, InputError, OptionError
-from deltarank.io.run_directory import TRAIN_LOG
+from deltarank.io.run_directory import TRAIN_LOG, read_train_log
 
 ENERGY_KEY = "energy_90"
 ENERGY_TAU = 0.9
@@ -112,12 +111,8 @@ def tokens_at(tuned: str, step: int) -> int | None:
 
 def _tokens_from_log(log: Path, step: int) -> int | None:
     best: tuple[int, int] | None = None
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int | float):
+    for record in read_train_log(log):
+        if not isinstance(record.get("step"), int | float):
             continue
         count = next((record[k] for k in TOKEN_KEYS if isinstance(record.get(k), int | float)), None)
         if count is not None and record["step"] <= step and (best is None or record["step"] >= best[0]):

@@ -1,7 +1,7 @@
 """How a run row of a study.json (`deltarank.study/1`) is read: its settings, its method and what kind of
 run it is, its learning, forgetting and ΔW rank summary.
 
-One place for the study's figures (`deltarank.figures.study`) and its claims (`deltarank.study.claims`, a
+One place for the study's figures (`deltarank.figures.study`) and its claims (`deltarank.study.claims.reference`, a
 layer above, which imports it from here).
 """
 
@@ -130,7 +130,7 @@ def series_label(run: Run, with_model: bool = True, with_data: bool = False) -> 
         parts.append(f"+ {regularisation_label(run)}")
     if run.get(
         "from"
-    ):  # the parent's readable name: without the 6-hex-digit hash `deltarank.study.grid` adds
+    ):  # the parent's readable name: without the 6-hex-digit hash `deltarank.study.design.grid` adds
         parts.append(f"from {re.sub(r'-[0-9a-f]{6}$', '', str(run['from']))}")
     if with_data and setting(run, "data") is not None:
         parts.append(f"on {setting(run, 'data')}")

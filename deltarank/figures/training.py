@@ -37,7 +37,7 @@ from deltarank.figures.runs import (
     tokens_at,
 )
 from deltarank.figures.style import paper_style, run_color, run_marker
-from deltarank.io.run_directory import RUN_RECORD
+from deltarank.io.run_directory import RUN_RECORD, read_train_log
 
 PANEL_HEIGHT_IN = 1.45
 X_AXES = ("step", "tokens")
@@ -245,20 +245,12 @@ def read_tracked_ranks(path: Path, label: str | None = None) -> TrackedRun:
     """
     log = path / TRAIN_LOG if path.is_dir() else path
     try:
-        text = log.read_text(encoding="utf-8")
+        entries = read_train_log(log)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(log, f"cannot read the training log ({exc})") from None
     by_step: dict[int, dict[str, Any]] = {}
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if (
-            isinstance(entry, dict)
-            and isinstance(entry.get("rank"), dict)
-            and isinstance(entry.get("step"), int)
-        ):
+    for entry in entries:
+        if isinstance(entry.get("rank"), dict) and isinstance(entry.get("step"), int):
             by_step[entry["step"]] = entry
     if not by_step:
         raise InputError(log, "holds no rank lines (train with --track-rank N to record them)")

@@ -6,6 +6,7 @@ Every result file, figure, adapter directory, training record and cache entry of
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -69,20 +70,47 @@ def write_atomic(path: str | Path, text: str | bytes, durable: bool = True) -> N
     replace_atomic(path, write)
 
 
-def write_json(path: str | Path, value: Any, indent: int = 1) -> None:
-    """`value` as JSON (UTF-8, `indent`, a final newline) at `path`, atomically (`write_atomic`).
+def json_text(value: Any, indent: int | None = None, where: str | Path = "JSON") -> str:
+    """`value` as JSON text (UTF-8 kept, paths as text); NaN and infinity are refused: they are not JSON, and
+    a reader of the file would fail or misread them.
 
-    NaN and infinity are refused: they are not JSON, and a reader of the file would fail or misread them.
-    Paths are written as text.
+    Raises:
+        OutputError: a value is NaN or infinite (naming `where`).
+    """
+    try:
+        return json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False, default=_as_text)
+    except ValueError as exc:
+        raise OutputError(f"{where}: not written: a value is NaN or infinite ({exc})") from None
+
+
+def write_json(path: str | Path, value: Any, indent: int = 1) -> None:
+    """`value` as JSON (`json_text`, a final newline) at `path`, atomically (`write_atomic`).
 
     Raises:
         OutputError: a value is NaN or infinite (nothing is written).
     """
-    try:
-        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False, default=_as_text)
-    except ValueError as exc:
-        raise OutputError(f"{path}: not written: a value is NaN or infinite ({exc})") from None
-    write_atomic(path, text + "\n")
+    write_atomic(path, json_text(value, indent, path) + "\n")
+
+
+def write_jsonl(path: str | Path, records: Iterable[Any]) -> None:
+    """One JSON line per record (`json_text`) at `path`, atomically.
+
+    Raises:
+        OutputError: a value is NaN or infinite (nothing is written).
+    """
+    write_atomic(path, "".join(json_text(record, None, path) + "\n" for record in records))
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (null): for records that must be written
+    whatever a run measured (run.json, the training log), where refusing would lose the run."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def _as_text(value: Any) -> str:

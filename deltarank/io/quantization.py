@@ -45,9 +45,13 @@ class QuantizationSpec:
     quant_storage: str = "uint8"
     dtype: str = "float32"
 
-    def to_json(self) -> str:
-        """The `quantization.json` text."""
-        return json.dumps({"schema": SCHEMA, **asdict(self)}, indent=2) + "\n"
+    def write(self, directory: str | Path) -> Path:
+        """Write DIRECTORY/quantization.json (atomically); returns its path."""
+        from deltarank.io.atomic import write_json
+
+        path = Path(directory) / QUANTIZATION_FILE
+        write_json(path, {"schema": SCHEMA, **asdict(self)}, indent=2)
+        return path
 
 
 # What `deltarank train --method qlora` uses (QLoRA's NF4 with double quantisation, weights loaded in fp32).

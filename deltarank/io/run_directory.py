@@ -3,7 +3,7 @@
     RUN/run.json              the run record (written when the run finishes; `deltarank.train.run_record`)
     RUN/train_config.yaml     the resolved training config (`deltarank.train.config_file`)
     RUN/train_log.jsonl       one line per logged step (`deltarank.train.callbacks`)
-    RUN/measurement.json      a study's measurement of the run (`deltarank.study.measurements`)
+    RUN/measurement.json      a study's measurement of the run (`deltarank.study.measure.measurement_file`)
     RUN/checkpoint-<step>/    intermediate saves; complete once `trainer_state.json` is in (Trainer writes it last)
 
 Train (resume), the study (resume, measuring every checkpoint) and the analysis commands find runs and
@@ -12,9 +12,11 @@ checkpoints here, so that they agree on which checkpoint is complete and which s
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -87,3 +89,21 @@ class RunDirectory:
         """(step, weights) of every measurable point of a finished run: the complete intermediate checkpoints
         (before `final_step`) and the final weights (this directory) at `final_step`."""
         return [*((s, f) for s, f in self.complete_checkpoints() if s < final_step), (final_step, self.path)]
+
+
+def read_train_log(path: Path) -> list[dict[str, Any]]:
+    """The entries of a `train_log.jsonl` (written by `deltarank.train.callbacks`), in file order: lines that
+    are not JSON objects (a line cut short by a kill) are skipped.
+
+    Raises:
+        OSError, UnicodeDecodeError: the file cannot be read.
+    """
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries

@@ -142,14 +142,7 @@ class StandaloneAdapter:
         return SafetensorsSource(weights)
 
     def _config(self, name: str) -> dict[str, object]:
-        path = self.path / name
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise InputError(path, f"invalid JSON ({exc})") from None
-        if not isinstance(raw, dict):
-            raise InputError(path, "expected a JSON object")
-        return raw
+        return read_adapter_config(self.path / name)
 
     def _matrix_info(self, key: str) -> tuple[tuple[int, int], str]:
         info = self._file.info(key)
@@ -234,3 +227,19 @@ class StandaloneAdapter:
     def read(self, key: str) -> torch.Tensor:
         """One stored tensor in its stored dtype."""
         return self._file.read(key)
+
+
+def read_adapter_config(path: Path) -> dict[str, object]:
+    """A JSON object config of an adapter directory: `bottleneck_config.json` (written by
+    `deltarank.train.bottleneck.save_adapter`) or peft's `adapter_config.json`.
+
+    Raises:
+        InputError: unreadable, not JSON, or not a JSON object.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(path, f"invalid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "expected a JSON object")
+    return raw

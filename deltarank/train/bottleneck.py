@@ -13,7 +13,6 @@ Saved as `bottleneck_adapter.safetensors` (the adapter tensors only) and `bottle
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -112,14 +111,14 @@ def save_adapter(model: Any, directory: str | Path) -> None:
     """Write the adapter tensors (safetensors) and their config (JSON) into `directory`."""
     from safetensors.torch import save_file
 
-    from deltarank.io.atomic import write_atomic
+    from deltarank.io.atomic import write_json
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     config = model.bottleneck_config
     save_file({n: t.cpu() for n, t in adapter_state_dict(model).items()}, str(folder / WEIGHTS_NAME))
     meta = {"schema": SCHEMA, **asdict(config), "hidden_size": int(model.config.hidden_size)}
-    write_atomic(folder / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    write_json(folder / CONFIG_NAME, meta, indent=2)
 
 
 def load_adapter(model: Any, directory: str | Path) -> Any:
@@ -131,8 +130,10 @@ def load_adapter(model: Any, directory: str | Path) -> Any:
     folder = Path(directory)
     if not (folder / CONFIG_NAME).is_file():
         raise InputError(folder, f"no {CONFIG_NAME}: not a bottleneck adapter")
-    meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    add_adapters(model, BottleneckConfig(size=int(meta["size"]), nonlinearity=str(meta["nonlinearity"])))
+    from deltarank.io.standalone import read_adapter_config
+
+    meta = read_adapter_config(folder / CONFIG_NAME)
+    add_adapters(model, BottleneckConfig(size=int(str(meta["size"])), nonlinearity=str(meta["nonlinearity"])))
     return load_adapter_weights(model, folder)
 
 

@@ -6,7 +6,6 @@ Each writes only on the main process, so `accelerate launch` with many processes
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import sys
@@ -16,7 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from deltarank.io.run_directory import TRAIN_LOG
+from deltarank.io.atomic import finite, json_text, write_jsonl
+from deltarank.io.run_directory import TRAIN_LOG, read_train_log
 
 logger = logging.getLogger(__name__)
 progress_logger = logging.getLogger("deltarank.train.progress")
@@ -69,7 +69,7 @@ class TrainLogCallback(TrainerCallback):
         only, during training."""
         if self.handle is None:
             return
-        self.handle.write(json.dumps(entry) + "\n")
+        self.handle.write(json_text(finite(entry)) + "\n")  # a NaN loss is logged as null
         self.handle.flush()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -84,17 +84,11 @@ def _truncate_log(path: Path, resume_step: int | None) -> float:
         path.write_text("")
         return 0.0
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut short by the kill
+    for entry in read_train_log(path):  # a line cut short by the kill is skipped
         if entry.get("step", 0) > resume_step:
             break
         kept.append(entry)
-    from deltarank.io.atomic import write_atomic  # a kill while cutting the log back leaves it whole
-
-    write_atomic(path, "".join(json.dumps(e) + "\n" for e in kept))
+    write_jsonl(path, kept)  # atomic: a kill while cutting the log back leaves it whole
     return float(kept[-1].get("elapsed_s", 0.0)) if kept else 0.0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -145,8 +144,8 @@ def stored_bytes(output_dir: Path) -> int:
 
 def write_run_record(output_dir: Path, record: dict[str, Any]) -> Path:
     """Write run.json atomically and return its path."""
-    from deltarank.io.atomic import write_atomic
+    from deltarank.io.atomic import finite, write_json
 
     path = output_dir / RUN_JSON
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    write_json(path, finite(record), indent=2)  # a NaN loss is written as null: never lose a trained run
     return path

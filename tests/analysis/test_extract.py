@@ -16,7 +16,7 @@ from deltarank.analysis.tools import extract as extract_module
 from deltarank.analysis.tools.extract import ExtractResult, choose_rank, extract, retained_energy, truncate
 from deltarank.errors import DeltarankError, OutputError
 from deltarank.io.adapter_writer import SafetensorsWriter, adapter_config
-from tests.analysis.test_intruders import merged_dir, save_lora, save_tuned
+from tests.analysis.subspace_models import merged_dir, save_lora, save_tuned
 from tests.conftest import build_tiny_llama
 
 MERGE_TOL = 1e-5  # the bar: peft's merge vs base + truncated ΔW

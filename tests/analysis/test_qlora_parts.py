@@ -202,7 +202,7 @@ def test_conv1d_weights_are_quantized_as_their_linear4bit_holds_them(tmp_path: P
             device_map="cpu",
             dtype=torch.float32,
         )
-    (tmp_path / "adapter" / QUANTIZATION_FILE).write_text(QLORA_NF4.to_json())
+    QLORA_NF4.write(tmp_path / "adapter")
     name = "transformer.h.0.attn.c_attn.weight"
     layer = quantized.transformer.h[0].attn.c_attn
     held = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)  # (out, in)

@@ -19,7 +19,7 @@ from deltarank.analysis.tools.similarity import (
     similarity,
 )
 from deltarank.errors import DeltarankError
-from tests.analysis.test_intruders import merged_dir, orthogonal, save_lora, save_tuned
+from tests.analysis.subspace_models import merged_dir, orthogonal, save_lora, save_tuned
 
 PHI_TOL = 1e-6
 FAST_PATH_TOL = 1e-4  # float32 SVD of a small dense product vs the factor route

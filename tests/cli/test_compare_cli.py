@@ -9,8 +9,13 @@ from click.testing import CliRunner
 
 from deltarank.analysis.results import ExtractResult, MatrixExtract
 from deltarank.cli import main
-from tests.figures.synthetic import energy_90_by_hand, marchenko_pastur_sigma, planted_result
-from tests.figures.test_subspace_figures import intruder_result, similarity_result
+from tests.figures.synthetic import (
+    energy_90_by_hand,
+    intruder_result,
+    marchenko_pastur_sigma,
+    planted_result,
+    similarity_result,
+)
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path]:

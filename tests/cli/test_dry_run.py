@@ -22,7 +22,7 @@ from deltarank.analysis.tools.memory import PreviewPair, estimate_memory
 from deltarank.analysis.tools.preview import preview
 from deltarank.analysis.tools.similarity import similarity
 from deltarank.cli import main
-from tests.analysis.test_intruders import save_lora
+from tests.analysis.subspace_models import save_lora
 
 DROPPED = "model.layers.1.mlp.down_proj.weight"
 # Generous: well under 1 s on an idle machine (headers of 7 shards); this one is shared and heavily loaded.

@@ -7,8 +7,15 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from deltarank.cli import main
-from tests.figures.synthetic import full_result, lora_result, planted_result, write_summary
-from tests.figures.test_subspace_figures import extract_result, intruder_result, similarity_result
+from tests.figures.synthetic import (
+    extract_result,
+    full_result,
+    intruder_result,
+    lora_result,
+    planted_result,
+    similarity_result,
+    write_summary,
+)
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner, Result
 
 from deltarank.cli import main
-from deltarank.io.quantization import QLORA_NF4, QUANTIZATION_FILE
+from deltarank.io.quantization import QLORA_NF4
 from tests.conftest import build_tiny_llama
 from tests.planting import make_lora_adapter
 
@@ -44,7 +44,7 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         warnings.simplefilter("ignore")
         make_lora_adapter(lambda: build_tiny_llama(**WIDE), root / "lora", r=2, target_modules=["q_proj"])
         make_lora_adapter(lambda: build_tiny_llama(**WIDE), root / "qlora", r=2, target_modules=["q_proj"])
-    (root / "qlora" / QUANTIZATION_FILE).write_text(QLORA_NF4.to_json())
+    QLORA_NF4.write(root / "qlora")
     return {"base": root / "base", "lora": root / "lora", "qlora": root / "qlora"}
 
 

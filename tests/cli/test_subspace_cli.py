@@ -13,7 +13,7 @@ from deltarank.analysis.tools.extract import ExtractResult
 from deltarank.analysis.tools.intruders import IntruderResult
 from deltarank.analysis.tools.similarity import SimilarityResult
 from deltarank.cli import main
-from tests.analysis.test_intruders import Q_PROJ, rotate_top, save_lora, save_tuned
+from tests.analysis.subspace_models import Q_PROJ, rotate_top, save_lora, save_tuned
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from deltarank.cli import main
-from tests.analysis.test_intruders import save_lora
+from tests.analysis.subspace_models import save_lora
 from tests.figures.synthetic import full_result, lora_result
 
 REFUSED = "already exists (use --force to replace it)"
@@ -124,7 +124,7 @@ def test_a_bad_option_value_is_a_usage_error(command: str, inputs: dict[str, Pat
         ("plot", "deltarank.figures.render.render_figures"),
         ("compare", "deltarank.figures.tables.compare_table"),
         ("train", "deltarank.train.trainer.run_training"),
-        ("reproduce", "deltarank.study.runner.run_study"),
+        ("reproduce", "deltarank.study.run.runner.run_study"),
         ("evaluate", "deltarank.evaluation.run.evaluate"),
     ],
 )

@@ -1,7 +1,7 @@
 """`deltarank evaluate --measure`: every measurement a study makes, with the study's numbers.
 
 On a tiny Llama and a LoRA (r = 2) trained for 2 steps, `evaluate --measure drift|diversity|accuracy` gives
-exactly what `deltarank.study.evaluation` measures on the same models (general-text loss and its rise,
+exactly what `deltarank.study.measure.run_measures` measures on the same models (general-text loss and its rise,
 diversity counts and samples, math exact match). Before the measures existed, `evaluate` had no drift and no
 diversity, and `--data builtin:math:test` gave a loss, not the accuracy a study reports.
 """
@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from deltarank.cli import main
 from deltarank.evaluation.run import EvalRequest, evaluate
-from deltarank.study.evaluate_spec import EvaluateSpec
-from deltarank.study.evaluation import measure_base, measure_run
+from deltarank.study.design.evaluate_spec import EvaluateSpec
+from deltarank.study.measure.run_measures import measure_base, measure_run
 from deltarank.train.config import TrainConfig
 from deltarank.train.trainer import run_training
 from tests.train.conftest import (
@@ -115,7 +115,7 @@ def test_diversity_is_the_studys_with_its_samples_beside_the_result(measured: di
 
 
 def test_math_accuracy_as_a_study_measures_it(measured: dict[str, Any]) -> None:
-    from deltarank.study.evaluation import _accuracy
+    from deltarank.study.measure.run_measures import _accuracy
     from deltarank.train.models import load_model, load_tokenizer, resolve_model
 
     found = evaluate(

@@ -8,7 +8,15 @@ import pytest
 
 from deltarank.errors import DeltarankError
 from deltarank.figures.render import parse_kinds, render_figures
-from tests.figures.synthetic import full_result, lora_result, planted_result, write_summary
+from tests.figures.synthetic import (
+    extract_result,
+    full_result,
+    intruder_result,
+    lora_result,
+    planted_result,
+    similarity_result,
+    write_summary,
+)
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -68,7 +76,6 @@ def test_output_is_deterministic(tmp_path: Path) -> None:
 
 def test_each_file_goes_to_its_family_with_its_label() -> None:
     from deltarank.figures.render import sort_inputs
-    from tests.figures.test_subspace_figures import extract_result, intruder_result, similarity_result
 
     results = [full_result(), intruder_result("full", 0.2), similarity_result(), intruder_result("lora", 0.2)]
     inputs = sort_inputs([*results, extract_result()], ["full", "full", "A vs B", "lora", "x"])

@@ -8,76 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
-from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
-from deltarank.analysis.tools.intruders import EPSILON_SWEEP, IntruderResult, MatrixIntruders, count_intruders
 from deltarank.figures.save import save_figure
 from deltarank.figures.subspace import plot_intruders_by_layer, plot_retained_energy, plot_similarity_heatmaps
-
-MODULES = {"q_proj": (16, 16), "down_proj": (16, 32), "up_proj": (32, 16)}
-LAYERS = 3
-
-
-def intruder_result(kind: str, max_cos: float) -> IntruderResult:
-    """Every matrix of layer L has L + (kind == lora) top vectors at |cos| = max_cos, the rest at 1."""
-    matrices = []
-    for layer in range(LAYERS):
-        for module, shape in MODULES.items():
-            low = layer + (kind == "lora")
-            cos = tuple([max_cos] * low + [1.0] * (4 - low))
-            matrices.append(
-                MatrixIntruders(
-                    f"model.layers.{layer}.mlp.{module}.weight",
-                    layer,
-                    module,
-                    shape,
-                    kind,
-                    cos,
-                    (4.0, 3.0, 2.0, 1.0),
-                    count_intruders(cos, 0.5),
-                    {f"{e:g}": count_intruders(cos, e) for e in EPSILON_SWEEP},
-                )
-            )
-    return IntruderResult("base", f"runs/{kind}", 4, 0.5, EPSILON_SWEEP, "cpu", "float32", tuple(matrices))
-
-
-def similarity_result() -> SimilarityResult:
-    """φ(i, j) = (layer + 1) / 10 everywhere; layer 2 of up_proj has fewer vectors (grid clipped)."""
-    matrices = []
-    for layer in range(LAYERS):
-        for module, shape in MODULES.items():
-            tops_b = (1, 2) if (module == "up_proj" and layer == 2) else (1, 2, 4)
-            grid = tuple(tuple((layer + 1) / 10 for _ in tops_b) for _ in (1, 2, 4))
-            matrices.append(
-                MatrixSimilarity(
-                    f"model.layers.{layer}.{module}.weight",
-                    layer,
-                    module,
-                    shape,
-                    "lora",
-                    "dense",
-                    4,
-                    len(tops_b),
-                    (1, 2, 4),
-                    tops_b,
-                    grid,
-                    (0.5,) * len(tops_b),
-                )
-            )
-    return SimilarityResult(
-        "base", "runs/lora", "runs/full", "left", (1, 2, 4), "cpu", "float32", tuple(matrices)
-    )
-
-
-def extract_result() -> ExtractResult:
-    matrices = []
-    for layer in range(LAYERS):
-        for module, shape in MODULES.items():
-            sigma = tuple(float(v) for v in 2.0 ** -np.arange(min(shape)))
-            energy = float(np.sum(np.square(sigma[:2])) / np.sum(np.square(sigma)))
-            name = f"model.layers.{layer}.{module}.weight"
-            matrices.append(MatrixExtract(name, layer, module, shape, "dense", 2, energy, sigma))
-    return ExtractResult("base", "full", "out", None, 0.9, 2, "float32", "float32", "cpu", tuple(matrices))
+from tests.figures.synthetic import extract_result, intruder_result, similarity_result
 
 
 def test_similarity_heatmaps() -> None:

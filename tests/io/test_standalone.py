@@ -104,7 +104,7 @@ def test_quantization_marker_round_trip_and_run_json_fallback(tmp_path: Path) ->
     (tmp_path / "run.json").write_text(json.dumps({"method": "qlora"}))
     assert read_quantization(tmp_path) == QLORA_NF4
     spec = QuantizationSpec(quant_type="fp4", blocksize=128, double_quant=False, dtype="bfloat16")
-    (tmp_path / QUANTIZATION_FILE).write_text(spec.to_json())
+    spec.write(tmp_path)
     assert read_quantization(tmp_path) == spec  # the marker wins over run.json
 
 

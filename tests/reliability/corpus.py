@@ -1,7 +1,8 @@
 """Builders of good and bad inputs for the reliability tests: every file is written by a fixture, none committed.
 
 The good checkpoints are tiny safetensors files with Llama-style names (two blocks, q_proj and v_proj, 16×16),
-so a spectrum of them takes milliseconds; the bad ones are variations on them.
+so a spectrum of them takes milliseconds; the bad ones are variations on them. `assert_one_line_error` is the
+check every bad input's CLI result must pass.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from click.testing import Result
 from safetensors.torch import save_file
 
 DIM = 16
@@ -114,3 +117,17 @@ def tree_state(root: Path) -> dict[str, tuple[int, int, bytes] | None]:
             info = path.stat()
             state[os.path.relpath(path, root)] = (info.st_size, info.st_mtime_ns, path.read_bytes())
     return state
+
+
+def assert_one_line_error(result: Result, named: Path | str, problem: str) -> str:
+    """Exit 1 through SystemExit, nothing on stdout, one `Error:` line naming the file and the problem."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught exception
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("Error: ") and "Traceback" not in line and "internal error" not in line
+    assert str(named) in line, line
+    assert re.search(problem, line), line
+    return line

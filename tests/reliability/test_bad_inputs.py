@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from deltarank.cli import main
 from tests.reliability.corpus import (
     DIM,
     LORA_CONFIG,
+    assert_one_line_error,
     block_names,
     random_weights,
     tree_state,
@@ -371,20 +372,6 @@ def spectrum_args(ws: Workspace, bad: BadCase, mode: str) -> list[str]:
     if mode == "overwrite":
         return ["spectrum", str(bad.base), str(bad.tuned), "-o", str(ws.out / "spectrum.json"), "--force"]
     return ["spectrum", str(bad.base), str(ws.other), str(bad.tuned), "-o", str(ws.out / "spectra")]
-
-
-def assert_one_line_error(result: Result, named: Path | str, problem: str) -> str:
-    """Exit 1 through SystemExit, nothing on stdout, one `Error:` line naming the file and the problem."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), result.exception  # not an uncaught exception
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("Error: ") and "Traceback" not in line and "internal error" not in line
-    assert str(named) in line, line
-    assert re.search(problem, line), line
-    return line
 
 
 @pytest.mark.parametrize("mode", ["overwrite", "create"])

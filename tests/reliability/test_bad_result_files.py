@@ -12,8 +12,13 @@ from click.testing import CliRunner
 
 from deltarank.analysis.engine import spectrum
 from deltarank.cli import main
-from tests.reliability.corpus import random_weights, tree_state, tuned_from, write_safetensors
-from tests.reliability.test_bad_inputs import assert_one_line_error
+from tests.reliability.corpus import (
+    assert_one_line_error,
+    random_weights,
+    tree_state,
+    tuned_from,
+    write_safetensors,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deltarank.cli import main
-from tests.reliability.test_bad_inputs import assert_one_line_error
+from tests.reliability.corpus import assert_one_line_error
 from tests.train.conftest import save_tiny_model
 
 GOOD = json.dumps({"prompt": "What is 2 + 2?", "completion": " 4"})

@@ -123,7 +123,7 @@ def test_bitsandbytes_is_imported_only_for_4_bit_weights() -> None:
 
 WORKER_PROBE = """
 from deltarank.io import console
-from deltarank.study.executors import ProcessExecutor
+from deltarank.study.run.executors import ProcessExecutor
 if __name__ == "__main__":
     console.install()
     executor = ProcessExecutor(1)

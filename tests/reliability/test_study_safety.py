@@ -16,15 +16,15 @@ from click.testing import CliRunner
 
 from deltarank.cli import main
 from deltarank.errors import InputError
-from deltarank.study.coverage import not_measured
-from deltarank.study.held_out_split import (
+from deltarank.study.design.coverage import not_measured
+from deltarank.study.design.held_out_split import (
     MAX_HELD_OUT,
     evaluate_for,
     held_out_count,
     needs_split,
     write_split,
 )
-from deltarank.study.study_file import load_study, parse_study, preset_names, preset_path
+from deltarank.study.design.study_file import load_study, parse_study, preset_names, preset_path
 from tests.study.tiny_study import one_thread, tiny_lm, tiny_study, write_study_file
 
 __all__ = ["one_thread", "tiny_lm"]
@@ -102,7 +102,7 @@ def test_a_study_dir_left_with_only_study_yaml_takes_the_corrected_study(
     """A directory an older failed attempt left with study.yaml alone holds nothing to lose: the corrected
     study is accepted there without --force (a directory with runs still needs it)."""
     from deltarank.errors import OutputError
-    from deltarank.study.directory import prepare_study_dir
+    from deltarank.study.run.directory import prepare_study_dir
 
     first = parse_study(tiny_study(tmp_path, tiny_lm, max_steps=3), tmp_path / "a.yaml")
     second = parse_study(tiny_study(tmp_path, tiny_lm), tmp_path / "b.yaml")
@@ -245,7 +245,7 @@ def test_a_study_on_own_data_splits_a_held_out_part_and_measures_diversity(
 ) -> None:
     """Before: without evaluate.held_out the study measured no learning (a note in measurement.json), no
     diversity (`{}`, no generations.jsonl), said neither, and printed `[name] training` with no count."""
-    from deltarank.study.runner import run_study
+    from deltarank.study.run.runner import run_study
 
     study = tiny_study(tmp_path, tiny_lm, grid={"method": ["full", "lora"]})
     study["evaluate"] = {"held_out_sequences": 4, "general_tokens": 8, "diversity_n": 2, "max_new_tokens": 4}
@@ -298,7 +298,7 @@ def test_a_run_trained_on_the_whole_file_is_not_measured_on_a_split_of_it(
 ) -> None:
     """A run directory of the same settings trained on the whole file (a study from before the split, switched
     with --force) has seen the held-out part: it is trained again, never measured on examples it learned."""
-    from deltarank.study.run_state import run_status
+    from deltarank.study.run.run_state import run_status
     from deltarank.train.trainer import CONFIG_NAME
 
     study_map = tiny_study(tmp_path, tiny_lm)
@@ -314,7 +314,7 @@ def test_a_run_trained_on_the_whole_file_is_not_measured_on_a_split_of_it(
     split = out / "data" / "x" / "train.jsonl"
     run.train_config(run_dir, data=str(split)).resolved().save(run_dir / CONFIG_NAME)
     with pytest.MonkeyPatch.context() as patch:  # trained on the split's train part: this run
-        patch.setattr("deltarank.study.run_state.training_data", lambda *a: str(split))
+        patch.setattr("deltarank.study.run.run_state.training_data", lambda *a: str(split))
         assert run_status(study, run, out).state == "measure"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deltarank.study.statistics import group_runs
+from deltarank.study.claims.statistics import group_runs
 
 MIB = 2**20
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from deltarank.cli import main
 from deltarank.io.run_directory import RunDirectory
-from deltarank.study.reproduce_preset import reproduction_study
+from deltarank.study.design.reproduce_preset import reproduction_study
 from tests.study.tiny_study import one_thread, tiny_lm
 
 __all__ = ["one_thread", "tiny_lm"]
@@ -129,6 +129,22 @@ def test_figures_and_subspace_are_written(tiny_run: tuple[dict[str, Any], Path, 
         )
     assert set(summary["subspace"]["phi_full_vs_lora_top16"]) <= MODULES
     assert (out / "similarity-full-lora.json").is_file()
+
+
+def test_plot_redraws_every_figure_from_the_study_alone(
+    tiny_run: tuple[dict[str, Any], Path, str], tmp_path: Path
+) -> None:
+    _, out, _ = tiny_run
+    figures = tmp_path / "figures"
+    result = CliRunner().invoke(
+        main, ["plot", str(out / "study.json"), "-o", str(figures), "--format", "png"]
+    )
+    assert result.exit_code == 0, result.output
+    drawn = {p.name for p in figures.iterdir()}
+    kept = {p.name for p in (out / "figures").glob("*.png")}
+    assert drawn == kept  # the study's own figures, and those of its kept spectra and summary
+    assert {"spectra.png", "rank_over_training.png", "learning_forgetting.png"} <= drawn
+    assert any(name.startswith("study_") for name in drawn)
 
 
 def test_a_rerun_measures_nothing_again(tiny_run: tuple[dict[str, Any], Path, str], tiny_lm: Path) -> None:

@@ -85,3 +85,9 @@ def pc_data(tmp_path: Path) -> Path:
     """Twelve prompt/completion records about small sums."""
     records = [{"prompt": f"What is {i} + {i}?", "completion": f" {2 * i}"} for i in range(12)]
     return write_jsonl(tmp_path / "pc.jsonl", records)
+
+
+@pytest.fixture(scope="module")
+def wide_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama at hidden 64 / MLP 128: bitsandbytes' CPU 4-bit kernels need in_features >= 64."""
+    return save_tiny_model(tmp_path_factory.mktemp("wide_lm"), hidden_size=64, intermediate_size=128)

@@ -16,7 +16,7 @@ from deltarank.train.data import FlatCollator, PaddingCollator
 from deltarank.train.formats import IGNORE_INDEX
 from deltarank.train.trainer import run_training
 from tests.conftest import TINY_VOCAB, build_tiny_llama
-from tests.train.test_run_training import tiny_config
+from tests.train.tiny_runs import tiny_config
 
 PAD = 0
 LENGTHS = (9, 4, 13, 6)  # unequal, so a padded batch would pad three of the four

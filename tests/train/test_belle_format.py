@@ -14,9 +14,9 @@ from deltarank.cli import main
 from deltarank.train.data import read_jsonl
 from deltarank.train.formats import IGNORE_INDEX, Encoder
 from deltarank.train.trainer import run_training
-from tests.reliability.test_bad_inputs import assert_one_line_error
+from tests.reliability.corpus import assert_one_line_error
 from tests.train.conftest import train_tokenizer, write_jsonl
-from tests.train.test_run_training import tiny_config
+from tests.train.tiny_runs import tiny_config
 
 CONVERSATION = {
     "id": "7702",

@@ -20,8 +20,8 @@ PACKAGE = ROOT / "deltarank"
 
 def test_derived_values_are_those_the_code_held_before() -> None:
     """Every list the registry replaced, as it was written out before (order included: error texts use it)."""
-    from deltarank.study.evaluation import NO_DELTA_METHODS
-    from deltarank.study.runner import LORA_METHODS as RUNNER_LORA
+    from deltarank.study.measure.run_measures import NO_DELTA_METHODS
+    from deltarank.study.run.runner import LORA_METHODS as RUNNER_LORA
     from deltarank.train.config import DEFAULT_LR
     from deltarank.train.config_file import SECTIONS
     from deltarank.train.config_validation import (
@@ -204,8 +204,8 @@ def test_readme_methods_table_is_the_registry() -> None:
 # names some methods share.
 RUN_NAME_LITERALS = {
     "deltarank/io/adapter.py",
-    "deltarank/study/reproduction.py",
-    "deltarank/study/reproduction_summary.py",
+    "deltarank/study/design/reproduction.py",
+    "deltarank/study/report/summary.py",
     "deltarank/figures/learning.py",
 }
 

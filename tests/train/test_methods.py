@@ -17,29 +17,9 @@ from deltarank.train.config_validation import METHODS, PROMPT_METHODS
 from deltarank.train.methods import quantization_config
 from deltarank.train.models import keep_nf4_exact, load_model, resolve_model
 from deltarank.train.trainer import run_training
-from tests.train.conftest import save_tiny_model
+from tests.train.tiny_runs import SMALL
 
-# Small method settings so that every run takes seconds (the tiny Llama: hidden 32, MLP 64).
-SMALL = {
-    "lora": {"lora_r": 2},
-    "qlora": {"lora_r": 2},
-    "loha": {"loha_r": 2, "loha_alpha": 2},
-    "lokr": {"lokr_r": 2, "lokr_alpha": 2},
-    "adalora": {"adalora_init_r": 4, "adalora_target_r": 2, "max_steps": 3},
-    "oft": {"oft_block_size": 8},
-    "vera": {"vera_r": 8},
-    "prompt": {"virtual_tokens": 4},
-    "prefix": {"virtual_tokens": 4, "prefix_projection": True, "encoder_hidden_size": 16},
-    "ptuning": {"virtual_tokens": 4, "encoder_hidden_size": 16},
-    "adapter": {"adapter_size": 4},
-}
 INPUT = torch.tensor([[0, 5, 17, 42, 99, 7, 3, 250]])
-
-
-@pytest.fixture(scope="module")
-def wide_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Llama at hidden 64 / MLP 128: bitsandbytes' CPU 4-bit kernels need in_features >= 64."""
-    return save_tiny_model(tmp_path_factory.mktemp("wide_lm"), hidden_size=64, intermediate_size=128)
 
 
 class KeepModel(TrainerCallback):

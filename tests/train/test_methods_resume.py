@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from deltarank.train.trainer import run_training
-from tests.train.test_resume import KillAfterStep, Killed, losses
-from tests.train.test_run_training import tiny_config
+from tests.train.tiny_runs import KillAfterStep, Killed, losses, tiny_config
 
 WEIGHTS = {"adapter": "bottleneck_adapter.safetensors"}
 SMALL: dict[str, dict[str, Any]] = {"adapter": {"adapter_size": 4}, "prompt": {"virtual_tokens": 4}}

@@ -17,7 +17,6 @@ from deltarank.analysis.engine import spectrum
 from deltarank.io.quantization import QLORA_NF4, QUANTIZATION_FILE, read_quantization
 from deltarank.train.config import TrainConfig
 from deltarank.train.trainer import run_training
-from tests.train.test_methods import wide_lm_dir  # noqa: F401 (fixture)
 
 pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (dev extra)")
 Q0 = "model.layers.0.self_attn.q_proj.weight"
@@ -31,7 +30,7 @@ class KeepModel(TrainerCallback):
 
 
 def test_qlora_run_marks_its_adapters_and_spectrum_reads_its_base(
-    wide_lm_dir: Path,  # noqa: F811
+    wide_lm_dir: Path,
     pc_data: Path,
     tmp_path: Path,
 ) -> None:

@@ -18,9 +18,7 @@ from deltarank.cli import main
 from deltarank.errors import DeltarankError
 from deltarank.train.rank_tracking import sample_matrices
 from deltarank.train.trainer import run_training
-from tests.train.test_methods import wide_lm_dir  # noqa: F401 (the fixture, for QLoRA)
-from tests.train.test_resume import KillAfterStep, Killed
-from tests.train.test_run_training import PROJECTIONS, tiny_config
+from tests.train.tiny_runs import PROJECTIONS, KillAfterStep, Killed, tiny_config
 
 RTOL = 1e-6
 

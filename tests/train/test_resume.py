@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from deltarank.train.trainer import run_training
-from tests.train.test_run_training import tiny_config
-
-
-class Killed(Exception):
-    """Stands in for SIGKILL: training stops abruptly, nothing after this point is written."""
-
-
-class KillAfterStep(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        if state.global_step == self.step:
-            raise Killed
-
-
-def losses(out: Path) -> list[tuple[int, float]]:
-    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    return [(e["step"], e["loss"]) for e in lines if "loss" in e]
+from tests.train.tiny_runs import KillAfterStep, Killed, losses, tiny_config
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

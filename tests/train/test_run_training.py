@@ -12,29 +12,10 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from deltarank.errors import DeltarankError
-from deltarank.train.config import TrainConfig
 from deltarank.train.config_file import load_train_config
 from deltarank.train.trainer import run_training
 from tests.train.conftest import write_jsonl
-
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def tiny_config(model: Path, data: Path | str, out: Path, **overrides: Any) -> TrainConfig:
-    values: dict[str, Any] = {
-        "model": str(model),
-        "data": str(data),
-        "method": "full",
-        "output_dir": str(out),
-        "max_steps": 2,
-        "batch_size": 2,
-        "seq_len": 64,
-        "lr": 1e-3,
-        "seed": 0,
-        "progress": "none",
-    }
-    values.update(overrides)
-    return TrainConfig(**values)
+from tests.train.tiny_runs import PROJECTIONS, tiny_config
 
 
 class Snapshot(TrainerCallback):

@@ -187,7 +187,7 @@ def test_cli_decoupled_with_another_optimizer_is_a_usage_error(tmp_path: Path) -
 def test_biderman_presets_decay_as_the_paper(size: str) -> None:
     """The weight-decay controls of the biderman preset use the paper's values (5e-5, 1e-4 at lr 5e-5) decoupled,
     which shrink each weight by that share per step at the peak (they were 5e-9 per step coupled, a no-op)."""
-    from deltarank.study.study_file import load_study, preset_path
+    from deltarank.study.design.study_file import load_study, preset_path
 
     study = load_study(preset_path("biderman", size))
     decayed = [r for r in study.runs if r.config.get("weight_decay")]

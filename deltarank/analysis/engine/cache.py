@@ -20,7 +20,7 @@ from typing import Any
 
 from deltarank.analysis.results.spectrum import MatrixSpectrum
 from deltarank.errors import OutputError
-from deltarank.io.atomic import write_atomic
+from deltarank.io.atomic import json_text, write_atomic, write_json
 from deltarank.io.model_ref import local_path
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,10 @@ class RecordCache:
         if not self.directory.is_dir():
             self.directory.mkdir(parents=True)
             manifest = {"fingerprint": self.digest, "total": self.total}
-            (self.directory / MANIFEST).write_text(json.dumps(manifest))
+            write_json(self.directory / MANIFEST, manifest)
         # No fsync: the cache is for a killed run, and 200 fsyncs cost more than the maths of small models.
-        write_atomic(self._file(tuned_index, record.name), json.dumps(record.to_dict()), durable=False)
+        path = self._file(tuned_index, record.name)
+        write_atomic(path, json_text(record.to_dict(), where=path), durable=False)
 
     def finished(self) -> int:
         """How many finished records the cache directory holds."""

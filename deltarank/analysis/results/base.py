@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from deltarank.errors import InputError
-from deltarank.io.atomic import write_atomic
+from deltarank.io.atomic import json_text, write_atomic
 
 
 class ModuleRecord(Protocol):
@@ -89,7 +89,7 @@ class ResultFile(Record, Generic[M]):
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text (NaN refused: undefined values are stored as null); written atomically to `path`."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        text = json_text(self.to_dict(), indent=1, where=path or self.SCHEMA)
         if path is not None:
             write_atomic(path, text)
         return text

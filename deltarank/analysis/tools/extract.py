@@ -42,7 +42,7 @@ from deltarank.io.adapter_writer import (
     embedding_keys,
     lora_keys,
 )
-from deltarank.io.atomic import atomic_directory, check_output_dir
+from deltarank.io.atomic import atomic_directory, check_output_dir, write_json
 from deltarank.io.base import TensorSource
 from deltarank.io.naming import EMBEDDING_PATTERN, Selection, layer_index, module_type
 from deltarank.io.pairing import Pair, SkippedTensor
@@ -189,7 +189,7 @@ def extract(
             raise DeltarankError("every selected ΔW is zero or unsupported: nothing to extract")
         ranks = {m.name.removesuffix(".weight"): m.rank for m in records}
         config = adapter_config(ranks, base_model_name_or_path or str(base))
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        write_json(tmp / "adapter_config.json", config, indent=2)
         result = ExtractResult(
             base=str(base),
             tuned=str(tuned),
@@ -204,7 +204,7 @@ def extract(
             skipped=(*plan.skipped, *skipped),
             deltarank_version=__version__,
         )
-        (tmp / RESULT_FILE).write_text(result.to_json())
+        result.to_json(tmp / RESULT_FILE)
     return result
 
 

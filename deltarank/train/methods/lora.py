@@ -6,11 +6,10 @@ the blocks and set α = 2r.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError
-from deltarank.io.quantization import QLORA_NF4, QUANTIZATION_FILE
+from deltarank.io.quantization import QLORA_NF4
 from deltarank.train.config import TrainConfig
 from deltarank.train.methods.base import builds, peft_model, target_modules
 from deltarank.train.models import keep_nf4_exact
@@ -40,13 +39,11 @@ def record_quantization(model: Any) -> Any:
     """Make every save of the adapter (final and checkpoint-<step>) also write `quantization.json`, the NF4
     settings of its base (peft's files do not say the base was quantized; the analysis reads them to form
     the quantisation error). Returns `model`."""
-    from deltarank.io.atomic import write_atomic
-
     save = model.save_pretrained
 
     def save_pretrained(save_directory: str, *args: Any, **kwargs: Any) -> Any:
         saved = save(save_directory, *args, **kwargs)
-        write_atomic(Path(save_directory) / QUANTIZATION_FILE, QLORA_NF4.to_json())
+        QLORA_NF4.write(save_directory)
         return saved
 
     model.save_pretrained = save_pretrained

@@ -1,0 +1,320 @@
+"""What a study measures on the base model and on every finished run: learning, forgetting, diversity, cost
+and the ranks of ΔW (what to measure: the study file's `evaluate:`, `deltarank.study.design.evaluate_spec`).
+
+- learning: mean loss per trained token on the held-out set (tokenized exactly as training tokenizes it:
+  `deltarank.evaluation.loss.held_out_loss`), and the exact-match accuracy of greedy answers where the data
+  has closed answers (`deltarank.evaluation.accuracy`: `builtin:zh-sentiment:test`: 正面 / 负面;
+  `builtin:math:test`: the final number);
+- forgetting, as `deltarank reproduce` measures it: the rise of the loss on the base model's own sampled
+  answers to general prompts (`deltarank.evaluation.drift`; written once by `measure_base` to
+  `general_text.jsonl`; each record is kept whole, never cut at `seq_len`: its answer is `general_tokens` long
+  at most, so this equals reproduce's measurement wherever reproduce's records fit its seq_len), plus the loss
+  rise on every `evaluate.forgetting` data spec;
+- diversity: k samples per prompt, counted by `deltarank.evaluation.diversity`;
+- cost: from the run's `run.json` (see `cost_of`);
+- ranks: the medians over layers, per module type, of energy_90 and of the noise-floor rank of ΔW
+  (`deltarank.analysis.engine.spectrum` of the run against the model it trained from). Methods that change
+  no weight matrix (prompt, prefix, ptuning tuning and bottleneck adapters) have no ΔW: their ranks are {}.
+
+Models are evaluated in float32 on `device` (`auto`: CUDA when present, else the CPU), where the spectrum's
+decompositions run too. Sampled generations depend on the device's random numbers: a study measured on a GPU
+and the same study measured on a CPU agree in their losses to float32 rounding, not in their samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from deltarank.errors import InputError
+from deltarank.io.training_methods import METHOD_NAMES, REGISTRY
+from deltarank.study.design.evaluate_spec import HELD_OUT_PROMPTS, EvaluateSpec
+
+logger = logging.getLogger(__name__)
+
+NO_DELTA_METHODS = tuple(m for m in METHOD_NAMES if not REGISTRY[m].has_delta)  # prompt methods, adapter
+NO_DELTA_NOTE = "no weight delta: {method} trains virtual tokens or added modules, not the model's weights"
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+def measure_base(
+    model: str, data: str, spec: EvaluateSpec, work_dir: Path, seed: int = 0, device: str = "auto"
+) -> dict[str, Any]:
+    """The base model's measurements (JSON-serialisable), the reference for forgetting and diversity.
+
+    Writes work_dir/general_text.jsonl (the forgetting set, generated once: an existing file is reused) and,
+    when diversity is asked for, work_dir/generations.jsonl.
+
+    Returns:
+        {"model", "learning", "forgetting", "diversity"} (the sections a run has, without cost and ranks).
+
+    Raises:
+        DeltarankError: a missing model or data set, bad diversity prompts.
+    """
+    from deltarank.analysis.engine.compute import resolve_device
+    from deltarank.evaluation.drift import GENERAL_TEXT, general_text, write_general_text
+    from deltarank.evaluation.models import ready_for_evaluation
+    from deltarank.train.models import load_model, load_tokenizer, resolve_model
+
+    spec.check_sets(data)
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    base = ready_for_evaluation(load_model(source), resolve_device(device))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    general_path = work_dir / GENERAL_TEXT
+    if not general_path.is_file():
+        write_general_text(general_path, general_text(base, tokenizer, spec.general_tokens, seed))
+    result = _measure(base, tokenizer, data, spec, work_dir, seed)
+    return {"model": source.describe(), **result}
+
+
+def measure_run(
+    run_dir: Path,
+    model: str,
+    data: str,
+    spec: EvaluateSpec,
+    base: dict[str, Any],
+    base_dir: Path,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """One finished `train` run measured against `base` (`measure_base`'s result, whose work dir is base_dir).
+
+    Args:
+        run_dir: The run's `train` output directory (run.json and the saved model or adapter).
+        model: What the run trained from (for a stacked run the parent's output directory).
+        data: The run's training data spec (picks the default held-out and accuracy sets).
+        spec: What to measure.
+        base: The base model's measurements: forgetting and learning changes are taken against them.
+        base_dir: measure_base's work dir (its general_text.jsonl is the forgetting set).
+        seed: Seed of the diversity samples.
+        device: Where the model is evaluated and the spectrum runs (`auto`, `cpu`, `cuda`, ...).
+
+    Returns:
+        {"learning", "forgetting", "diversity", "cost", "ranks"} and, for a method without ΔW, "ranks_note".
+        Writes run_dir/generations.jsonl when diversity is asked for.
+
+    Raises:
+        DeltarankError: no run.json in run_dir, a missing model, data or forgetting set.
+    """
+    from deltarank.evaluation.drift import GENERAL_TEXT, read_general_text
+    from deltarank.evaluation.models import EvalModels
+    from deltarank.io.model_ref import read_run_record
+    from deltarank.io.run_directory import RunDirectory
+    from deltarank.study.measure.spectra import measure_spectra, rank_medians, spectrum_file
+    from deltarank.train.models import load_tokenizer, resolve_model
+
+    record = read_run_record(run_dir)
+    method = str(record.get("method"))
+    spec.check_sets(data)
+    general_path = base_dir / GENERAL_TEXT
+    if not general_path.is_file():
+        raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    loader = EvalModels(source, device)
+    found = loader.evaluate(
+        run_dir, lambda tuned: _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
+    )
+    _add_changes(found, base)
+    final_step = int(record.get("steps") or 0)
+    steps = RunDirectory(run_dir).steps(final_step) if spec.checkpoints else [(final_step, run_dir)]
+    result: dict[str, Any] = {**found, "cost": cost_of(record)}
+    if spec.checkpoints:
+        general = read_general_text(general_path)
+        tokens_per_step = float(record.get("tokens_seen") or 0) / max(final_step, 1)
+        curve = []
+        for step, path in steps[:-1]:
+            point = loader.evaluate(path, lambda m: _losses(m, tokenizer, data, spec, general))
+            curve.append({"step": step, "tokens": round(step * tokens_per_step), **point})
+        final = {"held_out_loss": found["learning"].get("held_out_loss")}
+        final["general_loss"] = found["forgetting"].get("general_loss")
+        curve.append({"step": final_step, "tokens": round(final_step * tokens_per_step), **final})
+        result["checkpoints"] = [_point_changes(point, base) for point in curve]
+    del loader
+    if method in NO_DELTA_METHODS:
+        result["ranks"] = {}
+        result["ranks_note"] = NO_DELTA_NOTE.format(method=method)
+        return result
+    final_spectrum = measure_spectra(
+        source.weights, run_dir.parent, run_dir.name, steps, device, per_step=spec.checkpoints
+    )
+    result["ranks"] = rank_medians(final_spectrum)
+    result["spectrum"] = spectrum_file(run_dir.name)
+    for point in result.get("checkpoints", []):
+        point["spectrum"] = spectrum_file(run_dir.name, point["step"])
+    return result
+
+
+def _losses(
+    model: Any, tokenizer: Any, data: str, spec: EvaluateSpec, general: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The held-out loss and the general-text loss of one checkpoint (a point of the learning curve)."""
+    from deltarank.evaluation.drift import drift_loss
+    from deltarank.evaluation.loss import held_out_loss
+
+    held_out = spec.held_out_for(data)
+    loss = None
+    if held_out is not None:
+        loss = held_out_loss(model, tokenizer, held_out, spec.seq_len, spec.held_out_sequences)["loss"]
+    return {"held_out_loss": loss, "general_loss": drift_loss(model, tokenizer, general)["general_loss"]}
+
+
+def _point_changes(point: dict[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """A learning-curve point with its held-out loss change and general-text loss rise against the base."""
+    base_held_out = base.get("learning", {}).get("held_out_loss")
+    base_general = base.get("forgetting", {}).get("general_loss")
+    changes = {
+        "held_out_loss_change": None
+        if point["held_out_loss"] is None or base_held_out is None
+        else point["held_out_loss"] - base_held_out,
+        "general_loss_rise": None
+        if point["general_loss"] is None or base_general is None
+        else point["general_loss"] - base_general,
+    }
+    return {**point, **changes}
+
+
+def _measure(
+    model: Any,
+    tokenizer: Any,
+    data: str,
+    spec: EvaluateSpec,
+    out_dir: Path,
+    seed: int,
+    base_dir: Path | None = None,
+) -> dict[str, Any]:
+    """learning, forgetting (absolute losses) and diversity of one loaded model."""
+    from deltarank.evaluation.drift import GENERAL_TEXT
+
+    return {
+        "learning": _learning(model, tokenizer, data, spec),
+        "forgetting": _forgetting(model, tokenizer, spec, (base_dir or out_dir) / GENERAL_TEXT),
+        "diversity": _diversity(model, tokenizer, spec, data, out_dir, seed),
+    }
+
+
+def _learning(model: Any, tokenizer: Any, data: str, spec: EvaluateSpec) -> dict[str, Any]:
+    """The held-out loss and, where the run's data has closed answers, the accuracy of one loaded model."""
+    from deltarank.evaluation.loss import held_out_loss
+
+    learning: dict[str, Any] = {}
+    held_out = spec.held_out_for(data)
+    if held_out is None:
+        learning["held_out_note"] = "no held-out set: name one in evaluate.held_out"
+    else:
+        loss = held_out_loss(model, tokenizer, held_out, spec.seq_len, spec.held_out_sequences)
+        learning.update(held_out=held_out, held_out_sequences=loss["examples"], held_out_loss=loss["loss"])
+    accuracy = spec.accuracy_for(data)
+    if accuracy is not None:
+        learning.update(
+            accuracy_set=accuracy, **_accuracy(model, tokenizer, accuracy, spec.accuracy_examples)
+        )
+    return learning
+
+
+def _forgetting(model: Any, tokenizer: Any, spec: EvaluateSpec, general_path: Path) -> dict[str, Any]:
+    """The loss of one loaded model on the general-text set at general_path and on every forgetting set."""
+    from deltarank.evaluation.drift import drift_loss, read_general_text
+    from deltarank.evaluation.loss import held_out_loss
+
+    # whole records: answers are general_tokens long at most
+    forgetting: dict[str, Any] = drift_loss(model, tokenizer, read_general_text(general_path))
+    for name in spec.forgetting:
+        forgetting[f"loss:{name}"] = held_out_loss(
+            model, tokenizer, name, spec.seq_len, spec.held_out_sequences
+        )["loss"]
+    return forgetting
+
+
+def _diversity(
+    model: Any, tokenizer: Any, spec: EvaluateSpec, data: str, out_dir: Path, seed: int
+) -> dict[str, Any]:
+    """The diversity of one loaded model's samples ({} when no diversity prompts are asked for, or the default
+    held-out prompts have no held-out set); writes out_dir/generations.jsonl."""
+    from deltarank.evaluation.diversity import GENERATIONS_FILE, measure_diversity
+    from deltarank.evaluation.prompts import diversity_prompts, held_out_prompts
+
+    if spec.diversity_prompts == HELD_OUT_PROMPTS:
+        held_out = spec.held_out_for(data)
+        if held_out is None:
+            return {}
+        prompts, prompt_set = held_out_prompts(held_out, spec.diversity_n), f"{HELD_OUT_PROMPTS}:{held_out}"
+    elif spec.diversity_prompts is None:
+        return {}
+    else:
+        prompts, prompt_set = (
+            diversity_prompts(spec.diversity_prompts, spec.diversity_n),
+            spec.diversity_prompts,
+        )
+    diversity = measure_diversity(
+        model,
+        tokenizer,
+        prompts,
+        samples=spec.diversity_samples,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        max_new_tokens=spec.max_new_tokens,
+        seed=seed,
+        execute=spec.execute,
+        generations_path=out_dir / GENERATIONS_FILE,
+    )
+    diversity["prompt_set"] = prompt_set
+    return diversity
+
+
+def _accuracy(model: Any, tokenizer: Any, name: str, examples: int) -> dict[str, Any]:
+    """Exact-match accuracy of greedy answers on a closed-answer built-in set."""
+    from deltarank.evaluation.accuracy import accuracy
+
+    found = accuracy(model, tokenizer, name, examples)
+    return {"accuracy": found["accuracy"], "accuracy_examples": found["examples"]}
+
+
+def _add_changes(found: dict[str, Any], base: Mapping[str, Any]) -> None:
+    """Add each run's change against the base: held-out loss change and the forgetting rises."""
+    base_learning = base.get("learning", {})
+    learning = found["learning"]
+    if "held_out_loss" in learning and base_learning.get("held_out_loss") is not None:
+        learning["held_out_loss_change"] = learning["held_out_loss"] - base_learning["held_out_loss"]
+    if "accuracy" in learning and base_learning.get("accuracy") is not None:
+        learning["accuracy_change"] = learning["accuracy"] - base_learning["accuracy"]
+    base_forgetting = base.get("forgetting", {})
+    forgetting = found["forgetting"]
+    for key in [k for k in forgetting if k == "general_loss" or k.startswith("loss:")]:
+        if base_forgetting.get(key) is not None and forgetting[key] is not None:
+            rise_key = "general_loss_rise" if key == "general_loss" else "rise:" + key.removeprefix("loss:")
+            forgetting[rise_key] = forgetting[key] - base_forgetting[key]
+
+
+# ------------------------------------------------------------------------------------------------ cost, ranks
+
+
+def cost_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The cost columns of a run, from its run.json.
+
+    device_seconds = train_seconds (training time of every session of a resumed run; loading and saving
+    left out) × world_size (training processes, one device each; a CPU run is one process, one device).
+    """
+    parameters = record.get("parameters", {})
+    train_seconds = record.get("train_seconds")
+    world = int(record.get("world_size") or 1)
+    return {
+        "trainable_parameters": parameters.get("trainable"),
+        "trainable_share": parameters.get("trainable_share_of_base"),
+        "total_parameters": parameters.get("total"),
+        "tokens": record.get("tokens_seen"),
+        "steps": record.get("steps"),
+        "wall_seconds": record.get("wall_seconds"),
+        "train_seconds": train_seconds,
+        "devices": world,
+        "device": record.get("device"),
+        "device_seconds": None if train_seconds is None else float(train_seconds) * world,
+        "tokens_per_second": record.get("tokens_per_second"),
+        "peak_memory_bytes": record.get("peak_memory_bytes"),
+        "peak_memory_kind": record.get("peak_memory_kind"),
+        "stored_bytes": record.get("stored_bytes"),
+    }

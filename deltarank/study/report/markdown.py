@@ -1,0 +1,270 @@
+"""report.md of a study, from study.json alone: the runs, the seed groups, what is within noise, the claims.
+
+Sections: the table of runs (coordinates, learning, forgetting, diversity, cost, the median ΔW energy_90),
+ΔW ranks per module type, seed groups with 95% intervals, the differences between groups that differ in one
+coordinate (within noise or not) and the reference claims that apply (`deltarank.study.claims.reference`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deltarank.figures.study_rows import bases, rank_summary
+from deltarank.io.atomic import write_atomic
+from deltarank.study.claims.reference import check_claims
+from deltarank.study.claims.statistics import compare, flatten_metrics
+
+MIB = 2**20
+# (column header, section, key, format) of the runs table; a column shows when any run (or the base) has it.
+RUN_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
+    ("held-out loss", "learning", "held_out_loss", ".4f"),
+    ("Δ loss", "learning", "held_out_loss_change", "+.4f"),
+    ("accuracy", "learning", "accuracy", ".1%"),
+    ("forgetting", "forgetting", "general_loss_rise", "+.4f"),
+    ("distinct / prompt", "diversity", "distinct_per_prompt", ".2f"),
+    ("distinct (ws) / prompt", "diversity", "distinct_per_prompt_normalised", ".2f"),
+    ("distinct-2", "diversity", "distinct_2", ".3f"),
+    ("pass rate", "diversity", "pass_rate", ".1%"),
+    ("trainable params", "cost", "trainable_parameters", ","),
+    ("trainable share", "cost", "trainable_share", ".3%"),
+    ("tokens", "cost", "tokens", ","),
+    ("train s", "cost", "train_seconds", ".1f"),
+    ("device-s", "cost", "device_seconds", ".1f"),
+    ("peak MiB", "cost", "peak_memory_bytes", "mib"),
+    ("stored MiB", "cost", "stored_bytes", "mib"),
+)
+# The metrics the groups table and the noise comparisons show.
+GROUP_METRICS = (
+    ("held-out loss", "learning.held_out_loss", ".4f"),
+    ("accuracy", "learning.accuracy", ".1%"),
+    ("forgetting", "forgetting.general_loss_rise", "+.4f"),
+    ("distinct / prompt", "diversity.distinct_per_prompt", ".2f"),
+)
+
+
+def fmt(value: Any, spec: str) -> str:
+    """A cell: `–` for a missing value, MiB for `mib`, else Python's format spec."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if spec == "mib":
+        return f"{float(value) / MIB:.1f}"
+    return format(value, spec)
+
+
+def write_report(study: Mapping[str, Any], path: Path, summary: Mapping[str, Any] | None = None) -> None:
+    """Write report.md for a study.json document (atomically), with a reproduction's section when the study
+    is one (`summary`: its summary.json)."""
+    write_atomic(path, render_report(study, summary))
+
+
+def render_report(study: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> str:
+    """report.md's text (a reproduction's section first, when `summary` is given)."""
+    info = study.get("study") or {}
+    runs = list(study.get("runs") or [])
+    lines = [f"# deltarank study: {info.get('name', 'study')}", ""]
+    if info.get("description"):
+        lines += [str(info["description"]), ""]
+    lines += [
+        f"{len(runs)} runs. Learning: held-out loss per trained token (Δ: against the base model) and exact-match "
+        "accuracy where the data has closed answers; forgetting: rise of the loss on the base model's own answers "
+        "to general prompts; diversity: distinct output strings per prompt (ws: after whitespace normalisation) "
+        "and distinct-2 (distinct / all whitespace-token bigrams); device-s: training seconds × devices.",
+        "",
+    ]
+    if summary is not None:
+        from deltarank.study.report.summary import summary_section
+
+        lines += [*summary_section(summary), ""]
+    lines += _coverage_section(info)
+    lines += _claims_section(study)
+    lines += _runs_section(study, runs)
+    lines += _ranks_section(runs)
+    lines += _groups_section(list(study.get("groups") or []))
+    lines += _noise_section(runs)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _coverage_section(info: Mapping[str, Any]) -> list[str]:
+    """The held-out parts split from training files and what the study does not measure (study.json's
+    `study.held_out_splits` and `study.not_measured`)."""
+    lines = []
+    for split in info.get("held_out_splits") or []:
+        lines.append(
+            f"Held-out set: {split['held_out_examples']} of the {split['examples']} examples of {split['source']} "
+            f"(seed {split['seed']}), never trained on: the runs train on the other {split['train_examples']}."
+        )
+    missing = list(info.get("not_measured") or [])
+    if missing:
+        lines.append("Not measured: " + "; ".join(missing) + ".")
+    return [line for text in lines for line in (text, "")]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> list[str]:
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    return out + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _coordinate_keys(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for r in runs for k in (r.get("coordinates") or {})))
+
+
+def _runs_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    every_base = bases(study)
+    keys = _coordinate_keys(runs)
+    base_rows = {id(m): ("base" if len(every_base) == 1 else f"base {k}") for k, m in every_base.items()}
+    everyone = [*every_base.values(), *runs]
+    columns = [c for c in RUN_COLUMNS if any((r.get(c[1]) or {}).get(c[2]) is not None for r in everyone)]
+    extra = list(dict.fromkeys(k for r in runs for k in (r.get("forgetting") or {}) if k.startswith("rise:")))
+    header = ["run", *keys, *(c[0] for c in columns), *(f"forgetting {k[5:]}" for k in extra), "ΔW energy_90"]
+    rows = []
+    for row in everyone:
+        is_base = id(row) in base_rows
+        coordinates = row.get("coordinates") or {}
+        cells = [base_rows[id(row)] if is_base else str(row.get("name"))]
+        cells += ["" if is_base else str(coordinates.get(k, "")) for k in keys]
+        cells += [fmt((row.get(sec) or {}).get(key), spec) for _, sec, key, spec in columns]
+        cells += [fmt((row.get("forgetting") or {}).get(k), "+.4f") for k in extra]
+        cells.append("" if is_base else fmt(rank_summary(row), "g"))
+        rows.append(cells)
+    return ["## Runs", "", *_table(header, rows, 1 + len(keys)), ""]
+
+
+def _ranks_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    modules = list(dict.fromkeys(m for r in runs for m in (r.get("ranks") or {})))
+    if not modules:
+        return []
+    rows = []
+    for run in runs:
+        ranks = run.get("ranks") or {}
+        cells = [str(run.get("name"))]
+        for module in modules:
+            m = ranks.get(module) or {}
+            cells.append(f"{fmt(m.get('energy_90_median'), 'g')} / {fmt(m.get('noise_floor_median'), 'g')}")
+        if not ranks and run.get("ranks_note"):
+            cells = [cells[0], *(["–"] * len(modules))]
+        rows.append(cells)
+    notes = [f"- {r.get('name')}: {r['ranks_note']}" for r in runs if r.get("ranks_note")]
+    return [
+        "## ΔW ranks per module type",
+        "",
+        "Median over layers of energy_90 / of the noise-floor rank of ΔW.",
+        "",
+        *_table(["run", *modules], rows, 1),
+        "",
+        *notes,
+        *([""] if notes else []),
+    ]
+
+
+def _groups_section(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not any(int(g.get("n", 1)) > 1 for g in groups):
+        return [
+            "## Repeated seeds",
+            "",
+            "Every setting ran with one seed: no confidence intervals, and no difference between runs can be told "
+            "apart from seed-to-seed noise.",
+            "",
+        ]
+    keys = list(dict.fromkeys(k for g in groups for k in (g.get("coordinates") or {})))
+    shown = [m for m in GROUP_METRICS if any(m[1] in (g.get("metrics") or {}) for g in groups)]
+    rows = []
+    for group in groups:
+        metrics = group.get("metrics") or {}
+        cells = [str((group.get("coordinates") or {}).get(k, "")) for k in keys] + [str(group.get("n"))]
+        for _, key, spec in shown:
+            cells.append(_interval(metrics.get(key), spec))
+        rows.append(cells)
+    return [
+        "## Repeated seeds (mean ± 95% t interval)",
+        "",
+        *_table([*keys, "n", *(m[0] for m in shown)], rows, len(keys)),
+        "",
+    ]
+
+
+def _interval(metric: Mapping[str, Any] | None, spec: str) -> str:
+    if not metric or metric.get("mean") is None:
+        return "–"
+    if metric.get("ci95_low") is None:
+        return fmt(metric["mean"], spec)
+    half = (metric["ci95_high"] - metric["ci95_low"]) / 2
+    return f"{fmt(metric['mean'], spec)} ± {fmt(half, spec.lstrip('+'))}"
+
+
+def _noise_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Groups of two or more seeds that differ in one coordinate, compared metric by metric (Welch's 95%
+    interval); with one seed there is nothing to say (the repeated-seeds section says so)."""
+    seeds: dict[str, list[Mapping[str, Any]]] = {}
+    labels: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        coordinates = {k: v for k, v in (run.get("coordinates") or {}).items() if k != "seed"}
+        key = repr(sorted((k, str(v)) for k, v in coordinates.items())) + str(run.get("from"))
+        seeds.setdefault(key, []).append(run)
+        labels[key] = coordinates
+    keys = list(seeds)
+    lines = []
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            differing = _one_difference(labels[a], labels[b])
+            if differing is None or len(seeds[a]) < 2 or len(seeds[b]) < 2:
+                continue
+            flat_a = [flatten_metrics(r) for r in seeds[a]]
+            flat_b = [flatten_metrics(r) for r in seeds[b]]
+            for name, metric, spec in GROUP_METRICS:
+                va = [f[metric] for f in flat_a if metric in f]
+                vb = [f[metric] for f in flat_b if metric in f]
+                if not va or not vb:
+                    continue
+                found = compare(va, vb)
+                lines.append(_noise_line(differing, labels[a], labels[b], name, spec, found))
+    if not lines:
+        return []
+    return [
+        "## Differences (one coordinate changed)",
+        "",
+        "Difference of means with its 95% Welch interval; *within noise* when the interval contains 0.",
+        "",
+        *lines,
+        "",
+    ]
+
+
+def _one_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    if set(a) != set(b):
+        return None
+    differing = [k for k in a if str(a[k]) != str(b[k])]
+    return differing[0] if len(differing) == 1 else None
+
+
+def _noise_line(
+    key: str,
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    name: str,
+    spec: str,
+    found: Mapping[str, Any],
+) -> str:
+    context = ", ".join(f"{k} {v}" for k, v in a.items() if k != key)
+    head = f"- {key} {a[key]} − {b[key]}" + (f" ({context})" if context else "") + f", {name}: "
+    diff = fmt(found["difference"], "+" + spec.lstrip("+"))
+    if found["within_noise"] is None:
+        return head + f"{diff}, unknown (n = {found['n_a']} and {found['n_b']})"
+    verdict = "within noise" if found["within_noise"] else "differs"
+    low, high = (fmt(found[k], spec.lstrip("+")) for k in ("ci95_low", "ci95_high"))
+    return head + f"{diff} [{low}, {high}], {verdict} (n = {found['n_a']} and {found['n_b']})"
+
+
+def _claims_section(study: Mapping[str, Any]) -> list[str]:
+    claims = check_claims(study)
+    if not claims:
+        return []
+    lines = ["## Reference claims", ""]
+    for claim in claims:
+        lines.append(
+            f"- **{claim['claim']}** ({claim['source']}): **{claim['verdict']}**. {claim['evidence']}."
+        )
+    return [*lines, ""]

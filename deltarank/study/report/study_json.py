@@ -1,0 +1,91 @@
+"""study.json (`deltarank.study/1`) and study.csv: one row per run, written atomically.
+
+study.json: {"schema", "study": {name, description, fingerprint, file (the resolved study), held_out_splits (the
+held-out parts split from training files: `deltarank.study.design.held_out_split`), not_measured (what the study leaves
+out: `deltarank.study.design.coverage`)}, "base": the first base model's measurements, "bases": {key: measurements}
+(one per base model and training data), "runs": [{"name", "coordinates", "from", "settings", "base", "learning",
+"forgetting", "diversity", "cost", "ranks", "spectrum", "checkpoints"}], "groups": rows that differ only in seed,
+with means and confidence intervals, "subspace": intruders and similarity (when measured)}. Read by
+`deltarank.figures.study.read_study`. study.csv: the runs flattened, one column per leaf (`coordinates.method`, `learning.held_out_loss`,
+`ranks.down_proj.energy_90_median`, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deltarank.figures.study import SCHEMA  # the reader's (deltarank.figures.study.read_study): declared once
+from deltarank.io.atomic import write_atomic, write_json
+
+STUDY_JSON = "study.json"
+STUDY_CSV = "study.csv"
+LEADING_COLUMNS = ("name", "from")
+
+
+def study_document(
+    study: Mapping[str, Any],
+    bases: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    subspace: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The study.json document of a study's resolved file, base measurements, run rows and (when measured) its
+    subspace section (`deltarank.study.measure.subspace`)."""
+    from deltarank.study.claims.statistics import group_runs
+
+    first: Mapping[str, Any] = next(iter(bases.values()), {})
+    return {
+        "schema": SCHEMA,
+        "study": dict(study),
+        "base": dict(first),
+        "bases": dict(bases),
+        "runs": [dict(r) for r in rows],
+        "groups": group_runs(rows),
+        **({"subspace": dict(subspace)} if subspace else {}),
+    }
+
+
+def write_study(document: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write study.json and study.csv into `out_dir` (each atomically); returns their paths."""
+    json_path, csv_path = out_dir / STUDY_JSON, out_dir / STUDY_CSV
+    write_json(json_path, document)
+    write_atomic(csv_path, runs_csv(document["runs"]))
+    return json_path, csv_path
+
+
+def runs_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows as CSV: one column per leaf of the nested row (lists as JSON), in first-seen order."""
+    flat = [flatten(row) for row in rows]
+    columns = list(LEADING_COLUMNS)
+    for row in flat:
+        columns += [c for c in row if c not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in flat:
+        writer.writerow({c: _cell(row.get(c)) for c in columns})
+    return buffer.getvalue()
+
+
+def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"learning": {"loss": 1.0}} -> {"learning.loss": 1.0}."""
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            flat.update(flatten(item, name + "."))
+        else:
+            flat[name] = item
+    return flat
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, ensure_ascii=False)
+    return value

@@ -1,0 +1,232 @@
+"""summary.json (schema `deltarank.reproduce/1`) of a study that is a reproduction: a view of its study.json.
+
+Every number comes from the study's own measurements (its rows, base measurements, kept spectra and subspace
+files); nothing is evaluated again. The keys are those `deltarank reproduce` has always written (the learning
+figure and other tools read them): `learning` and `base.target_loss` are the held-out losses, `forgetting` the
+rise of the general-text loss, `points` one per measured checkpoint, `modules` the per-module-type medians of
+energy_90 of the final full and LoRA spectra, `headline` the rank claim in its named views
+(`deltarank.analysis.results.rank_claim`), which report.md states in the same words.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from deltarank.analysis.results import SpectrumResult
+from deltarank.analysis.results.medians import median
+from deltarank.analysis.results.rank_claim import describe, rank_multiple
+from deltarank.errors import DeltarankError
+from deltarank.figures.learning import SUMMARY_SCHEMA
+from deltarank.io.atomic import write_json
+from deltarank.io.model_ref import read_run_record
+from deltarank.study.design.reproduction import RUNS
+from deltarank.study.measure.subspace import PHI_TOP
+
+SUMMARY_JSON = "summary.json"
+COST_KEYS = (
+    "parameters",
+    "steps",
+    "tokens_seen",
+    "train_seconds",
+    "wall_seconds",
+    "tokens_per_second",
+    "peak_memory_bytes",
+    "peak_memory_kind",
+)
+
+
+def module_table(
+    full: SpectrumResult, lora: SpectrumResult, lora_r: int
+) -> dict[str, dict[str, float | None]]:
+    """Per module type: median energy_90 of the full and LoRA deltas, their dimension and the ratio to r
+    (None where no matrix gives the value)."""
+    table: dict[str, dict[str, float | None]] = {}
+    lora_groups = lora.by_module()
+    for module, items in full.by_module().items():
+        full_e90 = median(m.ranks.get("energy_90") for m in items)
+        lora_items = lora_groups.get(module, [])
+        table[module] = {
+            "full_energy_90_median": full_e90,
+            "lora_energy_90_median": median(m.ranks.get("energy_90") for m in lora_items),
+            "full_noise_floor_median": median(m.ranks.get("noise_floor") for m in items),
+            "random_energy_90_median": median(m.random_energy_90 for m in items),
+            "dim": min(items[0].shape),
+            "full_over_lora_r": None if full_e90 is None else full_e90 / lora_r,
+        }
+    return table
+
+
+def build_summary(
+    document: Mapping[str, Any], study_dir: Path, elapsed_s: float | None = None
+) -> dict[str, Any]:
+    """summary.json of a reproduction study, from its study.json `document` and the files in `study_dir`.
+
+    Raises:
+        DeltarankError: the study has no runs full and lora, or they kept no spectra.
+    """
+    from deltarank.train.builtin_data import parse_builtin
+
+    rows = {str(r["name"]): r for r in document["runs"]}
+    if not set(RUNS) <= set(rows):
+        raise DeltarankError(f"{study_dir}: a reproduction needs runs full and lora")
+    file = document["study"]["file"]
+    schedule = str(file.get("reproduce"))
+    domain = parse_builtin(str(rows["full"]["settings"]["data"])).dataset  # checked when the study was read
+    full, lora = rows["full"], rows["lora"]
+    base = document["bases"][full["base"]]
+    lora_r = int(lora["settings"]["lora_r"])
+    spectra = {}
+    for m in RUNS:
+        if not rows[m].get("spectrum"):
+            raise DeltarankError(f"{study_dir}: run {m} kept no spectrum (measure it again)")
+        spectra[m] = SpectrumResult.from_json(study_dir / rows[m]["spectrum"])
+    modules = module_table(spectra["full"], spectra["lora"], lora_r)
+    claim = rank_multiple({m: row["full_energy_90_median"] for m, row in modules.items()}, lora_r)
+    summary: dict[str, Any] = {
+        "schema": SUMMARY_SCHEMA,
+        "domain": domain,
+        "quick": schedule == "quick",
+        "lora_r": lora_r,
+        "modules": modules,
+        "headline": headline(claim),
+        "learning": {
+            "base": base["learning"]["held_out_loss"],
+            **{m: rows[m]["learning"]["held_out_loss"] for m in RUNS},
+        },
+        "forgetting": {m: rows[m]["forgetting"]["general_loss_rise"] for m in RUNS},
+        "base": {
+            "target_loss": base["learning"]["held_out_loss"],
+            "general_loss": base["forgetting"]["general_loss"],
+        },
+        "cost": {m: _cost(study_dir / m) for m in RUNS},
+        "points": [_point(m, p) for m in RUNS for p in _curve(rows[m])],
+    }
+    if "accuracy" in base["learning"]:
+        summary["math_accuracy"] = {
+            "base": base["learning"]["accuracy"],
+            **{m: rows[m]["learning"].get("accuracy") for m in RUNS},
+        }
+    summary["subspace"] = _subspace(document.get("subspace", {}))
+    if elapsed_s is not None:
+        summary["elapsed_s"] = round(elapsed_s, 1)
+    return summary
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    """Write summary.json (atomically; NaN refused: an unknown median is null). Read by
+    `deltarank.figures.learning.load_summary`."""
+    write_json(path, summary)
+
+
+def headline(claim: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's `headline`: the rank claim (`deltarank.analysis.results.rank_claim`) with both views.
+
+    `mlp_full_energy_90_over_lora_r` and `holds` (the MLP view inside the claim's 10–100×) keep their names
+    for readers of earlier summaries; `all_modules_full_energy_90_over_lora_r`, `verdict` (the claim's, over
+    every view) and `rank_claim` (the views in full) say the rest.
+    """
+    views = claim["views"]
+    return {
+        "mlp_full_energy_90_over_lora_r": views["mlp"]["multiple"],
+        "all_modules_full_energy_90_over_lora_r": views["all_modules"]["multiple"],
+        "holds": views["mlp"]["verdict"] == "supported",
+        "verdict": claim["verdict"],
+        "rank_claim": claim,
+    }
+
+
+def _curve(row: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The measured points of a run: its checkpoints (final included), or the final alone."""
+    if row.get("checkpoints"):
+        return list(row["checkpoints"])
+    final = {
+        "held_out_loss": row["learning"]["held_out_loss"],
+        "general_loss": row["forgetting"]["general_loss"],
+    }
+    return [{"step": row["cost"].get("steps"), "tokens": row["cost"].get("tokens"), **final}]
+
+
+def _point(run: str, point: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "run": run,
+        "step": point["step"],
+        "tokens": point["tokens"],
+        "target_loss": point["held_out_loss"],
+        "general_loss": point["general_loss"],
+    }
+
+
+def _cost(run_dir: Path) -> dict[str, Any]:
+    run = read_run_record(run_dir)
+    return {key: run[key] for key in COST_KEYS if key in run}
+
+
+def _subspace(section: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for run, counts in section.get("intruders", {}).items():
+        if run in RUNS:
+            out[f"intruders_{run}_total"] = counts["total"]
+            out[f"intruders_{run}_per_matrix"] = counts["per_matrix"]
+    for pair in section.get("similarity", []):
+        if list(pair["runs"]) == list(RUNS):
+            out[f"phi_full_vs_lora_top{PHI_TOP}"] = pair[f"phi_top{PHI_TOP}"]
+    return out
+
+
+def summary_section(summary: Mapping[str, Any]) -> list[str]:
+    """report.md's reproduction section: the rank claim, the per-module table, learning, forgetting, cost."""
+    claim = summary["headline"]["rank_claim"]
+    lines = [
+        f"## Reproduction: LoRA Learns Less and Forgets Less ({summary['domain']}, "
+        f"{'quick' if summary['quick'] else 'long'})",
+        "",
+        "Full fine-tuning's ΔW has 10–100× the rank of LoRA's (energy_90 of the full ΔW, median over layers, "
+        f"÷ r): {describe(claim)}; verdict **{claim['verdict']}**.",
+        "",
+        "| module | dim | full energy_90 | LoRA energy_90 | full ÷ r | full noise_floor | Gaussian energy_90 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for module, row in summary["modules"].items():
+        lines.append(
+            f"| {module} | {row['dim']} | {_num(row['full_energy_90_median'], 'g')} | "
+            f"{_num(row['lora_energy_90_median'], 'g')} | {_num(row['full_over_lora_r'], '.1f')}× | "
+            f"{_num(row['full_noise_floor_median'], 'g')} | {_num(row['random_energy_90_median'], 'g')} |"
+        )
+    learn, forget = summary["learning"], summary["forgetting"]
+    lines += [
+        "",
+        "| run | held-out target loss | forgetting (general-text loss increase) | tokens/s | wall s |",
+        "|---|---:|---:|---:|---:|",
+        f"| base | {_num(learn['base'], '.4f')} | – | – | – |",
+    ]
+    for method in RUNS:
+        cost = summary["cost"][method]
+        lines.append(
+            f"| {method} | {_num(learn[method], '.4f')} | {_num(forget[method], '+.4f')} | "
+            f"{_num(cost.get('tokens_per_second'), '.0f')} | {_num(cost.get('wall_seconds'), '.0f')} |"
+        )
+    if "math_accuracy" in summary:
+        acc = summary["math_accuracy"]
+        lines += [
+            "",
+            "Math exact-match accuracy: " + ", ".join(f"{k} {_num(v, '.1%')}" for k, v in acc.items()),
+        ]
+    sub = summary.get("subspace", {})
+    if sub:
+        lines += ["", "Subspace: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in sub.items())]
+    return lines
+
+
+def _num(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return format(value, spec)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v:.2f}" for k, v in value.items()) + "}"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
