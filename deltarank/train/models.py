@@ -11,6 +11,7 @@ A GGUF file is dequantized to float32 on load (the fp32 master weights that trai
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,11 +115,19 @@ def _resolve_directory(name: str, path: Path) -> ModelSource:
 def load_tokenizer(source: ModelSource) -> Any:
     """Load the tokenizer beside the weights (from the GGUF metadata for a GGUF model).
 
-    A tokenizer without a padding token pads with its end-of-sequence token (padding is masked anyway).
+    A tokenizer without a padding token pads with its end-of-sequence token (padding is masked anyway). One
+    process loads each source's tokenizer once and hands the same object to every caller, who must not change
+    it: building one from a GGUF's metadata takes seconds (4.3 s for SmolLM2-135M on 2 cores), and a study
+    loads it for the base, for every run's training and for every run's measurement.
     """
+    _check_present(source)
+    return _load_tokenizer(source)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(source: ModelSource) -> Any:
     from transformers import AutoTokenizer
 
-    _check_present(source)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file

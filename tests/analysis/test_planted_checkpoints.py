@@ -59,7 +59,9 @@ def _expected_ranks(sigma: np.ndarray, k: int) -> dict[str, float]:
     p = sigma[sigma > 0] / sigma.sum()
     return {
         "energy_50": int(np.argmax(cumulative >= 0.5) + 1),
+        "energy_80": int(np.argmax(cumulative >= 0.8) + 1),
         "energy_90": int(np.argmax(cumulative >= 0.9) + 1),
+        "energy_95": int(np.argmax(cumulative >= 0.95) + 1),
         "energy_99": int(np.argmax(cumulative >= 0.99) + 1),
         "entropy": float(np.exp(-np.sum(p * np.log(p)))),
         "stable": float(energy.sum() / energy.max()),

@@ -48,7 +48,9 @@ MATRIX_FIELDS = {
 }
 RANK_KEYS = {
     "energy_50",
+    "energy_80",
     "energy_90",
+    "energy_95",
     "energy_99",
     "entropy",
     "stable",
@@ -97,7 +99,7 @@ def test_json_schema_fields_and_planted_values(ckpts: dict[str, Path], tmp_path:
     _ok(ckpts["base"], ckpts["tuned32"], "-o", out)
     data = json.loads(out.read_text())
     assert data["schema"] == "deltarank.spectrum/1"
-    assert data["thresholds"] == [0.5, 0.9, 0.99] and data["precision"] == "float32"
+    assert data["thresholds"] == [0.5, 0.8, 0.9, 0.95, 0.99] and data["precision"] == "float32"
     assert data["skipped"] == []
     assert len(data["matrices"]) == 14
     for matrix in data["matrices"]:

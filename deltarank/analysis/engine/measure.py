@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from deltarank.analysis.maths.deltas import Delta
-from deltarank.analysis.maths.ranks import all_ranks, numerical_threshold, top_k_ranks
+from deltarank.analysis.maths.ranks import all_ranks, numerical_threshold, threshold_key, top_k_ranks
 from deltarank.analysis.maths.reference import random_energy_rank
 from deltarank.analysis.maths.svd import delta_singular_values, singular_values
 from deltarank.analysis.results.spectrum import MatrixSpectrum
@@ -69,6 +69,9 @@ def measure(
         lora_rank=pair.module.rank if isinstance(pair, AdapterPair) else None,
         approximate=approximate,
         rank_bound=delta.rank_bound,
+        random_ranks={
+            threshold_key(t): random_energy_rank(pair.shape[0], pair.shape[1], t) for t in settings.thresholds
+        },
     )
 
 

@@ -19,7 +19,7 @@ from deltarank.analysis.maths.svd import resolve_solver
 from deltarank.errors import OptionError
 from deltarank.io.naming import Selection
 
-DEFAULT_THRESHOLDS = (0.5, 0.9, 0.99)
+DEFAULT_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)  # the width-aware statistics report each
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,18 @@ def median(values: Iterable[float | None]) -> float | None:
     return float(statistics.median(present)) if present else None
 
 
+def quartiles(values: Iterable[float | None]) -> tuple[float, float, float] | None:
+    """(first quartile, median, third quartile) of the values that are not None (inclusive method: the
+    quartiles of 1, 2, 3, 4 are 1.75, 2.5, 3.25); None when there are none."""
+    present = sorted(float(v) for v in values if v is not None)
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0], present[0], present[0]
+    q1, mid, q3 = statistics.quantiles(present, n=4, method="inclusive")
+    return q1, mid, q3
+
+
 def module_medians(matrices: Iterable[M], value: Callable[[M], float | None]) -> dict[str, float]:
     """Median of `value(record)` per module type, in first-seen order; records whose value is None are left
     out, and a module type with no value at all is not listed."""

@@ -94,6 +94,19 @@ class MatrixSpectrum(Record):
             "rank(W₁)·rank(W₂) bound, IA3 changed scales); None when it allows min(shape)."
         },
     )
+    random_ranks: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "help": "energy_<pct> of a Gaussian matrix of this shape at every threshold of the run (the width-aware "
+            "reference of each energy rank; empty in files written before it was recorded)."
+        },
+    )
+
+    def gaussian_rank(self, key: str) -> int | None:
+        """The Gaussian matrix's energy rank `key` (`energy_90`, ...) for this shape, None when not recorded."""
+        if key in self.random_ranks:
+            return self.random_ranks[key]
+        return self.random_energy_90 if key == "energy_90" else None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deltarank.analysis.results.medians import median
-from deltarank.analysis.results.rank_claim import RANK_RANGE, describe, rank_multiple
+from deltarank.analysis.results.rank_claim import (
+    RANK_RANGE,
+    describe,
+    describe_width,
+    rank_multiple,
+    width_share,
+)
 from deltarank.figures.study_rows import (
     Run,
     base_of,
@@ -162,6 +168,14 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
     lora_rank = median(measured)
     reference = ranks[0] if ranks else lora_rank
     claim = rank_multiple(per_module, reference or 0.0)
+    width = width_share(
+        {
+            m: median(
+                (section(r, "ranks").get(m) or {}).get("energy_90_over_width_median") for r in full_runs
+            )
+            for m in modules
+        }
+    )
     views = claim["views"]
     ratio = views["all_modules"]["multiple"]
     evidence = f"median energy_90 of full FT's ΔW {full_rank:g}"
@@ -172,6 +186,8 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
         evidence += f"; LoRA's own ΔW energy_90 {lora_rank:g} ({full_rank / lora_rank:.1f}×)"
     if ratio is not None and ratio > RANK_RANGE[1]:
         evidence += " (above the 100× of the claim)"
+    if any(v["multiple"] is not None for v in width["views"].values()):
+        evidence += f"; width-aware: {describe_width(width)} ({width['verdict']})"
     return claim_result(
         "full_rank_multiple",
         BIDERMAN,
@@ -184,5 +200,6 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
         ratio=ratio if ratio is not None else math.inf,
         mlp_ratio=views["mlp"]["multiple"],
         views=views,
+        width_views=width["views"],
         ratios={f"{r:g}": full_rank / r for r in ranks},
     )

@@ -56,13 +56,18 @@ def measure_spectra(
 
 
 def rank_medians(result: SpectrumResult) -> dict[str, dict[str, float | None]]:
-    """Per module type, the medians over layers of energy_90 and of the noise-floor rank of a run's ΔW."""
+    """Per module type, the medians over layers of energy_90 and of the noise-floor rank of a run's ΔW, its
+    width min(m, n) and energy_90 ÷ width (the width-aware scale of the rank claim)."""
     from deltarank.analysis.results.medians import module_medians, rank_of
 
     columns: dict[str, Callable[[Any], float | None]] = {k: rank_of(v) for k, v in RANK_KEYS.items()}
+    columns["energy_90_over_width_median"] = lambda m: (
+        None if (v := m.ranks.get("energy_90")) is None else v / min(m.shape)
+    )
+    columns["width"] = lambda m: float(min(m.shape))
     per_column = {column: module_medians(result.matrices, value) for column, value in columns.items()}
     modules = list(dict.fromkeys(m.module for m in result.matrices))
-    return {module: {c: per_column[c].get(module) for c in RANK_KEYS} for module in modules}
+    return {module: {c: per_column[c].get(module) for c in columns} for module in modules}
 
 
 def read_run_spectra(study_dir: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[SpectrumResult]]:

@@ -17,7 +17,8 @@ from typing import Any
 
 from deltarank.analysis.results import SpectrumResult
 from deltarank.analysis.results.medians import median
-from deltarank.analysis.results.rank_claim import describe, rank_multiple
+from deltarank.analysis.results.rank_claim import describe, describe_width, rank_multiple, width_share
+from deltarank.analysis.results.rank_statistics import module_rank_statistics
 from deltarank.errors import DeltarankError
 from deltarank.figures.learning import SUMMARY_SCHEMA
 from deltarank.io.atomic import write_json
@@ -50,6 +51,9 @@ def module_table(
         lora_items = lora_groups.get(module, [])
         table[module] = {
             "full_energy_90_median": full_e90,
+            "full_energy_90_over_width_median": median(
+                None if (v := m.ranks.get("energy_90")) is None else v / min(m.shape) for m in items
+            ),
             "lora_energy_90_median": median(m.ranks.get("energy_90") for m in lora_items),
             "full_noise_floor_median": median(m.ranks.get("noise_floor") for m in items),
             "random_energy_90_median": median(m.random_energy_90 for m in items),
@@ -85,13 +89,15 @@ def build_summary(
         spectra[m] = SpectrumResult.from_json(study_dir / rows[m]["spectrum"])
     modules = module_table(spectra["full"], spectra["lora"], lora_r)
     claim = rank_multiple({m: row["full_energy_90_median"] for m, row in modules.items()}, lora_r)
+    width = width_share({m: row["full_energy_90_over_width_median"] for m, row in modules.items()})
     summary: dict[str, Any] = {
         "schema": SUMMARY_SCHEMA,
         "domain": domain,
         "quick": schedule == "quick",
         "lora_r": lora_r,
         "modules": modules,
-        "headline": headline(claim),
+        "headline": headline(claim, width),
+        "rank_statistics": {m: module_rank_statistics(spectra[m], lora_r) for m in RUNS},
         "learning": {
             "base": base["learning"]["held_out_loss"],
             **{m: rows[m]["learning"]["held_out_loss"] for m in RUNS},
@@ -121,12 +127,14 @@ def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
     write_json(path, summary)
 
 
-def headline(claim: dict[str, Any]) -> dict[str, Any]:
-    """summary.json's `headline`: the rank claim (`deltarank.analysis.results.rank_claim`) with both views.
+def headline(claim: dict[str, Any], width: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's `headline`: the rank claim (`deltarank.analysis.results.rank_claim`) with both views,
+    divided by r and, width-aware, as a share of the width.
 
     `mlp_full_energy_90_over_lora_r` and `holds` (the MLP view inside the claim's 10–100×) keep their names
     for readers of earlier summaries; `all_modules_full_energy_90_over_lora_r`, `verdict` (the claim's, over
-    every view) and `rank_claim` (the views in full) say the rest.
+    every view) and `rank_claim` (the views in full) say the rest; `width_claim` is the same claim as a share
+    of the width against the paper's 3.9–39% (its own verdict).
     """
     views = claim["views"]
     return {
@@ -135,6 +143,9 @@ def headline(claim: dict[str, Any]) -> dict[str, Any]:
         "holds": views["mlp"]["verdict"] == "supported",
         "verdict": claim["verdict"],
         "rank_claim": claim,
+        "mlp_full_energy_90_over_width": width["views"]["mlp"]["multiple"],
+        "all_modules_full_energy_90_over_width": width["views"]["all_modules"]["multiple"],
+        "width_claim": width,
     }
 
 
@@ -186,6 +197,9 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
         "Full fine-tuning's ΔW has 10–100× the rank of LoRA's (energy_90 of the full ΔW, median over layers, "
         f"÷ r): {describe(claim)}; verdict **{claim['verdict']}**.",
         "",
+        f"Width-aware (energy_90 ÷ min(m, n)): {describe_width(summary['headline']['width_claim'])}; verdict "
+        f"**{summary['headline']['width_claim']['verdict']}**.",
+        "",
         "| module | dim | full energy_90 | LoRA energy_90 | full ÷ r | full noise_floor | Gaussian energy_90 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -195,6 +209,7 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
             f"{_num(row['lora_energy_90_median'], 'g')} | {_num(row['full_over_lora_r'], '.1f')}× | "
             f"{_num(row['full_noise_floor_median'], 'g')} | {_num(row['random_energy_90_median'], 'g')} |"
         )
+    lines += ["", *rank_statistics_table(summary)]
     learn, forget = summary["learning"], summary["forgetting"]
     lines += [
         "",
@@ -218,6 +233,35 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
     if sub:
         lines += ["", "Subspace: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in sub.items())]
     return lines
+
+
+def rank_statistics_table(summary: Mapping[str, Any]) -> list[str]:
+    """The width-aware table: per module type the full ΔW's energy_90 (median [interquartile range] over
+    layers) ÷ r, ÷ width, ÷ the Gaussian energy_90 of its shape, its stable rank and participation ratio, and
+    LoRA's measured energy_90 beside the configured r."""
+    stats = summary.get("rank_statistics") or {}
+    full, lora = stats.get("full") or {}, stats.get("lora") or {}
+    lines = [
+        f"Width-aware ranks of the full ΔW (median [interquartile range] over layers; LoRA r = {summary['lora_r']}):",
+        "",
+        "| module | width | energy_90 | ÷ r | ÷ width | ÷ Gaussian | stable rank | participation | LoRA energy_90 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for module, row in full.items():
+        lines.append(
+            f"| {module} | {row['width']} | {_spread(row.get('energy_90'), 'g')} | "
+            f"{_spread(row.get('energy_90_over_r'), '.1f')} | {_spread(row.get('energy_90_over_width'), '.0%')} | "
+            f"{_spread(row.get('energy_90_over_gaussian'), '.2f')} | {_spread(row.get('stable'), '.1f')} | "
+            f"{_spread(row.get('participation'), '.1f')} | {_spread((lora.get(module) or {}).get('energy_90'), 'g')} |"
+        )
+    return lines
+
+
+def _spread(value: Mapping[str, Any] | None, spec: str) -> str:
+    """`median [q1–q3]` of a spread, `–` without one."""
+    if not value:
+        return "–"
+    return f"{_num(value['median'], spec)} [{_num(value['q1'], spec)}–{_num(value['q3'], spec)}]"
 
 
 def _num(value: Any, spec: str) -> str:

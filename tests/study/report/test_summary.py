@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
+from deltarank.analysis.results.rank_claim import describe_width
 from deltarank.errors import InputError, OutputError
 from deltarank.io.atomic import write_json
 from deltarank.study.design.study_file import parse_study
@@ -130,6 +131,20 @@ def test_every_report_shows_both_views_and_one_verdict(
     assert f"verdict **{verdict}**" in report
     claims = report[report.index("full fine-tuning's ΔW has 10–100× the rank of LoRA's") :]
     assert verdict in claims.splitlines()[0]
+    # the width-aware scale: MLP median 44 of 128 columns = 34% (inside the paper's 3.9–39%), all modules
+    # 52 of 128 = 41% (above it); the same sentence in the reproduction's section and the claim check
+    width = summary["headline"]["width_claim"]
+    assert summary["headline"]["mlp_full_energy_90_over_width"] == pytest.approx(44 / 128)
+    assert summary["headline"]["all_modules_full_energy_90_over_width"] == pytest.approx(52 / 128)
+    assert width["verdict"] == "view-dependent"
+    assert report.count(describe_width(width)) == 2
+    up = summary["rank_statistics"]["full"]["up_proj"]  # layers 36, 40, 38
+    assert up["energy_90"] == {"median": 38.0, "q1": 37.0, "q3": 39.0, "layers": 3}
+    assert up["energy_90_over_r"]["median"] == pytest.approx(38 / lora_r)
+    assert up["energy_90_over_gaussian"]["median"] == pytest.approx(
+        38 / 60
+    )  # random_energy_90 of the records
+    assert "| up_proj | 128 | 38 [37–39] |" in report
 
 
 def test_matrices_without_energy_90_are_left_out_of_the_medians(tmp_path: Path) -> None:
