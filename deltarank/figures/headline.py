@@ -1,51 +1,49 @@
-"""Figure 3, the headline: the rank full fine-tuning needs for 90% of ΔW's energy, next to the LoRA rank.
+"""Figure 3, the headline: how much of each matrix full fine-tuning's ΔW needs for 90% of its energy, beside
+LoRA's, on the scale of the matrix's width.
 
-For each module type: a bar at the median r₀.₉ of each full fine-tuning run, a bar at the LoRA rank r, and
-an outlined bar at r₀.₉ of a Gaussian matrix of the same shape (what "no low-rank structure" looks like).
-The ratio median r₀.₉ / r is written at the end of each full fine-tuning bar ("14×"); the rank axis is logarithmic.
-This is Biderman et al. (2024)'s "full fine-tuning needs 10–100× the LoRA rank" figure.
+One row per module type, on a linear rank axis from 0:
+
+- full fine-tuning's r₀.₉: a dot at the median over layers with whiskers over the interquartile range (one
+  dot per full run), labelled with its multiple of r and its share of the width (`12.8× r · 35%`);
+- LoRA's measured r₀.₉ (when a LoRA result is given): a square with its whiskers, and the configured r as a
+  vertical tick;
+- the width min(m, n), which no ΔW can exceed (a dark stroke), and the r₀.₉ of a Gaussian matrix of that
+  shape (a hollow diamond: what no low-rank structure at all looks like);
+- the paper's band: Biderman et al.'s 10–100× of r = 16 was measured on 4096-wide matrices, which is 3.9–39%
+  of the width; the band is shaded per row at that share of the row's width.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from deltarank.analysis.results import SpectrumResult
+from deltarank.analysis.results.rank_claim import WIDTH_RANGE
+from deltarank.analysis.results.rank_statistics import module_rank_statistics
 from deltarank.errors import DeltarankError
-from deltarank.figures.runs import Run, as_runs, display_labels, lora_rank_by_module, medians, module_order
-from deltarank.figures.style import (
-    REFERENCE_COLOR,
-    SINGLE_COLUMN_IN,
-    format_ratio,
-    new_figure,
-    paper_style,
-    plain_log_axis,
-    run_color,
-)
+from deltarank.figures.runs import Run, as_runs, display_labels, lora_rank_by_module, module_order
+from deltarank.figures.style import REFERENCE_COLOR, SINGLE_COLUMN_IN, new_figure, paper_style, run_color
 
-BASE_HEIGHT_IN = 0.9  # axis label and legend
-ROW_HEIGHT_IN = 0.34  # per module type, for three bars: keeps a 6.5 pt ratio label inside its bar's row
-GROUP_WIDTH = 0.8  # share of the space between module types that a group of bars fills
-RIGHT_ROOM = 3.0  # x-axis head room (a factor on the log axis) for the ratio labels
+BASE_HEIGHT_IN = 0.95  # axis label and legend
+ROW_HEIGHT_IN = 0.3  # per module type
 RATIO_GID = "ratio"
-GAUSSIAN_BAR_STYLE: dict[str, Any] = {
-    "facecolor": "none",
-    "edgecolor": REFERENCE_COLOR,
-    "linewidth": 0.8,
-    "hatch": "/////",
-    "zorder": 2,
-}
+BAND_GID = "paper_band"
+WIDTH_GID = "width"
+BAND_COLOR = "#e8e8e8"
+WIDTH_COLOR = "#333333"
+HALF_ROW = 0.38  # band and width stroke: the share of a row's height either side of its centre
 
 
 def headline_numbers(
     runs: Sequence[Run], lora_rank: int | None = None
-) -> tuple[list[str], list[Run], dict[str, int], dict[str, float]]:
-    """What the headline draws: module types, full fine-tuning runs, LoRA r and Gaussian r₀.₉ per module.
+) -> tuple[list[str], list[Run], dict[str, int], dict[str, float], dict[str, int]]:
+    """What the headline draws: module types, full fine-tuning runs, LoRA r, Gaussian r₀.₉ and width per
+    module type.
 
     Raises:
         DeltarankError: no full fine-tuning (dense) result, or no LoRA rank (no adapter result, no option).
@@ -57,13 +55,10 @@ def headline_numbers(
     if not r_by_module:
         raise DeltarankError("the headline figure needs a LoRA rank: give a LoRA result or --lora-rank R")
     modules = [m for m in module_order([run.result for run in full]) if m in r_by_module]
-    gaussian = {
-        module: float(
-            np.median([m.random_energy_90 for r in full for m in r.result.matrices if m.module == module])
-        )
-        for module in modules
-    }
-    return modules, full, r_by_module, gaussian
+    matrices = {m: [x for r in full for x in r.result.matrices if x.module == m] for m in modules}
+    gaussian = {m: float(np.median([x.random_energy_90 for x in matrices[m]])) for m in modules}
+    width = {m: min(matrices[m][0].shape) for m in modules}
+    return modules, full, r_by_module, gaussian, width
 
 
 def plot_headline(
@@ -72,74 +67,136 @@ def plot_headline(
     *,
     lora_rank: int | None = None,
 ) -> Figure:
-    """Bars of the median r₀.₉ of full fine-tuning against the LoRA rank r per module type, ratio written on.
-
-    Bars are horizontal (one row of bars per module type, first module on top), so module names and the
-    ratio labels ("14×", at the end of each full fine-tuning bar) never collide, at single-column width.
+    """Dots of full fine-tuning's r₀.₉ (median, interquartile whiskers) per module type against the LoRA rank,
+    the width, the Gaussian r₀.₉ and the paper's width-aware band.
 
     Args:
-        results: Results of full fine-tuning runs, and optionally LoRA runs (they supply r).
+        results: Results of full fine-tuning runs, and optionally LoRA runs (they supply r and their measured
+            r₀.₉).
         labels: Legend names, one per result; derived from the tuned paths when omitted.
         lora_rank: The LoRA rank r; taken from the first adapter result when omitted.
 
     Returns:
-        The figure, single-column width, rank axis logarithmic.
+        The figure, single-column width, linear rank axis from 0.
 
     Raises:
         DeltarankError: no full fine-tuning result, or no LoRA rank.
     """
     runs = as_runs(results, labels)
     names = dict(zip(map(id, runs), display_labels(runs), strict=True))
-    modules, full, r_by_module, gaussian = headline_numbers(runs, lora_rank)
-    bars_per_group = len(full) + 2
-    bar = GROUP_WIDTH / bars_per_group
+    modules, full, r_by_module, gaussian, width = headline_numbers(runs, lora_rank)
+    adapters = [run for run in runs if run.is_adapter]
+    series = len(full) + (1 if adapters else 0)
+    step = 0.5 / max(series, 1)  # vertical offset between the series of one row
     y = np.arange(len(modules), dtype=np.float64)
-    lora_values = np.array([r_by_module[m] for m in modules], dtype=np.float64)
-    gauss_values = np.array([gaussian[m] for m in modules])
     with paper_style():
-        fig = new_figure(SINGLE_COLUMN_IN, BASE_HEIGHT_IN + ROW_HEIGHT_IN * len(modules) * bars_per_group / 3)
+        fig = new_figure(
+            SINGLE_COLUMN_IN, BASE_HEIGHT_IN + ROW_HEIGHT_IN * len(modules) * max(1.0, series / 2)
+        )
         ax = fig.add_subplot()
-        right = max(float(np.max(gauss_values)), float(np.max(lora_values)))
+        _draw_references(ax, modules, y, width, gaussian, r_by_module)
         for i, run in enumerate(full):
-            run_medians = medians(run.result)
-            values = np.array([run_medians.get(m, np.nan) for m in modules])
-            offsets = y - GROUP_WIDTH / 2 + bar * (i + 0.5)
-            label = f"full FT r₀.₉, {names[id(run)]}" if len(full) > 1 else "full FT r₀.₉ (median)"
-            ax.barh(offsets, values, bar, color=_full_color(i), label=label, zorder=2)
-            _write_ratios(ax, offsets, values, lora_values)
-            right = max(right, float(np.nanmax(values)))
-        lora_label = _lora_label(r_by_module, modules)
-        ax.barh(
-            y - GROUP_WIDTH / 2 + bar * (len(full) + 0.5),
-            lora_values,
-            bar,
-            color=run_color(1),
-            label=lora_label,
-            zorder=2,
-        )
-        ax.barh(
-            y - GROUP_WIDTH / 2 + bar * (len(full) + 1.5),
-            gauss_values,
-            bar,
-            label="Gaussian r₀.₉",
-            **GAUSSIAN_BAR_STYLE,
-        )
-        _format_axes(ax, modules, right)
-        fig.legend(
-            loc="outside upper center", ncols=1 if len(full) > 1 else 2, handlelength=1.2, columnspacing=1.0
-        )
+            offset = y + (i - (series - 1) / 2) * step
+            label = f"full FT r₀.₉, {names[id(run)]}" if len(full) > 1 else "full FT r₀.₉"
+            medians = _dots(ax, run, modules, offset, _full_color(i), "o", label)
+            _write_ratios(ax, offset, medians, r_by_module, width, modules)
+        if adapters:
+            offset = y + (len(full) - (series - 1) / 2) * step
+            _dots(ax, adapters[-1], modules, offset, run_color(1), "s", "LoRA r₀.₉")
+        _format_axes(ax, modules, max(width.values()))
+        fig.legend(loc="outside upper center", ncols=3, handlelength=1.0, columnspacing=0.7, fontsize=6)
     return fig
 
 
-def _format_axes(ax: Axes, modules: list[str], right: float) -> None:
-    """Log rank axis with head room for the ratio labels, first module type on top."""
-    ax.set_xscale("log")
-    plain_log_axis(ax.xaxis)
-    ax.set_xlim(1, right * RIGHT_ROOM)
+def _draw_references(
+    ax: Axes,
+    modules: list[str],
+    y: np.ndarray,
+    width: dict[str, int],
+    gaussian: dict[str, float],
+    r_by_module: dict[str, int],
+) -> None:
+    """Per row: the paper's band (3.9–39% of the width), the width stroke, the Gaussian r₀.₉, the LoRA r."""
+    low, high = WIDTH_RANGE
+    for i, module in enumerate(modules):
+        w = width[module]
+        band = Rectangle(
+            (low * w, y[i] - HALF_ROW),
+            (high - low) * w,
+            2 * HALF_ROW,
+            facecolor=BAND_COLOR,
+            edgecolor="none",
+            zorder=0,
+            gid=BAND_GID,
+            label="paper's band (3.9–39% of width)" if i == 0 else "_band",
+        )
+        ax.add_patch(band)
+        ax.plot(
+            [w, w],
+            [y[i] - HALF_ROW, y[i] + HALF_ROW],
+            color=WIDTH_COLOR,
+            linewidth=1.6,
+            solid_capstyle="butt",
+            zorder=1,
+            gid=WIDTH_GID,
+            label="width" if i == 0 else "_width",
+        )
+    ax.scatter(
+        [gaussian[m] for m in modules],
+        y,
+        marker="D",
+        s=14,
+        facecolors="none",
+        edgecolors=REFERENCE_COLOR,
+        linewidths=0.8,
+        zorder=2,
+        label="Gaussian r₀.₉",
+    )
+    ranks = {r_by_module[m] for m in modules}
+    ax.scatter(
+        [r_by_module[m] for m in modules],
+        y,
+        marker="|",
+        s=60,
+        color=run_color(1),
+        linewidths=1.2,
+        zorder=3,
+        label=f"LoRA r = {ranks.pop()}" if len(ranks) == 1 else "LoRA r",
+    )
+
+
+def _dots(
+    ax: Axes, run: Run, modules: list[str], offset: np.ndarray, color: str, marker: str, label: str
+) -> np.ndarray:
+    """Median r₀.₉ per module type with interquartile whiskers; returns the medians (NaN where unmeasured)."""
+    stats = module_rank_statistics(run.result)
+    spreads = [(stats.get(m) or {}).get("energy_90") for m in modules]
+    medians = np.array([s["median"] if s else np.nan for s in spreads])
+    below = np.array([s["median"] - s["q1"] if s else 0.0 for s in spreads])
+    above = np.array([s["q3"] - s["median"] if s else 0.0 for s in spreads])
+    ax.errorbar(
+        medians,
+        offset,
+        xerr=np.vstack([below, above]),
+        fmt=marker,
+        markersize=3.5,
+        color=color,
+        ecolor=color,
+        elinewidth=0.9,
+        capsize=1.5,
+        zorder=4,
+        label=label,
+    )
+    return medians
+
+
+def _format_axes(ax: Axes, modules: list[str], widest: int) -> None:
+    """Linear rank axis from 0 to past the widest matrix, first module type on top."""
+    ax.set_xlim(0, widest * 1.32)  # room right of the widest stroke for the ratio labels
     ax.set_ylim(len(modules) - 0.5, -0.5)
     ax.set_yticks(np.arange(len(modules)), modules)
     ax.tick_params(axis="y", length=0)
-    ax.set_xlabel("rank for 90% of ΔW energy")
+    ax.set_xlabel("r₀.₉ of ΔW (median, IQR over layers)")
     ax.grid(axis="y", visible=False)
 
 
@@ -148,22 +205,24 @@ def _full_color(index: int) -> str:
     return run_color(0 if index == 0 else index + 1)
 
 
-def _lora_label(r_by_module: dict[str, int], modules: list[str]) -> str:
-    ranks = {r_by_module[m] for m in modules}
-    return f"LoRA r = {ranks.pop()}" if len(ranks) == 1 else "LoRA r"
-
-
-def _write_ratios(ax: Axes, y: np.ndarray, values: np.ndarray, lora: np.ndarray) -> None:
-    """Write r₀.₉ / r at the end of each bar, e.g. `14×` for 224 against 16."""
-    for yi, value, r in zip(y, values, lora, strict=True):
-        if np.isfinite(value) and r > 0:
+def _write_ratios(
+    ax: Axes,
+    y: np.ndarray,
+    medians: np.ndarray,
+    r_by_module: dict[str, int],
+    width: dict[str, int],
+    modules: list[str],
+) -> None:
+    """Write `12.8× r · 35%` (median r₀.₉ ÷ r, ÷ width) right of each row's width stroke."""
+    for yi, value, module in zip(y, medians, modules, strict=True):
+        if np.isfinite(value) and r_by_module[module] > 0:
             ax.annotate(
-                format_ratio(value / r),
-                (value, yi),
-                xytext=(2, 0),
+                f"{value / r_by_module[module]:.1f}× r · {value / width[module]:.0%}",
+                (max(value, width[module]), yi),
+                xytext=(3, 0),
                 textcoords="offset points",
                 ha="left",
                 va="center",
-                fontsize=6.5,
+                fontsize=6,
                 gid=RATIO_GID,
             )
