@@ -32,6 +32,8 @@ from deltarank.figures.style import (
 HEATMAP_PANEL_IN = 1.7
 LAYER_PANEL_IN = 1.35
 ENERGY_HEIGHT_IN = 2.4
+CHANCE_SIZE = 16  # the chance level is written for φ(k, k) at the largest stored k up to this
+CHANCE_GID = "chance"
 HEATMAP_CMAP = "viridis"  # perceptually uniform and colour-blind safe
 ANNOTATE_MAX_CELLS = 6  # write φ in the cells when the grid is at most this many rows and columns
 DARK_CELL = 0.55
@@ -46,7 +48,8 @@ def _module_order(modules: Sequence[str]) -> list[str]:
 def plot_similarity_heatmaps(
     result: SimilarityResult, labels: tuple[str, str] | None = None, modules: Sequence[str] | None = None
 ) -> Figure:
-    """φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j), averaged over layers, one heatmap per module type.
+    """φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j), averaged over layers, one heatmap per module type, each with the
+    chance level of two random subspaces (max(i, j)/dimension) written in its corner.
 
     Args:
         result: A similarity result.
@@ -70,12 +73,29 @@ def plot_similarity_heatmaps(
             ax.grid(False)
             if len(rows) <= ANNOTATE_MAX_CELLS and len(cols) <= ANNOTATE_MAX_CELLS:
                 _annotate(ax, grid)
+            _chance_note(ax, result, module, rows, cols)
             ax.set_xlabel(f"j ({name_b})")
             if index % columns == 0:
                 ax.set_ylabel(f"i ({name_a})")
         if image is not None:
             fig.colorbar(image, ax=axes, label="φ(i, j)", shrink=0.9, aspect=25)
     return fig
+
+
+def _chance_note(
+    ax: object, result: SimilarityResult, module: str, rows: Sequence[int], cols: Sequence[int]
+) -> None:
+    """The chance level of the panel's largest common size k ≤ 16, `chance φ(16,16) = 0.03`, in its corner."""
+    common = [k for k in rows if k in cols and k <= CHANCE_SIZE]
+    if not common:
+        return
+    k = max(common)
+    chance = result.module_chance(k)[module]
+    ax.text(  # type: ignore[attr-defined]
+        0.03, 0.97, f"chance φ({k},{k}) = {chance:.2f}", transform=ax.transAxes,  # type: ignore[attr-defined]
+        ha="left", va="top", fontsize=5.5, color="black", gid=CHANCE_GID,
+        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0},
+    )  # fmt: skip
 
 
 def _annotate(ax: object, grid: np.ndarray) -> None:

@@ -70,6 +70,18 @@ class SimilarityResult(ResultFile[MatrixSimilarity]):
                 means[module] = float(np.mean(values))
         return means
 
+    def dimension(self, matrix: MatrixSimilarity) -> int:
+        """The dimension of the space the compared singular vectors live in: out (left) or in (right)."""
+        return matrix.shape[0] if self.side == "left" else matrix.shape[1]
+
+    def module_chance(self, i: int, j: int | None = None) -> dict[str, float]:
+        """Mean chance φ(i, j) per module type (`chance_phi`: what two random subspaces of these sizes give)."""
+        col = i if j is None else j
+        return {
+            module: float(np.mean([chance_phi(i, col, self.dimension(m)) for m in items]))
+            for module, items in self.by_module().items()
+        }
+
     def module_grid(self, module: str) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray]:
         """Mean φ grid over the layers of one module type, on the sizes every one of them stores.
 
@@ -81,3 +93,9 @@ class SimilarityResult(ResultFile[MatrixSimilarity]):
         cols = tuple(sorted(set.intersection(*(set(m.tops_b) for m in items))))
         grid = np.array([[np.mean([m.phi(i, j) for m in items]) for j in cols] for i in rows])
         return rows, cols, grid.reshape(len(rows), len(cols))
+
+
+def chance_phi(i: int, j: int, dimension: int) -> float:
+    """φ(i, j) of two independent uniformly random subspaces of R^dimension, in expectation: E‖U_iᵀ V_j‖_F² = i·j/d,
+    so φ = max(i, j)/d (at most 1): the chance line every φ is read against (φ(16, 16) on 576 dimensions: 0.028)."""
+    return min(1.0, max(i, j) / dimension) if dimension > 0 else 1.0

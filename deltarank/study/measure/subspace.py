@@ -88,23 +88,24 @@ def subspace_section(study: Study, out_dir: Path) -> dict[str, Any]:
     if spec.intruders:
         section["intruders"] = {}
         for run in _runs_with_delta(study, out_dir):
-            result = IntruderResult.from_json(out_dir / intruders_file(run))
+            counted = IntruderResult.from_json(out_dir / intruders_file(run))
             section["intruders"][run] = {
                 "file": intruders_file(run),
-                "total": result.total(),
-                "per_matrix": result.total() / max(len(result.matrices), 1),
+                "total": counted.total(),
+                "per_matrix": counted.total() / max(len(counted.matrices), 1),
             }
     if spec.similarity:
-        section["similarity"] = [
-            {
-                "runs": [a, b],
-                "file": similarity_file(a, b),
-                f"phi_top{PHI_TOP}": SimilarityResult.from_json(out_dir / similarity_file(a, b)).module_means(
-                    PHI_TOP
-                ),
-            }
-            for a, b in spec.similarity
-        ]
+        section["similarity"] = []
+        for a, b in spec.similarity:
+            compared = SimilarityResult.from_json(out_dir / similarity_file(a, b))
+            section["similarity"].append(
+                {
+                    "runs": [a, b],
+                    "file": similarity_file(a, b),
+                    f"phi_top{PHI_TOP}": compared.module_means(PHI_TOP),
+                    f"phi_chance_top{PHI_TOP}": compared.module_chance(PHI_TOP),
+                }
+            )
     return section
 
 

@@ -184,6 +184,8 @@ def _subspace(section: Mapping[str, Any]) -> dict[str, Any]:
     for pair in section.get("similarity", []):
         if list(pair["runs"]) == list(RUNS):
             out[f"phi_full_vs_lora_top{PHI_TOP}"] = pair[f"phi_top{PHI_TOP}"]
+            if f"phi_chance_top{PHI_TOP}" in pair:  # two random subspaces of these sizes: max(i, j)/dimension
+                out[f"phi_chance_top{PHI_TOP}"] = pair[f"phi_chance_top{PHI_TOP}"]
     return out
 
 
