@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from deltarank.evaluation.loss import encode_chats, sequence_loss, trained_tokens
+from deltarank.evaluation.loss import encode_chats, sequence_losses, trained_tokens
 from deltarank.evaluation.models import model_device
 from deltarank.train.formats import DEFAULT_CHAT_TEMPLATE
 
@@ -128,11 +128,14 @@ def drift_loss(
     """
     general = encode_chats(tokenizer, records, seq_len)
     tokens = trained_tokens(general)
+    losses = sequence_losses(model, general, tokenizer.pad_token_id or 0) if tokens else None
     found: dict[str, Any] = {
-        "general_loss": sequence_loss(model, general, tokenizer.pad_token_id or 0) if tokens else None,
+        "general_loss": None if losses is None else losses["loss"],
         "general_sequences": len(general),
         "general_tokens": tokens,
     }
+    if losses is not None:
+        found["per_sequence"] = {"sums": losses["sums"], "counts": losses["counts"]}
     if not tokens:
         found["general_note"] = EMPTY_NOTE
     return found

@@ -24,7 +24,22 @@ def sequence_loss(
 ) -> float:
     """Token-weighted mean cross-entropy over trained positions of (input_ids, labels) examples;
     `progress(examples done, total)` after each batch when given."""
+    return sequence_losses(model, examples, pad_id, progress)["loss"]
+
+
+def sequence_losses(
+    model: Any,
+    examples: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    progress: Hook | None = None,
+) -> dict[str, Any]:
+    """`sequence_loss` with each example's part: `loss` (the token-weighted mean), `sums` (summed
+    cross-entropy of each example's trained positions) and `counts` (its trained positions). Two models
+    measured on the same examples pair up example by example (`deltarank.study.claims.statistics`'s paired
+    bootstrap)."""
     total, count = 0.0, 0
+    sums: list[float] = []
+    counts: list[int] = []
     device = model_device(model)
     for start in range(0, len(examples), EVAL_BATCH):
         chunk = examples[start : start + EVAL_BATCH]
@@ -49,9 +64,14 @@ def sequence_loss(
         )
         total += float(loss)
         count += int((target != IGNORE_INDEX).sum())
+        per_token = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2).float(), target, ignore_index=IGNORE_INDEX, reduction="none"
+        )  # (B, T-1); 0 at ignored positions
+        sums += [float(v) for v in per_token.sum(dim=1)]
+        counts += [int(v) for v in (target != IGNORE_INDEX).sum(dim=1)]
         if progress is not None:
             progress(start + len(chunk), len(examples))
-    return total / max(count, 1)
+    return {"loss": total / max(count, 1), "sums": sums, "counts": counts}
 
 
 def trained_tokens(examples: Sequence[tuple[list[int], list[int]]]) -> int:
@@ -76,10 +96,12 @@ def held_out_loss(
 
     dataset, summary = build_dataset(data, tokenizer, seq_len, max_sequences=limit)
     examples = dataset.examples[:limit]
+    losses = sequence_losses(model, examples, tokenizer.pad_token_id, progress)
     return {
         "metric": "loss",
         "format": summary.format,
         "examples": len(examples),
         "trained_tokens": trained_tokens(examples),
-        "loss": sequence_loss(model, examples, tokenizer.pad_token_id, progress),
+        "loss": losses["loss"],
+        "per_sequence": {"sums": losses["sums"], "counts": losses["counts"]},
     }

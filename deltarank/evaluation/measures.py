@@ -111,7 +111,14 @@ def drift(request: EvalRequest, models: EvalModels, tuned: Path | None, tokenize
     rise = None
     if own["general_loss"] is not None and base["general_loss"] is not None:
         rise = own["general_loss"] - base["general_loss"]
-    return {**found, **own, "base_general_loss": base["general_loss"], "general_loss_rise": rise}
+    result = {**found, **own, "base_general_loss": base["general_loss"], "general_loss_rise": rise}
+    if "per_sequence" in own and "per_sequence" in base:  # as the study: evaluation noise of the rise
+        from deltarank.evaluation.paired import paired_difference
+
+        interval = paired_difference(own["per_sequence"], base["per_sequence"])
+        if interval is not None:
+            result["general_loss_rise_ci95"] = [interval["ci95_low"], interval["ci95_high"]]
+    return result
 
 
 def generations_path(request: EvalRequest) -> Path | None:

@@ -94,6 +94,10 @@ def test_drift_of_a_run_is_the_studys_forgetting(measured: dict[str, Any]) -> No
     assert found["base_general_loss"] == measured["base"]["forgetting"]["general_loss"]
     assert found["general_loss_rise"] == study["general_loss_rise"]
     assert study["general_loss_rise"] != 0  # the LoRA moved: the rise measures something
+    # the same interval as the study's
+    assert found["general_loss_rise_ci95"] == study["general_loss_rise_ci95"]
+    low, high = study["general_loss_rise_ci95"]
+    assert low <= study["general_loss_rise"] <= high
 
 
 def test_diversity_is_the_studys_with_its_samples_beside_the_result(measured: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from peft import PromptTuningConfig, get_peft_model
 
-from deltarank.evaluation.loss import sequence_loss
+from deltarank.evaluation.loss import sequence_loss, sequence_losses
 from deltarank.train.formats import IGNORE_INDEX
 from tests.conftest import build_tiny_llama
 
@@ -47,3 +47,17 @@ def test_loss_is_computed_without_autograd() -> None:
     model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
     sequence_loss(model, [(IDS, LABELS)], pad_id=0)
     assert seen == [False]
+
+
+def test_per_sequence_sums_are_each_examples_own_loss_and_add_up_to_the_mean() -> None:
+    model = build_tiny_llama()
+    other = ([3, 8, 1, 6], [IGNORE_INDEX, 8, 1, 6])  # shorter: padded in the batch
+    found = sequence_losses(model, [(IDS, LABELS), other], pad_id=0)
+    assert found["counts"] == [4, 3]
+    for (ids, labels), total, count in zip(
+        [(IDS, LABELS), other], found["sums"], found["counts"], strict=True
+    ):
+        alone = sequence_loss(model, [(ids, labels)], pad_id=0)  # no padding: the example on its own
+        assert abs(total / count - alone) < 1e-5
+    assert abs(sum(found["sums"]) / sum(found["counts"]) - found["loss"]) < 1e-6
+    assert found["loss"] == sequence_loss(model, [(IDS, LABELS), other], pad_id=0)

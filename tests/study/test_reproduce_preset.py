@@ -68,6 +68,18 @@ def test_summary_has_the_agreed_layout(tiny_run: tuple[dict[str, Any], Path, str
     assert summary["forgetting"]["full"] == pytest.approx(
         rows["full"]["forgetting"]["general_loss"] - base["forgetting"]["general_loss"]
     )
+    intervals = summary["intervals"]  # evaluation noise: paired bootstrap over the same sequences
+    for m in ("full", "lora"):
+        low, high = intervals["held_out_loss_change"][m]
+        assert low <= rows[m]["learning"]["held_out_loss_change"] <= high
+        low, high = intervals["forgetting"][m]
+        assert low <= summary["forgetting"][m] <= high
+    between = intervals["full_minus_lora_held_out_loss"]
+    assert between["estimate"] == pytest.approx(
+        summary["learning"]["full"] - summary["learning"]["lora"], abs=1e-6
+    )
+    assert between["sequences"] == rows["full"]["learning"]["held_out_sequences"]
+    assert "per_sequence" not in (out / "study.csv").read_text()  # each sequence's losses stay in study.json
     assert summary["cost"]["full"]["steps"] == STEPS
     assert (
         summary["cost"]["full"]["parameters"]["trainable"]

@@ -187,14 +187,28 @@ def _measure(
     seed: int,
     base_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """learning, forgetting (absolute losses) and diversity of one loaded model."""
+    """learning, forgetting (absolute losses) and diversity of one loaded model, and `per_sequence`: the
+    held-out and general-text losses sequence by sequence (what the intervals of its changes pair up)."""
     from deltarank.evaluation.drift import GENERAL_TEXT
 
-    return {
-        "learning": _learning(model, tokenizer, data, spec),
-        "forgetting": _forgetting(model, tokenizer, spec, (base_dir or out_dir) / GENERAL_TEXT),
+    learning = _learning(model, tokenizer, data, spec)
+    forgetting = _forgetting(model, tokenizer, spec, (base_dir or out_dir) / GENERAL_TEXT)
+    per_sequence = {
+        name: part
+        for name, part in (
+            ("held_out", learning.pop("per_sequence", None)),
+            ("general", forgetting.pop("per_sequence", None)),
+        )
+        if part is not None
+    }
+    found = {
+        "learning": learning,
+        "forgetting": forgetting,
         "diversity": _diversity(model, tokenizer, spec, data, out_dir, seed),
     }
+    if per_sequence:
+        found["per_sequence"] = per_sequence
+    return found
 
 
 def _learning(model: Any, tokenizer: Any, data: str, spec: EvaluateSpec) -> dict[str, Any]:
@@ -208,6 +222,7 @@ def _learning(model: Any, tokenizer: Any, data: str, spec: EvaluateSpec) -> dict
     else:
         loss = held_out_loss(model, tokenizer, held_out, spec.seq_len, spec.held_out_sequences)
         learning.update(held_out=held_out, held_out_sequences=loss["examples"], held_out_loss=loss["loss"])
+        learning["per_sequence"] = loss["per_sequence"]
     accuracy = spec.accuracy_for(data)
     if accuracy is not None:
         learning.update(
@@ -275,7 +290,11 @@ def _accuracy(model: Any, tokenizer: Any, name: str, examples: int) -> dict[str,
 
 
 def _add_changes(found: dict[str, Any], base: Mapping[str, Any]) -> None:
-    """Add each run's change against the base: held-out loss change and the forgetting rises."""
+    """Add each run's change against the base: held-out loss change and the forgetting rises, and the
+    evaluation-noise interval of the held-out loss change and of the general-text loss rise (a paired
+    bootstrap over the sequences both were measured on: `deltarank.evaluation.paired`)."""
+    from deltarank.evaluation.paired import paired_difference
+
     base_learning = base.get("learning", {})
     learning = found["learning"]
     if "held_out_loss" in learning and base_learning.get("held_out_loss") is not None:
@@ -288,6 +307,15 @@ def _add_changes(found: dict[str, Any], base: Mapping[str, Any]) -> None:
         if base_forgetting.get(key) is not None and forgetting[key] is not None:
             rise_key = "general_loss_rise" if key == "general_loss" else "rise:" + key.removeprefix("loss:")
             forgetting[rise_key] = forgetting[key] - base_forgetting[key]
+    ours, theirs = found.get("per_sequence") or {}, base.get("per_sequence") or {}
+    for name, section, key in (
+        ("held_out", learning, "held_out_loss_change"),
+        ("general", forgetting, "general_loss_rise"),
+    ):
+        if key in section and name in ours and name in theirs:
+            interval = paired_difference(ours[name], theirs[name])
+            if interval is not None:
+                section[f"{key}_ci95"] = [interval["ci95_low"], interval["ci95_high"]]
 
 
 # ------------------------------------------------------------------------------------------------ cost, ranks

@@ -25,6 +25,7 @@ from deltarank.io.atomic import write_atomic, write_json
 STUDY_JSON = "study.json"
 STUDY_CSV = "study.csv"
 LEADING_COLUMNS = ("name", "from")
+NOT_IN_CSV = ("per_sequence",)  # each sequence's loss: for the intervals in study.json, not for a spreadsheet
 
 
 def study_document(
@@ -58,8 +59,9 @@ def write_study(document: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]
 
 
 def runs_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows as CSV: one column per leaf of the nested row (lists as JSON), in first-seen order."""
-    flat = [flatten(row) for row in rows]
+    """The rows as CSV: one column per leaf of the nested row (lists as JSON), in first-seen order; each
+    sequence's losses (`per_sequence`) stay in study.json."""
+    flat = [flatten({k: v for k, v in row.items() if k not in NOT_IN_CSV}) for row in rows]
     columns = list(LEADING_COLUMNS)
     for row in flat:
         columns += [c for c in row if c not in columns]

@@ -11,7 +11,7 @@ energy_90 of the final full and LoRA spectra, `headline` the rank claim in its n
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,7 @@ def build_summary(
             "base": base["learning"]["accuracy"],
             **{m: rows[m]["learning"].get("accuracy") for m in RUNS},
         }
+    summary["intervals"] = _intervals(rows)
     summary["subspace"] = _subspace(document.get("subspace", {}))
     if elapsed_s is not None:
         summary["elapsed_s"] = round(elapsed_s, 1)
@@ -146,6 +147,28 @@ def headline(claim: dict[str, Any], width: dict[str, Any]) -> dict[str, Any]:
         "mlp_full_energy_90_over_width": width["views"]["mlp"]["multiple"],
         "all_modules_full_energy_90_over_width": width["views"]["all_modules"]["multiple"],
         "width_claim": width,
+    }
+
+
+def _intervals(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """95% intervals of evaluation noise (`deltarank.evaluation.paired`): each run's held-out loss change and
+    general-text loss rise against the base, and full − LoRA of both (None where the runs kept no per-sequence
+    losses, measured before they were recorded)."""
+    from deltarank.evaluation.paired import METHOD, paired_difference
+
+    full, lora = ((rows[m].get("per_sequence") or {}) for m in RUNS)
+    between = {
+        key: paired_difference(full[part], lora[part]) if part in full and part in lora else None
+        for key, part in (
+            ("full_minus_lora_held_out_loss", "held_out"),
+            ("full_minus_lora_general_loss", "general"),
+        )
+    }
+    return {
+        "method": METHOD,
+        "held_out_loss_change": {m: rows[m]["learning"].get("held_out_loss_change_ci95") for m in RUNS},
+        "forgetting": {m: rows[m]["forgetting"].get("general_loss_rise_ci95") for m in RUNS},
+        **between,
     }
 
 
@@ -213,18 +236,34 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
         )
     lines += ["", *rank_statistics_table(summary)]
     learn, forget = summary["learning"], summary["forgetting"]
+    intervals = summary.get("intervals") or {}
+    changes, rises = intervals.get("held_out_loss_change") or {}, intervals.get("forgetting") or {}
     lines += [
         "",
-        "| run | held-out target loss | forgetting (general-text loss increase) | tokens/s | wall s |",
-        "|---|---:|---:|---:|---:|",
-        f"| base | {_num(learn['base'], '.4f')} | – | – | – |",
+        "| run | held-out target loss | change [95% CI] | forgetting (general-text loss increase) [95% CI] | "
+        "tokens/s | wall s |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| base | {_num(learn['base'], '.4f')} | – | – | – | – |",
     ]
     for method in RUNS:
         cost = summary["cost"][method]
+        change = None if learn[method] is None or learn["base"] is None else learn[method] - learn["base"]
         lines.append(
-            f"| {method} | {_num(learn[method], '.4f')} | {_num(forget[method], '+.4f')} | "
+            f"| {method} | {_num(learn[method], '.4f')} | {_num(change, '+.4f')} {_ci(changes.get(method))} | "
+            f"{_num(forget[method], '+.4f')} {_ci(rises.get(method))} | "
             f"{_num(cost.get('tokens_per_second'), '.0f')} | {_num(cost.get('wall_seconds'), '.0f')} |"
         )
+    between = [
+        f"{what} {_num(found['estimate'], '+.4f')} {_ci([found['ci95_low'], found['ci95_high']])} "
+        f"({found['sequences']} sequences)"
+        for what, key in (
+            ("held-out loss", "full_minus_lora_held_out_loss"),
+            ("forgetting", "full_minus_lora_general_loss"),
+        )
+        if (found := intervals.get(key))
+    ]
+    if between:
+        lines += ["", f"Full − LoRA: {'; '.join(between)}. Intervals: {intervals['method']}."]
     if "math_accuracy" in summary:
         acc = summary["math_accuracy"]
         lines += [
@@ -257,6 +296,13 @@ def rank_statistics_table(summary: Mapping[str, Any]) -> list[str]:
             f"{_spread(row.get('participation'), '.1f')} | {_spread((lora.get(module) or {}).get('energy_90'), 'g')} |"
         )
     return lines
+
+
+def _ci(bounds: Sequence[float] | None) -> str:
+    """`[−0.0123, +0.0045]`, or empty without an interval."""
+    if not bounds:
+        return ""
+    return f"[{_num(bounds[0], '+.4f')}, {_num(bounds[1], '+.4f')}]"
 
 
 def _spread(value: Mapping[str, Any] | None, spec: str) -> str:
