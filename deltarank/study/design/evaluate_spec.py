@@ -17,7 +17,7 @@ from deltarank.errors import InputError
 from deltarank.evaluation import defaults
 
 # keys a run's measurement.json hash leaves out: measured at the study level (the subspace of pairs of runs)
-STUDY_LEVEL_KEYS = ("intruders", "similarity")
+STUDY_LEVEL_KEYS = ("intruders", "similarity", "seed_null")
 # keys added after studies were measured: left out of the hash at their default, so those measurements hold
 LATER_KEYS = {"checkpoints": False}
 HELD_OUT_PROMPTS = "held_out"  # diversity_prompts' default: prompts of the run's held-out set
@@ -50,6 +50,8 @@ class EvaluateSpec:
             general-text loss and the spectrum of its ΔW): the learning curve and the rank over training.
         intruders: Count the intruder dimensions of every run with a ΔW (DIR/intruders-<run>.json).
         similarity: Pairs of run names whose ΔW subspaces are compared (φ, DIR/similarity-<a>-<b>.json).
+        seed_null: For full fine-tuning runs that differ only in seed, the spectrum of W_a − W_b of the first
+            two seeds (DIR/spectra/seed-null-<a>-<b>.json): the rank that training noise alone reaches.
     """
 
     held_out: str | None = None
@@ -69,6 +71,7 @@ class EvaluateSpec:
     checkpoints: bool = False
     intruders: bool = False
     similarity: tuple[tuple[str, str], ...] = ()
+    seed_null: bool = False
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:

@@ -4,6 +4,9 @@
 
     DIR/intruders-<run>.json        `deltarank intruders` of the run against the model it trained from
     DIR/similarity-<a>-<b>.json     `deltarank similarity` of runs a and b (both trained from one model)
+    DIR/spectra/seed-null-<a>-<b>.json
+                                    the spectrum of W_a − W_b of two full fine-tuning runs that differ only in
+                                    seed (`evaluate: {seed_null: true}`): what training noise alone gives
     DIR/subspace.json               what each file was made from (the sha256 of the runs' run.json): a file
                                     whose runs changed is measured again, the others are kept
 
@@ -38,16 +41,34 @@ def similarity_file(a: str, b: str) -> str:
     return f"similarity-{a}-{b}.json"
 
 
+def seed_null_file(a: str, b: str) -> str:
+    """The seed null of two runs (a spectrum result), relative to the study directory."""
+    return f"spectra/seed-null-{a}-{b}.json"
+
+
+def seed_pairs(study: Study, out_dir: Path) -> list[tuple[str, str]]:
+    """The first two runs of every group of full fine-tuning runs that differ only in seed (same coordinates
+    but `seed`, same parent), in the study's order."""
+    groups: dict[str, list[str]] = {}
+    for run in study.runs:
+        if str(run.config.get("method")) != "full" or not (out_dir / run.name).is_dir():
+            continue
+        key = repr((sorted((k, str(v)) for k, v in run.coordinates.items() if k != "seed"), run.parent))
+        groups.setdefault(key, []).append(run.name)
+    return [(names[0], names[1]) for names in groups.values() if len(names) >= 2]
+
+
 def measure_subspace(
     study: Study, out_dir: Path, device: str = "auto", echo: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Measure (or keep) the intruders and similarity files the study's `evaluate:` asks for; returns
     study.json's `subspace` section ({} when none is asked for)."""
+    from deltarank.analysis.engine import spectrum
     from deltarank.analysis.tools.intruders import intruders
     from deltarank.analysis.tools.similarity import similarity
 
     spec = study.evaluate
-    if not spec.intruders and not spec.similarity:
+    if not spec.intruders and not spec.similarity and not spec.seed_null:
         return {}
     record_path = out_dir / SUBSPACE_RECORD
     saved: dict[str, Any] = _read_record(record_path)
@@ -65,12 +86,16 @@ def measure_subspace(
             raise DeltarankError(f"similarity {a} vs {b}: the two runs train from different models")
         compare = functools.partial(similarity, base, out_dir / a, out_dir / b, device=device)
         jobs.append((similarity_file(a, b), [a, b], compare))
+    for a, b in seed_pairs(study, out_dir) if spec.seed_null else []:
+        null = functools.partial(spectrum, out_dir / a, out_dir / b, device=device)
+        jobs.append((seed_null_file(a, b), [a, b], null))
     for name, runs, make in jobs:
         digests = {run: _run_digest(out_dir / run) for run in runs}
         if saved.get(name) == digests and (out_dir / name).is_file():
             made[name] = digests
             continue
         echo(f"[subspace] {name.removesuffix('.json')}")
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         make().to_json(out_dir / name)
         made[name] = digests
         write_json(record_path, {**saved, **made})
@@ -94,6 +119,8 @@ def subspace_section(study: Study, out_dir: Path) -> dict[str, Any]:
                 "total": counted.total(),
                 "per_matrix": counted.total() / max(len(counted.matrices), 1),
             }
+    if spec.seed_null:
+        section["seed_null"] = [_seed_null_row(out_dir, a, b) for a, b in seed_pairs(study, out_dir)]
     if spec.similarity:
         section["similarity"] = []
         for a, b in spec.similarity:
@@ -107,6 +134,21 @@ def subspace_section(study: Study, out_dir: Path) -> dict[str, Any]:
                 }
             )
     return section
+
+
+def _seed_null_row(out_dir: Path, a: str, b: str) -> dict[str, Any]:
+    """study.json's entry of one seed null: per module type the median energy_90 of W_a − W_b and its share
+    of the width (what a run's own ΔW is read against: `deltarank.study.measure.spectra.rank_medians`)."""
+    from deltarank.analysis.results import SpectrumResult
+    from deltarank.study.measure.spectra import rank_medians
+
+    medians = rank_medians(SpectrumResult.from_json(out_dir / seed_null_file(a, b)))
+    return {
+        "runs": [a, b],
+        "file": seed_null_file(a, b),
+        "energy_90_median": {m: row["energy_90_median"] for m, row in medians.items()},
+        "energy_90_over_width_median": {m: row["energy_90_over_width_median"] for m, row in medians.items()},
+    }
 
 
 def _runs_with_delta(study: Study, out_dir: Path) -> list[str]:

@@ -82,6 +82,7 @@ def render_report(study: Mapping[str, Any], summary: Mapping[str, Any] | None = 
     lines += _claims_section(study)
     lines += _runs_section(study, runs)
     lines += _ranks_section(runs)
+    lines += _seed_null_section(study, runs)
     lines += _groups_section(list(study.get("groups") or []))
     lines += _noise_section(runs)
     return "\n".join(lines).rstrip() + "\n"
@@ -158,6 +159,41 @@ def _ranks_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         *notes,
         *([""] if notes else []),
     ]
+
+
+def _seed_null_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The seed nulls (study.json `subspace.seed_null`): per module type the energy_90 of W_a − W_b of two
+    runs that differ only in seed, and each of the two runs' own energy_90 as a multiple of it."""
+    nulls = (study.get("subspace") or {}).get("seed_null") or []
+    if not nulls:
+        return []
+    by_name = {str(r.get("name")): r for r in runs}
+    lines = [
+        "## Seed null",
+        "",
+        "energy_90 of W_a − W_b for runs that differ only in seed (median over layers): the rank training noise "
+        "alone reaches. Each run's own energy_90 ÷ the null's: near 1 means its ΔW is no more structured than "
+        "the difference between two seeds.",
+        "",
+    ]
+    for null in nulls:
+        a, b = null["runs"]
+        modules = list(null["energy_90_median"])
+        rows = []
+        for module in modules:
+            base = null["energy_90_median"][module]
+            cells = [module, fmt(base, "g")]
+            for name in (a, b):
+                own = ((by_name.get(name) or {}).get("ranks") or {}).get(module, {}).get("energy_90_median")
+                cells.append(fmt(None if own is None or not base else own / base, ".2f"))
+            rows.append(cells)
+        lines += [
+            f"{a} vs {b}:",
+            "",
+            *_table(["module", "null energy_90", f"{a} ÷ null", f"{b} ÷ null"], rows, 1),
+            "",
+        ]
+    return lines
 
 
 def _groups_section(groups: Sequence[Mapping[str, Any]]) -> list[str]:
