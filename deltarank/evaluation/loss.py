@@ -27,6 +27,7 @@ def sequence_loss(
     return sequence_losses(model, examples, pad_id, progress)["loss"]
 
 
+@torch.no_grad()
 def sequence_losses(
     model: Any,
     examples: Sequence[tuple[list[int], list[int]]],

@@ -61,3 +61,12 @@ def test_per_sequence_sums_are_each_examples_own_loss_and_add_up_to_the_mean() -
         assert abs(total / count - alone) < 1e-5
     assert abs(sum(found["sums"]) / sum(found["counts"]) - found["loss"]) < 1e-6
     assert found["loss"] == sequence_loss(model, [(IDS, LABELS), other], pad_id=0)
+
+
+def test_losses_are_taken_without_building_a_graph() -> None:
+    model = build_tiny_llama()
+    seen: list[bool] = []
+    model.register_forward_hook(lambda *args: seen.append(torch.is_grad_enabled()))
+    sequence_losses(model, [(IDS, LABELS)], pad_id=0)
+    sequence_loss(model, [(IDS, LABELS)], pad_id=0)
+    assert seen == [False, False]
