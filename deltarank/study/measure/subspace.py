@@ -138,16 +138,32 @@ def subspace_section(study: Study, out_dir: Path) -> dict[str, Any]:
 
 def _seed_null_row(out_dir: Path, a: str, b: str) -> dict[str, Any]:
     """study.json's entry of one seed null: per module type the median energy_90 of W_a − W_b and its share
-    of the width (what a run's own ΔW is read against: `deltarank.study.measure.spectra.rank_medians`)."""
+    of the width (what a run's own ΔW is read against: `deltarank.study.measure.spectra.rank_medians`), and
+    the median cosine of the two runs' ΔW (from the three Frobenius norms: the share of their direction the two
+    seeds have in common; 1 − cosine of each ΔW's energy is seed-specific when the two are equally large)."""
     from deltarank.analysis.results import SpectrumResult
-    from deltarank.study.measure.spectra import rank_medians
+    from deltarank.analysis.results.medians import module_medians
+    from deltarank.study.measure.spectra import rank_medians, spectrum_file
 
-    medians = rank_medians(SpectrumResult.from_json(out_dir / seed_null_file(a, b)))
+    null = SpectrumResult.from_json(out_dir / seed_null_file(a, b))
+    medians = rank_medians(null)
+    own = [
+        {m.name: m.delta_norm for m in SpectrumResult.from_json(out_dir / spectrum_file(run)).matrices}
+        for run in (a, b)
+    ]
+
+    def cosine(matrix: Any) -> float | None:  # ‖a − b‖² = ‖a‖² + ‖b‖² − 2⟨a, b⟩, all three measured
+        norm_a, norm_b = own[0].get(matrix.name), own[1].get(matrix.name)
+        if not norm_a or not norm_b:
+            return None
+        return (norm_a**2 + norm_b**2 - matrix.delta_norm**2) / (2 * norm_a * norm_b)
+
     return {
         "runs": [a, b],
         "file": seed_null_file(a, b),
         "energy_90_median": {m: row["energy_90_median"] for m, row in medians.items()},
         "energy_90_over_width_median": {m: row["energy_90_over_width_median"] for m, row in medians.items()},
+        "cosine_median": module_medians(null.matrices, cosine),
     }
 
 

@@ -173,7 +173,8 @@ def _seed_null_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any
         "",
         "energy_90 of W_a − W_b for runs that differ only in seed (median over layers): the rank training noise "
         "alone reaches. Each run's own energy_90 ÷ the null's: near 1 means its ΔW is no more structured than "
-        "the difference between two seeds.",
+        "the difference between two seeds. cos(ΔW_a, ΔW_b): the share of direction the two seeds' deltas have in "
+        "common (median over layers; 1 − cos of each ΔW's energy is seed-specific).",
         "",
     ]
     for null in nulls:
@@ -186,13 +187,10 @@ def _seed_null_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any
             for name in (a, b):
                 own = ((by_name.get(name) or {}).get("ranks") or {}).get(module, {}).get("energy_90_median")
                 cells.append(fmt(None if own is None or not base else own / base, ".2f"))
+            cells.append(fmt((null.get("cosine_median") or {}).get(module), ".2f"))
             rows.append(cells)
-        lines += [
-            f"{a} vs {b}:",
-            "",
-            *_table(["module", "null energy_90", f"{a} ÷ null", f"{b} ÷ null"], rows, 1),
-            "",
-        ]
+        header = ["module", "null energy_90", f"{a} ÷ null", f"{b} ÷ null", "cos(ΔW_a, ΔW_b)"]
+        lines += [f"{a} vs {b}:", "", *_table(header, rows, 1), ""]
     return lines
 
 

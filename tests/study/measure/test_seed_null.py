@@ -6,7 +6,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import pytest
+
 from deltarank.analysis.engine import spectrum
+from deltarank.analysis.results import SpectrumResult
 from deltarank.study.design.study_file import parse_study
 from deltarank.study.run.runner import run_study
 from tests.study.tiny_study import one_thread, tiny_lm, tiny_study
@@ -34,6 +37,19 @@ def test_the_seed_null_is_the_spectrum_between_two_seeds(tmp_path: Path, tiny_lm
         assert null["energy_90_over_width_median"][module] == statistics.median(
             m.ranks["energy_90"] / width for m in direct.matrices if m.module == module
         )
+    norms = [
+        {m.name: m.delta_norm for m in SpectrumResult.from_json(out / f"spectra/{run}.json").matrices}
+        for run in (a, b)
+    ]
+    for module, value in null["cosine_median"].items():  # ⟨ΔW_a, ΔW_b⟩ / (‖ΔW_a‖‖ΔW_b‖) from the three norms
+        cosines = [
+            (norms[0][m.name] ** 2 + norms[1][m.name] ** 2 - m.delta_norm**2)
+            / (2 * norms[0][m.name] * norms[1][m.name])
+            for m in direct.matrices
+            if m.module == module
+        ]
+        assert value == pytest.approx(statistics.median(cosines))
+        assert -1 <= value <= 1
     report = (out / "report.md").read_text()
     assert "## Seed null" in report and f"{a} vs {b}:" in report
     assert any(line.startswith("[subspace] spectra/seed-null-") for line in lines)
