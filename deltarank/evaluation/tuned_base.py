@@ -12,7 +12,6 @@ can be read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.architecture import read_architecture
@@ -77,7 +76,7 @@ def same_base(given: ModelSource, record: RecordedBase, tuned: Path) -> bool:
             recorded.directory.resolve(),
             recorded.gguf_file,
         )
-    ours = read_architecture(_weights_path(given.directory, given.gguf_file))
+    ours = read_architecture(given.weights)
     theirs = read_architecture(tuned) or read_architecture(tuned.parent)  # a full run keeps its config.json
     return ours is None or theirs is None or not ours.differences(theirs)
 
@@ -109,14 +108,9 @@ def _architecture_difference(given: ModelSource, record: RecordedBase) -> str:
     recorded = _recorded_model(record)
     if recorded is None:
         return ""
-    ours = read_architecture(_weights_path(given.directory, given.gguf_file))
-    theirs = read_architecture(_weights_path(recorded.directory, recorded.gguf_file))
+    ours = read_architecture(given.weights)
+    theirs = read_architecture(recorded.weights)
     differences = ours.differences(theirs) if ours is not None and theirs is not None else []
     if ours is None or theirs is None or not differences:
         return ""
     return f" ({ours.summary()} vs {theirs.summary()}: {', '.join(differences)})"
-
-
-def _weights_path(directory: Path, gguf_file: Any) -> Path:
-    """The GGUF file of a source, or its directory."""
-    return directory / str(gguf_file) if gguf_file else directory

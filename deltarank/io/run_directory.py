@@ -44,16 +44,6 @@ class RunDirectory:
         """RUN/train_config.yaml."""
         return self.path / TRAIN_CONFIG
 
-    @property
-    def log(self) -> Path:
-        """RUN/train_log.jsonl."""
-        return self.path / TRAIN_LOG
-
-    @property
-    def measurement(self) -> Path:
-        """RUN/measurement.json."""
-        return self.path / MEASUREMENT
-
     def finished(self) -> bool:
         """Whether the run finished (its run.json is written last)."""
         return self.record.is_file()

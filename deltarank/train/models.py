@@ -185,7 +185,7 @@ def load_model(source: ModelSource, quantization_config: Any = None) -> Any:
 
 def _check_present(source: ModelSource) -> None:
     """A model that vanished after it was resolved is "no such file", not transformers' hub connection error."""
-    path = source.directory / source.gguf_file if source.gguf_file else source.directory
+    path = source.weights
     if not path.exists():
         raise InputError(path, "no such file or directory")
 

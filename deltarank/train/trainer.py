@@ -37,7 +37,7 @@ from deltarank.train.config import TrainConfig
 from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
 from deltarank.train.formats import IGNORE_INDEX
 from deltarank.train.methods import adapt_trainer, method_callbacks, quantization_config, wrap_model
-from deltarank.train.models import ModelSource, load_model, load_tokenizer, resolve_model
+from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from deltarank.train.rank_tracking import tracking_callbacks
 from deltarank.train.run_claim import OutputClaim, is_main_rank
 from deltarank.train.run_dir import (
@@ -132,7 +132,7 @@ def run_training(
     if config.download:
         download_missing([config.model])
     source = resolve_model(config.model)
-    refuse_overlap(output_dir, [_model_path(source)])
+    refuse_overlap(output_dir, [source.weights])
     args = training_arguments(config)
     tokenizer = load_tokenizer(source)
     train_set, eval_set, data = _datasets(config, tokenizer, sequences_needed(config, args))
@@ -192,11 +192,6 @@ def run_training(
         write_run_record(output_dir, record)
         logger.info("wrote %s", output_dir)
     return TrainResult(output_dir, record, trainer.is_world_process_zero())
-
-
-def _model_path(source: ModelSource) -> Path:
-    """The file or directory a model is read from (a GGUF file, not the folder it sits in)."""
-    return source.weights
 
 
 def set_attention_dropout(model: Any, config: TrainConfig) -> Any:

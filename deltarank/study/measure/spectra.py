@@ -59,15 +59,19 @@ def rank_medians(result: SpectrumResult) -> dict[str, dict[str, float | None]]:
     """Per module type, the medians over layers of energy_90 and of the noise-floor rank of a run's ΔW, its
     width min(m, n) and energy_90 ÷ width (the width-aware scale of the rank claim)."""
     from deltarank.analysis.results.medians import module_medians, rank_of
+    from deltarank.analysis.results.rank_statistics import module_rank_statistics
 
     columns: dict[str, Callable[[Any], float | None]] = {k: rank_of(v) for k, v in RANK_KEYS.items()}
-    columns["energy_90_over_width_median"] = lambda m: (
-        None if (v := m.ranks.get("energy_90")) is None else v / min(m.shape)
-    )
-    columns["width"] = lambda m: float(min(m.shape))
     per_column = {column: module_medians(result.matrices, value) for column, value in columns.items()}
-    modules = list(dict.fromkeys(m.module for m in result.matrices))
-    return {module: {c: per_column[c].get(module) for c in columns} for module in modules}
+    statistics = module_rank_statistics(result)
+    found: dict[str, dict[str, float | None]] = {}
+    for module in dict.fromkeys(m.module for m in result.matrices):
+        row: dict[str, float | None] = {c: per_column[c].get(module) for c in columns}
+        over_width = statistics[module].get("energy_90_over_width")
+        row["energy_90_over_width_median"] = None if over_width is None else over_width["median"]
+        row["width"] = statistics[module]["width"]
+        found[module] = row
+    return found
 
 
 def read_run_spectra(study_dir: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[SpectrumResult]]:

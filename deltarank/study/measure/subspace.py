@@ -60,16 +60,16 @@ def seed_pairs(study: Study, out_dir: Path) -> list[tuple[str, str]]:
 
 def measure_subspace(
     study: Study, out_dir: Path, device: str = "auto", echo: Callable[[str], None] = print
-) -> dict[str, Any]:
-    """Measure (or keep) the intruders and similarity files the study's `evaluate:` asks for; returns
-    study.json's `subspace` section ({} when none is asked for)."""
+) -> None:
+    """Measure (or keep) the intruders, similarity and seed-null files the study's `evaluate:` asks for
+    (study.json's `subspace` section is read from them: `subspace_section`)."""
     from deltarank.analysis.engine import spectrum
     from deltarank.analysis.tools.intruders import intruders
     from deltarank.analysis.tools.similarity import similarity
 
     spec = study.evaluate
     if not spec.intruders and not spec.similarity and not spec.seed_null:
-        return {}
+        return
     record_path = out_dir / SUBSPACE_RECORD
     saved: dict[str, Any] = _read_record(record_path)
     made: dict[str, Any] = {}
@@ -100,7 +100,6 @@ def measure_subspace(
         made[name] = digests
         write_json(record_path, {**saved, **made})
     write_json(record_path, made)
-    return subspace_section(study, out_dir)
 
 
 def subspace_section(study: Study, out_dir: Path) -> dict[str, Any]:

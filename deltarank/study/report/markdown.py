@@ -7,7 +7,6 @@ coordinate (within noise or not) and the reference claims that apply (`deltarank
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from deltarank.figures.study_rows import bases, rank_summary
 from deltarank.io.atomic import write_atomic
 from deltarank.study.claims.reference import check_claims
 from deltarank.study.claims.statistics import compare, flatten_metrics
+from deltarank.study.report.cells import fmt
 
-MIB = 2**20
 # (column header, section, key, format) of the runs table; a column shows when any run (or the base) has it.
 RUN_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("held-out loss", "learning", "held_out_loss", ".4f"),
@@ -43,15 +42,6 @@ GROUP_METRICS = (
     ("forgetting", "forgetting.general_loss_rise", "+.4f"),
     ("distinct / prompt", "diversity.distinct_per_prompt", ".2f"),
 )
-
-
-def fmt(value: Any, spec: str) -> str:
-    """A cell: `–` for a missing value, MiB for `mib`, else Python's format spec."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if spec == "mib":
-        return f"{float(value) / MIB:.1f}"
-    return format(value, spec)
 
 
 def write_report(study: Mapping[str, Any], path: Path, summary: Mapping[str, Any] | None = None) -> None:

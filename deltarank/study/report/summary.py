@@ -10,7 +10,6 @@ energy_90 of the final full and LoRA spectra, `headline` the rank claim in its n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from deltarank.io.atomic import write_json
 from deltarank.io.model_ref import read_run_record
 from deltarank.study.design.reproduction import RUNS
 from deltarank.study.measure.subspace import PHI_TOP
+from deltarank.study.report.cells import fmt
 
 SUMMARY_JSON = "summary.json"
 COST_KEYS = (
@@ -40,20 +40,21 @@ COST_KEYS = (
 
 
 def module_table(
-    full: SpectrumResult, lora: SpectrumResult, lora_r: int
+    full: SpectrumResult, lora: SpectrumResult, lora_r: int, full_statistics: Mapping[str, Any] | None = None
 ) -> dict[str, dict[str, float | None]]:
-    """Per module type: median energy_90 of the full and LoRA deltas, their dimension and the ratio to r
-    (None where no matrix gives the value)."""
+    """Per module type: median energy_90 of the full and LoRA deltas, their dimension, the ratio to r and the
+    share of the width (from `full_statistics`, the full run's `module_rank_statistics`; computed when not
+    given), None where no matrix gives the value."""
+    stats = full_statistics if full_statistics is not None else module_rank_statistics(full)
     table: dict[str, dict[str, float | None]] = {}
     lora_groups = lora.by_module()
     for module, items in full.by_module().items():
         full_e90 = median(m.ranks.get("energy_90") for m in items)
         lora_items = lora_groups.get(module, [])
+        over_width = (stats.get(module) or {}).get("energy_90_over_width")
         table[module] = {
             "full_energy_90_median": full_e90,
-            "full_energy_90_over_width_median": median(
-                None if (v := m.ranks.get("energy_90")) is None else v / min(m.shape) for m in items
-            ),
+            "full_energy_90_over_width_median": None if over_width is None else over_width["median"],
             "lora_energy_90_median": median(m.ranks.get("energy_90") for m in lora_items),
             "full_noise_floor_median": median(m.ranks.get("noise_floor") for m in items),
             "random_energy_90_median": median(m.random_energy_90 for m in items),
@@ -87,7 +88,8 @@ def build_summary(
         if not rows[m].get("spectrum"):
             raise DeltarankError(f"{study_dir}: run {m} kept no spectrum (measure it again)")
         spectra[m] = SpectrumResult.from_json(study_dir / rows[m]["spectrum"])
-    modules = module_table(spectra["full"], spectra["lora"], lora_r)
+    statistics = {m: module_rank_statistics(spectra[m], lora_r) for m in RUNS}
+    modules = module_table(spectra["full"], spectra["lora"], lora_r, statistics["full"])
     claim = rank_multiple({m: row["full_energy_90_median"] for m, row in modules.items()}, lora_r)
     width = width_share({m: row["full_energy_90_over_width_median"] for m, row in modules.items()})
     summary: dict[str, Any] = {
@@ -97,7 +99,7 @@ def build_summary(
         "lora_r": lora_r,
         "modules": modules,
         "headline": headline(claim, width),
-        "rank_statistics": {m: module_rank_statistics(spectra[m], lora_r) for m in RUNS},
+        "rank_statistics": statistics,
         "learning": {
             "base": base["learning"]["held_out_loss"],
             **{m: rows[m]["learning"]["held_out_loss"] for m in RUNS},
@@ -230,9 +232,9 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
     ]
     for module, row in summary["modules"].items():
         lines.append(
-            f"| {module} | {row['dim']} | {_num(row['full_energy_90_median'], 'g')} | "
-            f"{_num(row['lora_energy_90_median'], 'g')} | {_num(row['full_over_lora_r'], '.1f')}× | "
-            f"{_num(row['full_noise_floor_median'], 'g')} | {_num(row['random_energy_90_median'], 'g')} |"
+            f"| {module} | {row['dim']} | {fmt(row['full_energy_90_median'], 'g')} | "
+            f"{fmt(row['lora_energy_90_median'], 'g')} | {fmt(row['full_over_lora_r'], '.1f')}× | "
+            f"{fmt(row['full_noise_floor_median'], 'g')} | {fmt(row['random_energy_90_median'], 'g')} |"
         )
     lines += ["", *rank_statistics_table(summary)]
     learn, forget = summary["learning"], summary["forgetting"]
@@ -243,18 +245,18 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
         "| run | held-out target loss | change [95% CI] | forgetting (general-text loss increase) [95% CI] | "
         "tokens/s | wall s |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| base | {_num(learn['base'], '.4f')} | – | – | – | – |",
+        f"| base | {fmt(learn['base'], '.4f')} | – | – | – | – |",
     ]
     for method in RUNS:
         cost = summary["cost"][method]
         change = None if learn[method] is None or learn["base"] is None else learn[method] - learn["base"]
         lines.append(
-            f"| {method} | {_num(learn[method], '.4f')} | {_num(change, '+.4f')} {_ci(changes.get(method))} | "
-            f"{_num(forget[method], '+.4f')} {_ci(rises.get(method))} | "
-            f"{_num(cost.get('tokens_per_second'), '.0f')} | {_num(cost.get('wall_seconds'), '.0f')} |"
+            f"| {method} | {fmt(learn[method], '.4f')} | {fmt(change, '+.4f')} {_ci(changes.get(method))} | "
+            f"{fmt(forget[method], '+.4f')} {_ci(rises.get(method))} | "
+            f"{fmt(cost.get('tokens_per_second'), '.0f')} | {fmt(cost.get('wall_seconds'), '.0f')} |"
         )
     between = [
-        f"{what} {_num(found['estimate'], '+.4f')} {_ci([found['ci95_low'], found['ci95_high']])} "
+        f"{what} {fmt(found['estimate'], '+.4f')} {_ci([found['ci95_low'], found['ci95_high']])} "
         f"({found['sequences']} sequences)"
         for what, key in (
             ("held-out loss", "full_minus_lora_held_out_loss"),
@@ -268,7 +270,7 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
         acc = summary["math_accuracy"]
         lines += [
             "",
-            "Math exact-match accuracy: " + ", ".join(f"{k} {_num(v, '.1%')}" for k, v in acc.items()),
+            "Math exact-match accuracy: " + ", ".join(f"{k} {fmt(v, '.1%')}" for k, v in acc.items()),
         ]
     sub = summary.get("subspace", {})
     if sub:
@@ -302,20 +304,14 @@ def _ci(bounds: Sequence[float] | None) -> str:
     """`[−0.0123, +0.0045]`, or empty without an interval."""
     if not bounds:
         return ""
-    return f"[{_num(bounds[0], '+.4f')}, {_num(bounds[1], '+.4f')}]"
+    return f"[{fmt(bounds[0], '+.4f')}, {fmt(bounds[1], '+.4f')}]"
 
 
 def _spread(value: Mapping[str, Any] | None, spec: str) -> str:
     """`median [q1–q3]` of a spread, `–` without one."""
     if not value:
         return "–"
-    return f"{_num(value['median'], spec)} [{_num(value['q1'], spec)}–{_num(value['q3'], spec)}]"
-
-
-def _num(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return format(value, spec)
+    return f"{fmt(value['median'], spec)} [{fmt(value['q1'], spec)}–{fmt(value['q3'], spec)}]"
 
 
 def _fmt(value: Any) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltarank.errors import DeltarankError
+from deltarank.io.run_directory import RunDirectory
 from deltarank.study.design.held_out_split import training_data
 from deltarank.study.design.study import RunSpec, Study, identity_values
 from deltarank.study.measure.measurement_file import cached_measurement
@@ -27,7 +28,7 @@ def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
 
     run_dir = out_dir / run.name
     trains_on = training_data(study, str(run.config["data"]), out_dir)
-    if (run_dir / "run.json").is_file() and _same_settings(run, run_dir, trains_on):
+    if RunDirectory(run_dir).finished() and _same_settings(run, run_dir, trains_on):
         done = cached_measurement(run_dir, study.evaluate) is not None
         return RunStatus("done" if done else "measure")
     checkpoint = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
@@ -40,9 +41,8 @@ def _same_settings(run: RunSpec, run_dir: Path, trains_on: str) -> bool:
     """Whether the run directory's saved train_config.yaml is this run's (a changed explicit run is not);
     `trains_on` is the data it trains on (a held-out split's train part stands for the run's data)."""
     from deltarank.train.config_file import load_train_config
-    from deltarank.train.trainer import CONFIG_NAME
 
-    path = run_dir / CONFIG_NAME
+    path = RunDirectory(run_dir).config
     if not path.is_file():
         return False
     try:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError
+from deltarank.io.run_directory import RunDirectory
 from deltarank.io.training_methods import where
 from deltarank.study.design.checks import check_study_inputs
 from deltarank.study.design.coverage import not_measured, not_measured_line
@@ -259,7 +260,7 @@ def train_run(
     run_dir = out_dir / run.name
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)
-    if run.parent is not None and not (out_dir / run.parent / "run.json").is_file():
+    if run.parent is not None and not RunDirectory(out_dir / run.parent).finished():
         raise DeltarankError(f"run {run.name}: its parent {run.parent} has not finished")
     data = training_data(study, str(run.config["data"]), out_dir)
     config = run.train_config(run_dir, model=run_model(run, out_dir), device=device, resume=resume, data=data)
