@@ -5,7 +5,8 @@ default learning rate and seed 0, each in its own `deltarank train` process (so 
 method's alone). Then, in this process, each run is measured the way `deltarank reproduce` measures:
 
 - learning: mean per-token loss on the held-out `builtin:code:test` sequences (the same ones for every run);
-- forgetting: the rise of the loss on the base model's own answers to general prompts (sampled once, cached);
+- forgetting: the rise of the loss on the base model's own samples (T = 1, untruncated) to general prompts
+  (sampled once, cached): the estimate of KL(base ‖ tuned) per token (`deltarank.evaluation.drift`);
 - for the methods that change weights, the spectrum of ΔW (`deltarank.analysis.engine.spectrum`): the median
   energy_90 per module type against the method's structural rank bound. Prompt methods and bottleneck
   adapters add computation instead of changing a weight: they have no ΔW.
@@ -42,7 +43,8 @@ from deltarank.io.training_methods import REGISTRY
 
 HERE = Path(__file__).resolve().parent
 DATA, TEST_DATA, MODEL, SEED = "builtin:code", "builtin:code:test", "smollm2-135m", 0
-EVAL_SEQUENCES, GENERAL_TOKENS = 32, 64  # reproduce --quick's held-out set and general-text length
+# reproduce --quick's held-out set, general-text length and samples per general prompt
+EVAL_SEQUENCES, GENERAL_TOKENS, GENERAL_SAMPLES = 32, 64, 4
 # LoRA's variants, measured after it: rsLoRA and DoRA are switches of lora.
 VARIANTS = {"lora": {"rslora": ["--rslora"], "dora": ["--dora"]}}
 # method name -> `deltarank train` arguments: every method of the registry, in its order, and the variants.
@@ -87,8 +89,12 @@ class Evaluator:
     """Held-out code loss and general-text loss of a model, on sequences built once for every run."""
 
     def __init__(self, work: Path, seq_len: int) -> None:
-        from deltarank.evaluation.drift import general_text, read_general_text, write_general_text
-        from deltarank.evaluation.loss import encode_chats
+        from deltarank.evaluation.drift import (
+            current_general_text,
+            general_text,
+            scored_examples,
+            write_general_text,
+        )
         from deltarank.train.data import build_dataset
         from deltarank.train.models import load_model, load_tokenizer, resolve_model
 
@@ -98,14 +104,16 @@ class Evaluator:
         target, _ = build_dataset(TEST_DATA, tokenizer, seq_len, EVAL_SEQUENCES)
         self.target = [(target[i]["input_ids"], target[i]["labels"]) for i in range(len(target))]
         general_path = work / "general_text.jsonl"
-        if not general_path.is_file():
+        records = current_general_text(general_path, GENERAL_TOKENS, GENERAL_SAMPLES, SEED)
+        if records is None:  # missing, or drawn otherwise (an older cache): sampled again
             import torch
 
             from deltarank.evaluation.models import ready_for_evaluation
 
             base = ready_for_evaluation(load_model(self.source), torch.device("cpu"))
-            write_general_text(general_path, general_text(base, tokenizer, GENERAL_TOKENS, SEED))
-        self.general = encode_chats(tokenizer, read_general_text(general_path), seq_len)
+            records = general_text(base, tokenizer, GENERAL_TOKENS, SEED, GENERAL_SAMPLES)
+            write_general_text(general_path, records)
+        self.general = scored_examples(records)  # the sampled token ids, whole
 
     def losses(self, model: Any) -> dict[str, float]:
         """target_loss (held-out code) and general_loss (the base model's own general text)."""

@@ -78,6 +78,11 @@ FORMATS: dict[str, tuple[tuple[str, ...], str | None, bool]] = {
         True,
     ),
     "generations.jsonl": (("deltarank.evaluation.diversity:measure_diversity",), None, True),
+    "self_samples.jsonl": (
+        ("deltarank.train.builtin_self_samples:write_self_samples",),
+        "deltarank.train.builtin_self_samples:read_self_samples",
+        True,
+    ),
     "study.yaml": (
         ("deltarank.study.run.directory:prepare_study_dir",),
         "deltarank.study.design.study_file:load_study",

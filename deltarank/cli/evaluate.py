@@ -17,9 +17,10 @@ EPILOG = """\b
              builtin:math:test (the final number) [--limit 200]
   humaneval  greedy completions of the 164 HumanEval prompts; with --execute each is
              checked against the problem's tests (pass@1); never without it
-  drift      general-text drift (a study's forgetting): the base model's own sampled answers
-             to 16 general prompts (--general-tokens 64, --seed 0), the loss on them; with
-             --tuned the tuned model's loss and its rise over the base. No --data
+  drift      forgetting as a study measures it: the base model's own samples at T = 1 with no
+             truncation, --general-samples 8 for each of 16 general prompts (--general-tokens
+             128, --seed 0), the loss on them; with --tuned the tuned model's loss and its rise
+             over the base: an estimate of KL(base||tuned) in nats/token. No --data
   diversity  --diversity-samples 8 samples (--temperature 0.2, --top-p 0.95, --max-new-tokens
              64, --seed 0) of each of the first --limit 4 prompts of DATA: builtin:humaneval
              (with --execute also pass/fail), a JSONL of {"prompt": ...}, or a held-out set
@@ -94,7 +95,8 @@ as a plain process of your user (warned about, recorded in the result).
     help="Tokens generated per answer [accuracy 8 (math 160), HumanEval 384, diversity 64].",
 )
 @click.option("--seed", type=int, help="Seed of drift's general answers and diversity's samples [0].")
-@click.option("--general-tokens", type=int, help="Tokens of each base-model answer for drift [64].")
+@click.option("--general-tokens", type=int, help="Tokens of each base-model sample for drift [128].")
+@click.option("--general-samples", type=int, help="Samples per general prompt for drift [8].")
 @click.option("--diversity-samples", type=int, help="Samples per prompt for diversity [8].")
 @click.option("--temperature", type=float, help="Sampling temperature for diversity [0.2].")
 @click.option("--top-p", type=float, help="Nucleus-sampling threshold for diversity [0.95].")
@@ -143,11 +145,22 @@ def _drift_line(target: str, result: dict[str, Any]) -> str:
         return f"{target}: {result.get('general_note', 'no general-text tokens')}"
     line = (
         f"{target}: general-text loss {result['general_loss']:.4f} over {result['general_tokens']} tokens of "
-        f"the base model's answers to {result['general_sequences']} prompts"
+        f"the base model's {result['general_sequences']} samples to general prompts"
     )
     if "general_loss_rise" in result and result["general_loss_rise"] is not None:
-        line += f" (base {result['base_general_loss']:.4f}, rise {result['general_loss_rise']:+.4f})"
+        line += f" (base {result['base_general_loss']:.4f}; {_kl_text(result)})"
     return line
+
+
+def _kl_text(result: dict[str, Any]) -> str:
+    """The forgetting estimate with its interval, said to be below zero where its interval lies below 0."""
+    from deltarank.evaluation.drift import BELOW_ZERO, BELOW_ZERO_WHY, below_zero
+
+    interval = result.get("general_loss_rise_ci95")
+    text = f"forgetting KL(base‖tuned) {result['general_loss_rise']:+.4f} nats/token"
+    if interval is not None:
+        text += f" [95% CI {interval[0]:+.4f}, {interval[1]:+.4f}]"
+    return f"{text}: {BELOW_ZERO} ({BELOW_ZERO_WHY})" if below_zero(interval) else text
 
 
 def _diversity_line(target: str, result: dict[str, Any]) -> str:

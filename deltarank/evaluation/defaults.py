@@ -4,7 +4,9 @@ measure the same thing by default. Plain numbers: importing this module loads no
 
 from __future__ import annotations
 
-GENERAL_TOKENS = 64  # tokens of each base-model answer in the general-text (drift) set
+GENERAL_TOKENS = 128  # tokens (at most) of each base-model sample in the forgetting (KL) set
+GENERAL_SAMPLES = 8  # samples per general prompt: 16 prompts × 8 = 128 sequences
+HELD_OUT_SEQUENCES = 256  # sequences of a study's held-out set the loss is taken over
 DIVERSITY_PROMPTS = 4  # prompts sampled for diversity
 DIVERSITY_SAMPLES = 8  # samples per prompt
 TEMPERATURE = 0.2  # sampling temperature of the diversity samples

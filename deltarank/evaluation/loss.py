@@ -93,16 +93,24 @@ def held_out_loss(
 ) -> dict[str, Any]:
     """Mean loss per trained token over the first `limit` sequences of a data spec (a JSONL file,
     `builtin:<name>:test`, ...), tokenized as in training; `progress(sequences, total)` after each batch."""
-    from deltarank.train.data import build_dataset
-
-    dataset, summary = build_dataset(data, tokenizer, seq_len, max_sequences=limit)
-    examples = dataset.examples[:limit]
+    examples, data_format = held_out_examples(tokenizer, data, seq_len, limit)
     losses = sequence_losses(model, examples, tokenizer.pad_token_id, progress)
     return {
         "metric": "loss",
-        "format": summary.format,
+        "format": data_format,
         "examples": len(examples),
         "trained_tokens": trained_tokens(examples),
         "loss": losses["loss"],
         "per_sequence": {"sums": losses["sums"], "counts": losses["counts"]},
     }
+
+
+def held_out_examples(
+    tokenizer: Any, data: str, seq_len: int, limit: int
+) -> tuple[list[tuple[list[int], list[int]]], str]:
+    """The first `limit` sequences of a data spec tokenized as training tokenizes them (what `held_out_loss`
+    takes the loss over), and the data's format."""
+    from deltarank.train.data import build_dataset
+
+    dataset, summary = build_dataset(data, tokenizer, seq_len, max_sequences=limit)
+    return list(dataset.examples[:limit]), summary.format

@@ -5,8 +5,9 @@ calling the same function a study calls (`deltarank.study.measure.run_measures`)
 - loss: mean loss per trained token of a data spec (`deltarank.evaluation.loss.held_out_loss`);
 - accuracy: exact match of greedy answers on a closed-answer set (`deltarank.evaluation.accuracy`);
 - humaneval: greedy completions, checked in the sandbox only when asked (`deltarank.evaluation.tasks`);
-- drift: the loss of the base model's own answers to general prompts, sampled afresh with the request's seed
-  (`deltarank.evaluation.drift`): for the base alone, or for a tuned model with its rise over the base;
+- drift: the loss of the base model's own samples (T = 1, untruncated) to general prompts, drawn afresh with the
+  request's seed (`deltarank.evaluation.drift`): for the base alone, or for a tuned model with its rise over the
+  base, the Monte Carlo estimate of the mean per-token KL(base ‖ tuned);
 - diversity: k samples per prompt, counted (`deltarank.evaluation.diversity`).
 """
 
@@ -94,24 +95,26 @@ def diversity(
 
 
 def drift(request: EvalRequest, models: EvalModels, tuned: Path | None, tokenizer: Any) -> dict[str, Any]:
-    """The base model's answers to the general prompts (sampled with the request's seed) and the loss of the
-    base on them; with `tuned`, the tuned model's loss on the same answers and its rise over the base's."""
+    """The base model's samples to the general prompts (T = 1, untruncated, the request's seed) and the loss of
+    the base on them; with `tuned`, the tuned model's loss on the same samples and its rise over the base's: the
+    estimate of KL(base ‖ tuned) per token, with its paired-bootstrap interval."""
     from deltarank.evaluation import drift as general
     from deltarank.io.progress import Progress
 
     answer_tokens = request.general_tokens or defaults.GENERAL_TOKENS
-    seed = seed_of(request)
+    samples = request.general_samples or defaults.GENERAL_SAMPLES
     with Progress("evaluate (the base model's general answers)", unit="prompt") as progress:
-        records = general.general_text(models.base(), tokenizer, answer_tokens, seed, progress.update)
+        records = general.general_text(
+            models.base(), tokenizer, answer_tokens, seed_of(request), samples, progress.update
+        )
     base = models.evaluate(None, lambda model: general.drift_loss(model, tokenizer, records))
-    found: dict[str, Any] = {"metric": "general_text_loss", "answer_tokens": answer_tokens, "seed": seed}
     if tuned is None:
-        return {**found, **base}
+        return base
     own = models.evaluate(tuned, lambda model: general.drift_loss(model, tokenizer, records))
     rise = None
     if own["general_loss"] is not None and base["general_loss"] is not None:
         rise = own["general_loss"] - base["general_loss"]
-    result = {**found, **own, "base_general_loss": base["general_loss"], "general_loss_rise": rise}
+    result = {**own, "base_general_loss": base["general_loss"], "general_loss_rise": rise}
     if "per_sequence" in own and "per_sequence" in base:  # as the study: evaluation noise of the rise
         from deltarank.evaluation.paired import paired_difference
 

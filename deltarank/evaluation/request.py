@@ -31,7 +31,8 @@ class EvalRequest:
         unsafe_no_sandbox: Without bubblewrap, run completions as plain limited processes instead of refusing.
         measure: loss, accuracy, humaneval, drift or diversity; None: the data decides.
         seed: Seed of drift's general answers and of diversity's samples (default 0).
-        general_tokens: Tokens of each base-model answer in the drift set (default 64).
+        general_tokens: Tokens (at most) of each base-model sample in the drift set (default 128).
+        general_samples: Samples per general prompt in the drift set (default 8).
         diversity_samples: Samples per prompt for diversity (default 8).
         temperature: Sampling temperature of diversity's samples (default 0.2).
         top_p: Nucleus-sampling threshold of diversity's samples (default 0.95).
@@ -56,6 +57,7 @@ class EvalRequest:
     measure: str | None = None
     seed: int | None = None
     general_tokens: int | None = None
+    general_samples: int | None = None
     diversity_samples: int | None = None
     temperature: float | None = None
     top_p: float | None = None

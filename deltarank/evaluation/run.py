@@ -33,6 +33,7 @@ HUMANEVAL_NAMES = tasks.HUMANEVAL_NAMES
 MEASURES = EvalRequest.MEASURES
 SAMPLING_OPTIONS = {  # request field -> (option, the measures that use it)
     "general_tokens": ("--general-tokens", ("drift",)),
+    "general_samples": ("--general-samples", ("drift",)),
     "diversity_samples": ("--diversity-samples", ("diversity",)),
     "temperature": ("--temperature", ("diversity",)),
     "top_p": ("--top-p", ("diversity",)),
@@ -101,7 +102,14 @@ def _check(request: EvalRequest) -> str:
             "--execute runs HumanEval completions; it needs --data builtin:humaneval "
             "(--measure humaneval or diversity)"
         )
-    for name in ("limit", "max_new_tokens", "memory_mb", "general_tokens", "diversity_samples"):
+    for name in (
+        "limit",
+        "max_new_tokens",
+        "memory_mb",
+        "general_tokens",
+        "general_samples",
+        "diversity_samples",
+    ):
         value = getattr(request, name)
         if value is not None and value < 1:
             raise DeltarankError(f"{name} must be a positive integer, got {value}")

@@ -23,6 +23,8 @@ from deltarank.errors import InputError
 from deltarank.figures.style import REFERENCE_COLOR, SINGLE_COLUMN_IN, new_figure, paper_style, run_color
 from deltarank.io.training_methods import display_name
 
+FORGETTING_AXIS = "forgetting: KL(base‖tuned), nats/token"  # the rise of the loss on the base's own samples
+
 SUMMARY_SCHEMA = "deltarank.reproduce/1"
 HEIGHT_IN = 2.6
 RUN_STYLE: dict[str, tuple[str, str, str]] = {  # run -> (legend name, colour, marker)
@@ -159,7 +161,7 @@ def plot_learning_forgetting(summary: Mapping[str, Any] | str | Path) -> Figure:
             zorder=1,
             label="Pareto front",
         )
-        ax.set_xlabel("forgetting (rise in general-text loss)")
+        ax.set_xlabel(FORGETTING_AXIS)
         domain = data.get("domain")
         ax.set_ylabel(f"learning (drop in {domain} loss)" if domain else "learning (drop in target loss)")
         fig.legend(loc="outside upper center", ncols=2, handlelength=1.6, columnspacing=1.0)

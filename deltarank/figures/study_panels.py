@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from deltarank.figures import study_rows as rows
-from deltarank.figures.learning import pareto_front
+from deltarank.figures.learning import FORGETTING_AXIS, pareto_front
 from deltarank.figures.panels import legend_above
 from deltarank.figures.style import (
     REFERENCE_COLOR,
@@ -89,7 +89,7 @@ def plot_learning_forgetting(runs: Sequence[Run], label: Callable[[Run], str]) -
         )
         ax.axhline(0, color=REFERENCE_COLOR, linewidth=0.5, zorder=1)
         ax.axvline(0, color=REFERENCE_COLOR, linewidth=0.5, zorder=1)
-        ax.set_xlabel("forgetting (rise in general-text loss)")
+        ax.set_xlabel(FORGETTING_AXIS)
         ax.set_ylabel(axis_label)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.set_title("lines: each method's Pareto front", loc="left")

@@ -4,6 +4,7 @@
     RUN/train_config.yaml     the resolved training config (`deltarank.train.config_file`)
     RUN/train_log.jsonl       one line per logged step (`deltarank.train.callbacks`)
     RUN/measurement.json      a study's measurement of the run (`deltarank.study.measure.measurement_file`)
+    RUN/self_samples.jsonl    the sequences a `builtin:self-samples` run drew (`deltarank.train.builtin_self_samples`)
     RUN/checkpoint-<step>/    intermediate saves; complete once `trainer_state.json` is in (Trainer writes it last)
 
 Train (resume), the study (resume, measuring every checkpoint) and the analysis commands find runs and
@@ -24,6 +25,7 @@ RUN_RECORD = "run.json"
 TRAIN_CONFIG = "train_config.yaml"
 TRAIN_LOG = "train_log.jsonl"
 MEASUREMENT = "measurement.json"
+SELF_SAMPLES = "self_samples.jsonl"
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_DONE = "trainer_state.json"  # the last file a checkpoint save writes
 

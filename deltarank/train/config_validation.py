@@ -13,6 +13,7 @@ from typing import Any
 from deltarank.errors import DeltarankError
 from deltarank.io.device import valid_device  # the one device vocabulary
 from deltarank.io.training_methods import METHOD_NAMES, REGISTRY, in_family, names
+from deltarank.train.builtin_self_samples import check_config as check_self_samples
 from deltarank.train.optimizers import WEIGHT_DECAY_MODES, check_weight_decay
 
 METHODS = METHOD_NAMES
@@ -146,6 +147,7 @@ def validate_config(config: Any) -> None:
     check_weight_decay(config)
     if config.seq_len < 2:
         raise DeltarankError(f"seq_len must be at least 2, got {config.seq_len}")
+    check_self_samples(config)
 
 
 def _validate_rank_tracking(config: Any) -> None:

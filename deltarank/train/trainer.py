@@ -1,7 +1,8 @@
 """`run_training(config)`: one fine-tuning run on `transformers.Trainer`, top to bottom.
 
 check the output directory (and, on --resume, the run it holds) → resolve the model → tokenize the data → load
-the model in fp32 → wrap it (targets resolved) → only then create the output directory → pick padding-free or
+the model in fp32 (`builtin:self-samples` is drawn from it here: `deltarank.train.builtin_self_samples`) → wrap it
+(targets resolved) → only then create the output directory → pick padding-free or
 padded batches (`deltarank.train.batching`) → Trainer.train (a checkpoint every 10% of the steps unless
 --save-steps says otherwise) → save the final weights (fp32 safetensors for full, a PEFT adapter for LoRA) →
 write run.json.
@@ -23,8 +24,15 @@ from typing import Any
 
 from deltarank.io.atomic import refuse_overlap
 from deltarank.io.hub import download_missing
+from deltarank.io.run_directory import SELF_SAMPLES
 from deltarank.train.arguments import sequences_needed, training_arguments
 from deltarank.train.batching import make_collator
+from deltarank.train.builtin_self_samples import (
+    SamplingPlan,
+    is_self_samples,
+    self_samples,
+    write_self_samples,
+)
 from deltarank.train.callbacks import (
     CheckpointTidier,
     CostCallback,
@@ -135,19 +143,27 @@ def run_training(
     refuse_overlap(output_dir, [source.weights])
     args = training_arguments(config)
     tokenizer = load_tokenizer(source)
-    train_set, eval_set, data = _datasets(config, tokenizer, sequences_needed(config, args))
+    needed = sequences_needed(config, args)
+    sampling = SamplingPlan.of(config, tokenizer, needed) if is_self_samples(config.data) else None
+    train_set, eval_set, data = _datasets(config, tokenizer, needed)
     from transformers import set_seed
 
     set_seed(config.seed)  # LoRA's A is initialised before the Trainer seeds anything
-    model = wrap_model(
-        set_attention_dropout(load_model(source, quantization_config(config.method)), config), config
-    )
+    base = set_attention_dropout(load_model(source, quantization_config(config.method)), config)
+    samples = None
+    if sampling is not None:  # drawn from the base before any adapter (a private generator: the seed stays)
+        saved = output_dir / SELF_SAMPLES if checkpoint is not None else None
+        samples = self_samples(sampling, base, tokenizer, args.device, saved)
+        train_set, data["train"] = samples.dataset, samples.summary()
+    model = wrap_model(base, config)
     claim = OutputClaim(output_dir, replace=config.force and not config.resume)
     claim.create()  # every input is known to be usable: only now is anything written
     trainer: Any = None
     try:
         if checkpoint is None and args.process_index == 0:
             config.save(output_dir / CONFIG_NAME)
+            if samples is not None:
+                write_self_samples(output_dir / SELF_SAMPLES, samples, tokenizer)
         collator = make_collator(config.batching, model, tokenizer.pad_token_id)
         args.include_num_input_tokens_seen = collator.tokens_seen
         cost = CostCallback()
@@ -249,7 +265,11 @@ def _progress_mode(mode: str) -> str:
 def _datasets(
     config: TrainConfig, tokenizer: Any, train_sequences: int | None
 ) -> tuple[TokenizedDataset, TokenizedDataset | None, dict[str, Any]]:
-    """The train set, the eval set (capped at `max_eval_sequences`) and their summaries for run.json."""
+    """The train set, the eval set (capped at `max_eval_sequences`) and their summaries for run.json
+    (`builtin:self-samples` is drawn from the model once it is loaded: an empty train set here)."""
+    eval_set, eval_summary = _eval_set(config, tokenizer)
+    if is_self_samples(config.data):
+        return TokenizedDataset([]), eval_set, {"train": None, "eval": eval_summary}
     caps = [n for n in (train_sequences, config.max_examples) if n is not None]
     train_set, train_summary = build_dataset(config.data, tokenizer, config.seq_len, min(caps, default=None))
     if config.max_examples is not None and len(train_set) > config.max_examples:
@@ -262,17 +282,20 @@ def _datasets(
                 sum(1 for x in labels if x != IGNORE_INDEX) for _, labels in train_set.examples
             ),
         )
-    summaries: dict[str, Any] = {"train": train_summary.to_dict(), "eval": None}
+    return train_set, eval_set, {"train": train_summary.to_dict(), "eval": eval_summary}
+
+
+def _eval_set(config: TrainConfig, tokenizer: Any) -> tuple[TokenizedDataset | None, dict[str, Any] | None]:
+    """The eval set (capped at `max_eval_sequences`) and its summary, or (None, None) without `eval_data`."""
     if not config.eval_data:
-        return train_set, None, summaries
+        return None, None
     eval_set, eval_summary = build_dataset(
         config.eval_data, tokenizer, config.seq_len, config.max_eval_sequences
     )
     cap = config.max_eval_sequences
     if cap is not None and len(eval_set) > cap:
         eval_set = TokenizedDataset(eval_set.examples[:cap])
-    summaries["eval"] = eval_summary.to_dict()
-    return train_set, eval_set, summaries
+    return eval_set, eval_summary.to_dict()
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int | None:

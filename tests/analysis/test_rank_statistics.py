@@ -92,9 +92,11 @@ def test_the_width_claim_uses_the_papers_band() -> None:
                          "q_proj": 102 / 576, "v_proj": 65 / 192, "o_proj": 94.5 / 576})  # fmt: skip
     assert claim["views"]["mlp"]["multiple"] == pytest.approx(201 / 576)
     assert claim["views"]["all_modules"]["multiple"] == pytest.approx(185 / 576)  # the 4th of 7
-    assert claim["verdict"] == "supported"
-    assert describe_width(claim).startswith("MLP 35% (supported), all modules 32% (supported) of the width")
+    assert claim["verdict"] == "consistent"
+    assert describe_width(claim).startswith("MLP 35% (consistent), all modules 32% (consistent) of the width")
+    assert describe_width(claim).endswith("one seed: training noise not included")
     narrow = width_share({"up_proj": 0.5, "q_proj": 0.6})  # above the band in both views
-    assert [v["verdict"] for v in narrow["views"].values()] == ["not supported", "not supported"]
-    assert narrow["verdict"] == "not supported"
-    assert width_share({"up_proj": 0.2, "q_proj": 0.6, "k_proj": 0.7})["verdict"] == "view-dependent"
+    assert [v["verdict"] for v in narrow["views"].values()] == ["inconsistent", "inconsistent"]
+    assert narrow["verdict"] == "inconsistent"
+    disagree = width_share({"up_proj": 0.2, "q_proj": 0.6, "k_proj": 0.7})
+    assert (disagree["verdict"], disagree["view_dependent"]) == ("inconclusive", True)

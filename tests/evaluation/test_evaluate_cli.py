@@ -237,3 +237,28 @@ def test_device_is_where_the_models_run(model_dir: Path, tmp_path: Path) -> None
     )
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert "--device cuda:1 asked for, but no CUDA device is available" in result.output and not out.exists()
+
+
+def test_drift_line_says_a_kl_below_zero_beyond_its_interval() -> None:
+    from deltarank.cli.evaluate import summary_line
+
+    result = {
+        "task": "drift",
+        "tuned": "run",
+        "model": {"name": "base"},
+        "general_loss": 2.49,
+        "general_tokens": 9000,
+        "general_sequences": 128,
+        "base_general_loss": 2.5,
+        "general_loss_rise": -0.01,
+        "general_loss_rise_ci95": [-0.02, -0.004],
+    }
+    line = summary_line(result)
+    assert line == (
+        "run: general-text loss 2.4900 over 9000 tokens of the base model's 128 samples to general prompts "
+        "(base 2.5000; forgetting KL(base‖tuned) -0.0100 nats/token [95% CI -0.0200, -0.0040]: below 0 beyond "
+        "its 95% interval (a KL divergence is never negative: the forgetting set is not this base model's own "
+        "samples))"
+    )
+    result["general_loss_rise_ci95"] = [-0.02, 0.001]  # reaches 0: a plain estimate
+    assert summary_line(result).endswith("nats/token [95% CI -0.0200, +0.0010])")

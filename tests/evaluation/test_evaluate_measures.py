@@ -82,7 +82,8 @@ def test_drift_of_the_base_is_the_studys_general_loss(measured: dict[str, Any]) 
     )
     study = measured["base"]["forgetting"]
     assert found["task"] == "drift" and found["general_loss"] == study["general_loss"]
-    assert (found["general_sequences"], found["general_tokens"]) == (16, study["general_tokens"])
+    assert (found["general_sequences"], found["general_tokens"]) == (16 * 8, study["general_tokens"])
+    assert found["sampling"] == study["sampling"] and found["sampling"]["top_k"] == 0
 
 
 def test_drift_of_a_run_is_the_studys_forgetting(measured: dict[str, Any]) -> None:

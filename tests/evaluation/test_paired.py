@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deltarank.evaluation.paired import paired_difference
+from deltarank.evaluation.paired import paired_difference, paired_share
 
 
 def test_the_estimate_is_the_token_weighted_difference_and_the_interval_covers_it() -> None:
@@ -48,3 +48,22 @@ def test_the_interval_narrows_with_more_sequences() -> None:
         assert found is not None
         widths.append(found["ci95_high"] - found["ci95_low"])
     assert widths[1] < widths[0] / 2  # ∝ 1/√n: 4× narrower expected
+
+
+def test_a_share_of_a_change_is_the_ratio_of_summed_changes_with_its_interval() -> None:
+    counts = [10, 20, 30]
+    reference = {"sums": [30.0, 60.0, 90.0], "counts": counts}
+    whole = {"sums": [20.0, 40.0, 60.0], "counts": counts}  # every sequence's loss down by 1/3
+    part = {"sums": [21.0, 44.0, 60.0], "counts": counts}  # keeps 90%, 80% and 100% of each drop
+    found = paired_share(part, whole, reference)
+    assert found is not None
+    assert found["estimate"] == pytest.approx((9 + 16 + 30) / (10 + 20 + 30))
+    assert 0.8 <= found["ci95_low"] <= found["estimate"] <= found["ci95_high"] <= 1.0
+    assert paired_share(whole, whole, reference) == {
+        **found,
+        "estimate": 1.0,
+        "ci95_low": 1.0,
+        "ci95_high": 1.0,
+    }
+    assert paired_share(part, reference, reference) is None  # nothing changed: no share
+    assert paired_share(part, whole, {"sums": [1.0], "counts": [1]}) is None  # other sequences

@@ -43,7 +43,7 @@ def test_learning_figure_content(tmp_path: Path) -> None:
     front = lines["Pareto front"]
     # base, lora@20, lora@40, full@20, full@40, full@60; lora@60 (learns 0.35, forgets 0.2) is dominated.
     assert list(front.get_xdata()) == pytest.approx([0.0, 0.02, 0.05, 0.10, 0.25, 0.40])
-    assert ax.get_xlabel() == "forgetting (rise in general-text loss)"
+    assert ax.get_xlabel() == "forgetting: KL(base‖tuned), nats/token"
     assert ax.get_ylabel() == "learning (drop in code loss)"
     assert fig.get_size_inches()[0] == pytest.approx(3.3)
 

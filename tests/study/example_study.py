@@ -28,9 +28,15 @@ def run(
     weight_decay: float = 0.0,
     lora_r: int | None = None,
     steps: int = 10,
+    lr: float | None = None,
+    examples: int = 200,
+    offsets: tuple[float, ...] = (),
 ) -> dict[str, Any]:
-    """One run row as the runner writes it."""
+    """One run row as the runner writes it; with `offsets`, each sequence's loss is the run's loss (held-out)
+    or general loss plus the offset, 10 tokens per sequence (`per_sequence`, for the evaluation intervals)."""
     coordinates: dict[str, Any] = {"method": method, "data_size": size, "seed": seed}
+    if lr is not None:
+        coordinates["lr"] = lr
     if weight_decay:
         coordinates["weight_decay"] = weight_decay
     if model != "tiny":
@@ -39,44 +45,62 @@ def run(
     if loss is not None:
         learning.update(held_out_loss=loss, held_out_loss_change=loss - 2.0)
     if accuracy is not None:
-        learning.update(accuracy=accuracy, accuracy_change=accuracy - 0.5)
+        learning.update(accuracy=accuracy, accuracy_change=accuracy - 0.5, accuracy_examples=examples)
     diversity = {} if distinct is None else {"distinct_per_prompt": distinct, "distinct_2": distinct / 10}
-    return {
-        "name": name,
-        "coordinates": coordinates,
-        "from": None,
-        "base": model,
-        "settings": {
-            "method": method,
-            "model": model,
-            "data": "builtin:zh-sentiment",
-            "data_size": size,
-            "lr": 1e-4 if method == "lora" else 1e-5,
-            "lora_r": lora_r,
-            "max_steps": steps,
-            "epochs": 1,
-            "weight_decay": weight_decay,
-            "attention_dropout": 0.0,
-            "seed": seed,
+    return with_sequences(
+        {
+            "name": name,
+            "coordinates": coordinates,
+            "from": None,
+            "base": model,
+            "settings": {
+                "method": method,
+                "model": model,
+                "data": "builtin:zh-sentiment",
+                "data_size": size,
+                "lr": lr if lr is not None else 1e-4 if method == "lora" else 1e-5,
+                "lora_r": lora_r,
+                "max_steps": steps,
+                "epochs": 1,
+                "weight_decay": weight_decay,
+                "attention_dropout": 0.0,
+                "seed": seed,
+            },
+            "learning": learning,
+            "forgetting": {"general_loss": 1.0 + rise, "general_loss_rise": rise},
+            "diversity": diversity,
+            "cost": {
+                "trainable_parameters": trainable,
+                "total_parameters": total,
+                "trainable_share": trainable / (total - trainable if method != "full" else total),
+                "tokens": tokens,
+                "steps": steps,
+                "train_seconds": device_seconds,
+                "device_seconds": device_seconds,
+                "peak_memory_bytes": 512 * MIB,
+                "stored_bytes": 4 * MIB,
+            },
+            "ranks": {}
+            if ranks is None
+            else {m: {"energy_90_median": v, "noise_floor_median": v / 2} for m, v in ranks.items()},
         },
-        "learning": learning,
-        "forgetting": {"general_loss": 1.0 + rise, "general_loss_rise": rise},
-        "diversity": diversity,
-        "cost": {
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "trainable_share": trainable / (total - trainable if method != "full" else total),
-            "tokens": tokens,
-            "steps": steps,
-            "train_seconds": device_seconds,
-            "device_seconds": device_seconds,
-            "peak_memory_bytes": 512 * MIB,
-            "stored_bytes": 4 * MIB,
-        },
-        "ranks": {}
-        if ranks is None
-        else {m: {"energy_90_median": v, "noise_floor_median": v / 2} for m, v in ranks.items()},
+        offsets,
+    )
+
+
+def with_sequences(row: dict[str, Any], offsets: tuple[float, ...]) -> dict[str, Any]:
+    """The row with `per_sequence` records: each sequence's held-out (general) loss is the row's held-out
+    (general) loss plus its offset, 10 tokens each; the row unchanged without offsets."""
+    losses = (
+        ("held_out", row["learning"].get("held_out_loss")),
+        ("general", row["forgetting"]["general_loss"]),
+    )
+    per_sequence = {
+        part: {"sums": [(mean + o) * 10 for o in offsets], "counts": [10] * len(offsets)}
+        for part, mean in losses
+        if offsets and mean is not None
     }
+    return {**row, "per_sequence": per_sequence} if per_sequence else row
 
 
 def document(name: str, runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +151,14 @@ def biderman_study() -> dict[str, Any]:
         ),
         run("full-wd-s0", "full", seed=0, loss=1.25, rise=0.29, weight_decay=1e-4, trainable=100_000),
     ]
+    offsets = {  # each run's per-sequence losses about its mean (so the evaluation intervals are narrow)
+        "full-s0": (0.10, -0.10, 0.05, -0.05),
+        "full-s1": (0.11, -0.09, 0.04, -0.06),
+        "lora-s0": (0.12, -0.08, 0.03, -0.07),
+        "lora-s1": (0.10, -0.10, 0.06, -0.06),
+        "full-wd-s0": (0.09, -0.11, 0.06, -0.04),
+    }
+    runs = [with_sequences(r, offsets[r["name"]]) for r in runs]
     base = {
         "learning": {"held_out_loss": 2.0},
         "forgetting": {"general_loss": 1.0},

@@ -227,3 +227,23 @@ def delta_svd(delta: Delta) -> DeltaSVD:
         return DeltaSVD(*kronecker_svd(*delta.kron, delta.scale), delta.kind)
     u, s, vh = torch.linalg.svd(delta.dense(), full_matrices=False)  # (m, k), (k,), (k, n)
     return DeltaSVD(u, s, vh.mT, delta.kind)
+
+
+def activation_weighted_singular_values(delta: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:
+    """σ(ΔW Σ_x^{1/2}): the spectrum of ΔW as the layer's inputs use it.
+
+    Σ_x = E[x xᵀ] is the second moment of the layer's inputs (`deltarank.evaluation.activations`), so
+    Σ_i σ_i² = ‖ΔW Σ_x^{1/2}‖_F² = E‖ΔW x‖²: each σ_i² is the output change one direction makes on the inputs
+    the layer sees, and a direction of ΔW along inputs that never occur counts for nothing. Σ_x^{1/2} is the
+    symmetric square root (eigenvalues below 0 from rounding clamped to 0), in float64.
+
+    Args:
+        delta: ΔW in the (out, in) orientation of an nn.Linear weight, shape (m, n).
+        second_moment: Σ_x, shape (n, n), symmetric positive semi-definite.
+
+    Returns:
+        (min(m, n),) descending, float64.
+    """
+    values, vectors = torch.linalg.eigh(second_moment.to(torch.float64))  # (n,), (n, n)
+    root = (vectors * values.clamp(min=0).sqrt()) @ vectors.mT  # Σ_x^{1/2}, (n, n)
+    return singular_values(delta.to(torch.float64) @ root, "svd")

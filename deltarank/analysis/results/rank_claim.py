@@ -7,17 +7,21 @@ named, and every report shows all of them side by side, since they can disagree 
 MLP view is 12.6× and the all-module view 6.4×, because k_proj/v_proj are only 192 wide). A new normalisation is
 one more entry in `VIEWS`.
 
-The verdict per view is `supported` when the multiple lies in the claim's 10–100× range and `not supported`
-otherwise (above 100× too: the claim states a range). The claim's verdict is `supported` when every view
-supports it, `not supported` when none does, and `view-dependent` when the views disagree.
+The verdict per view uses the three labels of `deltarank.analysis.results.claim_statistic`: `consistent` when the
+multiple's 95% interval lies in the claim's 10–100× range, `inconsistent` when it lies entirely outside (above
+100× too: the claim states a range), else `inconclusive`. The interval is Student's t over the seeds of the full
+run (on the log of the multiple) when there are two or more (`seed_views`); with one seed it is the point itself
+and the report says training noise is not included. The claim's verdict is the views' common label, and
+`inconclusive` when they disagree (`view_dependent` is then true).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from deltarank.analysis.results.claim_statistic import INCONCLUSIVE, interval_label
 from deltarank.analysis.results.medians import median
 
 RANK_RANGE = (10.0, 100.0)
@@ -46,61 +50,106 @@ VIEWS: dict[str, tuple[Callable[[Mapping[str, float]], list[float]], str]] = {
 }
 
 
-def view_verdict(multiple: float | None, band: tuple[float, float] = RANK_RANGE) -> str | None:
-    """`supported` inside the claim's range (10–100× by default), `not supported` outside it, None without a
-    value."""
+def view_verdict(
+    multiple: float | None,
+    band: tuple[float, float] = RANK_RANGE,
+    interval: tuple[float, float] | None = None,
+) -> str | None:
+    """The view's label against `band`: from its interval when there is one, else from the multiple itself
+    (`consistent` inside, `inconsistent` outside); None without a value."""
     if multiple is None:
         return None
-    low, high = band
-    return "supported" if low <= multiple <= high else "not supported"
+    low, high = interval if interval is not None else (multiple, multiple)
+    return interval_label(low, high, band)
 
 
 def combined_verdict(verdicts: list[str | None]) -> str:
-    """`supported` when every view with a value supports the claim, `not supported` when none does,
-    `view-dependent` when they disagree, `cannot tell` without any value."""
+    """The views' common label; `inconclusive` when they disagree or none has a value."""
     known = {v for v in verdicts if v is not None}
-    if not known:
-        return "cannot tell"
-    return known.pop() if len(known) == 1 else "view-dependent"
+    return known.pop() if len(known) == 1 else INCONCLUSIVE
+
+
+def seed_interval(multiples: list[float]) -> tuple[float, float] | None:
+    """The 95% Student t interval of the geometric mean of per-seed multiples (on their logarithm); None with
+    fewer than two seeds or a non-positive multiple."""
+    if len(multiples) < 2 or min(multiples) <= 0:
+        return None
+    from scipy import stats
+
+    logs = [math.log(m) for m in multiples]
+    mean = sum(logs) / len(logs)
+    std = math.sqrt(sum((v - mean) ** 2 for v in logs) / (len(logs) - 1))
+    half = float(stats.t.ppf(0.975, len(logs) - 1)) * std / math.sqrt(len(logs))
+    return math.exp(mean - half), math.exp(mean + half)
 
 
 def _views(
-    per_module: Mapping[str, float | None], divisor: float, band: tuple[float, float], unit: str
+    per_module: Mapping[str, float | None],
+    divisor: float,
+    band: tuple[float, float],
+    unit: str,
+    seeds: Sequence[Mapping[str, float | None]] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Every view of per-module values divided by `divisor`: its median, verdict against `band`, module count."""
-    known = {m: float(v) for m, v in per_module.items() if v is not None and not math.isnan(v)}
+    """Every view of per-module values divided by `divisor`: its median, verdict against `band`, module count;
+    with two or more `seeds` (the per-module values of each seed's run) the seed interval of the multiple."""
     views: dict[str, dict[str, Any]] = {}
     for name, (select, meaning) in VIEWS.items():
-        values = select(known)
-        middle = median(values)
-        multiple = None if middle is None or divisor <= 0 else middle / divisor
+        multiple = _multiple(select, per_module, divisor)
+        per_seed = [m for seed in seeds if (m := _multiple(select, seed, divisor)) is not None]
+        interval = seed_interval(per_seed) if len(per_seed) == len(seeds) else None
         views[name] = {
             "multiple": multiple,
-            "verdict": view_verdict(multiple, band),
-            "modules": len(values),
+            "verdict": view_verdict(multiple, band, interval),
+            "modules": len(select(_known(per_module))),
             "meaning": f"{meaning}, {unit}",
+            "ci95": None if interval is None else list(interval),
+            "seeds": max(len(seeds), 1),
         }
     return views
 
 
-def rank_multiple(full_energy_90: Mapping[str, float | None], lora_r: float) -> dict[str, Any]:
+def _known(per_module: Mapping[str, float | None]) -> dict[str, float]:
+    return {m: float(v) for m, v in per_module.items() if v is not None and not math.isnan(v)}
+
+
+def _multiple(
+    select: Callable[[Mapping[str, float]], list[float]],
+    per_module: Mapping[str, float | None],
+    divisor: float,
+) -> float | None:
+    middle = median(select(_known(per_module)))
+    return None if middle is None or divisor <= 0 else middle / divisor
+
+
+def rank_multiple(
+    full_energy_90: Mapping[str, float | None],
+    lora_r: float,
+    seeds: Sequence[Mapping[str, float | None]] = (),
+) -> dict[str, Any]:
     """The claim's numbers and verdicts for one full run (or the per-module medians over several).
 
     Args:
         full_energy_90: Median energy_90 of the full fine-tune's ΔW per module type (None or NaN: not
             measured).
         lora_r: The LoRA rank r the claim divides by.
+        seeds: The same per-module values of each seed's full run (two or more give the views an interval).
 
     Returns:
-        `{"lora_r", "views": {name: {"multiple", "verdict", "modules", "meaning"}}, "verdict"}`; a view's
-        multiple is None when the run has none of its module types.
+        `{"lora_r", "views": {name: {"multiple", "verdict", "modules", "meaning", "ci95", "seeds"}}, "verdict",
+        "view_dependent"}`; a view's multiple is None when the run has none of its module types.
     """
-    views = _views(full_energy_90, lora_r, RANK_RANGE, "energy_90 ÷ r")
-    verdict = combined_verdict([v["verdict"] for v in views.values()])
-    return {"lora_r": lora_r, "views": views, "verdict": verdict}
+    views = _views(full_energy_90, lora_r, RANK_RANGE, "energy_90 ÷ r", seeds)
+    return {"lora_r": lora_r, "views": views, **_verdict(views)}
 
 
-def width_share(full_share: Mapping[str, float | None]) -> dict[str, Any]:
+def _verdict(views: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    labels = {v["verdict"] for v in views.values() if v["verdict"] is not None}
+    return {"verdict": combined_verdict(list(labels)), "view_dependent": len(labels) > 1}
+
+
+def width_share(
+    full_share: Mapping[str, float | None], seeds: Sequence[Mapping[str, float | None]] = ()
+) -> dict[str, Any]:
     """The claim on the width-aware scale: per module type the median over layers of energy_90 ÷ min(m, n)
     of the full fine-tune's ΔW, in every view, against the paper's 3.9–39% of the width (`WIDTH_RANGE`).
 
@@ -108,34 +157,40 @@ def width_share(full_share: Mapping[str, float | None]) -> dict[str, Any]:
         `{"range", "views": {name: {"multiple" (the share of the width), "verdict", "modules", "meaning"}},
         "verdict"}`.
     """
-    views = _views(full_share, 1.0, WIDTH_RANGE, "energy_90 ÷ width")
-    return {
-        "range": list(WIDTH_RANGE),
-        "views": views,
-        "verdict": combined_verdict([v["verdict"] for v in views.values()]),
-    }
+    views = _views(full_share, 1.0, WIDTH_RANGE, "energy_90 ÷ width", seeds)
+    return {"range": list(WIDTH_RANGE), "views": views, **_verdict(views)}
 
 
 def describe(claim: Mapping[str, Any]) -> str:
-    """One sentence with every view: `MLP 12.6× r = 16 (supported), all modules 6.4× (not supported)`."""
-    parts = []
-    for name, view in claim["views"].items():
-        label = name.replace("_", " ").replace("mlp", "MLP")
-        value = "–" if view["multiple"] is None else f"{view['multiple']:.1f}×"
-        parts.append(f"{label} {value} ({view['verdict'] or 'not measured'})")
-    return f"{', '.join(parts)} of r = {claim['lora_r']:g}"
+    """One sentence with every view: `MLP 12.6× r = 16 (consistent), all modules 6.4× (inconsistent)`, each
+    multiple with its seed interval when it has one."""
+    return f"{_describe_views(claim, '.1f', '×')} of r = {claim['lora_r']:g}{_seed_note(claim)}"
 
 
 def describe_width(claim: Mapping[str, Any]) -> str:
-    """One sentence: `MLP 35% of the width (supported), all modules 18% (supported); the paper's 10–100× of
+    """One sentence: `MLP 35% of the width (consistent), all modules 18% (consistent); the paper's 10–100× of
     r = 16 on 4096-wide matrices is 3.9–39%`."""
+    low, high = claim["range"]
+    return (
+        f"{_describe_views(claim, '.0%', '')} of the width; the paper's {RANK_RANGE[0]:g}–{RANK_RANGE[1]:g}× of "
+        f"r = {PAPER_R} on {PAPER_WIDTH}-wide matrices is {low:.1%}–{high:.0%}{_seed_note(claim)}"
+    )
+
+
+def _describe_views(claim: Mapping[str, Any], spec: str, unit: str) -> str:
     parts = []
     for name, view in claim["views"].items():
         label = name.replace("_", " ").replace("mlp", "MLP")
-        value = "–" if view["multiple"] is None else f"{view['multiple']:.0%}"
+        value = "–" if view["multiple"] is None else format(view["multiple"], spec) + unit
+        if view.get("ci95"):
+            value += " [" + ", ".join(format(v, spec) for v in view["ci95"]) + "]"
         parts.append(f"{label} {value} ({view['verdict'] or 'not measured'})")
-    low, high = claim["range"]
-    return (
-        f"{', '.join(parts)} of the width; the paper's {RANK_RANGE[0]:g}–{RANK_RANGE[1]:g}× of r = {PAPER_R} on "
-        f"{PAPER_WIDTH}-wide matrices is {low:.1%}–{high:.0%}"
-    )
+    return ", ".join(parts)
+
+
+def _seed_note(claim: Mapping[str, Any]) -> str:
+    """`; one seed: training noise not included` when no view has a seed interval."""
+    views = claim["views"].values()
+    if any(v.get("ci95") for v in views) or all(v["multiple"] is None for v in views):
+        return ""
+    return "; one seed: training noise not included"

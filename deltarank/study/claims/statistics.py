@@ -102,22 +102,30 @@ def compare(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
         "n_b": n_b,
         "within_noise": None,
     }
-    if n_a < 2 or n_b < 2:
+    half = seed_half_width([(1.0, a), (-1.0, b)])
+    if half is None:
         return result
-    from scipy import stats
-
-    var_a = _variance(a) / n_a
-    var_b = _variance(b) / n_b
-    se = math.sqrt(var_a + var_b)
     diff = float(result["difference"])
-    if se == 0:
-        low = high = diff
-    else:
-        dof = (var_a + var_b) ** 2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
-        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * se
-        low, high = diff - half, diff + half
+    low, high = diff - half, diff + half
     result.update(ci95_low=low, ci95_high=high, within_noise=low <= 0 <= high)
     return result
+
+
+def seed_half_width(terms: Sequence[tuple[float, Sequence[float]]]) -> float | None:
+    """The 95% half-width of Σ wᵢ · mean(valuesᵢ) from the spread of each term's values over seeds: Welch's
+    t interval generalised to a linear combination (variance Σ wᵢ² sᵢ² / nᵢ, Welch–Satterthwaite degrees of
+    freedom). None when a term with a non-zero weight has fewer than two values."""
+    weighted = [(w, v) for w, v in terms if w]
+    if not weighted or any(len(v) < 2 for _, v in weighted):
+        return None
+    parts = [(w * w * _variance(v) / len(v), len(v)) for w, v in weighted]
+    total = sum(p for p, _ in parts)
+    if total == 0:
+        return 0.0
+    from scipy import stats
+
+    dof = total**2 / sum(p * p / (n - 1) for p, n in parts if p)
+    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * math.sqrt(total)
 
 
 def _variance(values: Sequence[float]) -> float:

@@ -1,10 +1,10 @@
 """What every claim check shares: the claim record and its verdicts, runs matched on context, the learning score.
 
-A check returns a claim record (`claim_result`) whose source is a reference study (`BIDERMAN`, `BELLE`) and
-whose verdict is one of:
-
-- `supported`, `not supported`, `mixed` (the runs disagree), `within noise` (repeated seeds: the 95% interval
-  of the deciding difference contains 0) or `cannot tell` (the runs exist but a needed measurement does not).
+A check returns a claim record (`claim_result`) whose source is a reference study (`BIDERMAN`, `BELLE`), with
+the declared statistics behind it (`deltarank.analysis.results.claim_statistic`: an estimate with units, its 95%
+interval of evaluation and seed noise) and one of three verdicts: `consistent` (every interval inside the
+claim's range), `inconsistent` (an interval entirely outside it) or `inconclusive` (anything else, a missing
+measurement included).
 
 Learning is the exact-match accuracy where every compared run has one, else the held-out loss (lower = more
 learned); forgetting is the rise of the loss on the base model's own general text. Runs are matched on their
@@ -21,7 +21,6 @@ from deltarank.figures.study_rows import Run, accuracy, held_out_loss, setting
 BIDERMAN = "Biderman et al. 2024"
 BELLE = "BELLE, Sun et al. 2023"
 CONTEXT = ("model", "data", "data_size", "max_steps", "epochs", "seed")
-CLEAR_MAJORITY = 2 / 3
 
 Measure = Callable[[Run], "float | None"]
 
@@ -47,11 +46,6 @@ def claim_result(
         "evidence": evidence,
         "numbers": numbers,
     }
-
-
-def majority_verdict(share: float) -> str:
-    """`supported` when more than half of the comparisons agree with the claim, else `not supported`."""
-    return "supported" if share > 0.5 else "not supported"
 
 
 def context(run: Run, keys: Sequence[str] = CONTEXT) -> tuple[Any, ...]:

@@ -19,7 +19,7 @@ from deltarank.evaluation import defaults
 # keys a run's measurement.json hash leaves out: measured at the study level (the subspace of pairs of runs)
 STUDY_LEVEL_KEYS = ("intruders", "similarity", "seed_null")
 # keys added after studies were measured: left out of the hash at their default, so those measurements hold
-LATER_KEYS = {"checkpoints": False}
+LATER_KEYS = {"checkpoints": False, "functional_rank": False}
 HELD_OUT_PROMPTS = "held_out"  # diversity_prompts' default: prompts of the run's held-out set
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 
@@ -35,7 +35,11 @@ class EvaluateSpec:
             run trains on builtin:zh-sentiment or builtin:math, else no accuracy.
         accuracy_examples: Examples answered for the accuracy.
         forgetting: Extra held-out data specs whose loss rise also counts as forgetting.
-        general_tokens: Tokens of each base-model answer in the general-text forgetting set.
+        general_tokens: Tokens (at most) of each base-model sample in the forgetting set.
+        general_samples: Samples per general prompt in the forgetting set (drawn at T = 1, untruncated: the
+            loss rise on them estimates KL(base ‖ tuned) per token, `deltarank.evaluation.drift`). A key of
+            the measurement hash at every value: measurements made before it (on T = 0.7, top_p 0.9 answers)
+            are redone.
         diversity_prompts: `builtin:humaneval`, a JSONL of {"prompt": ...}, or `held_out` (the default): the
             prompts of the run's held-out set (`deltarank.evaluation.prompts.held_out_prompts`); None (`null` in
             the study file): no diversity.
@@ -52,14 +56,18 @@ class EvaluateSpec:
         similarity: Pairs of run names whose ΔW subspaces are compared (φ, DIR/similarity-<a>-<b>.json).
         seed_null: For full fine-tuning runs that differ only in seed, the spectrum of W_a − W_b of the first
             two seeds (DIR/spectra/seed-null-<a>-<b>.json): the rank that training noise alone reaches.
+        functional_rank: For every run with a ΔW, the share of its learning (held-out loss drop) and of its
+            drift (forgetting) that the top k directions of every ΔW carry, k = 1, 2, 4, … up to the width,
+            and k₉₀ (`deltarank.study.measure.functional_rank`).
     """
 
     held_out: str | None = None
-    held_out_sequences: int = 32
+    held_out_sequences: int = defaults.HELD_OUT_SEQUENCES
     accuracy: str | None = None
     accuracy_examples: int = 40
     forgetting: tuple[str, ...] = ()
     general_tokens: int = defaults.GENERAL_TOKENS
+    general_samples: int = defaults.GENERAL_SAMPLES
     diversity_prompts: str | None = HELD_OUT_PROMPTS
     diversity_n: int = defaults.DIVERSITY_PROMPTS
     diversity_samples: int = defaults.DIVERSITY_SAMPLES
@@ -72,6 +80,7 @@ class EvaluateSpec:
     intruders: bool = False
     similarity: tuple[tuple[str, str], ...] = ()
     seed_null: bool = False
+    functional_rank: bool = False
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
@@ -104,12 +113,13 @@ class EvaluateSpec:
         return spec
 
     def held_out_for(self, data: str) -> str | None:
-        """The held-out set of a run trained on `data` (None: none known, give `held_out`)."""
+        """The held-out set of a run trained on `data` (None: none known, give `held_out`; builtin:self-samples
+        has none)."""
         if self.held_out is not None:
             return self.held_out
-        from deltarank.train.builtin_data import is_builtin, parse_builtin
+        from deltarank.train.builtin_data import held_out_name, is_builtin
 
-        return f"builtin:{parse_builtin(data).dataset}:test" if is_builtin(data) else None
+        return held_out_name(data) if is_builtin(data) else None
 
     def accuracy_for(self, data: str) -> str | None:
         """The closed-answer set of a run trained on `data`, or None."""

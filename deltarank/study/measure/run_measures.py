@@ -5,11 +5,12 @@ and the ranks of ΔW (what to measure: the study file's `evaluate:`, `deltarank.
   `deltarank.evaluation.loss.held_out_loss`), and the exact-match accuracy of greedy answers where the data
   has closed answers (`deltarank.evaluation.accuracy`: `builtin:zh-sentiment:test`: 正面 / 负面;
   `builtin:math:test`: the final number);
-- forgetting, as `deltarank reproduce` measures it: the rise of the loss on the base model's own sampled
-  answers to general prompts (`deltarank.evaluation.drift`; written once by `measure_base` to
-  `general_text.jsonl`; each record is kept whole, never cut at `seq_len`: its answer is `general_tokens` long
-  at most, so this equals reproduce's measurement wherever reproduce's records fit its seq_len), plus the loss
-  rise on every `evaluate.forgetting` data spec;
+- forgetting, as `deltarank reproduce` measures it: the mean per-token KL(base ‖ tuned), estimated as the rise
+  of the loss on the base model's own samples (T = 1, untruncated) to general prompts
+  (`deltarank.evaluation.drift`; written once by `measure_base` to `general_text.jsonl`, drawn again when the
+  file there was drawn otherwise; each record is scored whole, on its sampled token ids, never cut at
+  `seq_len`: its answer is `general_tokens` long at most), plus the loss rise on every `evaluate.forgetting`
+  data spec;
 - diversity: k samples per prompt, counted by `deltarank.evaluation.diversity`;
 - cost: from the run's `run.json` (see `cost_of`);
 - ranks: the medians over layers, per module type, of energy_90 and of the noise-floor rank of ΔW
@@ -45,8 +46,9 @@ def measure_base(
 ) -> dict[str, Any]:
     """The base model's measurements (JSON-serialisable), the reference for forgetting and diversity.
 
-    Writes work_dir/general_text.jsonl (the forgetting set, generated once: an existing file is reused) and,
-    when diversity is asked for, work_dir/generations.jsonl.
+    Writes work_dir/general_text.jsonl (the forgetting set, generated once: an existing file is reused only
+    when it was drawn as `spec` and `seed` ask, `deltarank.evaluation.drift.current_general_text`) and, when
+    diversity is asked for, work_dir/generations.jsonl.
 
     Returns:
         {"model", "learning", "forgetting", "diversity"} (the sections a run has, without cost and ranks).
@@ -55,7 +57,12 @@ def measure_base(
         DeltarankError: a missing model or data set, bad diversity prompts.
     """
     from deltarank.analysis.engine.compute import resolve_device
-    from deltarank.evaluation.drift import GENERAL_TEXT, general_text, write_general_text
+    from deltarank.evaluation.drift import (
+        GENERAL_TEXT,
+        current_general_text,
+        general_text,
+        write_general_text,
+    )
     from deltarank.evaluation.models import ready_for_evaluation
     from deltarank.train.models import load_model, load_tokenizer, resolve_model
 
@@ -65,8 +72,11 @@ def measure_base(
     base = ready_for_evaluation(load_model(source), resolve_device(device))
     work_dir.mkdir(parents=True, exist_ok=True)
     general_path = work_dir / GENERAL_TEXT
-    if not general_path.is_file():
-        write_general_text(general_path, general_text(base, tokenizer, spec.general_tokens, seed))
+    if current_general_text(general_path, spec.general_tokens, spec.general_samples, seed) is None:
+        if general_path.is_file():
+            logger.info("%s was drawn otherwise (older sampling or sizes): sampling it again", general_path)
+        records = general_text(base, tokenizer, spec.general_tokens, seed, spec.general_samples)
+        write_general_text(general_path, records)
     result = _measure(base, tokenizer, data, spec, work_dir, seed)
     return {"model": source.describe(), **result}
 
@@ -100,7 +110,7 @@ def measure_run(
     Raises:
         DeltarankError: no run.json in run_dir, a missing model, data or forgetting set.
     """
-    from deltarank.evaluation.drift import GENERAL_TEXT, read_general_text
+    from deltarank.evaluation.drift import GENERAL_TEXT, current_general_text
     from deltarank.evaluation.models import EvalModels
     from deltarank.io.model_ref import read_run_record
     from deltarank.io.run_directory import RunDirectory
@@ -110,9 +120,9 @@ def measure_run(
     record = read_run_record(run_dir)
     method = str(record.get("method"))
     spec.check_sets(data)
-    general_path = base_dir / GENERAL_TEXT
-    if not general_path.is_file():
-        raise InputError(base_dir, f"no {GENERAL_TEXT}: measure the base model first")
+    general = current_general_text(base_dir / GENERAL_TEXT, spec.general_tokens, spec.general_samples)
+    if general is None:
+        raise InputError(base_dir, f"no {GENERAL_TEXT} drawn as evaluate: asks: measure the base model first")
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
     loader = EvalModels(source, device)
@@ -124,7 +134,6 @@ def measure_run(
     steps = RunDirectory(run_dir).steps(final_step) if spec.checkpoints else [(final_step, run_dir)]
     result: dict[str, Any] = {**found, "cost": cost_of(record)}
     if spec.checkpoints:
-        general = read_general_text(general_path)
         tokens_per_step = float(record.get("tokens_seen") or 0) / max(final_step, 1)
         curve = []
         for step, path in steps[:-1]:
@@ -134,6 +143,12 @@ def measure_run(
         final["general_loss"] = found["forgetting"].get("general_loss")
         curve.append({"step": final_step, "tokens": round(final_step * tokens_per_step), **final})
         result["checkpoints"] = [_point_changes(point, base) for point in curve]
+    if spec.functional_rank and method not in NO_DELTA_METHODS:
+        from deltarank.study.measure.functional_rank import measure_functional_rank
+
+        result["functional_rank"] = measure_functional_rank(
+            loader, run_dir, tokenizer, spec, data, general, measured=(base, found)
+        )
     del loader
     if method in NO_DELTA_METHODS:
         result["ranks"] = {}

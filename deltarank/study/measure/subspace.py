@@ -46,16 +46,21 @@ def seed_null_file(a: str, b: str) -> str:
     return f"spectra/seed-null-{a}-{b}.json"
 
 
-def seed_pairs(study: Study, out_dir: Path) -> list[tuple[str, str]]:
-    """The first two runs of every group of full fine-tuning runs that differ only in seed (same coordinates
-    but `seed`, same parent), in the study's order."""
+def seed_groups(study: Study, out_dir: Path) -> list[list[str]]:
+    """The groups of two or more full fine-tuning runs that differ only in seed (same coordinates but `seed`,
+    same parent), each in the study's order."""
     groups: dict[str, list[str]] = {}
     for run in study.runs:
         if str(run.config.get("method")) != "full" or not (out_dir / run.name).is_dir():
             continue
         key = repr((sorted((k, str(v)) for k, v in run.coordinates.items() if k != "seed"), run.parent))
         groups.setdefault(key, []).append(run.name)
-    return [(names[0], names[1]) for names in groups.values() if len(names) >= 2]
+    return [names for names in groups.values() if len(names) >= 2]
+
+
+def seed_pairs(study: Study, out_dir: Path) -> list[tuple[str, str]]:
+    """The first two runs of every seed group (`seed_groups`): the runs of its seed null."""
+    return [(names[0], names[1]) for names in seed_groups(study, out_dir)]
 
 
 def measure_subspace(

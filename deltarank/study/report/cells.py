@@ -15,3 +15,12 @@ def fmt(value: Any, spec: str) -> str:
     if spec == "mib":
         return f"{float(value) / MIB:.1f}"
     return format(value, spec)
+
+
+def forgetting_cell(value: Any, interval: Any) -> str:
+    """A forgetting (KL estimate) cell: the number, and where its 95% interval lies entirely below 0 the words
+    that say so (`deltarank.evaluation.drift.BELOW_ZERO`), never a plain negative forgetting."""
+    from deltarank.evaluation.drift import BELOW_ZERO, below_zero
+
+    text = fmt(value, "+.4f")
+    return f"{text} ({BELOW_ZERO})" if below_zero(interval) else text

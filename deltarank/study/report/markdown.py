@@ -1,7 +1,8 @@
 """report.md of a study, from study.json alone: the runs, the seed groups, what is within noise, the claims.
 
-Sections: the table of runs (coordinates, learning, forgetting, diversity, cost, the median ΔW energy_90),
-ΔW ranks per module type, seed groups with 95% intervals, the differences between groups that differ in one
+Sections: the table of runs (coordinates, learning, forgetting, diversity, cost, the median ΔW energy_90 and,
+when measured, k₉₀ func), ΔW ranks per module type, r0.9 above the self-sample and seed nulls, the functional
+rank (`deltarank.study.report.functional_rank`), seed groups with 95% intervals, the differences between groups that differ in one
 coordinate (within noise or not) and the reference claims that apply (`deltarank.study.claims.reference`).
 """
 
@@ -11,11 +12,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deltarank.evaluation.drift import BELOW_ZERO, BELOW_ZERO_WHY, below_zero
 from deltarank.figures.study_rows import bases, rank_summary
 from deltarank.io.atomic import write_atomic
 from deltarank.study.claims.reference import check_claims
 from deltarank.study.claims.statistics import compare, flatten_metrics
-from deltarank.study.report.cells import fmt
+from deltarank.study.report.cells import fmt, forgetting_cell
+from deltarank.study.report.functional_rank import functional_rank_table, k90_cell
 
 # (column header, section, key, format) of the runs table; a column shows when any run (or the base) has it.
 RUN_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -59,8 +62,8 @@ def render_report(study: Mapping[str, Any], summary: Mapping[str, Any] | None = 
         lines += [str(info["description"]), ""]
     lines += [
         f"{len(runs)} runs. Learning: held-out loss per trained token (Δ: against the base model) and exact-match "
-        "accuracy where the data has closed answers; forgetting: rise of the loss on the base model's own answers "
-        "to general prompts; diversity: distinct output strings per prompt (ws: after whitespace normalisation) "
+        "accuracy where the data has closed answers; forgetting: KL(base‖tuned), nats/token, estimated as the rise "
+        "of the loss on the base model's own samples (T = 1, untruncated) to general prompts; diversity: distinct output strings per prompt (ws: after whitespace normalisation) "
         "and distinct-2 (distinct / all whitespace-token bigrams); device-s: training seconds × devices.",
         "",
     ]
@@ -72,7 +75,9 @@ def render_report(study: Mapping[str, Any], summary: Mapping[str, Any] | None = 
     lines += _claims_section(study)
     lines += _runs_section(study, runs)
     lines += _ranks_section(runs)
+    lines += _functional_rank_section(runs)
     lines += _seed_null_section(study, runs)
+    lines += _nulls_section(runs)
     lines += _groups_section(list(study.get("groups") or []))
     lines += _noise_section(runs)
     return "\n".join(lines).rstrip() + "\n"
@@ -111,17 +116,30 @@ def _runs_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -
     columns = [c for c in RUN_COLUMNS if any((r.get(c[1]) or {}).get(c[2]) is not None for r in everyone)]
     extra = list(dict.fromkeys(k for r in runs for k in (r.get("forgetting") or {}) if k.startswith("rise:")))
     header = ["run", *keys, *(c[0] for c in columns), *(f"forgetting {k[5:]}" for k in extra), "ΔW energy_90"]
+    functional = any("k90" in (r.get("functional_rank") or {}) for r in runs)
+    header += ["k₉₀ func"] if functional else []
     rows = []
     for row in everyone:
         is_base = id(row) in base_rows
         coordinates = row.get("coordinates") or {}
         cells = [base_rows[id(row)] if is_base else str(row.get("name"))]
         cells += ["" if is_base else str(coordinates.get(k, "")) for k in keys]
-        cells += [fmt((row.get(sec) or {}).get(key), spec) for _, sec, key, spec in columns]
+        cells += [_cell(row, sec, key, spec) for _, sec, key, spec in columns]
         cells += [fmt((row.get("forgetting") or {}).get(k), "+.4f") for k in extra]
         cells.append("" if is_base else fmt(rank_summary(row), "g"))
+        cells += [k90_cell(row)] if functional else []
         rows.append(cells)
-    return ["## Runs", "", *_table(header, rows, 1 + len(keys)), ""]
+    below = any(below_zero((r.get("forgetting") or {}).get("general_loss_rise_ci95")) for r in runs)
+    note = [f"Forgetting {BELOW_ZERO}: {BELOW_ZERO_WHY}.", ""] if below else []
+    return ["## Runs", "", *_table(header, rows, 1 + len(keys)), "", *note]
+
+
+def _cell(row: Mapping[str, Any], section: str, key: str, spec: str) -> str:
+    """One cell of the runs table (forgetting: `forgetting_cell`, with its interval)."""
+    values = row.get(section) or {}
+    if key == "general_loss_rise":
+        return forgetting_cell(values.get(key), values.get("general_loss_rise_ci95"))
+    return fmt(values.get(key), spec)
 
 
 def _ranks_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -151,6 +169,15 @@ def _ranks_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def _functional_rank_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The shares of learning and drift the top k directions of every ΔW keep (`functional_rank_table`)."""
+    found = functional_rank_table(runs)
+    if found is None:
+        return []
+    notes, header, rows = found
+    return ["## Functional rank", "", *notes, "", *_table(header, rows, 1), ""]
+
+
 def _seed_null_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """The seed nulls (study.json `subspace.seed_null`): per module type the energy_90 of W_a − W_b of two
     runs that differ only in seed, and each of the two runs' own energy_90 as a multiple of it."""
@@ -175,13 +202,49 @@ def _seed_null_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any
             base = null["energy_90_median"][module]
             cells = [module, fmt(base, "g")]
             for name in (a, b):
-                own = ((by_name.get(name) or {}).get("ranks") or {}).get(module, {}).get("energy_90_median")
-                cells.append(fmt(None if own is None or not base else own / base, ".2f"))
+                cells.append(fmt(_null_ratio(by_name.get(name) or {}, "seed", module), ".2f"))
             cells.append(fmt((null.get("cosine_median") or {}).get(module), ".2f"))
             rows.append(cells)
         header = ["module", "null energy_90", f"{a} ÷ null", f"{b} ÷ null", "cos(ΔW_a, ΔW_b)"]
         lines += [f"{a} vs {b}:", "", *_table(header, rows, 1), ""]
     return lines
+
+
+def _null_ratio(run: Mapping[str, Any], kind: str, module: str) -> float | None:
+    """A run's energy_90 ÷ its null's of `kind` for one module type (study.json `runs[].nulls`), or None."""
+    for null in run.get("nulls") or []:
+        if null.get("kind") == kind:
+            return ((null.get("modules") or {}).get(module) or {}).get("ratio")
+    return None
+
+
+def _nulls_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each run's r0.9 against its nulls (study.json `runs[].nulls`): per module type, run ÷ null (run / null)."""
+    listed = [(run, null) for run in runs for null in run.get("nulls") or []]
+    if not listed:
+        return []
+    modules = list(dict.fromkeys(m for _, null in listed for m in null.get("modules") or {}))
+    rows = []
+    for run, null in listed:
+        kind, source = null.get("kind"), null.get("null")
+        label = f"seed: {' − '.join(source)}" if kind == "seed" else f"self-sample: {source}"
+        cells = [str(run.get("name")), label]
+        for module in modules:
+            value = (null.get("modules") or {}).get(module) or {}
+            own, noise = value.get("run_energy_90"), value.get("null_energy_90")
+            cells.append(f"{fmt(value.get('ratio'), '.2f')} ({fmt(own, 'g')}/{fmt(noise, 'g')})")
+        rows.append(cells)
+    return [
+        "## r0.9 above the nulls",
+        "",
+        "Per module type, a run's energy_90 ÷ its null's (the two medians over layers in brackets). Self-sample "
+        "null: the run's settings trained on the base model's own T = 1 samples (builtin:self-samples), where "
+        "fine-tuning learns nothing in expectation, so its ΔW is optimizer and mini-batch noise; seed null: "
+        "W_a − W_b of two seeds. Near 1: the ΔW needs no more directions than noise at its settings.",
+        "",
+        *_table(["run", "null", *modules], rows, 2),
+        "",
+    ]
 
 
 def _groups_section(groups: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -3,9 +3,10 @@
 Every number comes from the study's own measurements (its rows, base measurements, kept spectra and subspace
 files); nothing is evaluated again. The keys are those `deltarank reproduce` has always written (the learning
 figure and other tools read them): `learning` and `base.target_loss` are the held-out losses, `forgetting` the
-rise of the general-text loss, `points` one per measured checkpoint, `modules` the per-module-type medians of
-energy_90 of the final full and LoRA spectra, `headline` the rank claim in its named views
-(`deltarank.analysis.results.rank_claim`), which report.md states in the same words.
+rise of the general-text loss (the estimate of KL(base ‖ tuned) per token, `deltarank.evaluation.drift`),
+`points` one per measured checkpoint, `modules` the per-module-type medians of energy_90 of the final full and
+LoRA spectra, `headline` the rank claim in its named views (`deltarank.analysis.results.rank_claim`), which
+report.md states in the same words.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from deltarank.io.atomic import write_json
 from deltarank.io.model_ref import read_run_record
 from deltarank.study.design.reproduction import RUNS
 from deltarank.study.measure.subspace import PHI_TOP
-from deltarank.study.report.cells import fmt
+from deltarank.study.report.cells import fmt, forgetting_cell
 
 SUMMARY_JSON = "summary.json"
 COST_KEYS = (
@@ -143,7 +144,7 @@ def headline(claim: dict[str, Any], width: dict[str, Any]) -> dict[str, Any]:
     return {
         "mlp_full_energy_90_over_lora_r": views["mlp"]["multiple"],
         "all_modules_full_energy_90_over_lora_r": views["all_modules"]["multiple"],
-        "holds": views["mlp"]["verdict"] == "supported",
+        "holds": views["mlp"]["verdict"] == "consistent",
         "verdict": claim["verdict"],
         "rank_claim": claim,
         "mlp_full_energy_90_over_width": width["views"]["mlp"]["multiple"],
@@ -242,7 +243,7 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
     changes, rises = intervals.get("held_out_loss_change") or {}, intervals.get("forgetting") or {}
     lines += [
         "",
-        "| run | held-out target loss | change [95% CI] | forgetting (general-text loss increase) [95% CI] | "
+        "| run | held-out target loss | change [95% CI] | forgetting: KL(base‖tuned), nats/token [95% CI] | "
         "tokens/s | wall s |",
         "|---|---:|---:|---:|---:|---:|",
         f"| base | {fmt(learn['base'], '.4f')} | – | – | – | – |",
@@ -252,7 +253,7 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
         change = None if learn[method] is None or learn["base"] is None else learn[method] - learn["base"]
         lines.append(
             f"| {method} | {fmt(learn[method], '.4f')} | {fmt(change, '+.4f')} {_ci(changes.get(method))} | "
-            f"{fmt(forget[method], '+.4f')} {_ci(rises.get(method))} | "
+            f"{forgetting_cell(forget[method], rises.get(method))} {_ci(rises.get(method))} | "
             f"{fmt(cost.get('tokens_per_second'), '.0f')} | {fmt(cost.get('wall_seconds'), '.0f')} |"
         )
     between = [

@@ -268,7 +268,10 @@ def train_run(
 
 
 def rows(study: Study, out_dir: Path) -> list[dict[str, Any]]:
-    """study.json's rows: every run's coordinates, settings and measurements (each must be measured)."""
+    """study.json's rows: every run's coordinates, settings and measurements (each must be measured), and how
+    far its r0.9 sits above its nulls (`deltarank.study.measure.nulls`)."""
+    from deltarank.study.measure.nulls import run_nulls
+
     found = []
     for run in study.runs:
         result = cached_measurement(out_dir / run.name, study.evaluate)
@@ -279,6 +282,9 @@ def rows(study: Study, out_dir: Path) -> list[dict[str, Any]]:
         row["settings"] = settings(study, run)
         row["base"] = base_key(study.root_model(run), str(run.config["data"]))
         found.append(row)
+    nulls = run_nulls(study, out_dir, found)
+    for row in found:
+        row["nulls"] = nulls[row["name"]]
     return found
 
 

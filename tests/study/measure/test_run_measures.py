@@ -81,7 +81,7 @@ def test_base_and_lora_run_measured(study_dir: dict[str, Path]) -> None:
     base_dir = study_dir["root"] / "base-eval"
     base = measure_base(str(study_dir["model"]), str(study_dir["data"]), spec, base_dir, seed=3)
     general = (base_dir / "general_text.jsonl").read_text().splitlines()
-    assert len(general) == 16  # one answer per general prompt of `reproduce`
+    assert len(general) == 16 * 8  # 8 samples (the default) of each of the 16 general prompts
     generations = [json.loads(line) for line in (base_dir / "generations.jsonl").read_text().splitlines()]
     assert [(g["prompt_id"], g["sample"]) for g in generations] == [(p, s) for p in "01" for s in range(3)]
     assert base["diversity"]["prompts"] == 2 and base["diversity"]["samples_per_prompt"] == 3
@@ -119,6 +119,43 @@ def test_base_and_lora_run_measured(study_dir: dict[str, Path]) -> None:
     for medians in run["ranks"].values():
         assert 1 <= medians["energy_90_median"] <= LORA_R
     json.dumps(run)  # JSON-serialisable
+
+
+def test_a_forgetting_set_of_the_old_sampling_is_drawn_again(study_dir: dict[str, Path]) -> None:
+    """A base folder holding a general_text.jsonl of the old sampling (T = 0.7, top_p 0.9: chat records without
+    token ids or stamp) gets a new set, drawn at T = 1 untruncated, and a run is never measured on the old one."""
+    spec = EvaluateSpec(
+        held_out=str(study_dir["held"]),
+        general_tokens=4,
+        general_samples=2,
+        seq_len=48,
+        diversity_prompts=None,
+    )
+    base_dir = study_dir["root"] / "base-old-set"
+    base_dir.mkdir()
+    old = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}] * 16
+    (base_dir / "general_text.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    run_dir = _train({**study_dir, "root": base_dir}, "lora", lora_r=LORA_R)
+    with pytest.raises(InputError, match="drawn as evaluate: asks"):
+        measure_run(run_dir, str(study_dir["model"]), str(study_dir["data"]), spec, {}, base_dir)
+
+    base = measure_base(str(study_dir["model"]), str(study_dir["data"]), spec, base_dir)
+    records = [json.loads(line) for line in (base_dir / "general_text.jsonl").read_text().splitlines()]
+    assert len(records) == 16 * 2 and all("answer_ids" in r for r in records)
+    stamp = {
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "samples_per_prompt": 2,
+        "answer_tokens": 4,
+        "seed": 0,
+    }
+    assert {json.dumps(r["sampling"], sort_keys=True) for r in records} == {json.dumps(stamp, sort_keys=True)}
+    assert (
+        base["forgetting"]["metric"] == "kl_base_tuned_per_token" and base["forgetting"]["sampling"] == stamp
+    )
+    run = measure_run(run_dir, str(study_dir["model"]), str(study_dir["data"]), spec, base, base_dir)
+    assert run["forgetting"]["sampling"] == stamp and run["forgetting"]["general_sequences"] == 32
 
 
 def test_adapter_run_has_no_ranks(study_dir: dict[str, Path]) -> None:
