@@ -42,6 +42,7 @@ def reproduction_study(
                 int(evaluate.get("held_out_sequences", 32)), SMOKE_HELD_OUT_SEQUENCES
             )
             evaluate["general_tokens"] = SMOKE_GENERAL_TOKENS
+            evaluate["general_samples"] = 1  # one answer per general prompt, as before the KL set
     if domain == "math":
         evaluate["accuracy_examples"] = MATH_EXAMPLES["quick" if quick else "long"]
     if not subspace:
