@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("study_file", required=False, type=click.Path(dir_okay=False))
 @click.option(
-    "--preset", default=None, help="A shipped study instead of STUDY_FILE: quick, biderman or belle."
+    "--preset", default=None, help="A shipped study instead of STUDY_FILE: quick, biderman, belle or sweep."
 )
 @click.option(
     "--size",

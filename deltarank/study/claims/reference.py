@@ -16,6 +16,7 @@ from deltarank.figures.study_rows import Run
 from deltarank.study.claims.belle import full_cost_multiple, lora_bigger_base, points_per_doubling
 from deltarank.study.claims.biderman import diversity_order, full_rank_multiple, regularised_like_full
 from deltarank.study.claims.learns_less_forgets_less import lora_learns_less_forgets_less
+from deltarank.study.claims.matched_rank import smallest_matching_rank
 from deltarank.study.claims.verdicts import BELLE, BIDERMAN
 
 Check = Callable[[Sequence[Run]], "dict[str, Any] | None"]
@@ -29,6 +30,7 @@ def claims_of(study: Mapping[str, Any]) -> dict[str, tuple[Check, ...]]:
             regularised_like_full,
             functools.partial(diversity_order, study=study),
             full_rank_multiple,
+            functools.partial(smallest_matching_rank, study=study),
         ),
         BELLE: (points_per_doubling, full_cost_multiple, lora_bigger_base),
     }
