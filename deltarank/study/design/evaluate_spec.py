@@ -7,6 +7,7 @@ run from its training data, and checks that the sets it names exist before any m
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -56,9 +57,10 @@ class EvaluateSpec:
         similarity: Pairs of run names whose ΔW subspaces are compared (φ, DIR/similarity-<a>-<b>.json).
         seed_null: For full fine-tuning runs that differ only in seed, the spectrum of W_a − W_b of the first
             two seeds (DIR/spectra/seed-null-<a>-<b>.json): the rank that training noise alone reaches.
-        functional_rank: For every run with a ΔW, the share of its learning (held-out loss drop) and of its
-            drift (forgetting) that the top k directions of every ΔW carry, k = 1, 2, 4, … up to the width,
-            and k₉₀ (`deltarank.study.measure.functional_rank`).
+        functional_rank: For every run with a ΔW (true) or the runs named (a list of run names), the share of
+            its learning (held-out loss drop) and of its drift (forgetting) that the top k directions of every
+            ΔW carry, k = 1, 2, 4, … up to the width, and k₉₀ (`deltarank.study.measure.functional_rank`). A
+            list keeps the other runs' measurements: they are hashed as without it (`for_run`).
     """
 
     held_out: str | None = None
@@ -80,7 +82,7 @@ class EvaluateSpec:
     intruders: bool = False
     similarity: tuple[tuple[str, str], ...] = ()
     seed_null: bool = False
-    functional_rank: bool = False
+    functional_rank: bool | tuple[str, ...] = False
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
@@ -111,6 +113,15 @@ class EvaluateSpec:
                 "evaluate", "execute runs HumanEval samples: it needs diversity_prompts: builtin:humaneval"
             )
         return spec
+
+    def for_run(self, name: str | None) -> EvaluateSpec:
+        """The spec one run (`name`; None: a base model) is measured and hashed with: a `functional_rank` list of
+        run names becomes true for those runs and false for the others and the base models."""
+        if isinstance(self.functional_rank, tuple):
+            return dataclasses.replace(
+                self, functional_rank=name is not None and name in self.functional_rank
+            )
+        return self
 
     def held_out_for(self, data: str) -> str | None:
         """The held-out set of a run trained on `data` (None: none known, give `held_out`; builtin:self-samples
@@ -179,6 +190,12 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         ):
             return tuple((str(a), str(b)) for a, b in pairs)
         problem = "a list of pairs of run names, e.g. [[full, lora]]"
+    elif name == "functional_rank":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            return tuple(str(v) for v in value)
+        problem = "true, false or a list of run names, e.g. [full, lora]"
     elif name == "forgetting":
         items = [value] if isinstance(value, str) else value
         if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):

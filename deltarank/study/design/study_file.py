@@ -146,6 +146,12 @@ def parse_study(raw: Any, source: str | Path) -> Study:
             raise InputError(
                 source, f"evaluate: similarity names {missing[0]!r}, which is not a run of the study"
             )
+    if isinstance(evaluate.functional_rank, tuple):
+        missing = [name for name in evaluate.functional_rank if name not in names]
+        if missing:
+            raise InputError(
+                source, f"evaluate: functional_rank names {missing[0]!r}, which is not a run of the study"
+            )
     if raw.get("reproduce") is not None:
         from deltarank.study.design.reproduction import check_reproduction
 

@@ -99,7 +99,7 @@ def base_key(model: str, data: str) -> str:
 
 def base_cached(study: Study, out_dir: Path, key: str) -> bool:
     """Whether the base measurement DIR/base/<key> is made with the study's `evaluate:`."""
-    return cached_measurement(out_dir / BASE_DIR / key, study.evaluate) is not None
+    return cached_measurement(out_dir / BASE_DIR / key, study.evaluate.for_run(None)) is not None
 
 
 def base_measurements(study: Study, out_dir: Path) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def base_measurements(study: Study, out_dir: Path) -> dict[str, Any]:
     """
     found = {}
     for key in base_pairs(study):
-        result = cached_measurement(out_dir / BASE_DIR / key, study.evaluate)
+        result = cached_measurement(out_dir / BASE_DIR / key, study.evaluate.for_run(None))
         if result is None:
             raise DeltarankError(f"{out_dir / BASE_DIR / key}: the base model has not been measured")
         found[key] = result

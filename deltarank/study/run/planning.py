@@ -80,7 +80,7 @@ def measured_evaluation(study: Study, out_dir: Path) -> dict[str, float]:
     model: the evaluation time `--dry-run` expects of each run still to measure."""
     found: dict[str, list[float]] = {}
     for run in study.runs:
-        saved = saved_measurement(out_dir / run.name, study.evaluate)
+        saved = saved_measurement(out_dir / run.name, study.evaluate.for_run(run.name))
         if saved is not None and saved.get("seconds"):
             found.setdefault(study.root_model(run), []).append(float(saved["seconds"]))
     return {model: statistics.median(values) for model, values in found.items()}

@@ -29,7 +29,7 @@ def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
     run_dir = out_dir / run.name
     trains_on = training_data(study, str(run.config["data"]), out_dir)
     if RunDirectory(run_dir).finished() and _same_settings(run, run_dir, trains_on):
-        done = cached_measurement(run_dir, study.evaluate) is not None
+        done = cached_measurement(run_dir, study.evaluate.for_run(run.name)) is not None
         return RunStatus("done" if done else "measure")
     checkpoint = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
     if checkpoint is not None and _same_settings(run, run_dir, trains_on):

@@ -212,13 +212,13 @@ def measure_base_task(resolved: Mapping[str, Any], key: str, out_dir: str, devic
     study = parse_study(resolved, folder / STUDY_YAML)
     model, data = base_pairs(study)[key]
     work_dir = folder / BASE_DIR / key
-    cached = cached_measurement(work_dir, study.evaluate)
+    cached = cached_measurement(work_dir, study.evaluate.for_run(None))
     if cached is not None:
         return cached
     started = time.perf_counter()
-    spec = evaluate_for(study, data, folder)
+    spec = evaluate_for(study, data, folder).for_run(None)
     result = measure_base(model, data, spec, work_dir, seed=base_seed(study), device=device)
-    write_measurement(work_dir, study.evaluate, result, time.perf_counter() - started)
+    write_measurement(work_dir, study.evaluate.for_run(None), result, time.perf_counter() - started)
     return result
 
 
@@ -233,20 +233,20 @@ def run_task(
     status = run_status(study, run, folder)
     if status.state in ("resume", "pending"):
         train_run(study, run, folder, device, resume=status.state == "resume", callbacks=callbacks)
-    cached = cached_measurement(run_dir, study.evaluate)
+    cached = cached_measurement(run_dir, study.evaluate.for_run(run.name))
     if cached is not None:
         return cached
     key = base_key(study.root_model(run), str(run.config["data"]))
     base_dir = folder / BASE_DIR / key
-    base = cached_measurement(base_dir, study.evaluate)
+    base = cached_measurement(base_dir, study.evaluate.for_run(None))
     if base is None:
         raise DeltarankError(f"{base_dir}: the base model has not been measured")
     seed = int(run.train_config(run_dir).seed)
     data = str(run.config["data"])
-    spec = evaluate_for(study, data, folder)
+    spec = evaluate_for(study, data, folder).for_run(run.name)
     started = time.perf_counter()
     result = measure_run(run_dir, run_model(run, folder), data, spec, base, base_dir, seed, device)
-    write_measurement(run_dir, study.evaluate, result, time.perf_counter() - started)
+    write_measurement(run_dir, study.evaluate.for_run(run.name), result, time.perf_counter() - started)
     return result
 
 
@@ -274,7 +274,7 @@ def rows(study: Study, out_dir: Path) -> list[dict[str, Any]]:
 
     found = []
     for run in study.runs:
-        result = cached_measurement(out_dir / run.name, study.evaluate)
+        result = cached_measurement(out_dir / run.name, study.evaluate.for_run(run.name))
         if result is None:
             raise DeltarankError(f"{out_dir / run.name}: not trained and measured yet")
         row: dict[str, Any] = {"name": run.name, "coordinates": run.coordinates, "from": run.parent}

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from deltarank.errors import InputError
 from deltarank.evaluation.drift import general_text
 from deltarank.evaluation.models import EvalModels
 from deltarank.io.naming import layer_index
@@ -97,3 +98,40 @@ def test_the_key_off_keeps_the_measurement_hash_of_studies_made_before_it() -> N
         spec = EvaluateSpec(**values)  # type: ignore[arg-type]
         assert evaluate_hash(before(**values)) == evaluate_hash(spec)  # type: ignore[arg-type]
         assert evaluate_hash(dataclasses.replace(spec, functional_rank=True)) != evaluate_hash(spec)
+
+
+def test_a_list_of_run_names_measures_those_runs_and_keeps_the_others(tmp_path: Path, tiny_lm: Path) -> None:
+    """`functional_rank: [name]` after a study was measured: only that run is measured again (its hash is the
+    `true` one); the other run and the base keep their measurement.json files untouched."""
+    raw = tiny_study(tmp_path, tiny_lm, grid={"method": ["full", "lora"]})
+    raw["evaluate"] = {**raw["evaluate"], "diversity_prompts": None}
+    out = tmp_path / "study"
+    first = run_study(parse_study(raw, "fr.yaml"), out, device="cpu", echo=lambda s: None)
+    full, lora = (
+        next(r["name"] for r in first["runs"] if r["settings"]["method"] == m) for m in ("full", "lora")
+    )
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("measurement.json")}
+
+    raw["evaluate"] = {**raw["evaluate"], "functional_rank": [full]}
+    study = parse_study(raw, "fr.yaml")
+    assert study.evaluate.for_run(full).functional_rank is True
+    assert study.evaluate.for_run(lora).functional_rank is False
+    assert evaluate_hash(study.evaluate.for_run(lora)) == evaluate_hash(
+        EvaluateSpec.from_mapping(raw["evaluate"] | {"functional_rank": False})
+    )
+    second = run_study(study, out, device="cpu", force=True, echo=lambda s: None)  # another evaluate:
+
+    rows = {r["name"]: r for r in second["runs"]}
+    assert "k90" in rows[full]["functional_rank"] and "functional_rank" not in rows[lora]
+    changed = {p for p, t in files.items() if p.stat().st_mtime_ns != t}
+    assert changed == {out / full / "measurement.json"}
+
+
+def test_functional_rank_names_must_be_runs(tmp_path: Path, tiny_lm: Path) -> None:
+    raw = tiny_study(tmp_path, tiny_lm, grid={"method": ["full"]})
+    raw["evaluate"] = {**raw["evaluate"], "functional_rank": ["nope"]}
+    with pytest.raises(InputError, match="functional_rank names 'nope', which is not a run"):
+        parse_study(raw, "fr.yaml")
+    raw["evaluate"] = {**raw["evaluate"], "functional_rank": 3}
+    with pytest.raises(InputError, match="true, false or a list of run names"):
+        parse_study(raw, "fr.yaml")
