@@ -8,15 +8,14 @@ two string fields, a known task id) before anything runs; each completion is the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
 from deltarank.evaluation import sandbox, verdict
 from deltarank.evaluation.pass_at_k import pass_at_k
 from deltarank.evaluation.sandbox import Limits
+from deltarank.io.jsonl import iter_jsonl
 from deltarank.train.builtin_humaneval import Problem, problems
 
 MAX_LINE_CHARS = 1 << 20
@@ -30,25 +29,9 @@ def read_completions(path: str) -> list[tuple[Problem, str]]:
             known HumanEval task id (naming the line).
     """
     by_id = {p.task_id: p for p in problems()}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "completions file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"unreadable ({exc})") from None
     pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if len(line) > MAX_LINE_CHARS:
-            raise InputError(path, f"line {number}: longer than {MAX_LINE_CHARS} characters")
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise InputError(path, f"line {number}: not JSON ({exc.args[0][:80]})") from None
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(k), str) for k in ("task_id", "completion")
-        ):
+    for number, record in iter_jsonl(path, "the completions file", MAX_LINE_CHARS):
+        if not all(isinstance(record.get(k), str) for k in ("task_id", "completion")):
             raise InputError(path, f'line {number}: needs "task_id" and "completion" strings')
         if record["task_id"] not in by_id:
             raise InputError(

@@ -25,7 +25,6 @@ drawn (`sampling`), so a set drawn otherwise (an older one at T = 0.7, top_p 0.9
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -207,20 +206,11 @@ def read_general_text(path: Path) -> list[dict[str, Any]]:
         InputError: the file is missing or a line is not a JSON chat record.
     """
     from deltarank.errors import InputError
+    from deltarank.io.jsonl import iter_jsonl
 
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the general-text set ({exc.__class__.__name__})") from None
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
+    for number, record in iter_jsonl(path, "the general-text set"):
+        if not isinstance(record.get("messages"), list):
             raise InputError(path, f'line {number} is not a chat record ({{"messages": [...]}})')
         records.append(record)
     return records

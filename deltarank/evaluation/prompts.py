@@ -8,13 +8,13 @@ held-out set).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deltarank.errors import InputError
 from deltarank.evaluation.tasks import HUMANEVAL_NAMES
+from deltarank.io.jsonl import iter_jsonl
 
 PREFIX_WORDS = 16  # words of a `text` record that make its prompt (`held_out_prompts`)
 
@@ -45,14 +45,8 @@ def diversity_prompts(source: str, n: int) -> list[DiversityPrompt]:
             path, 'diversity prompts not found (give builtin:humaneval or a JSONL of {"prompt"})'
         )
     found = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"line {number} is not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str | list):
+    for number, record in iter_jsonl(path, "the diversity prompts"):
+        if not isinstance(record.get("prompt"), str | list):
             raise InputError(path, f'line {number} has no "prompt" (text or chat turns)')
         found.append(DiversityPrompt(str(record.get("id", number - 1)), record["prompt"]))
         if len(found) >= n:
@@ -105,18 +99,17 @@ def prompts_for(source: str, n: int) -> list[DiversityPrompt]:
 
 
 def _first_record_has_prompt(path: Path) -> bool:
-    """Whether the first non-empty line of a JSONL file is an object with a `prompt`."""
+    """Whether the first non-blank line of a JSONL file is an object with a `prompt`.
+
+    Raises:
+        InputError: the file is missing or unreadable, or that line is not a JSON object.
+    """
     if not path.is_file():
         raise InputError(
             path, "prompts not found (give builtin:humaneval, builtin:<name>:test or a JSONL file)"
         )
-    try:
-        with path.open(encoding="utf-8") as handle:
-            line = next((text for text in handle if text.strip()), "")
-        record = json.loads(line) if line else None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"cannot read its first record ({exc.__class__.__name__})") from None
-    return isinstance(record, dict) and "prompt" in record
+    first = next(iter_jsonl(path, "the prompts"), None)
+    return first is not None and "prompt" in first[1]
 
 
 def _prompt_of(record: dict[str, Any], shape: str) -> Any:

@@ -33,7 +33,6 @@ trains on the file rather than sampling again.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltarank.errors import DeltarankError, InputError
+from deltarank.io.jsonl import iter_jsonl
 from deltarank.io.run_directory import SELF_SAMPLES
 from deltarank.train.builtin_data import PREFIX, SELF_SAMPLES_DATASET, is_builtin, parse_builtin
 
@@ -261,18 +261,11 @@ def read_self_samples(path: Path) -> list[list[int]]:
     """The token ids `write_self_samples` wrote, in order.
 
     Raises:
-        InputError: an unreadable file, or a line without a list of token ids.
+        InputError: an unreadable file, or a line that is not a JSON object with a list of token ids.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read the self-sample set ({exc.__class__.__name__})") from None
     sequences = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            ids = json.loads(line).get("input_ids") if line.strip() else None
-        except (json.JSONDecodeError, AttributeError):
-            ids = None
+    for number, record in iter_jsonl(path, "the self-sample set"):
+        ids = record.get("input_ids")
         if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
             raise InputError(path, f"line {number}: no input_ids (a list of token ids)")
         sequences.append(ids)

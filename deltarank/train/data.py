@@ -7,7 +7,6 @@ an error naming the file and line. Built-in sets (`builtin:code`, `builtin:math`
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from deltarank.errors import InputError
+from deltarank.io.jsonl import iter_jsonl
 from deltarank.train import builtin_data
 from deltarank.train.formats import IGNORE_INDEX, Encoder, RecordError, detect_format, pack_texts
 
@@ -127,31 +127,23 @@ def read_jsonl(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
         The shape name and the records.
 
     Raises:
-        InputError: missing file, invalid JSON, unknown or inconsistent shape (naming the line), no records.
+        InputError: missing or unreadable file, a line not UTF-8, not JSON or of an unknown or inconsistent shape
+            (naming the line), no records.
     """
     file = Path(path)
     if not file.is_file():
         raise InputError(file, "data file not found (or give builtin:code, builtin:math, ...)")
     fmt: str | None = None
     records: list[dict[str, Any]] = []
-    with file.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InputError(file, f"line {number}: not UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                shape = detect_format(record)
-            except (json.JSONDecodeError, RecordError) as exc:
-                problem = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
-                raise InputError(file, f"line {number}: {problem}") from None
-            if fmt is not None and shape != fmt:
-                raise InputError(file, f"line {number}: a {shape} record in a file of {fmt} records")
-            fmt = shape
-            records.append(record)
+    for number, record in iter_jsonl(file, "the data file"):
+        try:
+            shape = detect_format(record)
+        except RecordError as exc:
+            raise InputError(file, f"line {number}: {exc}") from None
+        if fmt is not None and shape != fmt:
+            raise InputError(file, f"line {number}: a {shape} record in a file of {fmt} records")
+        fmt = shape
+        records.append(record)
     if fmt is None:
         raise InputError(file, "no records")
     return fmt, records

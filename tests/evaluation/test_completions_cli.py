@@ -48,7 +48,7 @@ def test_given_completions_are_scored_with_pass_at_k(tmp_path: Path) -> None:
 
 
 BAD_FILES = {
-    "not_json": (["{oops"], "line 1: not JSON"),
+    "not_json": (["{oops"], "line 1: invalid JSON"),
     "missing_field": ([{"task_id": "HumanEval/0"}], 'line 1: needs "task_id" and "completion"'),
     "unknown_task": ([{"task_id": "HumanEval/0", "completion": ""}, {"task_id": "X/1", "completion": ""}],
                      "line 2: unknown task_id 'X/1'"),
