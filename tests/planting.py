@@ -62,6 +62,20 @@ def planted_delta(shape: tuple[int, int], sigma: list[float] | np.ndarray, seed:
     return (u * sig) @ v.T  # (m, k) diag(σ) (k, n)
 
 
+def scattered_changes(shape: tuple[int, int], changes: Mapping[float, float], seed: int = 0) -> torch.Tensor:
+    """ΔW (float64, shape (m, n)) moving a share of the entries by a given size, for each `size: share` of
+    `changes` (disjoint, seeded-random positions), and leaving the rest exactly 0."""
+    count = shape[0] * shape[1]
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    delta = torch.zeros(count, dtype=torch.float64)
+    start = 0
+    for size, share in changes.items():
+        stop = start + round(share * count)
+        delta[order[start:stop]] = size
+        start = stop
+    return delta.reshape(shape)
+
+
 def full_spectrum(shape: tuple[int, ...], sigma: list[float] | np.ndarray) -> np.ndarray:
     """The planted σ padded with zeros to all min(m, n) singular values, descending."""
     out = np.zeros(min(shape))

@@ -31,7 +31,10 @@ def compare(
     \b
     spectrum    median energy_90 (r0.9) and noise-floor rank per run, and the ratio of each
                 run's r0.9 to the first run's (or to --lora-rank R); `n` is min(rows, cols),
-                `gauss_e90` the r0.9 of a Gaussian matrix of the same shape
+                `gauss_e90` the r0.9 of a Gaussian matrix of the same shape; the medians of the
+                sparsity profile per run: shares of entries exactly unchanged (`zero`), within
+                the run's --sparsity-atol (`atol`), within half an ulp of the base weight
+                (`ulp/2`), and numerical rank ÷ min(rows, cols) (`rank/n`)
     intruders   intruders at each run's ε (sum over the layers) and the most in one matrix
     similarity  mean φ(i, i) over the layers per file, for i = 1, 4, 16, 64 where stored
     extract     median rank written and mean retained energy per run (an adapter directory

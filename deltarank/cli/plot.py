@@ -10,8 +10,8 @@ import click
 from deltarank.cli.options import output_option
 
 KIND_HELP = (
-    "spectrum, ranks, ratio (the headline), steps, learning, intruders, similarity, energy, or all (every kind "
-    "the inputs allow)."
+    "spectrum, ranks, ratio (the headline), steps, learning, intruders, similarity, energy, sparsity, or all "
+    "(every kind the inputs allow)."
 )
 
 
@@ -84,6 +84,8 @@ def plot(
       intruders_by_layer   intruder count against layer, one line per run (intruders)
       similarity           φ(i, j) heatmaps per module type (similarity; several: similarity-LABEL)
       retained_energy      energy of ΔW kept against rank k (extract; several: retained_energy-LABEL)
+      sparsity             entries changed beyond --sparsity-atol against rank ÷ min(m, n), one point
+                           per module type and run: sparse vs low-rank (spectrum)
       study_*              a study.json of `deltarank study`: every figure its runs allow (see its report),
                            and the spectrum figures of the spectra it kept (learning_forgetting too for a
                            reproduction, from the summary.json beside it)

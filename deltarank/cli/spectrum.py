@@ -11,6 +11,7 @@ import click
 from deltarank.analysis.engine.cache import RecordCache, cache_directory, check_cache
 from deltarank.analysis.engine.options import DEFAULT_THRESHOLDS, SpectrumOptions
 from deltarank.analysis.engine.run import spectrum_many
+from deltarank.analysis.maths.sparsity import DEFAULT_SPARSITY_ATOL
 from deltarank.analysis.maths.svd import SOLVERS
 from deltarank.analysis.results.medians import median
 from deltarank.analysis.results.spectrum import SpectrumResult, output_paths
@@ -90,6 +91,14 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     help="CPU decompositions at once (Gram solver; warned about otherwise) [one per core, at most 4]; each "
     "holds one delta.",
 )
+@click.option(
+    "--sparsity-atol",
+    type=click.FloatRange(min=0.0),
+    default=DEFAULT_SPARSITY_ATOL,
+    show_default=True,
+    help="Absolute tolerance of the sparsity profile: the share of entries with |Δw| ≤ it (Mukherjee et al. "
+    "2025 use 1e-5), beside the exact zeros and the share within half an ulp of the base weight.",
+)
 @quiet_option
 @dry_run_option
 def spectrum(
@@ -110,6 +119,7 @@ def spectrum(
     quantization_error: bool | None,
     resume: bool,
     workers: int | None,
+    sparsity_atol: float,
     quiet: bool,
     dry_run: bool,
 ) -> None:
@@ -148,6 +158,7 @@ def spectrum(
         workers=workers,
         quantization_error=quantization_error,
         allow_different_base=allow_different_base,
+        sparsity_atol=sparsity_atol,
     )
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview

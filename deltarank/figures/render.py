@@ -1,8 +1,8 @@
 """Draw and save a set of figures from result files: what `deltarank plot` runs, callable from Python.
 
 The one place that decides which figure kinds exist, which inputs each needs, and the files they are saved as.
-Each result goes to the figures of its family: spectra to spectrum/ranks/ratio/steps, intruder results to
-`intruders`, similarity results to `similarity`, extract results to `energy`; a reproduction summary to
+Each result goes to the figures of its family: spectra to spectrum/ranks/ratio/steps/sparsity, intruder results
+to `intruders`, similarity results to `similarity`, extract results to `energy`; a reproduction summary to
 `learning`.
 """
 
@@ -26,6 +26,7 @@ from deltarank.figures.learning import load_summary, plot_learning_forgetting
 from deltarank.figures.ranks import plot_ranks_by_layer
 from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_runs, result_labels
 from deltarank.figures.save import parse_formats, save_figure
+from deltarank.figures.sparsity import has_sparsity, plot_sparsity
 from deltarank.figures.spectra import plot_spectra
 from deltarank.figures.subspace import plot_intruders_by_layer, plot_retained_energy, plot_similarity_heatmaps
 from deltarank.figures.training import (
@@ -48,6 +49,7 @@ FIGURES: dict[str, str] = {
     "intruders": "intruders_by_layer",
     "similarity": "similarity",
     "energy": "retained_energy",
+    "sparsity": "sparsity",
 }
 KINDS: tuple[str, ...] = (*FIGURES, "all")
 # kind -> the result family it draws (kinds not listed take spectra or the summary).
@@ -156,6 +158,8 @@ def why_not(kind: str, inputs: Inputs, lora_rank: int | None) -> str | None:
             return "needs a LoRA rank: give a LoRA result or --lora-rank R"
     if kind == "steps" and not can_plot_training(runs):
         return "needs two or more results of checkpoints (`.../checkpoint-<N>`) of one run"
+    if kind == "sparsity" and not any(has_sparsity(run.result) for run in runs):
+        return "needs spectrum results with a sparsity profile (written by a deltarank that records one)"
     return None
 
 
@@ -209,6 +213,8 @@ def draw(kind: str, inputs: Inputs, lora_rank: int | None, x_axis: str = "step")
         return plot_rank_over_training(list(runs), x_axis=x_axis, lora_rank=lora_rank)
     if kind == "learning" and summary is not None:
         return plot_learning_forgetting(summary)
+    if kind == "sparsity":
+        return plot_sparsity(latest)
     raise DeltarankError(f"cannot draw figure kind {kind!r}")
 
 
@@ -231,8 +237,8 @@ def render_figures(
         results: Results of any family (`read_result`); each goes to the figures of its family. Spectrum
             checkpoints of one run share a label (see `runs.make_runs`).
         out_dir: Output directory, created when missing.
-        kinds: Figure kinds (spectrum, ranks, ratio, steps, learning, intruders, similarity, energy) or `all`:
-            every kind the inputs allow.
+        kinds: Figure kinds (spectrum, ranks, ratio, steps, learning, intruders, similarity, energy, sparsity)
+            or `all`: every kind the inputs allow.
         formats: pdf, png and/or svg.
         labels: One name per result, in order (legends; file names of per-file figures); derived from the
             tuned paths when omitted.

@@ -14,13 +14,17 @@ from typing import Any
 
 from deltarank.analysis.results import ExtractResult, IntruderResult, SimilarityResult, SpectrumResult
 from deltarank.analysis.results.medians import median
+from deltarank.analysis.results.sparsity import MEASURES
 from deltarank.errors import DeltarankError
 from deltarank.figures.runs import as_runs, display_labels, energy_rank, module_order, result_labels
 
 NOISE_KEY = "noise_floor"
 ALL_ROW = "all"
 PHI_SIZES = (1, 4, 16, 64)  # the subspace sizes i of the similarity table's φ(i, i)
-FINE = 3  # decimals of shares (φ, retained energy)
+FINE = 3  # decimals of shares (φ, retained energy, sparsity)
+# The sparsity profile's measures -> column suffix: the shares of entries exactly unchanged, within the run's
+# atol, within half an ulp of the base weight, and the numerical rank ÷ min(m, n).
+SPARSITY_COLUMNS: dict[str, str] = dict(zip(MEASURES, ("zero", "atol", "ulp/2", "rank/n"), strict=True))
 
 Cell = str | int | float | None
 
@@ -82,7 +86,8 @@ def compare_table(
     *,
     lora_rank: int | None = None,
 ) -> CompareTable:
-    """Per module type: n, Gaussian r₀.₉, and per run the median r₀.₉ and noise-floor rank; then ratios.
+    """Per module type: n, Gaussian r₀.₉, and per run the median r₀.₉ and noise-floor rank; per run the medians
+    of the sparsity profile when a result has one (`<label> zero`, `atol`, `ulp/2`, `rank/n`); then ratios.
 
     Ratios are median r₀.₉ of each run divided by the first run's (`<label>/<first>`), or by the LoRA rank
     when `lora_rank` is given (`<label>/r`). The last row, `all`, takes the medians over every matrix.
@@ -100,6 +105,9 @@ def compare_table(
     columns = ["module", "n", "gauss_e90"]
     for name in names:
         columns += [f"{name} e90", f"{name} noise"]
+    profiled = any(m.sparsity is not None for r in runs for m in r.result.matrices)
+    if profiled:
+        columns += [f"{name} {short}" for name in names for short in SPARSITY_COLUMNS.values()]
     ratio_from = len(columns)
     ratio_names = names if lora_rank is not None else names[1:]
     suffix = "/r" if lora_rank is not None else f"/{names[0]}"
@@ -117,11 +125,15 @@ def compare_table(
         e90 = [median([energy_rank(m) for m in group]) for group in mats]
         for value, group in zip(e90, mats, strict=True):
             row += [value, median(m.ranks.get(NOISE_KEY) for m in group)]
+        for group in mats if profiled else []:
+            row += [median(getattr(m.sparsity, key, None) for m in group) for key in SPARSITY_COLUMNS]
         for value in e90 if lora_rank is not None else e90[1:]:
             base = float(lora_rank) if lora_rank is not None else e90[0]
             row.append(value / base if value is not None and base else None)
         rows.append(tuple(row))
-    return CompareTable(columns=tuple(columns), rows=tuple(rows), ratio_from=ratio_from)
+    first = ratio_from - len(SPARSITY_COLUMNS) * len(names) if profiled else ratio_from
+    decimals = tuple(FINE if first <= i < ratio_from else None for i in range(len(columns)))
+    return CompareTable(columns=tuple(columns), rows=tuple(rows), ratio_from=ratio_from, decimals=decimals)
 
 
 def _modules(

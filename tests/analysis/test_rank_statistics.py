@@ -3,13 +3,14 @@ rank claim on the width-aware scale (the paper's 10–100× of r = 16 on 4096-wi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from deltarank.analysis.engine import spectrum
 from deltarank.analysis.maths.reference import random_energy_rank
-from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
+from deltarank.analysis.results import MatrixSpectrum, SparsityProfile, SpectrumResult
 from deltarank.analysis.results.rank_claim import WIDTH_RANGE, describe_width, width_share
 from deltarank.analysis.results.rank_statistics import module_rank_statistics, spread
 from tests.planting import planted_delta, save_safetensors
@@ -67,6 +68,24 @@ def test_each_energy_rank_is_divided_by_r_width_and_the_gaussian_rank_of_its_sha
     assert k["energy_90_over_width"]["median"] == pytest.approx(0.5)  # 96 of 192
     assert "energy_90_over_gaussian" not in k  # random_energy_90 = 0 here: no reference to divide by
     assert "energy_50_over_gaussian" not in k
+
+
+def test_the_sparsity_shares_get_their_spread_over_layers() -> None:
+    gaussian = {"energy_90": 400}
+    records = [
+        replace(
+            record("up_proj", layer, (1536, 576), 100, gaussian),
+            sparsity=SparsityProfile(0.1 * layer, 0.2 * layer, None, 0.5),
+        )
+        for layer in range(3)
+    ]
+    records.append(record("k_proj", 0, (192, 576), 96, gaussian))  # a file written before the profile
+    stats = module_rank_statistics(result(records))
+    up = stats["up_proj"]
+    assert up["unchanged"] == pytest.approx({"median": 0.1, "q1": 0.05, "q3": 0.15, "layers": 3})
+    assert up["within_atol"]["median"] == 0.2 and up["rank_fraction"]["median"] == 0.5
+    assert "within_rounding" not in up  # no record holds it (LoRA: the base is not read)
+    assert not {"unchanged", "within_atol", "within_rounding", "rank_fraction"} & set(stats["k_proj"])
 
 
 def test_the_engine_records_the_gaussian_rank_at_every_threshold(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ No model, no decomposition: singular values are written down directly, so every 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from scipy import optimize
 
 from deltarank.analysis.maths.ranks import energy_rank
 from deltarank.analysis.maths.reference import random_energy_rank
-from deltarank.analysis.results import MatrixSpectrum, SpectrumResult
+from deltarank.analysis.results import MatrixSpectrum, SparsityProfile, SpectrumResult
 from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
 from deltarank.analysis.tools.intruders import EPSILON_SWEEP, IntruderResult, MatrixIntruders, count_intruders
@@ -152,6 +153,14 @@ def planted_result(
     return SpectrumResult(
         base="base", tuned=tuned, device="cpu", precision="float32", thresholds=(0.9,), matrices=tuple(mats)
     )
+
+
+def with_sparsity(
+    result: SpectrumResult, profile: Callable[[MatrixSpectrum], SparsityProfile], atol: float = 1e-5
+) -> SpectrumResult:
+    """`result` with the sparsity profile `profile(record)` in every record, measured at `atol`."""
+    matrices = tuple(replace(m, sparsity=profile(m)) for m in result.matrices)
+    return replace(result, matrices=matrices, sparsity_atol=atol)
 
 
 def summary_dict(points: bool = True) -> dict[str, object]:

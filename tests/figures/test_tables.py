@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from deltarank.analysis.results import SparsityProfile
 from deltarank.errors import DeltarankError
 from deltarank.figures.tables import compare_table
-from tests.figures.synthetic import planted_result
+from tests.figures.synthetic import planted_result, with_sparsity
 
 
 def _results():  # type: ignore[no-untyped-def]
@@ -60,3 +61,22 @@ def test_missing_values_and_errors() -> None:
     empty = type(full)(**{**full.__dict__, "matrices": ()})
     with pytest.raises(DeltarankError, match="holds no matrices"):
         compare_table(empty)
+
+
+def test_sparsity_columns_when_a_result_has_a_profile() -> None:
+    full, lora = _results()
+    full = with_sparsity(full, lambda m: SparsityProfile(0.25, 0.5, 0.75, 1.0))
+    lora = with_sparsity(lora, lambda m: SparsityProfile(0.0, 0.0, None, 0.0625))
+    table = compare_table([full, lora])
+    assert table.columns == (
+        "module", "n", "gauss_e90", "full e90", "full noise", "lora e90", "lora noise",
+        "full zero", "full atol", "full ulp/2", "full rank/n", "lora zero", "lora atol", "lora ulp/2", "lora rank/n",
+        "lora/full",
+    )  # fmt: skip
+    rows = {row[0]: row for row in table.rows}
+    assert rows["q_proj"][7:15] == (0.25, 0.5, 0.75, 1.0, 0.0, 0.0, None, 0.0625)
+    assert rows["q_proj"][15] == pytest.approx(14 / 224)  # the ratio stays last
+    text = table.to_text().splitlines()[2].split()
+    assert text[7:15] == ["0.250", "0.500", "0.750", "1.000", "0.000", "0.000", "-", "0.062"]
+    assert text[15] == "0.06x"
+    assert "full zero" not in compare_table(list(_results())).columns  # no profile, no columns

@@ -1,8 +1,9 @@
 """Reading pairs from disk: checked, on the compute device, in order, on a background thread.
 
 `load_pair` reads the tensors one pair needs (stored dtypes, NaN/Inf refused) into a `LoadedPair`, whose
-`delta()` forms ΔW by the form of its kind (`deltarank.analysis.maths.deltas`). A `JobLoader` keeps the last
-base tensor it read, so consecutive jobs on the same base weight (one per tuned checkpoint) read it once.
+`delta()` forms ΔW by the form of its kind (`deltarank.analysis.maths.deltas`) and, when asked, counts its
+unchanged entries (`deltarank.analysis.maths.sparsity`). A `JobLoader` keeps the last base tensor it read, so
+consecutive jobs on the same base weight (one per tuned checkpoint) read it once.
 `prefetched` runs a reader over a list of jobs on one thread, at most `depth` jobs ahead of the caller.
 """
 
@@ -21,6 +22,7 @@ import torch
 
 from deltarank.analysis.maths.arrays import all_finite
 from deltarank.analysis.maths.deltas import Delta, DeltaInputs, form_delta
+from deltarank.analysis.maths.sparsity import count_unchanged
 from deltarank.errors import InputError
 from deltarank.io.adapter import AdapterSource
 from deltarank.io.base import TensorSource
@@ -46,9 +48,16 @@ class LoadedPair:
         """The base weight, when it was read."""
         return self.tensors.get("base")
 
-    def delta(self, dtype: torch.dtype) -> Delta:
-        """ΔW in the compute dtype, by the form of the pair's kind."""
-        return form_delta(self.tensors, delta_inputs(self.pair), dtype)
+    def delta(self, dtype: torch.dtype, sparsity_atol: float | None = None) -> Delta:
+        """ΔW in the compute dtype, by the form of the pair's kind; with `sparsity_atol`, also its entry counts
+        (exact zeros, within the tolerance, within the base's storage rounding: `maths.sparsity`), taken here
+        while the stored base weight is still at hand. A standalone adapter's own matrix is no delta: no counts.
+        """
+        delta = form_delta(self.tensors, delta_inputs(self.pair), dtype)
+        if sparsity_atol is None or isinstance(self.pair, StoredMatrix):
+            return delta
+        counts = count_unchanged(delta.dense_rows(), self.base, self.pair.base_dtype, sparsity_atol)
+        return replace(delta, counts=counts)
 
 
 def delta_inputs(pair: Pair) -> DeltaInputs:

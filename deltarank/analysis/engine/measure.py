@@ -1,7 +1,8 @@
 """From one delta to its `MatrixSpectrum`: σ → every rank and the noise edge. No branches on the delta's kind.
 
 σ come from `deltarank.analysis.maths.svd` (dense solvers or the exact factor core); ‖ΔW‖_F, ‖W_base‖_F, the
-erased fraction and the noise model come with the `Delta` (formed once, see `maths.deltas`). Under the
+erased fraction, the noise model and the entry counts of the sparsity profile come with the `Delta` (formed
+once, see `maths.deltas`). Under the
 randomized solver the record keeps the exact ‖ΔW‖_F, measures energy ranks against it and says
 `approximate`; a rank the top-k σ cannot determine is None.
 """
@@ -16,7 +17,9 @@ import torch
 from deltarank.analysis.maths.deltas import Delta
 from deltarank.analysis.maths.ranks import all_ranks, numerical_threshold, threshold_key, top_k_ranks
 from deltarank.analysis.maths.reference import random_energy_rank
+from deltarank.analysis.maths.sparsity import EntryCounts
 from deltarank.analysis.maths.svd import delta_singular_values, singular_values
+from deltarank.analysis.results.sparsity import SparsityProfile
 from deltarank.analysis.results.spectrum import MatrixSpectrum
 from deltarank.io.naming import layer_index, module_type
 from deltarank.io.pairing import AdapterPair, Pair, QuantizationPair
@@ -25,12 +28,15 @@ from deltarank.io.standalone import StoredMatrix
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """How to measure: compute dtype, energy thresholds, solver (resolved, see `maths.svd`), top-k."""
+    """How to measure: compute dtype, energy thresholds, solver (resolved, see `maths.svd`), top-k, and the
+    absolute tolerance of the sparsity profile (None: no profile; the loader counts the entries, see
+    `loading.LoadedPair.delta`)."""
 
     dtype: torch.dtype
     thresholds: tuple[float, ...]
     solver: str = "svd"
     top_k: int | None = None
+    sparsity_atol: float | None = None
 
 
 def measure(
@@ -72,6 +78,22 @@ def measure(
         random_ranks={
             threshold_key(t): random_energy_rank(pair.shape[0], pair.shape[1], t) for t in settings.thresholds
         },
+        sparsity=None if delta.counts is None else sparsity_profile(delta.counts, ranks, pair.shape),
+    )
+
+
+def sparsity_profile(
+    counts: EntryCounts, ranks: dict[str, float | None], shape: tuple[int, int]
+) -> SparsityProfile:
+    """The record's sparsity profile: the entry counts as shares of m·n, and the numerical rank (σ above
+    σ₁·min(m, n)·eps, the rank the record already counts) ÷ min(m, n), None when the spectrum cannot tell."""
+    entries = max(counts.entries, 1)
+    numerical = ranks.get("numerical")
+    return SparsityProfile(
+        unchanged=counts.unchanged / entries,
+        within_atol=counts.within_atol / entries,
+        within_rounding=None if counts.within_rounding is None else counts.within_rounding / entries,
+        rank_fraction=None if numerical is None else numerical / max(min(shape), 1),
     )
 
 

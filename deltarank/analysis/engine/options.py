@@ -4,6 +4,7 @@ run for the resume cache (its fingerprint)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from deltarank.analysis.engine.cache import fingerprint
 from deltarank.analysis.engine.compute import resolve_device, resolve_precision
 from deltarank.analysis.engine.distributed import local_device
 from deltarank.analysis.engine.measure import MeasureSettings
+from deltarank.analysis.maths.sparsity import DEFAULT_SPARSITY_ATOL
 from deltarank.analysis.maths.svd import resolve_solver
 from deltarank.errors import OptionError
 from deltarank.io.naming import Selection
@@ -41,6 +43,8 @@ class SpectrumOptions:
             and the total change of each weight (None: yes for such adapters; True: required; False: no).
         allow_different_base: Analyse a TUNED whose config describes another architecture than BASE's
             (refused otherwise; `deltarank.io.architecture`). It changes no record, so not the fingerprint.
+        sparsity_atol: Absolute tolerance of the sparsity profile's `within_atol` share (|Δw| ≤ atol), ≥ 0;
+            None leaves the profile out (no counting pass).
     """
 
     device: str = "auto"
@@ -53,6 +57,7 @@ class SpectrumOptions:
     workers: int | None = None
     quantization_error: bool | None = None
     allow_different_base: bool = False
+    sparsity_atol: float | None = DEFAULT_SPARSITY_ATOL
 
     def __post_init__(self) -> None:
         values = tuple(sorted({float(t) for t in self.thresholds}))
@@ -71,6 +76,8 @@ class SpectrumOptions:
             raise OptionError(f"--top-k must be at least 1, got {self.top_k}")
         if self.workers is not None and self.workers < 1:
             raise OptionError(f"--workers must be at least 1, got {self.workers}")
+        if self.sparsity_atol is not None and not 0.0 <= self.sparsity_atol < math.inf:
+            raise OptionError(f"--sparsity-atol must be a finite number ≥ 0, got {self.sparsity_atol}")
 
     @classmethod
     def of(cls, options: SpectrumOptions | None = None, **changes: Any) -> SpectrumOptions:
@@ -116,7 +123,9 @@ class SpectrumOptions:
 
     def measure_settings(self, device: torch.device) -> MeasureSettings:
         """How each delta is measured on `device`: the settings `measure` takes."""
-        return MeasureSettings(self.dtype, self.thresholds, self.concrete_solver(device), self.top_k)
+        return MeasureSettings(
+            self.dtype, self.thresholds, self.concrete_solver(device), self.top_k, self.sparsity_atol
+        )
 
     def fingerprint(self, base: str | Path, tuned: Sequence[str | Path]) -> str:
         """A digest of the inputs (paths, sizes, modification times) and of every option that can change a
@@ -132,5 +141,6 @@ class SpectrumOptions:
             "solver": self.concrete_solver(device),
             "top_k": self.top_k,
             "quantization_error": self.quantization_error,
+            "sparsity_atol": self.sparsity_atol,
         }
         return fingerprint([str(base), *(str(t) for t in tuned)], options)

@@ -67,7 +67,7 @@ def spectrum(
             and options are reused, finished ones are kept there if this run is interrupted, and the
             directory is removed when the run ends. A `RecordCache` instead leaves its removal to the caller.
         **changes: Any `SpectrumOptions` field (device=, precision=, include=, exclude=, thresholds=,
-            solver=, top_k=, workers=), overriding `options`.
+            solver=, top_k=, workers=, sparsity_atol=), overriding `options`.
 
     Returns:
         A SpectrumResult with one MatrixSpectrum per analysed matrix (on rank 0 under torchrun).
@@ -137,6 +137,7 @@ def spectrum_many(
                 solver=settings.solver,
                 deltarank_version=__version__,
                 different_base=different_base(matrices),
+                sparsity_atol=opts.sparsity_atol,
                 resumed=cache.reused if cache is not None else 0,
             )
         )
@@ -209,7 +210,9 @@ def _run(
     # than to read, so one read ahead suffices and saves a whole delta of memory.
     large = any(math.prod(job.pair.shape) > LARGE_ENTRIES for job in todo)
     reader = prefetched(
-        todo, lambda job: (job, loader(job).delta(settings.dtype)), depth=1 if large else width
+        todo,
+        lambda job: (job, loader(job).delta(settings.dtype, settings.sparsity_atol)),
+        depth=1 if large else width,
     )
     threads = applied(schedule) if schedule else nullcontext()
     pool = ThreadPoolExecutor(width, thread_name_prefix="deltarank-measure")

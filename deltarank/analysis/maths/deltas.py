@@ -34,16 +34,17 @@ Each form records a structural bound on rank(ΔW) when the method has one (None:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from deltarank.analysis.maths.arrays import frobenius_norm, host_array
+from deltarank.analysis.maths.arrays import frobenius_norm, host_array, row_blocks
 from deltarank.analysis.maths.noise import StorageNoise, storage_noise
 from deltarank.analysis.maths.quantization import dequantized
 from deltarank.analysis.maths.rotations import boft_rotation, oft_rotation_blocks
+from deltarank.analysis.maths.sparsity import EntryCounts
 from deltarank.errors import DeltarankError
 from deltarank.io.quantization import QuantizationSpec
 
@@ -98,6 +99,7 @@ class Delta:
         noise: Storage-noise model of the tuned tensor (None when no stored tensor rounds ΔW).
         rank_bound: Upper bound on rank(ΔW) from the method's structure (r, r', r², rank products, changed
             scales), None when it allows min(m, n).
+        counts: How many entries of ΔW stayed put (`sparsity.count_unchanged`), when they were counted.
     """
 
     kind: str
@@ -111,6 +113,7 @@ class Delta:
     noise: StorageNoise | None = None
     kron: tuple[torch.Tensor, torch.Tensor] | None = None
     rank_bound: int | None = None
+    counts: EntryCounts | None = None
 
     @property
     def low_rank(self) -> bool:
@@ -125,6 +128,24 @@ class Delta:
             return self.scale * torch.kron(*self.kron)
         assert self.left is not None and self.right is not None
         return self.scale * (self.left @ self.right)
+
+    def dense_rows(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        """ΔW as consecutive blocks of rows (`arrays.row_blocks`), each formed on its own from the factors, so a
+        low-rank or Kronecker ΔW is never held whole. Shapes: yields (rows, ΔW[rows] (rows, n))."""
+        if self.matrix is not None:
+            for block in row_blocks(*self.matrix.shape):
+                yield block, self.matrix[block]
+        elif self.kron is not None:
+            first, second = self.kron  # (a, c), (b, d): row i of ΔW is row i // b of W₁ ⊗ row i % b of W₂
+            height = second.shape[0]
+            for block in row_blocks(first.shape[0] * height, first.shape[1] * second.shape[1]):
+                top, bottom = block.start // height, -(-block.stop // height)
+                rows = torch.kron(first[top:bottom], second)  # (≤ block rows + 2b, n)
+                yield block, self.scale * rows[block.start - top * height : block.stop - top * height]
+        else:
+            assert self.left is not None and self.right is not None
+            for block in row_blocks(self.left.shape[0], self.right.shape[1]):
+                yield block, self.scale * (self.left[block] @ self.right)
 
 
 Tensors = Mapping[str, torch.Tensor]

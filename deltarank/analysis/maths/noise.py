@@ -50,6 +50,22 @@ def rounding_variance(
     return torch.where(values == 0, torch.zeros_like(values), ulp**2 / 12.0)
 
 
+def ulp_exponents(values: np.ndarray, bits: int, min_normal_exponent: int | None = None) -> np.ndarray:
+    """log₂ ulp(w) of each stored value w, for a dtype with `bits` explicit mantissa bits: e − 1 − bits for
+    |w| = m·2^e, m ∈ [½, 1), never below the subnormal spacing's e_min − bits when the dtype's smallest normal
+    exponent e_min is given (exact zeros get that spacing too). `rounding_variance` in NumPy, as integers.
+
+    Shapes: values (m, n) float32/float64 -> (m, n) int32.
+    """
+    _, exponent = np.frexp(values)
+    if min_normal_exponent is not None:
+        np.maximum(exponent, min_normal_exponent + 1, out=exponent)  # frexp exponent of 2^e_min is e_min + 1
+        # frexp gives 0 for 0; the grid there is the subnormal one
+        exponent[values == 0] = min_normal_exponent + 1
+    exponent -= 1 + bits
+    return exponent
+
+
 def noise_variance(tuned: torch.Tensor, tuned_dtype: str) -> torch.Tensor | None:
     """Per-entry storage-noise variance of ΔW = tuned − base, or None when the dtype is not modelled.
 
@@ -121,10 +137,8 @@ def storage_noise(tuned: torch.Tensor, tuned_dtype: str, floor_hint: float = 0.0
     def relative(block: slice) -> np.ndarray:
         """Per-entry variances of the rows `block`, relative to v_max: 4^(e − e_max), 0 for exact zeros."""
         values = host_array(tuned[block], width)
-        _, entry_exponent = np.frexp(values)
-        if min_exponent is not None:
-            np.maximum(entry_exponent, min_exponent + 1, out=entry_exponent)
-        out = np.exp2(((entry_exponent - exponent) * 2).astype(np.float32))
+        entry_exponent = ulp_exponents(values, bits, min_exponent)
+        out = np.exp2(((entry_exponent - (exponent - 1 - bits)) * 2).astype(np.float32))
         out[values == 0] = 0.0
         return out
 

@@ -4,6 +4,7 @@ from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
 from deltarank.analysis.results.intruders import IntruderResult, MatrixIntruders
 from deltarank.analysis.results.read import FAMILIES, read_result
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
+from deltarank.analysis.results.sparsity import SparsityProfile
 from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
 from deltarank.io.pairing import SkippedTensor
 
@@ -17,6 +18,7 @@ __all__ = [
     "MatrixSpectrum",
     "SimilarityResult",
     "SkippedTensor",
+    "SparsityProfile",
     "SpectrumResult",
     "read_result",
 ]

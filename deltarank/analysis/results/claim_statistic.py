@@ -59,6 +59,11 @@ def combined_label(labels: Iterable[str]) -> str:
     return CONSISTENT if all(label == CONSISTENT for label in found) else INCONCLUSIVE
 
 
+def binomial_variance(p: float, n: int) -> float:
+    """The variance p(1 − p)/n of an accuracy p over n examples (the evaluation noise of an accuracy)."""
+    return p * (1 - p) / n
+
+
 def statistic(
     name: str,
     units: str,

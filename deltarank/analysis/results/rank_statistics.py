@@ -9,9 +9,10 @@ energy rank r_τ (τ from the run's thresholds: 0.5, 0.8, 0.9, 0.95, 0.99 by def
 - r_τ ÷ r (a LoRA rank, when given), r_τ ÷ min(m, n) (the width) and r_τ ÷ the Gaussian r_τ of the same shape
   (`MatrixSpectrum.random_ranks`: what pure noise of that shape would need),
 
-and the stable rank and participation ratio beside them. `spread` values are `{"median", "q1", "q3",
-"layers"}`; a ratio whose denominator is unknown (a file written before the Gaussian ranks were recorded) is
-left out.
+and the stable rank and participation ratio beside them, then the sparsity profile's shares (`unchanged`,
+`within_atol`, `within_rounding`, `rank_fraction`: `results.sparsity`). `spread` values are `{"median", "q1",
+"q3", "layers"}`; a ratio whose denominator is unknown (a file written before the Gaussian ranks were recorded)
+and a share no record holds (a file written before the profile was recorded) are left out.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from deltarank.analysis.results.medians import quartiles
+from deltarank.analysis.results.sparsity import MEASURES as SPARSITY_MEASURES
 from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
 
 SHAPE_MEASURES = ("stable", "participation")
@@ -44,7 +46,8 @@ def energy_keys(matrices: Iterable[MatrixSpectrum]) -> list[str]:
 def module_rank_statistics(result: SpectrumResult, lora_r: float | None = None) -> dict[str, dict[str, Any]]:
     """Per module type: `width` (min(m, n)), `layers`, and for every energy rank key its spread and those of
     `<key>_over_width`, `<key>_over_gaussian` and (with `lora_r`) `<key>_over_r`; then `stable` and
-    `participation`."""
+    `participation`; then the sparsity shares the records hold (`unchanged`, `within_atol`, `within_rounding`,
+    `rank_fraction`)."""
     table: dict[str, dict[str, Any]] = {}
     for module, items in result.by_module().items():
         row: dict[str, Any] = {"width": min(items[0].shape), "layers": len(items)}
@@ -61,5 +64,9 @@ def module_rank_statistics(result: SpectrumResult, lora_r: float | None = None) 
                 row[f"{key}_over_gaussian"] = over_gaussian
         for key in SHAPE_MEASURES:
             row[key] = spread(m.ranks.get(key) for m in items)
+        for key in SPARSITY_MEASURES:
+            shares = spread(getattr(m.sparsity, key, None) for m in items)
+            if shares is not None:
+                row[key] = shares
         table[module] = row
     return table

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from deltarank.analysis.results.base import Record, ResultFile
 from deltarank.analysis.results.medians import median
+from deltarank.analysis.results.sparsity import MEASURES, SparsityProfile
 from deltarank.errors import OutputError
 from deltarank.io.atomic import check_writable, write_atomic
 from deltarank.io.dtypes import LOW_PRECISION, is_quantized
@@ -101,6 +102,14 @@ class MatrixSpectrum(Record):
             "reference of each energy rank; empty in files written before it was recorded)."
         },
     )
+    sparsity: SparsityProfile | None = field(
+        default=None,
+        metadata={
+            "help": "Shares of entries unchanged (exactly, within sparsity_atol, within the base's storage "
+            "rounding) and numerical rank ÷ min(shape); null for a standalone adapter's own matrices and in "
+            "files written before it was recorded."
+        },
+    )
 
     def gaussian_rank(self, key: str) -> int | None:
         """The Gaussian matrix's energy rank `key` (`energy_90`, ...) for this shape, None when not recorded."""
@@ -130,6 +139,12 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
             f"{LARGE_RELATIVE_CHANGE}, or ranks at the Gaussian reference); null when nothing suggests it."
         },
     )
+    sparsity_atol: float | None = field(
+        default=None,
+        metadata={
+            "help": "Absolute tolerance of every record's sparsity.within_atol; null when not measured."
+        },
+    )
     resumed: int = field(
         default=0, compare=False, metadata={"json": False, "help": "Matrices reused from a resume cache."}
     )
@@ -142,6 +157,7 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
         columns = ["name", "layer", "module", "rows", "cols", "kind", *rank_keys]
         columns += ["delta_norm", "base_norm", "erased_fraction", "random_energy_90", "noise_edge"]
         columns += ["at_noise_level", "lora_rank", "base_dtype", "tuned_dtype", "approximate", "rank_bound"]
+        columns += list(MEASURES)  # the sparsity profile, empty where not measured
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
@@ -150,6 +166,7 @@ class SpectrumResult(ResultFile[MatrixSpectrum]):
             row += [m.ranks.get(k) for k in rank_keys]
             row += [m.delta_norm, m.base_norm, m.erased_fraction, m.random_energy_90, m.noise_edge]
             row += [m.at_noise_level, m.lora_rank, m.base_dtype, m.tuned_dtype, m.approximate, m.rank_bound]
+            row += [getattr(m.sparsity, key, None) for key in MEASURES]
             writer.writerow(["" if v is None else v for v in row])
         text = buffer.getvalue()
         if path is not None:

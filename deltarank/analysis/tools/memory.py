@@ -33,6 +33,11 @@ from deltarank.io.dtypes import SAFETENSORS_DTYPES, mantissa_bits
 NOISE_PASS_BYTES = 4 + 4 + 4 + 4
 # Bytes per entry of the transient uint32 array while a 16-bit tensor is widened (arrays.py `host_array`).
 WIDEN_TRANSIENT_BYTES = 4
+# Bytes per entry of one row block at the peak of the sparsity count (maths/sparsity.py `count_unchanged`):
+# |Δw| (float32), frexp's mantissa and exponent of the base block (then the exponent and ½ulp), a comparison's
+# booleans; the base block widened to float32 comes on top unless stored so, and the ΔW block itself when it is
+# formed from factors (LoRA and the other low-rank forms) or copied to the host from an accelerator.
+SPARSITY_PASS_BYTES = 4 + 4 + 4 + 1
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,14 @@ def _noise_pass(tuned_dtype: str, m: int, n: int) -> int:
     return (NOISE_PASS_BYTES + widened) * entries
 
 
+def _sparsity_pass(pair: PreviewPair, m: int, n: int) -> int:
+    """Peak bytes of the sparsity count: one row block of ΔW (`arrays.row_blocks`) at a time."""
+    entries = max(b.stop - b.start for b in row_blocks(m, n)) * n if m else 0
+    widened = 0 if pair.base_dtype.upper() in ("F32", "F64") else 4
+    formed = 4 if pair.factored else 0
+    return (SPARSITY_PASS_BYTES + widened + formed) * entries
+
+
 def estimate_memory(
     command: str,
     pairs: Sequence[PreviewPair],
@@ -130,13 +143,15 @@ def estimate_memory(
     workers: int = 1,
     batch: int = 1,
     top_k: int | None = None,
+    sparsity: bool = True,
 ) -> MemoryEstimate:
     """Estimated peak bytes of the tensors a run holds at once (a model of the code, not a measurement).
 
     spectrum (run.py): `workers` decompositions run at once, each holding its ΔW (a batch of `batch` on CUDA)
     and the solver's working arrays; the reader thread keeps up to `workers` formed deltas ahead (one when a
     matrix exceeds `LARGE_ENTRIES`), the last of them being formed (stored tensors read, widened, subtracted,
-    then the storage-noise pass, in row blocks above `LARGE_ENTRIES`). The Gram solver (svd.py
+    then the storage-noise pass, in row blocks above `LARGE_ENTRIES`; then, with `sparsity`, the count of its
+    unchanged entries, one row block at a time, once the form's temporaries are gone). The Gram solver (svd.py
     `_host_gram_singular_values`) holds a float64 copy of ΔW and the n × n float64 Gram (n the smaller side),
     or for a large matrix at least twice as long as wide the Gram, a product buffer and one float64 row block;
     then the Gram and LAPACK's copy of it. The SVD solver holds a copy of ΔW.
@@ -155,7 +170,7 @@ def estimate_memory(
     depth = 1 if any(math.prod(p.shape) > LARGE_ENTRIES for p in pairs) else workers
     best: tuple[int, PreviewPair, list[tuple[str, int]]] | None = None
     for pair in pairs:
-        parts = _footprint(command, pair, compute, solver, workers, batch, top_k, depth)
+        parts = _footprint(command, pair, compute, solver, workers, batch, top_k, depth, sparsity)
         total = sum(size for _, size in parts)
         if best is None or total > best[0]:
             best = (total, pair, parts)
@@ -178,6 +193,7 @@ def _footprint(
     batch: int,
     top_k: int | None,
     depth: int,
+    sparsity: bool = False,
 ) -> list[tuple[str, int]]:
     """The (what, bytes) terms of the worst moment of a run whose every slot holds `pair`."""
     m, n = pair.shape
@@ -205,6 +221,8 @@ def _footprint(
         forming = raw + 4 * compute * entries
     else:
         forming = raw + delta
+    if command == "spectrum" and sparsity:  # after the form: its stored tensors and ΔW, one block's count
+        forming = max(forming, raw + delta + _sparsity_pass(pair, m, n))
     svd_out = compute * (m + n) * k  # U (m, k) and V (n, k) of a thin SVD
     # A thin SVD (torch.linalg.svd, LAPACK gesdd): a copy of the input and a workspace of about 7k² + 4k.
     gesdd_full = compute * (entries + 7 * k * k + 4 * k)
@@ -218,7 +236,7 @@ def _footprint(
             (f"{running} delta(s) being decomposed", running * delta),
             (f"{solver} solver working arrays × {running}", running * extra),
             (f"{depth - 1} formed delta(s) read ahead", (depth - 1) * delta),
-            ("pair being read and formed (stored tensors, widening, noise pass)", forming),
+            ("pair being read and formed (stored tensors, widening, noise pass, sparsity count)", forming),
         ]
     if command == "intruders":
         # Current and next pair's stored tensors (the base too for adapters), W in the compute dtype, then W'

@@ -238,7 +238,9 @@ def preview(
         skipped=run_skipped,
         decompositions=per_pair * len(pairs),
         factored=factored,
-        memory=estimate_memory(command, pairs, opts.dtype, solver, workers, batch, opts.top_k),
+        memory=estimate_memory(
+            command, pairs, opts.dtype, solver, workers, batch, opts.top_k, opts.sparsity_atol is not None
+        ),
         process_bytes=_resident_bytes(),
         seconds=seconds,
     )
