@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 from deltarank.figures.style import (
     DOUBLE_COLUMN_IN,
@@ -18,7 +20,10 @@ from deltarank.figures.style import (
 
 MAX_COLUMNS = 4
 LEGEND_ROW_IN = 0.17  # height of one legend row at 7 pt, added to a figure whose legend goes below
-LONG_LABEL = 28  # characters: a legend above the axes with longer labels goes one per row
+LEGEND_FONT_PT = 6  # the compact legend above a study figure's axes
+MAX_LEGEND_COLUMNS = 3
+LEGEND_WIDTH_SHARE = 0.97  # of the figure's width, the most a legend above the axes may take
+LEGEND_PAD_IN = 0.04  # between that legend and the axes
 
 
 def grid_shape(panels: int, max_columns: int = MAX_COLUMNS) -> tuple[int, int]:
@@ -81,11 +86,82 @@ def legend_below(fig: Figure, handles: list[Any], labels: list[str]) -> None:
     fig.legend(handles, labels, loc="outside lower center", ncols=columns)
 
 
-def legend_above(fig: Figure) -> None:
-    """The legend above the axes: two columns, one when the labels are long."""
-    labels = [t for ax in fig.axes for t in ax.get_legend_handles_labels()[1]]
-    ncols = 1 if max((len(t) for t in labels), default=0) > LONG_LABEL else 2
-    fig.legend(loc="outside upper center", ncols=ncols, handlelength=1.6, columnspacing=1.0)
+def legend_above(fig: Figure, title: str | None = None) -> Legend | None:
+    """One compact legend above the axes: every labelled artist of the figure once, in small type, in as many
+    columns (at most three) as the figure's width holds, under a one-line `title` (what the lines or the error
+    bars mean); the figure grows by the legend's height, so the axes keep the height they were drawn at and
+    the data keep most of the figure. None when nothing is labelled."""
+    seen: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if not seen:
+        return None
+    renderer = _renderer(fig)
+    room = fig.get_figwidth() * fig.dpi * LEGEND_WIDTH_SHARE
+    n = len(seen)  # columns as full as the rows allow: 4 entries in 2 × 2, not 3 + 1
+    columns = sorted({math.ceil(n / math.ceil(n / c)) for c in range(1, min(MAX_LEGEND_COLUMNS, n) + 1)})
+    for ncols in reversed(columns):
+        legend = fig.legend(
+            list(seen.values()),
+            list(seen),
+            loc="outside upper center",
+            ncols=ncols,
+            fontsize=LEGEND_FONT_PT,
+            handlelength=1.4,
+            handletextpad=0.6,
+            columnspacing=0.9,
+            labelspacing=0.25,
+            borderaxespad=0.2,
+            title=title or None,
+            title_fontsize=LEGEND_FONT_PT,
+        )
+        box = legend.get_window_extent(renderer)
+        if box.width <= room or ncols == 1:
+            break
+        legend.remove()
+    fig.set_figheight(fig.get_figheight() + box.height / fig.dpi + LEGEND_PAD_IN)
+    return legend
+
+
+def interval_bars(
+    ax: Axes,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    bounds: Sequence[tuple[float, float]],
+    axis: str,
+    color: str,
+    gid: str,
+) -> None:
+    """95% intervals as thin capped error bars behind the markers: (low, high) per point (xs, ys) along `axis`
+    (`x`: across, `y`: up and down), in the series' colour; their collection named `gid` (tests find it)."""
+    centres = xs if axis == "x" else ys
+    err = [[c - b[0] for c, b in zip(centres, bounds, strict=True)],
+           [b[1] - c for c, b in zip(centres, bounds, strict=True)]]  # fmt: skip
+    bars = ax.errorbar(
+        list(xs),
+        list(ys),
+        xerr=err if axis == "x" else None,
+        yerr=err if axis == "y" else None,
+        fmt="none",
+        ecolor=color,
+        elinewidth=0.7,
+        capsize=1.5,
+        capthick=0.7,
+        zorder=2,
+        label="_interval",
+    )
+    for collection in bars.lines[2]:
+        collection.set_gid(gid)
+
+
+def _renderer(fig: Figure) -> Any:
+    """A renderer to measure text with: the figure's canvas's, an Agg canvas's for a figure made without one."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    return fig.canvas.get_renderer()  # type: ignore[attr-defined]
 
 
 def lora_rank_line(ax: Axes, r_by_module: dict[str, int], module: str) -> None:

@@ -17,6 +17,13 @@ held-out loss (lower: learned more). On the learning–forgetting plane, learnin
 loss from the base model (or the accuracy gain) and forgetting the rise of the loss on the base model's own
 general text. Runs of one line that differ only in other settings (seeds, learning rates) are averaged at
 each x. The plane and the diversity bars are drawn by `deltarank.figures.study_panels`.
+
+Every compared number has its 95% interval (`deltarank.figures.study_intervals`, which says where each comes
+from): a score point's error bar is the report's rule, the seed t interval of study.json's group combined in
+quadrature with the evaluation noise of the mean (the binomial of an accuracy, the paired bootstrap of a
+held-out loss change kept in the row), or evaluation noise alone where the point is one run or averages runs
+of several settings; the legend's title says which. An accuracy figure draws its set's chance level as a
+dashed line (`study_rows.ACCURACY_CHANCE`). The rank lines have no interval (a median over module types).
 """
 
 from __future__ import annotations
@@ -24,16 +31,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from deltarank.errors import InputError, OutputError
+from deltarank.figures import study_intervals as intervals
 from deltarank.figures import study_rows as rows
-from deltarank.figures.panels import legend_above
+from deltarank.figures.panels import interval_bars, legend_above
 from deltarank.figures.save import parse_formats, save_figure
 from deltarank.figures.study_panels import HEIGHT_IN, plot_diversity, plot_learning_forgetting
 from deltarank.figures.style import (
+    REFERENCE_STYLE,
     SINGLE_COLUMN_IN,
     new_figure,
     paper_style,
@@ -46,8 +56,27 @@ from deltarank.figures.style import (
 
 SCHEMA = "deltarank.study/1"
 SCHEMA_PEEK_BYTES = 4096  # study.json starts with its schema
+CHANCE_GID = "chance"
 Run = rows.Run
-Score = tuple[str, Callable[[Run], float | None]]
+Groups = Sequence[Mapping[str, Any]]
+
+
+class Score(NamedTuple):
+    """The learning score of a figure: its axis label, its value per run, and the metric its intervals are of
+    (`accuracy`, `held_out_loss`; None: no interval)."""
+
+    label: str
+    value: Callable[[Run], float | None]
+    metric: str | None = None
+
+
+class Point(NamedTuple):
+    """One drawn point: x, the mean y of its runs, and its 95% interval with the noises that interval holds."""
+
+    x: float
+    y: float
+    interval: intervals.Interval | None = None
+    kinds: frozenset[str] = frozenset()
 
 
 def is_study(data: Any) -> bool:
@@ -85,10 +114,10 @@ def read_study(path: Path) -> dict[str, Any]:
 
 
 def learning_score(runs: Sequence[Run]) -> Score:
-    """(axis label, value): accuracy when every run has one, else the held-out loss."""
+    """(axis label, value, metric): accuracy when every run has one, else the held-out loss."""
     if runs and all(rows.accuracy(r) is not None for r in runs):
-        return "accuracy", rows.accuracy
-    return "held-out loss (lower: learned more)", rows.held_out_loss
+        return Score("accuracy", rows.accuracy, "accuracy")
+    return Score("held-out loss (lower: learned more)", rows.held_out_loss, "held_out_loss")
 
 
 def _series(
@@ -96,16 +125,47 @@ def _series(
     x: Callable[[Run], float | None],
     y: Callable[[Run], float | None],
     label: Callable[[Run], str],
-) -> dict[str, list[tuple[float, float]]]:
-    """Per series label, the (x, mean y) points in x order (runs with both values only)."""
-    found: dict[str, dict[float, list[float]]] = {}
+    metric: str | None = None,
+    groups: Groups = (),
+) -> dict[str, list[Point]]:
+    """Per series label, the points (x, mean y of the runs there) in x order (runs with both values only); with
+    a `metric`, each point's 95% interval (`study_intervals.point_interval`, seeds from `groups`)."""
+    found: dict[str, dict[float, list[tuple[Run, float]]]] = {}
     for run in runs:
         xv, yv = x(run), y(run)
         if xv is not None and yv is not None:
-            found.setdefault(label(run), {}).setdefault(float(xv), []).append(float(yv))
-    return {
-        label: sorted((xv, sum(v) / len(v)) for xv, v in points.items()) for label, points in found.items()
-    }
+            found.setdefault(label(run), {}).setdefault(float(xv), []).append((run, float(yv)))
+    series: dict[str, list[Point]] = {}
+    for name, points in found.items():
+        series[name] = []
+        for xv, members in sorted(points.items()):
+            bar = (
+                None if metric is None else intervals.point_interval([r for r, _ in members], metric, groups)
+            )
+            mean = sum(v for _, v in members) / len(members)
+            series[name].append(Point(xv, mean, *bar) if bar else Point(xv, mean))
+    return series
+
+
+def _draw_intervals(ax: Axes, name: str, points: Sequence[Point], color: str) -> None:
+    """The points' 95% intervals as vertical error bars (gid `interval:<name>`); none without intervals."""
+    shown = [p for p in points if p.interval is not None]
+    if not shown:
+        return
+    bounds = [p.interval for p in shown if p.interval is not None]
+    gid = f"{intervals.INTERVAL_GID}:{name}"
+    interval_bars(ax, [p.x for p in shown], [p.y for p in shown], bounds, "y", color, gid)
+
+
+def _reference_lines(ax: Axes, chance: float | None) -> None:
+    """The chance level of an accuracy: dashed, named in the legend."""
+    if chance is not None:
+        ax.axhline(chance, label=f"chance ({chance:g})", gid=CHANCE_GID, **REFERENCE_STYLE)
+
+
+def _bars_note(series: Mapping[str, Sequence[Point]]) -> str:
+    """The legend's title: the noises the error bars hold ('' without bars)."""
+    return intervals.bars_note([p.kinds for points in series.values() for p in points if p.interval])
 
 
 def _setting_number(key: str) -> Callable[[Run], float | None]:
@@ -117,28 +177,30 @@ def _setting_number(key: str) -> Callable[[Run], float | None]:
 
 
 def _line_figure(
-    series: Mapping[str, Sequence[tuple[float, float]]], xlabel: str, ylabel: str, log_x: bool
+    series: Mapping[str, Sequence[Point]], xlabel: str, ylabel: str, log_x: bool, chance: float | None = None
 ) -> Figure:
     with paper_style():
         fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
         ax = fig.add_subplot()
         for k, (label, points) in enumerate(series.items()):
             ax.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
+                [p.x for p in points],
+                [p.y for p in points],
                 color=run_color(k),
                 marker=run_marker(k),
                 linestyle=run_linestyle(k),
                 label=label,
             )
+            _draw_intervals(ax, label, points, run_color(k))
+        _reference_lines(ax, chance)
         if log_x:
             ax.set_xscale("log", base=2)
-            ax.set_xticks(sorted({p[0] for points in series.values() for p in points}))
+            ax.set_xticks(sorted({p.x for points in series.values() for p in points}))
             ax.xaxis.set_major_formatter(_plain())
             ax.xaxis.set_minor_formatter(_plain(""))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        legend_above(fig)
+        legend_above(fig, _bars_note(series))
     return fig
 
 
@@ -155,27 +217,32 @@ def _scatter_figure(
     score: Score,
     xlabel: str,
     label: Callable[[Run], str],
+    groups: Groups = (),
+    chance: float | None = None,
 ) -> Figure:
-    ylabel, y = score
+    series = _series(runs, x, score.value, label, score.metric, groups)
     with paper_style():
         fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
         ax = fig.add_subplot()
-        for k, (name, points) in enumerate(_series(runs, x, y, label).items()):
+        for k, (name, points) in enumerate(series.items()):
             ax.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
+                [p.x for p in points],
+                [p.y for p in points],
                 linestyle="none",
                 marker=run_marker(k),
                 color=run_color(k),
                 markeredgecolor="white",
                 markeredgewidth=0.5,
+                zorder=3,
                 label=name,
             )
+            _draw_intervals(ax, name, points, run_color(k))
+        _reference_lines(ax, chance)
         ax.set_xscale("log")
         plain_log_axis(ax.xaxis)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        legend_above(fig)
+        ax.set_ylabel(score.label)
+        legend_above(fig, _bars_note(series))
     return fig
 
 
@@ -198,30 +265,32 @@ def study_figures(study: Mapping[str, Any]) -> dict[str, Figure]:
     plain = [r for r in runs if not r.get("from")]
     label = rows.labeller(runs)
     score = learning_score(plain)
+    groups = [g for g in study.get("groups") or [] if isinstance(g, Mapping)]
+    chance = rows.chance_accuracy(plain) if score.metric == "accuracy" else None
     size = _setting_number("data_size")
     sizes = {size(r) for r in plain if size(r) is not None}
     if len(sizes) >= 2:
-        series = _series(plain, size, score[1], label)
+        series = _series(plain, size, score.value, label, score.metric, groups)
         if any(len(p) >= 2 for p in series.values()):
             figures["study_score_vs_data_size"] = _line_figure(
-                series, "training examples", score[0], log_x=True
+                series, "training examples", score.label, log_x=True, chance=chance
             )
         ranked = _series(plain, size, rows.rank_summary, label)
         if any(len(p) >= 2 for p in ranked.values()):
             figures["study_rank_vs_data_size"] = _line_figure(
                 ranked, "training examples", "ΔW energy_90 (median)", log_x=True
             )
-    scored = [r for r in plain if score[1](r) is not None]
+    scored = [r for r in plain if score.value(r) is not None]
     if len(scored) >= 2:
         if sum(_trainable(r) is not None for r in scored) >= 2:
             figures["study_score_vs_parameters"] = _scatter_figure(
-                scored, _trainable, score, "trainable parameters", label
+                scored, _trainable, score, "trainable parameters", label, groups, chance
             )
         if sum(_cost_seconds(r) is not None for r in scored) >= 2:
             figures["study_score_vs_cost"] = _scatter_figure(
-                scored, _cost_seconds, score, "device-seconds", label
+                scored, _cost_seconds, score, "device-seconds", label, groups, chance
             )
-    plane = plot_learning_forgetting(plain, label)
+    plane = plot_learning_forgetting(plain, label, study)
     if plane is not None:
         figures["study_learning_forgetting"] = plane
     diversity = plot_diversity(study, runs, label)

@@ -2,8 +2,16 @@
 height and the legend above the axes that every study figure shares.
 
 On the plane, learning is the accuracy gain over the base model when every run has one, else the drop of
-the held-out loss from it; forgetting is the rise of the loss on the base model's own general text. The
-diversity bars count distinct outputs per prompt for the base model and each series.
+the held-out loss from it; forgetting is the rise of the loss on the base model's own general text. Each run
+is one point, with its 95% intervals on both axes (`deltarank.figures.study_intervals`): the evaluation-noise
+intervals study.json keeps for the run (the paired bootstrap over the evaluation sequences of its held-out
+loss change and of its general-text loss rise), or the binomial of an accuracy gain. A point is one run, so
+there is no seed interval: the legend's title says "evaluation noise". A run whose row keeps no interval
+has no bar.
+
+The diversity bars count distinct outputs per prompt for the base model and each series. study.json keeps
+only the mean over prompts (each prompt's samples are in the run's generations.jsonl, which the figures do
+not read), so the bars have no interval; their axis is linear from 0.
 """
 
 from __future__ import annotations
@@ -11,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from deltarank.figures import study_intervals as intervals
 from deltarank.figures import study_rows as rows
 from deltarank.figures.learning import FORGETTING_AXIS, pareto_front
-from deltarank.figures.panels import legend_above
+from deltarank.figures.panels import interval_bars, legend_above
 from deltarank.figures.style import (
     REFERENCE_COLOR,
     SINGLE_COLUMN_IN,
@@ -28,39 +38,44 @@ from deltarank.figures.style import (
 )
 
 HEIGHT_IN = 2.6
+PLANE_NOTE = "lines: Pareto fronts; bars: 95% CI, evaluation noise"
 Run = rows.Run
 
 
-def _plane(runs: Sequence[Run]) -> tuple[str, list[tuple[Run, float, float]]]:
-    """(learning label, [(run, forgetting, learning)]): learning is the accuracy gain over the run's base model
-    when every run has one, else the drop of the held-out loss from its base model."""
+def _plane(runs: Sequence[Run]) -> tuple[str, bool, list[tuple[Run, float, float]]]:
+    """(learning label, accuracy?, [(run, forgetting, learning)]): learning is the accuracy gain over the run's
+    base model when every run has one, else the drop of the held-out loss from its base model."""
     points = []
     if runs and all(rows.number(r, "learning", "accuracy_change") is not None for r in runs):
         for run in runs:
             if (f := rows.forgetting(run)) is not None:
                 points.append((run, f, float(rows.number(run, "learning", "accuracy_change") or 0)))
-        return "learning (accuracy gain over the base)", points
+        return "learning (accuracy gain over the base)", True, points
     for run in runs:
         change, f = rows.number(run, "learning", "held_out_loss_change"), rows.forgetting(run)
         if change is not None and f is not None:
             points.append((run, f, -change))
-    return "learning (drop in held-out loss)", points
+    return "learning (drop in held-out loss)", False, points
 
 
-def plot_learning_forgetting(runs: Sequence[Run], label: Callable[[Run], str]) -> Figure | None:
-    """Learning against forgetting, one marker per run, each method's Pareto front (controls: their own)."""
-    axis_label, points = _plane(runs)
+def plot_learning_forgetting(
+    runs: Sequence[Run], label: Callable[[Run], str], study: Mapping[str, Any] | None = None
+) -> Figure | None:
+    """Learning against forgetting, one marker per run with its 95% intervals on both axes (the base of an
+    accuracy gain from `study`), each method's Pareto front (controls: their own)."""
+    axis_label, accuracy, points = _plane(runs)
     if len(points) < 2:
         return None
     with paper_style():
         fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN + 0.3)
         ax = fig.add_subplot()
-        groups: dict[str, list[tuple[float, float]]] = {}
+        groups: dict[str, list[tuple[Run, float, float]]] = {}
+        drawn = False
         for run, f, learn in points:
-            groups.setdefault(label(run), []).append((f, learn))
+            groups.setdefault(label(run), []).append((run, f, learn))
         for k, (name, mine) in enumerate(groups.items()):
             color = run_color(k)
-            xs, ys = [p[0] for p in mine], [p[1] for p in mine]
+            xs, ys = [p[1] for p in mine], [p[2] for p in mine]
             ax.plot(
                 xs,
                 ys,
@@ -72,6 +87,7 @@ def plot_learning_forgetting(runs: Sequence[Run], label: Callable[[Run], str]) -
                 zorder=3,
                 label=name,
             )
+            drawn |= _draw_intervals(ax, name, mine, color, {} if study is None else study, accuracy)
             front = pareto_front(ys, xs)
             if len(front) > 1:
                 ax.plot(
@@ -92,9 +108,31 @@ def plot_learning_forgetting(runs: Sequence[Run], label: Callable[[Run], str]) -
         ax.set_xlabel(FORGETTING_AXIS)
         ax.set_ylabel(axis_label)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-        ax.set_title("lines: each method's Pareto front", loc="left")
-        legend_above(fig)
+        legend_above(fig, PLANE_NOTE if drawn else PLANE_NOTE.split(";")[0])
     return fig
+
+
+def _draw_intervals(
+    ax: Axes,
+    name: str,
+    points: Sequence[tuple[Run, float, float]],
+    color: str,
+    study: Mapping[str, Any],
+    accuracy: bool,
+) -> bool:
+    """Each run's 95% intervals: forgetting across (gid `interval-x:<name>`), learning up and down
+    (`interval-y:<name>`); a run without one has no bar on that axis. True when any bar was drawn."""
+    across = [(f, learn, i) for run, f, learn in points if (i := intervals.forgetting_interval(run))]
+    upright = [
+        (f, learn, i)
+        for run, f, learn in points
+        if (i := intervals.learning_interval(run, rows.base_of(study, run), accuracy))
+    ]
+    for axis, found in (("x", across), ("y", upright)):
+        if found:
+            xs, ys, bounds = [p[0] for p in found], [p[1] for p in found], [p[2] for p in found]
+            interval_bars(ax, xs, ys, bounds, axis, color, f"{intervals.INTERVAL_GID}-{axis}:{name}")
+    return bool(across or upright)
 
 
 def plot_diversity(
@@ -143,5 +181,5 @@ def plot_diversity(
                 label=f"{samples} samples",
             )
         if len(keys) > 1 or samples:
-            fig.legend(loc="outside upper center", ncols=4, handlelength=1.6, columnspacing=1.0)
+            legend_above(fig)
     return fig

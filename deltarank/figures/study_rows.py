@@ -19,6 +19,11 @@ Run = Mapping[str, Any]
 LORA_METHODS = where("lora_like")  # lora, qlora
 REGULARISERS = ("weight_decay", "attention_dropout")
 DURATIONS = ("max_steps", "epochs")
+# The exact-match accuracy of a uniform guess, per closed-answer set (`deltarank.evaluation.accuracy`'s
+# CLOSED_ANSWER_SETS): zh-sentiment's answer is one of two words (正面 / 负面); math's answers are open
+# numbers, so it has none. Declared here, in the layer the figures and the claims both read.
+ACCURACY_CHANCE: dict[str, float] = {"zh-sentiment": 0.5}
+BUILTIN = "builtin:"
 
 
 def setting(run: Run, key: str) -> Any:
@@ -79,6 +84,22 @@ def number(run: Run, name: str, key: str) -> float | None:
 def accuracy(run: Run) -> float | None:
     """Exact-match accuracy (0–1) of the run, if measured."""
     return number(run, "learning", "accuracy")
+
+
+def accuracy_set(run: Run) -> str | None:
+    """The built-in data set of a run's accuracy (`zh-sentiment` of `builtin:zh-sentiment:test`): its
+    `learning.accuracy_set`, else its training data (the set an accuracy is measured on by default); None for
+    anything but a built-in set."""
+    name = section(run, "learning").get("accuracy_set") or setting(run, "data")
+    text = "" if name is None else str(name)
+    return text.removeprefix(BUILTIN).split(":")[0] if text.startswith(BUILTIN) else None
+
+
+def chance_accuracy(runs: Sequence[Run]) -> float | None:
+    """The accuracy of a uniform guess on the runs' accuracy set (`ACCURACY_CHANCE`); None when a run's set
+    has none, or the runs were scored on sets of different chance levels."""
+    levels = {ACCURACY_CHANCE.get(accuracy_set(r) or "") for r in runs}
+    return levels.pop() if len(levels) == 1 else None
 
 
 def held_out_loss(run: Run) -> float | None:

@@ -44,7 +44,8 @@ REFERENCE_STYLE: dict[str, Any] = {
     "zorder": 1,
 }
 LORA_RANK_STYLE: dict[str, Any] = {"color": LORA_RANK_COLOR, "linestyle": ":", "linewidth": 1.0, "zorder": 1}
-MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+# Nine markers against eight colours: the ninth run differs from the first (a black star marks base models).
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", "h")
 LINESTYLES: tuple[str, ...] = ("-", "--", "-.", ":")
 
 STYLE: dict[RcKeyType, Any] = {

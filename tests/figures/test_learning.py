@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from matplotlib.axes import Axes
 
 from deltarank.errors import InputError
 from deltarank.figures.learning import load_summary, pareto_front, plot_learning_forgetting, tradeoff_points
@@ -62,3 +63,50 @@ def test_load_summary_errors(tmp_path: Path) -> None:
     del broken["base"]
     with pytest.raises(InputError, match="missing or malformed"):
         tradeoff_points(broken)
+
+
+def _bars(ax: Axes, gid: str) -> list[tuple[float, float, float]]:
+    """(centre on the other axis, low, high) of every error bar in the collections with this gid."""
+    across = gid.startswith("interval-x:")
+    found = []
+    for collection in ax.collections:
+        if collection.get_gid() == gid:
+            for (x0, y0), (x1, y1) in collection.get_segments():  # type: ignore[attr-defined]
+                found.append((y0, min(x0, x1), max(x0, x1)) if across else (x0, min(y0, y1), max(y0, y1)))
+    return found
+
+
+def test_final_models_carry_the_summarys_intervals() -> None:
+    """summary.json's intervals (the paired bootstrap of each run's held-out loss change and general-text
+    loss rise) are drawn on the final models only: learning = −change, so its bar is the change's negated."""
+    summary = summary_dict()
+    summary["intervals"] = {
+        "held_out_loss_change": {"full": [-0.95, -0.85], "lora": [-0.39, -0.31]},
+        "forgetting": {"full": [0.36, 0.44], "lora": None},  # lora's not recorded: no bar across
+    }
+    finals = {p.run: p for p in tradeoff_points(summary) if p.step == 60}
+    assert finals["full"].learning_ci95 == pytest.approx((0.85, 0.95))
+    assert finals["full"].forgetting_ci95 == pytest.approx((0.36, 0.44))
+    assert all(p.learning_ci95 is None for p in tradeoff_points(summary) if p.step != 60)
+    fig = plot_learning_forgetting(summary)
+    (ax,) = fig.axes
+    assert _bars(ax, "interval-y:full") == [pytest.approx((0.40, 0.85, 0.95))]  # at forgetting 0.40
+    assert _bars(ax, "interval-x:full") == [pytest.approx((0.90, 0.36, 0.44))]  # at learning 0.90
+    assert _bars(ax, "interval-y:lora") == [pytest.approx((0.20, 0.31, 0.39))]
+    assert _bars(ax, "interval-x:lora") == []
+    (legend,) = fig.legends
+    assert legend.get_title().get_text() == "bars: 95% CI of the final models, evaluation noise"
+    assert {t.get_text() for t in legend.get_texts()} == {
+        "full fine-tuning",
+        "LoRA",
+        "base model",
+        "Pareto front",
+    }
+    fig.draw_without_rendering()
+    assert legend.get_window_extent().height < 0.35 * fig.get_figheight() * fig.dpi
+
+
+def test_summary_without_intervals_has_no_bars() -> None:
+    fig = plot_learning_forgetting(summary_dict())
+    assert not [c for c in fig.axes[0].collections if str(c.get_gid()).startswith("interval")]
+    assert fig.legends[0].get_title().get_text() == ""

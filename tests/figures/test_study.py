@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 
 from deltarank.errors import InputError
 from deltarank.figures.study import render_study_figures, study_figures
 from tests.study.example_study import belle_study, biderman_study, run
+
+
+def drawn_lines(ax: Axes) -> dict[str, Line2D]:
+    """The axes' labelled lines by label (error-bar caps and other unlabelled lines left out)."""
+    return {
+        str(line.get_label()): line for line in ax.get_lines() if not str(line.get_label()).startswith("_")
+    }
 
 
 def test_biderman_figures(tmp_path: Path) -> None:
@@ -21,7 +30,7 @@ def test_biderman_figures(tmp_path: Path) -> None:
         "study_diversity",
     }
     (ax,) = figures["study_learning_forgetting"].axes
-    lines = {line.get_label(): line for line in ax.get_lines()}
+    lines = drawn_lines(ax)
     assert {"full", "lora r=2", "full + weight_decay 0.0001", "base model"} <= set(
         lines
     )  # one model: unnamed
@@ -40,8 +49,8 @@ def test_belle_figures(tmp_path: Path) -> None:
     figures = study_figures(belle_study())
     assert "study_score_vs_data_size" in figures and "study_diversity" not in figures
     (ax,) = figures["study_score_vs_data_size"].axes
-    lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(lines) == {"tiny lora r=8", "tiny full", "big lora r=8"}
+    lines = drawn_lines(ax)
+    assert set(lines) == {"tiny lora r=8", "tiny full", "big lora r=8", "chance (0.5)"}
     x, y = lines["tiny lora r=8"].get_data()
     assert list(x) == [100, 200, 400] and list(y) == pytest.approx([0.60, 0.62, 0.64])
     assert ax.get_ylabel() == "accuracy"
@@ -61,7 +70,7 @@ def test_stacked_runs_stay_out_of_the_score_figures() -> None:
     for stem in ("study_score_vs_data_size", "study_score_vs_parameters", "study_score_vs_cost"):
         (ax,) = figures[stem].axes
         assert ax.get_ylabel() == "accuracy"
-        assert {line.get_label() for line in ax.get_lines()} == {"tiny lora r=8", "tiny full", "big lora r=8"}
+        assert set(drawn_lines(ax)) == {"tiny lora r=8", "tiny full", "big lora r=8", "chance (0.5)"}
 
 
 def test_several_data_sets_are_named_in_the_labels() -> None:
@@ -70,7 +79,7 @@ def test_several_data_sets_are_named_in_the_labels() -> None:
         if row["name"] == "big-lora-n100":
             row["settings"]["data"] = "builtin:math"
     (ax,) = study_figures(study)["study_score_vs_parameters"].axes
-    labels = {line.get_label() for line in ax.get_lines()}
+    labels = set(drawn_lines(ax))
     assert labels == {
         "tiny lora r=8 on builtin:zh-sentiment",
         "tiny full on builtin:zh-sentiment",

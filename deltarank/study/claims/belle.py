@@ -16,6 +16,7 @@ from deltarank.analysis.results.claim_statistic import (
     INCONCLUSIVE,
     Z80,
     Z95,
+    binomial_variance,
     describe_statistic,
     interval_label,
     statistic,
@@ -114,7 +115,7 @@ def _accuracy_combination(
                 variance = math.nan
                 break
             p = float(accuracy(run) or 0.0)
-            variance += (w / len(group)) ** 2 * p * (1 - p) / int(n) * 1e4
+            variance += (w / len(group)) ** 2 * binomial_variance(p, int(n)) * 1e4
     evaluation = None if math.isnan(variance) else Z95 * math.sqrt(variance)
     seed = seed_half_width([(w, [_points(r) for r in group]) for w, group in terms])
     seeds = min(len(group) for _, group in terms)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deltarank.analysis.results.claim_statistic import Z95, statistic
+from deltarank.analysis.results.claim_statistic import Z95, binomial_variance, statistic
 from deltarank.figures.study_rows import Run, forgetting
 from deltarank.study.claims.statistics import group_key, seed_half_width
 from deltarank.study.claims.verdicts import Measure, mean
@@ -86,7 +86,7 @@ def learning_statistic(a: Variant, b: Variant, label: str, names: str = "LoRA âˆ
     evaluation = None
     if all(examples):
         variance = sum(
-            p * (1 - p) / n
+            binomial_variance(p, n)
             for p, n in ((mean(a.learning), examples[0]), (mean(b.learning), examples[1]))
             if n
         )
