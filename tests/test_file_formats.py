@@ -49,8 +49,13 @@ FORMATS: dict[str, tuple[tuple[str, ...], str | None, bool]] = {
         "deltarank.io.standalone:read_adapter_config",
         True,
     ),
-    "analysis result (spectrum, intruders, similarity, extract)": (
+    "analysis result (spectrum, intruders, similarity, extract, placement)": (
         ("deltarank.analysis.results.base:ResultFile",),
+        "deltarank.analysis.results.read:read_result",
+        True,
+    ),
+    "placement output directory (placement.json + figure)": (
+        ("deltarank.cli.placement:write_placement",),
         "deltarank.analysis.results.read:read_result",
         True,
     ),

@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "compare": "deltarank.cli.compare:compare",
     "reproduce": "deltarank.cli.reproduce:reproduce",
     "intruders": "deltarank.cli.intruders:intruders",
+    "placement": "deltarank.cli.placement:placement",
     "similarity": "deltarank.cli.similarity:similarity",
     "extract": "deltarank.cli.extract:extract",
     "evaluate": "deltarank.cli.evaluate:evaluate",

@@ -39,12 +39,17 @@ def compare(
     similarity  mean φ(i, i) over the layers per file, for i = 1, 4, 16, 64 where stored
     extract     median rank written and mean retained energy per run (an adapter directory
                 written by extract works too)
+    placement   medians at k = r0.9 of ΔW of the shares of ‖ΔW‖² in W₀'s top-k and bottom-k
+                left (L) and right (R) singular directions, their chance k/m and k/n, the
+                mean cos² of the left principal angles and the relative change of σ₁ (an
+                output directory of placement works too)
 
     The row `all` takes every matrix.
     """
     from deltarank.analysis.results import (
         ExtractResult,
         IntruderResult,
+        PlacementResult,
         SimilarityResult,
         SpectrumResult,
         read_result,
@@ -71,6 +76,8 @@ def compare(
         table = tables.intruder_table([r for r in loaded if isinstance(r, IntruderResult)], names)
     elif all(isinstance(r, SimilarityResult) for r in loaded):
         table = tables.similarity_table([r for r in loaded if isinstance(r, SimilarityResult)], names)
+    elif all(isinstance(r, PlacementResult) for r in loaded):
+        table = tables.placement_table([r for r in loaded if isinstance(r, PlacementResult)], names)
     else:
         table = tables.extract_table([r for r in loaded if isinstance(r, ExtractResult)], names)
     click.echo(table.to_text(), nl=False)

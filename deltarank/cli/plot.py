@@ -10,8 +10,8 @@ import click
 from deltarank.cli.options import output_option
 
 KIND_HELP = (
-    "spectrum, ranks, ratio (the headline), steps, learning, intruders, similarity, energy, sparsity, or all "
-    "(every kind the inputs allow)."
+    "spectrum, ranks, ratio (the headline), steps, learning, intruders, similarity, energy, sparsity, "
+    "placement, or all (every kind the inputs allow)."
 )
 
 
@@ -68,9 +68,9 @@ def plot(
     lora_rank: int | None,
     x_axis: str,
 ) -> None:
-    """Draw paper figures from RESULTS into a directory: result files of spectrum, intruders, similarity or
-    extract (an adapter directory written by extract works too), told apart by their schema; each file goes
-    to the figures of its family. A train_log.jsonl of `deltarank train --track-rank N` (or its run directory)
+    """Draw paper figures from RESULTS into a directory: result files of spectrum, intruders, similarity,
+    extract or placement (an adapter directory written by extract, an output directory of placement work
+    too), told apart by their schema; each file goes to the figures of its family. A train_log.jsonl of `deltarank train --track-rank N` (or its run directory)
     goes to the steps figure.
 
     \b
@@ -86,6 +86,8 @@ def plot(
       retained_energy      energy of ΔW kept against rank k (extract; several: retained_energy-LABEL)
       sparsity             entries changed beyond --sparsity-atol against rank ÷ min(m, n), one point
                            per module type and run: sparse vs low-rank (spectrum)
+      placement            share of ‖ΔW‖² in W₀'s top-k and bottom-k singular directions against layer,
+                           per module type, beside chance k/d (placement; several: placement-LABEL)
       study_*              a study.json of `deltarank study`: every figure its runs allow (see its report),
                            and the spectrum figures of the spectra it kept (learning_forgetting too for a
                            reproduction, from the summary.json beside it)

@@ -2,8 +2,8 @@
 
 The one place that decides which figure kinds exist, which inputs each needs, and the files they are saved as.
 Each result goes to the figures of its family: spectra to spectrum/ranks/ratio/steps/sparsity, intruder results
-to `intruders`, similarity results to `similarity`, extract results to `energy`; a reproduction summary to
-`learning`.
+to `intruders`, similarity results to `similarity`, extract results to `energy`, placement results to
+`placement`; a reproduction summary to `learning`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,18 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from deltarank.analysis.results import ExtractResult, IntruderResult, SimilarityResult, SpectrumResult
+from deltarank.analysis.results import (
+    ExtractResult,
+    IntruderResult,
+    PlacementResult,
+    SimilarityResult,
+    SpectrumResult,
+)
 from deltarank.analysis.results.base import ResultFile
 from deltarank.errors import DeltarankError, OptionError, OutputError
 from deltarank.figures.headline import plot_headline
 from deltarank.figures.learning import load_summary, plot_learning_forgetting
+from deltarank.figures.placement import plot_placement
 from deltarank.figures.ranks import plot_ranks_by_layer
 from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_runs, result_labels
 from deltarank.figures.save import parse_formats, save_figure
@@ -38,8 +45,8 @@ from deltarank.figures.training import (
 
 log = logging.getLogger(__name__)
 
-# kind -> file stem; `all` draws every kind the inputs allow. `similarity` and `energy` draw one figure per
-# result file: with several, each stem gets `-<label>` (see `stems`).
+# kind -> file stem; `all` draws every kind the inputs allow. `similarity`, `energy` and `placement` draw one
+# figure per result file: with several, each stem gets `-<label>` (see `stems`).
 FIGURES: dict[str, str] = {
     "spectrum": "spectra",
     "ranks": "ranks_by_layer",
@@ -50,13 +57,16 @@ FIGURES: dict[str, str] = {
     "similarity": "similarity",
     "energy": "retained_energy",
     "sparsity": "sparsity",
+    "placement": "placement",
 }
+PER_FILE_KINDS = ("similarity", "energy", "placement")
 KINDS: tuple[str, ...] = (*FIGURES, "all")
 # kind -> the result family it draws (kinds not listed take spectra or the summary).
 FAMILY_OF_KIND: dict[str, type[ResultFile[Any]]] = {
     "intruders": IntruderResult,
     "similarity": SimilarityResult,
     "energy": ExtractResult,
+    "placement": PlacementResult,
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -69,6 +79,7 @@ class Inputs:
     intruders: list[tuple[str, IntruderResult]] = field(default_factory=list)
     similarity: list[tuple[str, SimilarityResult]] = field(default_factory=list)
     extracts: list[tuple[str, ExtractResult]] = field(default_factory=list)
+    placements: list[tuple[str, PlacementResult]] = field(default_factory=list)
     summary: Mapping[str, Any] | None = None
     tracked: list[TrackedRun] = field(default_factory=list)
 
@@ -81,6 +92,8 @@ class Inputs:
             return self.similarity
         if family is ExtractResult:
             return self.extracts
+        if family is PlacementResult:
+            return self.placements
         return []
 
 
@@ -99,7 +112,9 @@ def sort_inputs(
     result_labels(results, labels)  # one label per file, or none
     by_family: dict[type[ResultFile[Any]], list[int]] = {}
     for index, result in enumerate(results):
-        if not isinstance(result, SpectrumResult | IntruderResult | SimilarityResult | ExtractResult):
+        if not isinstance(
+            result, SpectrumResult | IntruderResult | SimilarityResult | ExtractResult | PlacementResult
+        ):
             raise DeltarankError(f"cannot plot a {type(result).__name__} ({result.SCHEMA})")
         by_family.setdefault(type(result), []).append(index)
 
@@ -115,6 +130,7 @@ def sort_inputs(
         intruders=labelled(IntruderResult),
         similarity=labelled(SimilarityResult),
         extracts=labelled(ExtractResult),
+        placements=labelled(PlacementResult),
         summary=summary,
         tracked=list(tracked),
     )
@@ -165,7 +181,7 @@ def why_not(kind: str, inputs: Inputs, lora_rank: int | None) -> str | None:
 
 def stems(kind: str, inputs: Inputs) -> list[str]:
     """The file stems of figure `kind`: one, or for a per-file kind with several files `<stem>-<label>`."""
-    per_file = kind in ("similarity", "energy")
+    per_file = kind in PER_FILE_KINDS
     items = inputs.of(kind)
     if not per_file or len(items) <= 1:
         return [FIGURES[kind]]
@@ -179,7 +195,7 @@ def planned(
     kind: str, inputs: Inputs, lora_rank: int | None, x_axis: str = "step"
 ) -> list[tuple[str, Callable[[], Figure]]]:
     """The figures of `kind` as (file stem, a function drawing it): one per kind, or one per file for the
-    similarity heatmaps and the retained-energy curves."""
+    similarity heatmaps, the retained-energy curves and the placement shares."""
     if kind == "similarity":
         return [
             (stem, partial(plot_similarity_heatmaps, result))
@@ -189,6 +205,11 @@ def planned(
         return [
             (stem, partial(plot_retained_energy, result))
             for stem, (_, result) in zip(stems(kind, inputs), inputs.extracts, strict=True)
+        ]
+    if kind == "placement":
+        return [
+            (stem, partial(plot_placement, result))
+            for stem, (_, result) in zip(stems(kind, inputs), inputs.placements, strict=True)
         ]
     return [(FIGURES[kind], partial(draw, kind, inputs, lora_rank, x_axis))]
 
@@ -237,8 +258,8 @@ def render_figures(
         results: Results of any family (`read_result`); each goes to the figures of its family. Spectrum
             checkpoints of one run share a label (see `runs.make_runs`).
         out_dir: Output directory, created when missing.
-        kinds: Figure kinds (spectrum, ranks, ratio, steps, learning, intruders, similarity, energy, sparsity)
-            or `all`: every kind the inputs allow.
+        kinds: Figure kinds (spectrum, ranks, ratio, steps, learning, intruders, similarity, energy, sparsity,
+            placement) or `all`: every kind the inputs allow.
         formats: pdf, png and/or svg.
         labels: One name per result, in order (legends; file names of per-file figures); derived from the
             tuned paths when omitted.

@@ -1,7 +1,7 @@
 """The comparison tables of `deltarank compare`, one per result family: per module type, a few numbers per run.
 
 Spectrum: median ranks and their ratios; intruders: intruder counts; similarity: mean φ(i, i); extract: rank and
-retained energy. Each table prints aligned for a terminal and writes CSV with the raw numbers.
+retained energy; placement: shares of ΔW in W₀'s top-k and bottom-k directions beside chance. Each table prints aligned for a terminal and writes CSV with the raw numbers.
 """
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from deltarank.analysis.results import ExtractResult, IntruderResult, SimilarityResult, SpectrumResult
+from deltarank.analysis.results import (
+    ExtractResult,
+    IntruderResult,
+    PlacementResult,
+    SimilarityResult,
+    SpectrumResult,
+)
 from deltarank.analysis.results.medians import median
+from deltarank.analysis.results.placement import MATCHED_KEY
 from deltarank.analysis.results.sparsity import MEASURES
 from deltarank.errors import DeltarankError
 from deltarank.figures.runs import as_runs, display_labels, energy_rank, module_order, result_labels
@@ -25,6 +32,16 @@ FINE = 3  # decimals of shares (φ, retained energy, sparsity)
 # The sparsity profile's measures -> column suffix: the shares of entries exactly unchanged, within the run's
 # atol, within half an ulp of the base weight, and the numerical rank ÷ min(m, n).
 SPARSITY_COLUMNS: dict[str, str] = dict(zip(MEASURES, ("zero", "atol", "ulp/2", "rank/n"), strict=True))
+# The placement table's columns per run at k = r₀.₉ of ΔW: (side, measure) -> column suffix.
+PLACEMENT_COLUMNS: dict[tuple[str, str], str] = {
+    ("left", "top"): "top L",
+    ("left", "bottom"): "bottom L",
+    ("left", "chance"): "chance L",
+    ("right", "top"): "top R",
+    ("right", "bottom"): "bottom R",
+    ("right", "chance"): "chance R",
+    ("left", "mean_cos2"): "cos² L",
+}
 
 Cell = str | int | float | None
 
@@ -137,7 +154,10 @@ def compare_table(
 
 
 def _modules(
-    results: Sequence[IntruderResult] | Sequence[SimilarityResult] | Sequence[ExtractResult],
+    results: Sequence[IntruderResult]
+    | Sequence[SimilarityResult]
+    | Sequence[ExtractResult]
+    | Sequence[PlacementResult],
 ) -> list[str]:
     """Module types in first-seen order over all results, then the row `all`."""
     order: dict[str, None] = {}
@@ -155,7 +175,9 @@ def _row_groups(results: Sequence[Any], module: str) -> tuple[list[list[Any]], i
     return groups, counts.pop() if len(counts) == 1 else None
 
 
-def _check_matrices(results: Sequence[IntruderResult] | Sequence[ExtractResult]) -> None:
+def _check_matrices(
+    results: Sequence[IntruderResult] | Sequence[ExtractResult] | Sequence[PlacementResult],
+) -> None:
     for result in results:
         if not result.matrices:
             raise DeltarankError(f"{result.tuned}: the result holds no matrices")
@@ -241,3 +263,31 @@ def extract_table(results: Sequence[ExtractResult], labels: Sequence[str] | None
             ]
         rows.append(tuple(row))
     return CompareTable(columns=tuple(columns), rows=tuple(rows), decimals=tuple(decimals))
+
+
+def placement_table(results: Sequence[PlacementResult], labels: Sequence[str] | None = None) -> CompareTable:
+    """Per module type: matrices `n`, and per run the medians over its layers, at k = each ΔW's r₀.₉, of the
+    shares of ‖ΔW‖² in W₀'s top-k and bottom-k left and right directions, their chance k/m and k/n, the mean
+    cos² of the left principal angles and the relative change of σ₁ (`<label> Δσ1`). The row `all` takes every
+    matrix.
+
+    Raises:
+        DeltarankError: the labels do not match the results, or a result has no matrices.
+    """
+    names = result_labels(results, labels)
+    _check_matrices(results)
+    columns = ["module", "n"]
+    for name in names:
+        columns += [f"{name} {suffix}" for suffix in PLACEMENT_COLUMNS.values()] + [f"{name} Δσ1"]
+    rows: list[tuple[Cell, ...]] = []
+    for module in _modules(results):
+        groups, count = _row_groups(results, module)
+        row: list[Cell] = [module, count]
+        for group in groups:
+            entries = [s for m in group if (s := m.at(MATCHED_KEY)) is not None]
+            row += [median(s.value(side, measure) for s in entries) for side, measure in PLACEMENT_COLUMNS]
+            row.append(median(m.sigma_change[0] if m.sigma_change else None for m in group))
+        rows.append(tuple(row))
+    return CompareTable(
+        columns=tuple(columns), rows=tuple(rows), decimals=(None, None) + (FINE,) * (len(columns) - 2)
+    )

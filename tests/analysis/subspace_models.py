@@ -1,7 +1,8 @@
 """Checkpoints with planted subspace structure, for the intruder, subspace and extract tests and their CLIs.
 
-Dense checkpoints with the base's top singular vectors rotated away (a known intruder count), real peft LoRA
-adapters of the tiny Llama, and those adapters merged by peft itself.
+Dense checkpoints with the base's top singular vectors rotated away (a known intruder count), deltas planted in
+the base's own top or bottom singular directions (a known placement), real peft LoRA adapters of the tiny Llama,
+and those adapters merged by peft itself.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def rotate_top(weight: torch.Tensor, planted: int) -> torch.Tensor:
     """W' = (U Q) Σ Vᵀ from W = U Σ Vᵀ: W's spectrum with `planted` top left vectors rotated away."""
     u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
     return (planted_rotation(u, planted) * s) @ vh
+
+
+def planted_in_base(weight: torch.Tensor, sigma: list[float], where: str) -> torch.Tensor:
+    """ΔW = U_k diag(σ) V_kᵀ (float64) in W's own top-k (`where="top"`) or bottom-k (`"bottom"`) singular
+    directions, k = len(σ), from W's float64 SVD (W upcast exactly)."""
+    u, _, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    k = len(sigma)
+    columns = slice(0, k) if where == "top" else slice(u.shape[1] - k, u.shape[1])
+    return (u[:, columns] * torch.tensor(sigma, dtype=torch.float64)) @ vh[columns]
 
 
 def save_tuned(model_dir: Path, out_dir: Path, deltas: dict[str, torch.Tensor] | None = None) -> Path:

@@ -195,6 +195,16 @@ def factored_svd(
     return sign * (q_l @ u_r), s_r * abs(scale), q_r @ vh_r.mT
 
 
+def weight_svd(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of one dense matrix in its stored orientation: the decomposition of whole weights (W₀ and W'
+    in intruders and placement) and of dense deltas (`delta_svd`).
+
+    Shapes: (m, n) -> U (m, p), σ (p,) descending, V (n, p), with p = min(m, n).
+    """
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)  # (m, p), (p,), (p, n)
+    return u, s, vh.mT
+
+
 @dataclass(frozen=True)
 class DeltaSVD:
     """A thin SVD ΔW = U diag(σ) Vᵀ in the stored orientation of the weight.
@@ -225,8 +235,7 @@ def delta_svd(delta: Delta) -> DeltaSVD:
         return DeltaSVD(*factored_svd(delta.left, delta.right, delta.scale), delta.kind)
     if delta.kron is not None:
         return DeltaSVD(*kronecker_svd(*delta.kron, delta.scale), delta.kind)
-    u, s, vh = torch.linalg.svd(delta.dense(), full_matrices=False)  # (m, k), (k,), (k, n)
-    return DeltaSVD(u, s, vh.mT, delta.kind)
+    return DeltaSVD(*weight_svd(delta.dense()), delta.kind)
 
 
 def activation_weighted_singular_values(delta: torch.Tensor, second_moment: torch.Tensor) -> torch.Tensor:

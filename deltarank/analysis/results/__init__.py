@@ -2,6 +2,7 @@
 
 from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
 from deltarank.analysis.results.intruders import IntruderResult, MatrixIntruders
+from deltarank.analysis.results.placement import MatrixPlacement, PlacementResult
 from deltarank.analysis.results.read import FAMILIES, read_result
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
 from deltarank.analysis.results.sparsity import SparsityProfile
@@ -14,8 +15,10 @@ __all__ = [
     "IntruderResult",
     "MatrixExtract",
     "MatrixIntruders",
+    "MatrixPlacement",
     "MatrixSimilarity",
     "MatrixSpectrum",
+    "PlacementResult",
     "SimilarityResult",
     "SkippedTensor",
     "SparsityProfile",

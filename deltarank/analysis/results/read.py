@@ -6,24 +6,30 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.analysis.results.base import ResultFile, read_json_object
-from deltarank.analysis.results.extract import RESULT_FILE, ExtractResult
+from deltarank.analysis.results.extract import RESULT_FILE as EXTRACT_FILE
+from deltarank.analysis.results.extract import ExtractResult
 from deltarank.analysis.results.intruders import IntruderResult
+from deltarank.analysis.results.placement import RESULT_FILE as PLACEMENT_FILE
+from deltarank.analysis.results.placement import PlacementResult
 from deltarank.analysis.results.similarity import SimilarityResult
 from deltarank.analysis.results.spectrum import SpectrumResult
 from deltarank.errors import InputError
 
 # schema -> result family, in the order the commands list them.
 FAMILIES: dict[str, type[ResultFile[Any]]] = {
-    family.SCHEMA: family for family in (SpectrumResult, IntruderResult, SimilarityResult, ExtractResult)
+    family.SCHEMA: family
+    for family in (SpectrumResult, IntruderResult, SimilarityResult, ExtractResult, PlacementResult)
 }
+# The result files commands write inside their output directories (extract: the adapter; placement).
+DIRECTORY_FILES = (EXTRACT_FILE, PLACEMENT_FILE)
 
 
 def read_result(source: str | Path) -> ResultFile[Any]:
     """The result in a file, of whichever family its `schema` names.
 
     Args:
-        source: A result JSON file, an adapter directory written by `extract` (its `deltarank_extract.json`),
-            or JSON text starting with `{`.
+        source: A result JSON file, an adapter directory written by `extract` (its `deltarank_extract.json`), an
+            output directory of `placement` (its `placement.json`), or JSON text starting with `{`.
 
     Raises:
         InputError: unreadable or invalid JSON, an unknown schema (the message names the known ones), or a
@@ -31,7 +37,8 @@ def read_result(source: str | Path) -> ResultFile[Any]:
     """
     text = str(source)
     if not text.lstrip().startswith("{") and Path(text).is_dir():
-        source = Path(text) / RESULT_FILE
+        inside = [Path(text) / name for name in DIRECTORY_FILES]
+        source = next((path for path in inside if path.is_file()), inside[0])
     data = read_json_object(source)
     schema = data.get("schema")
     family = FAMILIES.get(schema) if isinstance(schema, str) else None

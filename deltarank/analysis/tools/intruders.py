@@ -21,6 +21,7 @@ from deltarank import __version__
 from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
 from deltarank.analysis.engine.loading import LoadedPair, load_pair, prefetched
 from deltarank.analysis.engine.plan import plan_one
+from deltarank.analysis.maths.svd import weight_svd
 from deltarank.analysis.results.intruders import (
     IntruderResult,
     MatrixIntruders,
@@ -59,18 +60,20 @@ def weight_intruders(
 
     Shapes: base (m, n), tuned (m, n), both in the compute dtype -> k values each, k = min(top_k, m, n).
     """
-    base_u = torch.linalg.svd(base, full_matrices=False)[0]  # (m, min(m, n))
-    tuned_u, tuned_s, _ = torch.linalg.svd(tuned, full_matrices=False)
+    base_u = weight_svd(base)[0]  # (m, min(m, n))
+    tuned_u, tuned_s, _ = weight_svd(tuned)
     k = min(top_k, tuned_s.numel())
     cos = max_cosines(base_u, tuned_u[:, :k])  # (k,)
     return tuple(float(c) for c in cos.cpu()), tuple(float(s) for s in tuned_s[:k].cpu())
 
 
-def tuned_weight(loaded: LoadedPair, dtype: torch.dtype) -> torch.Tensor:
-    """W' in `dtype`: the tuned tensor of two checkpoints, or W + ΔW merged in `dtype` for an adapter."""
+def tuned_weight(loaded: LoadedPair, dtype: torch.dtype, delta: torch.Tensor | None = None) -> torch.Tensor:
+    """W' in `dtype`: the tuned tensor of two checkpoints, or W + ΔW merged in `dtype` for an adapter (`delta`:
+    its dense ΔW when the caller has formed it already)."""
     if "tuned" in loaded.tensors:
         return loaded.tensors["tuned"].to(dtype)
-    return loaded.tensors["base"].to(dtype) + loaded.delta(dtype).dense()
+    formed = loaded.delta(dtype).dense() if delta is None else delta
+    return loaded.tensors["base"].to(dtype) + formed
 
 
 def check_epsilons(epsilon: float, epsilons: Sequence[float], top_k: int) -> tuple[float, ...]:
