@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
-from deltarank.errors import OutputError
+from deltarank.errors import OptionError, OutputError
 from deltarank.io.device import DEVICE_NAMES, DEVICES, valid_device
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -201,3 +201,17 @@ def echo(text: str, quiet: bool, to_stdout: bool = True) -> None:
     """Print a table or status line: to stdout, or to stderr when stdout carries the result (`-o -`)."""
     if not quiet:
         click.echo(text, err=not to_stdout)
+
+
+def parse_sizes(text: str | None) -> tuple[int, ...]:
+    """The `--sizes` of `similarity` and `placement`: `1,8,64` -> (1, 8, 64); empty or None -> ().
+
+    Raises:
+        OptionError: a part that is not an integer.
+    """
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise OptionError(f"--sizes {text!r}: expected comma-separated integers like 1,8,64") from None

@@ -10,24 +10,21 @@ import click
 
 from deltarank.analysis.results.placement import MATCHED_KEY, RESULT_FILE, SIDES, PlacementResult
 from deltarank.analysis.tools.placement import DEFAULT_SIGMA_TOP, check_sizes
-from deltarank.cli.options import analysis_options, echo, fetch_missing, output_option, quiet_option
+from deltarank.cli.options import (
+    analysis_options,
+    echo,
+    fetch_missing,
+    output_option,
+    parse_sizes,
+    quiet_option,
+)
 from deltarank.cli.references import base_of_runs
-from deltarank.errors import DeltarankError, OptionError
+from deltarank.errors import DeltarankError
 from deltarank.io.atomic import atomic_directory, check_output_dir, refuse_overlap
 from deltarank.io.progress import Progress
 
 FIGURE_STEM = "placement"
 SHOWN_SIGMA = 4  # relative changes of σ_1 … σ_4 in the terminal table (the file keeps --top-k of them)
-
-
-def parse_sizes(text: str | None) -> tuple[int, ...]:
-    """`1,8,64` -> (1, 8, 64); empty or None -> ()."""
-    if not text:
-        return ()
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise OptionError(f"--sizes {text!r}: expected comma-separated integers like 1,8,64") from None
 
 
 @click.command()

@@ -17,23 +17,15 @@ from deltarank.cli.options import (
     fetch_missing,
     figure_option,
     output_option,
+    parse_sizes,
     quiet_option,
     save_figure_file,
 )
 from deltarank.cli.references import base_of_runs
-from deltarank.errors import OptionError
 from deltarank.io.atomic import refuse_overlap
 from deltarank.io.progress import Progress
 
 TABLE_SIZES = (1, 4, 16, 64)
-
-
-def parse_top(text: str) -> tuple[int, ...]:
-    """`1,2,4,8` -> (1, 2, 4, 8)."""
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise OptionError(f"--sizes {text!r}: expected comma-separated integers like 1,2,4,8") from None
 
 
 @click.command()
@@ -78,7 +70,7 @@ def similarity(
         tuned_a, tuned_b = base, tuned_a
         base, line = base_of_runs("similarity", [tuned_a, tuned_b], "BASE TUNED_A TUNED_B")
         echo(line, quiet, to_stdout=output != STDOUT)
-    top = parse_top(sizes)
+    top = parse_sizes(sizes)
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview
 

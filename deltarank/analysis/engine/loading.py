@@ -180,6 +180,36 @@ def prefetched(
         yield items
 
 
+@contextmanager
+def with_base(
+    pairs: Sequence[Pair],
+    base_source: TensorSource,
+    tuned_source: Source,
+    device: torch.device,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Iterator[Iterator[LoadedPair]]:
+    """`with with_base(pairs, ...) as loads:` yields every pair loaded with its base weight, read one ahead
+    (`prefetched`), and calls `progress(done, total, name)` after the caller is done with each (the tools
+    that need W₀ itself: intruders, placement)."""
+
+    def load(pair: Pair) -> LoadedPair:
+        return load_pair(pair, base_source, tuned_source, device, with_base=True)
+
+    with prefetched(pairs, load) as loads:
+        yield _reported(loads, len(pairs), progress)
+
+
+def _reported(
+    loads: Iterator[LoadedPair], total: int, progress: Callable[[int, int, str], None] | None
+) -> Iterator[LoadedPair]:
+    for index, loaded in enumerate(loads):
+        name = loaded.pair.name
+        yield loaded
+        del loaded  # the caller dropped its reference: the pair is freed before the next one is taken
+        if progress is not None:
+            progress(index + 1, total, name)
+
+
 def _read_ahead(
     jobs: Sequence[JobT], read: Callable[[JobT], OutT], depth: int
 ) -> Generator[OutT, None, None]:

@@ -19,7 +19,7 @@ import torch
 
 from deltarank import __version__
 from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
-from deltarank.analysis.engine.loading import LoadedPair, load_pair, prefetched
+from deltarank.analysis.engine.loading import LoadedPair, with_base
 from deltarank.analysis.engine.plan import plan_one
 from deltarank.analysis.maths.svd import weight_svd
 from deltarank.analysis.results.intruders import (
@@ -127,19 +127,14 @@ def intruders(
         base, tuned, Selection(include=include, exclude=exclude), allow_different_base
     )
 
-    def load(pair: Pair) -> LoadedPair:
-        return load_pair(pair, base_source, plan.source, dev, with_base=True)
-
     records = []
-    with prefetched(plan.pairs, load) as loads:
-        for index, loaded in enumerate(loads):
+    with with_base(plan.pairs, base_source, plan.source, dev, progress) as loads:
+        for loaded in loads:
             pair = loaded.pair
             base_w = loaded.tensors["base"].to(dtype)  # (m, n)
             max_cos, tuned_sigma = weight_intruders(base_w, tuned_weight(loaded, dtype), top_k)
             records.append(_record(pair, pair.kind, max_cos, tuned_sigma, epsilon, sweep))
             del loaded, base_w
-            if progress is not None:
-                progress(index + 1, len(plan.pairs), pair.name)
     return IntruderResult(
         base=str(base),
         tuned=str(tuned),

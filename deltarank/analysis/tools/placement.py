@@ -26,7 +26,7 @@ import torch
 
 from deltarank import __version__
 from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
-from deltarank.analysis.engine.loading import LoadedPair, load_pair, prefetched
+from deltarank.analysis.engine.loading import with_base
 from deltarank.analysis.engine.plan import plan_one
 from deltarank.analysis.maths.placement import (
     chance_share,
@@ -207,20 +207,15 @@ def placement(
         base, tuned, Selection(include=include, exclude=exclude), allow_different_base
     )
 
-    def load(pair: Pair) -> LoadedPair:
-        return load_pair(pair, base_source, plan.source, dev, with_base=True)
-
     records = []
-    with prefetched(plan.pairs, load) as loads:
-        for index, loaded in enumerate(loads):
-            pair = loaded.pair
+    with with_base(plan.pairs, base_source, plan.source, dev, progress) as loads:
+        for loaded in loads:
             base_w = loaded.tensors["base"].to(dtype)  # (m, n)
             delta = loaded.delta(dtype).dense()
             tuned_w = tuned_weight(loaded, dtype, delta)
-            records.append(_record(pair, weight_placement(base_w, tuned_w, delta, asked, sigma_top, solver)))
+            measures = weight_placement(base_w, tuned_w, delta, asked, sigma_top, solver)
+            records.append(_record(loaded.pair, measures))
             del loaded, base_w, tuned_w, delta
-            if progress is not None:
-                progress(index + 1, len(plan.pairs), pair.name)
     matrices = tuple(records)
     return PlacementResult(
         base=str(base),

@@ -31,12 +31,10 @@ from deltarank.figures.study_rows import Run, is_full, is_lora
 from deltarank.study.claims.variants import Variant, combination_statistic, learning_statistic, variants
 from deltarank.study.claims.verdicts import (
     BIDERMAN,
-    CONTEXT,
     claim_result,
-    context,
     learning_measure,
+    matched_by_context,
     mean,
-    runs_by_context,
 )
 
 CLAIM_ID = "lora_learns_less_forgets_less"
@@ -49,10 +47,8 @@ def lora_learns_less_forgets_less(runs: Sequence[Run]) -> dict[str, Any] | None:
     if not full or not lora:
         return None
     label, score = learning_measure([*full, *lora])
-    keys = [k for k in CONTEXT if k != "seed"]
     contexts = []
-    for key, matched_full in runs_by_context(full, keys).items():
-        matched_lora = [r for r in lora if context(r, keys) == key]
+    for matched_full, matched_lora in matched_by_context(full, lora):
         full_variants = variants(matched_full, score)
         lora_variants = variants(matched_lora, score)
         if full_variants and lora_variants:

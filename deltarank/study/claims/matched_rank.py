@@ -28,6 +28,7 @@ from deltarank.analysis.results.claim_statistic import (
     CONSISTENT,
     INCONCLUSIVE,
     INCONSISTENT,
+    combined_label,
     describe_statistic,
     interval_label,
 )
@@ -35,12 +36,10 @@ from deltarank.figures.study_rows import Run, base_of, is_full, is_lora, number,
 from deltarank.study.claims.variants import Variant, learning_statistic, variants
 from deltarank.study.claims.verdicts import (
     BIDERMAN,
-    CONTEXT,
     claim_result,
-    context,
     learning_measure,
+    matched_by_context,
     mean,
-    runs_by_context,
 )
 
 CLAIM_ID = "lora_rank_matching_full"
@@ -55,10 +54,8 @@ def smallest_matching_rank(runs: Sequence[Run], study: Mapping[str, Any]) -> dic
     if not full or len({str(setting(r, "lora_r")) for r in lora}) < 2:
         return None
     label, score = learning_measure([*full, *lora])
-    keys = [k for k in CONTEXT if k != "seed"]
     contexts = []
-    for key, matched_full in runs_by_context(full, keys).items():
-        matched_lora = [r for r in lora if context(r, keys) == key]
+    for matched_full, matched_lora in matched_by_context(full, lora):
         full_variants = variants(matched_full, score)
         if full_variants and matched_lora:
             found = _context(full_variants, matched_lora, score, label, study)
@@ -66,19 +63,11 @@ def smallest_matching_rank(runs: Sequence[Run], study: Mapping[str, Any]) -> dic
                 contexts.append(found)
     if not contexts:
         return None
-    verdicts = [c["verdict"] for c in contexts]
-    verdict = (
-        CONSISTENT
-        if all(v == CONSISTENT for v in verdicts)
-        else INCONSISTENT
-        if INCONSISTENT in verdicts
-        else INCONCLUSIVE
-    )
     return claim_result(
         CLAIM_ID,
         BIDERMAN,
         CLAIM,
-        verdict,
+        combined_label(c["verdict"] for c in contexts),
         "; ".join(_evidence(c) for c in contexts),
         learning_metric=label,
         margin_share=MARGIN,

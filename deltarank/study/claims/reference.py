@@ -12,12 +12,13 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deltarank.figures.study_rows import Run
+from deltarank.figures.study_rows import Run, setting
 from deltarank.study.claims.belle import full_cost_multiple, lora_bigger_base, points_per_doubling
 from deltarank.study.claims.biderman import diversity_order, full_rank_multiple, regularised_like_full
 from deltarank.study.claims.learns_less_forgets_less import lora_learns_less_forgets_less
 from deltarank.study.claims.matched_rank import smallest_matching_rank
 from deltarank.study.claims.verdicts import BELLE, BIDERMAN
+from deltarank.train.builtin_self_samples import is_self_samples
 
 Check = Callable[[Sequence[Run]], "dict[str, Any] | None"]
 
@@ -38,12 +39,13 @@ def claims_of(study: Mapping[str, Any]) -> dict[str, tuple[Check, ...]]:
 
 def check_claims(study: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The claims that apply to a study (by its name: `belle`, `biderman`/`quick`; any other name: all)
-    and whose runs it has."""
+    and whose runs it has. Runs trained on `builtin:self-samples` are nulls, measured against the runs they
+    stand beside (`deltarank.study.measure.nulls`), never a context of a claim."""
     name = str((study.get("study") or {}).get("name", "")).lower()
     sources = [s for s, key in ((BELLE, "belle"), (BIDERMAN, "biderman")) if key in name]
     if "quick" in name or "reproduce" in name:
         sources = [BIDERMAN]
-    runs = list(study.get("runs") or [])
+    runs = [r for r in study.get("runs") or [] if not is_self_samples(str(setting(r, "data")))]  # nulls
     found = []
     checks = claims_of(study)
     for source in sources or list(checks):

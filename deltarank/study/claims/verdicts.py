@@ -61,6 +61,16 @@ def runs_by_context(runs: Sequence[Run], keys: Sequence[str] = CONTEXT) -> dict[
     return found
 
 
+def matched_by_context(first: Sequence[Run], second: Sequence[Run]) -> list[tuple[list[Run], list[Run]]]:
+    """The runs of `first` and of `second` that share a context over every key but the seed (seeds are what a
+    variant pools), one pair of lists per context of `first`, in the order first seen."""
+    keys = [k for k in CONTEXT if k != "seed"]
+    return [
+        (runs, [r for r in second if context(r, keys) == key])
+        for key, runs in runs_by_context(first, keys).items()
+    ]
+
+
 def learning_measure(runs: Sequence[Run]) -> tuple[str, Measure]:
     """(label, score) where a higher score means more learned: accuracy when every run has one, else
     minus the held-out loss."""

@@ -76,3 +76,19 @@ def test_one_lora_rank_is_not_a_rank_sweep() -> None:
     study["runs"] = [r for r in study["runs"] if "r4" not in r["name"] and "r64" not in r["name"]]
     assert smallest_matching_rank(study["runs"], study) is None
     assert "lora_rank_matching_full" in {c["id"] for c in check_claims(_sweep())}
+
+
+def test_self_sample_nulls_are_not_a_context_of_any_claim() -> None:
+    """The quick-science study checked its two null runs against each other as a context of "LoRA learns less";
+    runs on builtin:self-samples are nulls and stay out of the claims."""
+    study = _sweep()
+    before = {c["id"]: c for c in check_claims(study)}
+    for name, method, r in (("full-null", "full", None), ("lora-null", "lora", 16)):
+        row = run(name, method, lr=2e-5 if method == "full" else 2e-4, lora_r=r, loss=1.99)
+        row["settings"]["data"] = "builtin:self-samples"
+        study["runs"].append(row)
+    after = {c["id"]: c for c in check_claims(study)}
+    assert after.keys() == before.keys()
+    for claim_id, claim in after.items():
+        assert claim["evidence"] == before[claim_id]["evidence"], claim_id
+        assert "null" not in claim["evidence"], claim_id
