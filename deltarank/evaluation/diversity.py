@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deltarank.analysis.results.claim_statistic import t_half_width
 from deltarank.errors import InputError
 
 if TYPE_CHECKING:
@@ -63,17 +64,29 @@ def count_diversity(
         passed: Whether each sample passed its tests, same shape as `samples`, or None without a checker.
 
     Returns:
-        prompts, samples_per_prompt, distinct_per_prompt (mean over prompts of the distinct strings),
+        prompts, samples_per_prompt, distinct_per_prompt (mean over prompts of the distinct strings) with its
+        95% t interval over prompts (distinct_per_prompt_ci95, clipped to a count's possible range: at least 1
+        when every prompt has samples, at most samples_per_prompt; None with one prompt) and the per-prompt distinct_counts,
         distinct_per_prompt_normalised (after whitespace normalisation), distinct_1 and distinct_2 (ratios; None
         when there is no n-gram) with their counts, and with `passed`: pass_rate, distinct_passing_per_prompt,
         distinct_failing_per_prompt.
     """
     prompts = len(samples)
     flat = [text for group in samples for text in group]
+    counts = [distinct_strings(g) for g in samples]
+    mean = _mean(counts)
+    half = t_half_width([float(c) for c in counts])
+    most = max((len(g) for g in samples), default=0)
     result: dict[str, Any] = {
         "prompts": prompts,
-        "samples_per_prompt": max((len(g) for g in samples), default=0),
-        "distinct_per_prompt": _mean([distinct_strings(g) for g in samples]),
+        "samples_per_prompt": most,
+        "distinct_per_prompt": mean,
+        "distinct_per_prompt_ci95": (
+            None
+            if half is None or mean is None
+            else [max(mean - half, float(min(len(g) for g in samples) > 0)), min(mean + half, most)]
+        ),
+        "distinct_counts": counts,
         "distinct_per_prompt_normalised": _mean(
             [distinct_strings([normalise_whitespace(t) for t in g]) for g in samples]
         ),
@@ -94,6 +107,28 @@ def count_diversity(
                 ]
             )
     return result
+
+
+def recount_generations(path: Path) -> dict[str, Any]:
+    """`count_diversity` of the samples a generations.jsonl keeps (`measure_diversity` writes it): grouped by
+    prompt_id in file order, with the checker's outcomes when every line has one.
+
+    Raises:
+        InputError: the file cannot be read, or a line lacks prompt_id or text.
+    """
+    from deltarank.io.jsonl import iter_jsonl
+
+    texts: dict[str, list[str]] = {}
+    outcomes: dict[str, list[bool | None]] = {}
+    for number, record in iter_jsonl(path, "the generations file"):
+        prompt_id, text = record.get("prompt_id"), record.get("text")
+        if not isinstance(prompt_id, str) or not isinstance(text, str):
+            raise InputError(path, f"line {number}: needs a prompt_id and a text")
+        texts.setdefault(prompt_id, []).append(text)
+        outcomes.setdefault(prompt_id, []).append(record.get("passed"))
+    checked = all(ok is not None for group in outcomes.values() for ok in group)
+    passed = [[bool(ok) for ok in outcomes[key]] for key in texts] if checked and texts else None
+    return count_diversity(list(texts.values()), passed)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -24,6 +24,9 @@ layers in `pyproject.toml`), so no interval is recomputed here:
   figures cannot call. A held-out loss's bar is the half-width of its change from the base, drawn about the
   loss: the base is one model, the same for every run of a line.
 
+Distinct outputs per prompt carry the t interval over prompts that `count_diversity` stores
+(`diversity.distinct_per_prompt_ci95`), `diversity_interval`.
+
 The legend's title says which noises the bars hold (`bars_note`).
 """
 
@@ -82,6 +85,18 @@ def learning_interval(run: Run, base: Mapping[str, Any], accuracy: bool) -> Inte
         return None
     half = math.hypot(halves[0], halves[1])
     return gain - half, gain + half
+
+
+def diversity_interval(measured: Sequence[Mapping[str, Any]]) -> Interval | None:
+    """The 95% interval of the mean distinct outputs per prompt of one or more diversity sections (a base, or the
+    runs of a series): each section's t interval over its prompts (`distinct_per_prompt_ci95`, clipped to a
+    count's range), the mean of their ends when there are several (the runs share the prompts: fully correlated
+    errors, as for a mean held-out loss); None unless every section has one."""
+    found = [d.get("distinct_per_prompt_ci95") for d in measured]
+    ends = [(float(i[0]), float(i[1])) for i in found if isinstance(i, list | tuple) and len(i) == 2]
+    if not found or len(ends) != len(found):
+        return None
+    return sum(e[0] for e in ends) / len(ends), sum(e[1] for e in ends) / len(ends)
 
 
 def evaluation_half_width(members: Sequence[Run], metric: str) -> float | None:

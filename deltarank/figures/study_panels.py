@@ -9,9 +9,8 @@ loss change and of its general-text loss rise), or the binomial of an accuracy g
 there is no seed interval: the legend's title says "evaluation noise". A run whose row keeps no interval
 has no bar.
 
-The diversity bars count distinct outputs per prompt for the base model and each series. study.json keeps
-only the mean over prompts (each prompt's samples are in the run's generations.jsonl, which the figures do
-not read), so the bars have no interval; their axis is linear from 0.
+The diversity bars count distinct outputs per prompt for the base model and each series, with the 95% t
+interval over prompts that study.json keeps (`distinct_per_prompt_ci95`); their axis is linear from 0.
 """
 
 from __future__ import annotations
@@ -138,8 +137,9 @@ def _draw_intervals(
 def plot_diversity(
     study: Mapping[str, Any], runs: Sequence[Run], label: Callable[[Run], str]
 ) -> Figure | None:
-    """Distinct output strings per prompt: the base model and each series (mean over its runs); with a checker,
-    bars for the passing and the failing samples beside the total."""
+    """Distinct output strings per prompt: the base model and each series (mean over its runs) with its 95%
+    interval (`study_intervals.diversity_interval`); with a checker, bars for the passing and the failing samples
+    beside the total."""
     bars: dict[str, list[Mapping[str, Any]]] = {}
     every_base = rows.bases(study)
     for key, measured in every_base.items():
@@ -159,6 +159,7 @@ def plot_diversity(
         fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
         ax = fig.add_subplot()
         width = 0.8 / len(keys)
+        drawn = False
         for j, (key, name) in enumerate(keys):
             heights = []
             for group in bars.values():
@@ -166,7 +167,24 @@ def plot_diversity(
                 heights.append(sum(values) / len(values) if values else 0.0)
             positions = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(bars))]
             ax.bar(positions, heights, width=width, color=run_color(j), label=name)
-        ax.set_xticks(range(len(bars)), list(bars), rotation=20, ha="right")
+            if key == "distinct_per_prompt":
+                found = [
+                    (x, h, b)
+                    for x, h, group in zip(positions, heights, bars.values(), strict=True)
+                    if (b := intervals.diversity_interval(group)) is not None
+                ]
+                if found:
+                    drawn = True
+                    interval_bars(
+                        ax,
+                        [f[0] for f in found],
+                        [f[1] for f in found],
+                        [f[2] for f in found],
+                        "y",
+                        REFERENCE_COLOR,
+                        f"{intervals.INTERVAL_GID}-y:diversity",
+                    )
+        ax.set_xticks(range(len(bars)), list(bars), rotation=30, ha="right", rotation_mode="anchor")
         ax.set_ylabel("distinct outputs per prompt")
         samples = next(
             (d.get("samples_per_prompt") for g in bars.values() for d in g if d.get("samples_per_prompt")),
@@ -181,5 +199,5 @@ def plot_diversity(
                 label=f"{samples} samples",
             )
         if len(keys) > 1 or samples:
-            legend_above(fig)
+            legend_above(fig, "bars: 95% t interval over prompts" if drawn else None)
     return fig

@@ -31,6 +31,8 @@ PASSED = [[True, True, False], [False, True, False]]
 # passing: prompt 0 {"return a + b"} -> 1; prompt 1 {"y = 2"} -> 1                 => mean 1.0
 # failing: prompt 0 {"return  a + b"} -> 1; prompt 1 {"x = 1", "x = 1\n"} -> 2      => mean 1.5
 # pass rate 3/6 = 0.5; distinct strings per prompt (2 + 3)/2 = 2.5, normalised (1 + 2)/2 = 1.5
+# its 95% t interval over the 2 prompts: s = √((0.5² + 0.5²)/1) = √0.5, half = t₀.₉₇₅,₁ · s/√2 = 12.7062 · 0.5
+#                                                                 => 2.5 ± 6.3531, clipped to [1, 3]
 
 
 def test_hand_computed_example() -> None:
@@ -39,6 +41,8 @@ def test_hand_computed_example() -> None:
         "prompts": 2,
         "samples_per_prompt": 3,
         "distinct_per_prompt": 2.5,
+        "distinct_per_prompt_ci95": [1.0, 3.0],  # 2.5 ± 6.3531, clipped to a count's range [1, 3 samples]
+        "distinct_counts": [2, 3],
         "distinct_per_prompt_normalised": 1.5,
         "distinct_1": pytest.approx(9 / 21),
         "distinct_1_ngrams": 9,
@@ -59,6 +63,7 @@ def test_counting_parts() -> None:
     assert distinct_n(["a"], 2) == (0, 0)
     no_checker = count_diversity([["", ""]])
     assert no_checker["distinct_per_prompt"] == 1.0 and no_checker["distinct_1"] is None
+    assert no_checker["distinct_per_prompt_ci95"] is None  # one prompt: no interval
     assert "pass_rate" not in no_checker
 
 

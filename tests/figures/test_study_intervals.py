@@ -178,3 +178,21 @@ def test_no_bar_chart_on_a_log_axis() -> None:
                     assert ax.get_yscale() == "linear" and ax.get_ylim()[0] <= 0
                     checked += 1
     assert checked == 1  # the diversity bars
+
+
+def test_diversity_bars_are_the_t_interval_over_prompts() -> None:
+    """Distinct outputs per prompt carry `count_diversity`'s t interval over prompts; a series of two runs on
+    the same prompts gets their mean half-width about their mean (correlated errors); a series without
+    intervals gets no bar."""
+    study = biderman_study()
+    bases = rows.bases(study)
+    next(iter(bases.values()))["diversity"]["distinct_per_prompt_ci95"] = [5.0, 7.0]  # base 6 ± 1
+    named = by_name(study)
+    named["full-s0"]["diversity"]["distinct_per_prompt_ci95"] = [1.5, 2.5]  # 2 ± 0.5
+    named["full-s1"]["diversity"]["distinct_per_prompt_ci95"] = [1.0, 3.0]  # 2 ± 1.0
+    (ax,) = study_figures(study)["study_diversity"].axes
+    # base 6 ± 1; full 2 ± (0.5 + 1.0)/2; LoRA's runs have no interval: no bar
+    assert sorted(bars(ax, "interval-y:diversity")) == [
+        pytest.approx((1.25, 2.75)),
+        pytest.approx((5.0, 7.0)),
+    ]

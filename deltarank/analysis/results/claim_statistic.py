@@ -59,6 +59,19 @@ def combined_label(labels: Iterable[str]) -> str:
     return CONSISTENT if all(label == CONSISTENT for label in found) else INCONCLUSIVE
 
 
+def t_half_width(values: Sequence[float]) -> float | None:
+    """The 95% Student t half-width of the mean of `values` (seeds, prompts): t₀.₉₇₅,ₙ₋₁ · s / √n; None when
+    n < 2."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy import stats
+
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+
+
 def binomial_variance(p: float, n: int) -> float:
     """The variance p(1 − p)/n of an accuracy p over n examples (the evaluation noise of an accuracy)."""
     return p * (1 - p) / n

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from deltarank.analysis.results.claim_statistic import INCONCLUSIVE, interval_label
+from deltarank.analysis.results.claim_statistic import INCONCLUSIVE, interval_label, t_half_width
 from deltarank.analysis.results.medians import median
 
 RANK_RANGE = (10.0, 100.0)
@@ -74,12 +74,10 @@ def seed_interval(multiples: list[float]) -> tuple[float, float] | None:
     fewer than two seeds or a non-positive multiple."""
     if len(multiples) < 2 or min(multiples) <= 0:
         return None
-    from scipy import stats
-
     logs = [math.log(m) for m in multiples]
     mean = sum(logs) / len(logs)
-    std = math.sqrt(sum((v - mean) ** 2 for v in logs) / (len(logs) - 1))
-    half = float(stats.t.ppf(0.975, len(logs) - 1)) * std / math.sqrt(len(logs))
+    half = t_half_width(logs)
+    assert half is not None  # two or more seeds
     return math.exp(mean - half), math.exp(mean + half)
 
 

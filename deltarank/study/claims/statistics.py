@@ -15,6 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from deltarank.analysis.results.claim_statistic import t_half_width
+
 SECTIONS = ("learning", "forgetting", "diversity", "cost", "ranks")
 CONFIDENCE = 0.95
 SEED = "seed"
@@ -44,10 +46,9 @@ def mean_interval(values: Sequence[float]) -> dict[str, Any]:
     result: dict[str, Any] = {"n": n, "mean": mean, "std": None, "ci95_low": None, "ci95_high": None}
     if n < 2 or mean is None:
         return result
-    from scipy import stats
-
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    half = t_half_width(values)
+    assert half is not None  # n ≥ 2
     result.update(std=std, ci95_low=mean - half, ci95_high=mean + half, ci95_half_width=half)
     return result
 

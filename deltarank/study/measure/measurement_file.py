@@ -65,7 +65,22 @@ def saved_measurement(folder: Path, spec: EvaluateSpec) -> dict[str, Any] | None
 def cached_measurement(folder: Path, spec: EvaluateSpec) -> dict[str, Any] | None:
     """The result of `folder`'s measurement.json made with this `evaluate:` spec, or None."""
     saved = saved_measurement(folder, spec)
-    return None if saved is None else dict(saved["result"])
+    if saved is None:
+        return None
+    return with_current_counts(folder, dict(saved["result"]))
+
+
+def with_current_counts(folder: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """`result` with its diversity counted again from the samples `folder` keeps (generations.jsonl) when it
+    was measured before the counts had their interval over prompts (`distinct_per_prompt_ci95`): counting is
+    a pure function of the kept samples, so a measurement keeps its samples and gains the current counts."""
+    from deltarank.evaluation.diversity import GENERATIONS_FILE, recount_generations
+
+    diversity = result.get("diversity")
+    kept = folder / GENERATIONS_FILE
+    if isinstance(diversity, dict) and "distinct_counts" not in diversity and kept.is_file():
+        result["diversity"] = {**diversity, **recount_generations(kept)}
+    return result
 
 
 def write_measurement(folder: Path, spec: EvaluateSpec, result: Mapping[str, Any], seconds: float) -> None:
