@@ -17,11 +17,10 @@ from deltarank.analysis.results import SpectrumResult
 from deltarank.figures.panels import grid_shape, log_rank_axis, lora_rank_line, module_grid, place_legend
 from deltarank.figures.runs import ENERGY_KEY, Run, as_runs, display_labels, energy_rank, lora_rank_by_module
 from deltarank.figures.runs import module_order as _module_order
-from deltarank.figures.style import REFERENCE_STYLE, paper_style, run_color, run_marker
+from deltarank.figures.style import GAUSSIAN_LABEL, REFERENCE_STYLE, paper_style, run_color, run_marker
 
 PANEL_HEIGHT_IN = 1.45
 MARKERS_PER_LINE = 8  # markers only tell runs apart in greyscale; more would blot the line
-GAUSSIAN_LABEL = "Gaussian r₀.₉"
 
 
 def layer_ranks(run: Run, module: str, key: str = ENERGY_KEY) -> tuple[np.ndarray, np.ndarray]:

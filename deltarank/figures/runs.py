@@ -15,7 +15,7 @@ from typing import Any
 from deltarank.analysis.maths import ranks
 from deltarank.analysis.results import MatrixSpectrum, SimilarityResult, SpectrumResult
 from deltarank.analysis.results.base import ResultFile
-from deltarank.analysis.results.medians import module_medians, rank_of
+from deltarank.analysis.results.medians import module_medians, module_quartiles, rank_of
 from deltarank.analysis.results.spectrum import ADAPTER_KINDS
 from deltarank.errors import DeltarankError, InputError, OptionError
 from deltarank.io.run_directory import TRAIN_LOG, read_train_log
@@ -185,6 +185,11 @@ def medians(result: SpectrumResult, key: str = ENERGY_KEY) -> dict[str, float]:
     if key != ENERGY_KEY:
         return module_medians(result.matrices, rank_of(key))
     return module_medians(result.matrices, energy_rank)
+
+
+def layer_quartiles(result: SpectrumResult) -> dict[str, tuple[float, float, float]]:
+    """(first quartile, median, third quartile) of r₀.₉ over the layers of each module type."""
+    return module_quartiles(result.matrices, energy_rank)
 
 
 def lora_rank_by_module(runs: Sequence[Run], override: int | None = None) -> dict[str, int]:

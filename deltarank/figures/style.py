@@ -43,6 +43,7 @@ REFERENCE_STYLE: dict[str, Any] = {
     "linewidth": 1.0,
     "zorder": 1,
 }
+GAUSSIAN_LABEL = "Gaussian r₀.₉"  # the r₀.₉ of a Gaussian ΔW of the same shape (`random_energy_90`)
 LORA_RANK_STYLE: dict[str, Any] = {"color": LORA_RANK_COLOR, "linestyle": ":", "linewidth": 1.0, "zorder": 1}
 # Nine markers against eight colours: the ninth run differs from the first (a black star marks base models).
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", "h")

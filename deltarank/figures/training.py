@@ -1,4 +1,6 @@
-"""Figure 4: rank across training. Median r₀.₉ per module type against step (or tokens), one line per run.
+"""Figure 4: rank across training. Median r₀.₉ per module type against step (or tokens), one line per run, in a
+band of the layers' interquartile range, with the Gaussian r₀.₉ of the module's shape (what a ΔW without
+structure would give) as the grey reference.
 
 The input is a series of results of checkpoints. A result's step is the N of `checkpoint-<N>` in its tuned
 path; results with the same label (given, or derived from the run directory) form one run's line. A final
@@ -31,15 +33,17 @@ from deltarank.figures.runs import (
     TRAIN_LOG,
     Run,
     as_runs,
+    layer_quartiles,
     lora_rank_by_module,
-    medians,
     module_order,
     tokens_at,
 )
-from deltarank.figures.style import paper_style, run_color, run_marker
+from deltarank.figures.style import GAUSSIAN_LABEL, REFERENCE_STYLE, paper_style, run_color, run_marker
 from deltarank.io.run_directory import RUN_RECORD, read_train_log
 
 PANEL_HEIGHT_IN = 1.45
+BAND_ALPHA = 0.18  # the layers' interquartile band behind a run's median line
+BAND_LABEL = "layers' interquartile range"
 X_AXES = ("step", "tokens")
 
 
@@ -166,6 +170,7 @@ def plot_rank_over_training(
                 "color": "black",
             }
             axes[0].plot([], [], label="final model", **final_style)
+        axes[0].fill_between([], [], [], color=REFERENCE_STYLE["color"], alpha=BAND_ALPHA, label=BAND_LABEL)
         place_legend(fig, axes, spare)
     return fig
 
@@ -181,10 +186,14 @@ def _step_axes(ax: Axes, x_axis: str, ylabel: str | None) -> None:
 
 
 def _draw_panel(ax: Axes, series: dict[str, list[Point]], module: str) -> None:
-    """One line per run; a final model is redrawn as an open marker."""
+    """One line per run (the median over layers) in a band of the layers' interquartile range; a final model is
+    redrawn as an open marker; the Gaussian r₀.₉ of the module's shape as the reference line."""
+    nothing = (np.nan, np.nan, np.nan)
     for i, (label, points) in enumerate(series.items()):
         x = np.array([p.x for p in points])
-        y = np.array([medians(p.run.result).get(module, np.nan) for p in points])
+        spread = np.array([layer_quartiles(p.run.result).get(module, nothing) for p in points])
+        y = spread[:, 1]
+        ax.fill_between(x, spread[:, 0], spread[:, 2], color=run_color(i), alpha=BAND_ALPHA, linewidth=0)
         ax.plot(x, y, color=run_color(i), marker=run_marker(i), markersize=3.5, label=label)
         final = np.array([p.final for p in points])
         if final.any():
@@ -199,6 +208,11 @@ def _draw_panel(ax: Axes, series: dict[str, list[Point]], module: str) -> None:
                 zorder=3,
                 label="_final",
             )
+    reference = [
+        m.random_energy_90 for points in series.values() for m in points[0].run.result.matrices if m.module == module
+    ]
+    if reference:
+        ax.axhline(float(np.median(reference)), label=GAUSSIAN_LABEL, **REFERENCE_STYLE)
 
 
 # Fields of a tracked rank line (see `deltarank.train.rank_tracking`): solid and dashed lines of the figure.

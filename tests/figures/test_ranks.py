@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deltarank.figures.ranks import GAUSSIAN_LABEL, layer_ranks, plot_ranks_by_layer
+from deltarank.figures.ranks import layer_ranks, plot_ranks_by_layer
+from deltarank.figures.style import GAUSSIAN_LABEL
 from deltarank.figures.runs import make_runs
 from tests.figures.synthetic import SHAPES, full_result, lora_result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deltarank.errors import DeltarankError
@@ -67,7 +68,7 @@ def test_training_figure_lines() -> None:
     assert [ax.get_title() for ax in fig.axes] == ["q_proj", "o_proj"]
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(lines) == {"full", "lora", "LoRA r = 16"}
+    assert set(lines) == {"full", "lora", "LoRA r = 16", "Gaussian r₀.₉"}
     assert list(lines["full"].get_xdata()) == [20, 40, 60]
     assert list(lines["full"].get_ydata()) == [40, 80, 160]
     assert list(fig.axes[1].get_lines()[0].get_ydata()) == [20, 40, 80]
@@ -95,3 +96,38 @@ def test_final_model_step_from_run_record(tmp_path: Path) -> None:
     results = [*_checkpoints(str(run_dir), {30: 4, 60: 5}), planted_result(str(run_dir), {"q_proj": 6})]
     (points,) = training_series(make_runs(results)).values()
     assert [(p.x, p.final) for p in points] == [(30, False), (60, False), (90, True)]
+
+
+def test_training_figure_band_is_the_layers_interquartile_range() -> None:
+    """Each line sits in a band from the first to the third quartile of r₀.₉ over the layers; the grey line is
+    the Gaussian r₀.₉ of the module's shape (the median of the stored `random_energy_90`)."""
+    from dataclasses import replace
+
+    from deltarank.analysis.results import SpectrumResult
+    from deltarank.figures.style import GAUSSIAN_LABEL
+    from deltarank.figures.training import BAND_LABEL
+    from tests.figures.synthetic import matrix
+
+    def layered(tuned: str, scale: float) -> SpectrumResult:
+        # four layers with r₀.₉ 10, 20, 30, 40 (× scale): quartiles (inclusive) 17.5, 25, 32.5 (× scale)
+        mats = tuple(
+            replace(
+                matrix("q_proj", layer, np.ones(256), (256, 256)),
+                ranks={"energy_90": scale * 10 * (layer + 1), "noise_floor": 1.0},
+                random_energy_90=180 + layer,  # median 181.5
+            )
+            for layer in range(4)
+        )
+        return SpectrumResult(
+            base="base", tuned=tuned, device="cpu", precision="float32", thresholds=(0.9,), matrices=mats
+        )
+
+    fig = plot_rank_over_training([layered("r/full/checkpoint-20", 1.0), layered("r/full/checkpoint-40", 2.0)])
+    (ax,) = fig.axes[:1]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["full"].get_ydata()) == [25, 50]
+    assert list(lines[GAUSSIAN_LABEL].get_ydata()) == [181.5, 181.5]
+    (band,) = [c for c in ax.collections if c.get_label() != BAND_LABEL and len(c.get_paths()) == 1]
+    ys = sorted({round(float(y), 6) for y in band.get_paths()[0].vertices[:, 1]})
+    assert ys == [17.5, 32.5, 35.0, 65.0]  # (q1, q3) at step 20 and at step 40
+    assert BAND_LABEL in [t.get_text() for t in fig.legends[0].get_texts()]

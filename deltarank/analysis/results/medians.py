@@ -32,10 +32,25 @@ def quartiles(values: Iterable[float | None]) -> tuple[float, float, float] | No
 def module_medians(matrices: Iterable[M], value: Callable[[M], float | None]) -> dict[str, float]:
     """Median of `value(record)` per module type, in first-seen order; records whose value is None are left
     out, and a module type with no value at all is not listed."""
+    groups = _by_module(matrices, value)
+    return {module: mid for module, values in groups.items() if (mid := median(values)) is not None}
+
+
+def module_quartiles(
+    matrices: Iterable[M], value: Callable[[M], float | None]
+) -> dict[str, tuple[float, float, float]]:
+    """`quartiles` of `value(record)` over the layers of each module type (the layer spread beside the
+    median), in first-seen order; a module type with no value at all is not listed."""
+    groups = _by_module(matrices, value)
+    return {module: found for module, values in groups.items() if (found := quartiles(values)) is not None}
+
+
+def _by_module(matrices: Iterable[M], value: Callable[[M], float | None]) -> dict[str, list[float | None]]:
+    """`value(record)` of every record, grouped by module type in first-seen order."""
     groups: dict[str, list[float | None]] = {}
     for m in matrices:
         groups.setdefault(m.module, []).append(value(m))
-    return {module: mid for module, values in groups.items() if (mid := median(values)) is not None}
+    return groups
 
 
 def rank_of(key: str) -> Callable[[ModuleRecord], float | None]:
