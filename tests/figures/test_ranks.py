@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from deltarank.figures.ranks import layer_ranks, plot_ranks_by_layer
-from deltarank.figures.style import GAUSSIAN_LABEL
 from deltarank.figures.runs import make_runs
+from deltarank.figures.style import GAUSSIAN_LABEL
 from tests.figures.synthetic import SHAPES, full_result, lora_result
 
 
