@@ -2,8 +2,9 @@
 
 The forgetting set (`general_text`) is the base model's own answers to general prompts (history, cooking,
 travel, ...): `samples` answers per prompt of at most `max_new_tokens` tokens, drawn at temperature 1 with no
-truncation (top_p 1, top_k 0, and every other setting of the model's generation_config that reshapes the
-next-token distribution set to its neutral value), so each token y_t is a draw from p_base(· | x, y_<t). Its
+truncation by the sampler the self-sample null uses too (`deltarank.train.untruncated_sampling`: softmax of the
+logits, no top-k, top-p or other setting of the model's generation_config), so each token y_t is a draw from
+p_base(· | x, y_<t); the draws use a private generator seeded with the set's seed. Its
 records keep the sampled token ids, which are scored exactly as drawn (never re-tokenized from text). A model's
 drift (`drift_loss`) is its mean loss per token of those answers, and forgetting is
 
@@ -35,6 +36,7 @@ from deltarank.evaluation import defaults
 from deltarank.evaluation.loss import sequence_losses, trained_tokens
 from deltarank.evaluation.models import model_device
 from deltarank.train.formats import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX
+from deltarank.train.untruncated_sampling import TEMPERATURE, TOP_K, TOP_P, draw_untruncated
 
 GENERAL_PROMPTS = (
     "Tell me about the history of the Roman Empire.",
@@ -59,44 +61,14 @@ METRIC = "kl_base_tuned_per_token"  # what general_loss_rise is: the mean per-to
 EMPTY_NOTE = "the base model's general answers are empty: no forgetting set"
 BELOW_ZERO = "below 0 beyond its 95% interval"
 BELOW_ZERO_WHY = "a KL divergence is never negative: the forgetting set is not this base model's own samples"
-# Every generation setting that reshapes the next-token distribution, at its neutral value: passed explicitly,
-# so that nothing in a model's generation_config (top_k 50 by default, top_p, repetition penalties, ...) applies.
-UNTRUNCATED: dict[str, Any] = {
-    "do_sample": True,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": 0,
-    "min_p": None,
-    "top_h": None,
-    "typical_p": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "repetition_penalty": 1.0,
-    "encoder_repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "bad_words_ids": None,
-    "sequence_bias": None,
-    "suppress_tokens": None,
-    "begin_suppress_tokens": None,
-    "min_length": 0,
-    "min_new_tokens": None,
-    "forced_bos_token_id": None,
-    "forced_eos_token_id": None,
-    "exponential_decay_length_penalty": None,
-    "guidance_scale": None,
-    "watermarking_config": None,
-    "num_beams": 1,
-    "stop_strings": None,
-}
 
 
 def sampling(answer_tokens: int, samples: int, seed: int) -> dict[str, Any]:
     """How a forgetting set is drawn: stamped on each record, recorded beside each measurement on it."""
     return {
-        "temperature": UNTRUNCATED["temperature"],
-        "top_p": UNTRUNCATED["top_p"],
-        "top_k": UNTRUNCATED["top_k"],
+        "temperature": TEMPERATURE,
+        "top_p": TOP_P,
+        "top_k": TOP_K,
         "samples_per_prompt": samples,
         "answer_tokens": answer_tokens,
         "seed": seed,
@@ -115,13 +87,13 @@ def general_text(
     """The base model's own answers to GENERAL_PROMPTS, `samples` per prompt drawn at T = 1 without truncation
     (seeded: the same seed and device give the same set), as chat records with their token ids and `sampling`
     stamp; `progress(answered, total)` after each prompt."""
-    torch.manual_seed(seed)
+    generator = torch.Generator(device=model_device(model)).manual_seed(seed)
     stamp = sampling(max_new_tokens, samples, seed)
     records = []
     for index, prompt in enumerate(GENERAL_PROMPTS, start=1):
         messages = [{"role": "user", "content": prompt}]
         prompt_ids = chat_prompt_ids(tokenizer, messages)
-        for answer_ids in sample_answers(model, tokenizer, prompt_ids, samples, max_new_tokens):
+        for answer_ids in sample_answers(model, tokenizer, prompt_ids, samples, max_new_tokens, generator):
             answer = tokenizer.decode(answer_ids, skip_special_tokens=True)
             records.append(
                 {
@@ -146,29 +118,20 @@ def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]
     return [int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
-@torch.no_grad()
 def sample_answers(
-    model: Any, tokenizer: Any, prompt_ids: list[int], samples: int, max_new_tokens: int
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[int],
+    samples: int,
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
 ) -> list[list[int]]:
     """`samples` answers to one prompt drawn from the model's own distribution (T = 1, no truncation:
-    `UNTRUNCATED`), in one batch; each ends at its first stop token (kept: it was drawn too) or after
-    `max_new_tokens`."""
-    from transformers import GenerationConfig
-
-    known = GenerationConfig()
-    untruncated = {k: v for k, v in UNTRUNCATED.items() if hasattr(known, k)}  # older versions lack some
+    `deltarank.train.untruncated_sampling.draw_untruncated`, with `generator`, None: torch's global one), in one
+    batch; each ends at its first stop token (kept: it was drawn too) or after `max_new_tokens`."""
     stops = stop_ids(model, tokenizer)
-    ids = torch.tensor([prompt_ids], dtype=torch.long, device=model_device(model))
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=samples,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops or [0])[0],
-        eos_token_id=stops or None,
-        use_cache=True,
-        **untruncated,
-    )
+    prefix = torch.tensor([prompt_ids] * samples, dtype=torch.long, device=model_device(model))
+    out = draw_untruncated(model, prefix, max_new_tokens, generator, stops)
     return [_until_stop(row, set(stops)) for row in out[:, len(prompt_ids) :].tolist()]
 
 

@@ -209,7 +209,10 @@ def _draw_panel(ax: Axes, series: dict[str, list[Point]], module: str) -> None:
                 label="_final",
             )
     reference = [
-        m.random_energy_90 for points in series.values() for m in points[0].run.result.matrices if m.module == module
+        m.random_energy_90
+        for points in series.values()
+        for m in points[0].run.result.matrices
+        if m.module == module
     ]
     if reference:
         ax.axhline(float(np.median(reference)), label=GAUSSIAN_LABEL, **REFERENCE_STYLE)

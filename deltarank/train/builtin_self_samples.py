@@ -4,9 +4,9 @@ in expectation (issue #25, the self-sample null).
 Each sequence is `[s, x_1, ..., x_{L-1}]` (L = the run's `seq_len`): `s` is the tokenizer's BOS token (the token
 `generate` starts from without a prompt; its EOS when it has no BOS) and every `x_t` is drawn from the base
 model's full next-token distribution, softmax(logits) at temperature 1: no top-k, no top-p, no repetition
-penalty, no other logits processor. The sampling loop is deltarank's own (a forward pass with a KV cache and
-`torch.multinomial`), not `generate`, whose `generation_config` may carry any of those settings (transformers'
-default top_k is 50). An EOS drawn mid-sequence is kept and sampling goes on, so every sequence is an exact draw
+penalty, no other logits processor (`deltarank.train.untruncated_sampling`, the sampler the forgetting set
+uses too: a KV-cache loop of its own, not `generate`, whose `generation_config` may carry any of those
+settings). An EOS drawn mid-sequence is kept and sampling goes on, so every sequence is an exact draw
 of the base's joint distribution of L - 1 tokens after `s`, and the training loss's gradient at the base has
 expectation zero over the draws (E_{x~p}[∇ log p(x)] = ∇ Σ_x p(x) = 0): what such a run changes is optimizer
 and mini-batch noise at the same steps and learning rate. (Packing decoded text into blocks, as text data sets
@@ -32,7 +32,6 @@ trains on the file rather than sampling again.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from deltarank.errors import DeltarankError, InputError
 from deltarank.io.jsonl import iter_jsonl
 from deltarank.io.run_directory import SELF_SAMPLES
 from deltarank.train.builtin_data import PREFIX, SELF_SAMPLES_DATASET, is_builtin, parse_builtin
+from deltarank.train.untruncated_sampling import TEMPERATURE, TOP_P, draw_untruncated
 
 if TYPE_CHECKING:  # deltarank.train.data imports torch: TrainConfig's checks import this module
     from deltarank.train.data import TokenizedDataset
@@ -52,8 +52,6 @@ logger = logging.getLogger(__name__)
 NAME = PREFIX + SELF_SAMPLES_DATASET
 FORMAT = "sampled token ids"  # run.json's data.train.format for this set
 GENERATION_BATCH_FACTOR = 8  # sequences drawn together: this many times the training micro-batch
-TEMPERATURE = 1.0
-TOP_P = 1.0
 
 
 def is_self_samples(spec: str | None) -> bool:
@@ -213,34 +211,21 @@ def self_samples(
 def sample_sequences(
     model: Any, start_token: int, count: int, length: int, seed: int, batch: int
 ) -> list[list[int]]:
-    """`count` sequences of `length` tokens: `start_token`, then draws from softmax(logits) at temperature 1.
+    """`count` sequences of `length` tokens: `start_token`, then draws from softmax(logits) at temperature 1
+    (`deltarank.train.untruncated_sampling.draw_untruncated`, `batch` sequences at a time).
 
     Nothing truncates or reshapes the distribution, and an EOS is drawn like any token. The draws use a private
-    generator seeded with `seed` on the model's device; the model runs in eval mode (restored afterwards).
+    generator seeded with `seed` on the model's device.
     """
     import torch
 
     device = _device_of(model)
     generator = torch.Generator(device=device).manual_seed(seed)
-    keyword = _cache_keyword(model)
-    was_training = model.training
-    model.eval()
     sequences: list[list[int]] = []
-    try:
-        with torch.no_grad():
-            for first in range(0, count, batch):
-                rows = min(batch, count - first)
-                ids = torch.full((rows, 1), start_token, dtype=torch.long, device=device)  # (B, 1)
-                drawn = [ids]
-                cache = None
-                for _ in range(length - 1):
-                    out = model(input_ids=drawn[-1], use_cache=True, logits_to_keep=1, **{keyword: cache})
-                    cache = getattr(out, keyword)
-                    probs = torch.softmax(out.logits[:, -1, :].float() / TEMPERATURE, dim=-1)  # (B, V)
-                    drawn.append(torch.multinomial(probs, 1, generator=generator))  # (B, 1)
-                sequences += torch.cat(drawn, dim=1).tolist()
-    finally:
-        model.train(was_training)
+    for first in range(0, count, batch):
+        rows = min(batch, count - first)
+        start = torch.full((rows, 1), start_token, dtype=torch.long, device=device)  # (B, 1)
+        sequences += draw_untruncated(model, start, length - 1, generator).tolist()
     return sequences
 
 
@@ -274,12 +259,6 @@ def read_self_samples(path: Path) -> list[list[int]]:
 
 def _device_of(model: Any) -> Any:
     return next(model.parameters()).device
-
-
-def _cache_keyword(model: Any) -> str:
-    """The name of the KV cache in the model's forward and output: transformers 5.25 renamed `past_key_values`
-    to `cache` (and warns on the old name); earlier 5.x releases know only `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _method_family(method: str) -> str | None:

@@ -59,7 +59,7 @@ def _next_token_probabilities(model: Any, prompt_ids: list[int]) -> torch.Tensor
 
 
 def test_samples_follow_the_models_own_distribution(tiny: dict[str, Any]) -> None:
-    """4000 first tokens drawn through the real `generate` path match softmax(logits) (chi-square p > 0.001),
+    """4000 first tokens drawn by `sample_answers` match softmax(logits) (chi-square p > 0.001),
     although the model's generation_config asks for top_k 5, top_p 0.5 and temperature 0.3."""
     model, tokenizer = tiny["model"], tiny["tokenizer"]
     prompt_ids = chat_prompt_ids(tokenizer, [{"role": "user", "content": GENERAL_PROMPTS[0]}])

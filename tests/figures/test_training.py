@@ -122,7 +122,9 @@ def test_training_figure_band_is_the_layers_interquartile_range() -> None:
             base="base", tuned=tuned, device="cpu", precision="float32", thresholds=(0.9,), matrices=mats
         )
 
-    fig = plot_rank_over_training([layered("r/full/checkpoint-20", 1.0), layered("r/full/checkpoint-40", 2.0)])
+    fig = plot_rank_over_training(
+        [layered("r/full/checkpoint-20", 1.0), layered("r/full/checkpoint-40", 2.0)]
+    )
     (ax,) = fig.axes[:1]
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert list(lines["full"].get_ydata()) == [25, 50]
