@@ -203,6 +203,19 @@ def echo(text: str, quiet: bool, to_stdout: bool = True) -> None:
         click.echo(text, err=not to_stdout)
 
 
+def parse_numbers(text: str | None, option: str, example: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers of `option` (`--thresholds`, `--dare-drops`): `0.5,0.9` -> (0.5, 0.9);
+    empty or None -> ().
+
+    Raises:
+        OptionError: a part that is not a number (the message shows `example`).
+    """
+    try:
+        return tuple(float(part) for part in (text or "").split(",") if part.strip())
+    except ValueError:
+        raise OptionError(f"{option} {text!r}: expected comma-separated numbers like {example}") from None
+
+
 def parse_sizes(text: str | None) -> tuple[int, ...]:
     """The `--sizes` of `similarity` and `placement`: `1,8,64` -> (1, 8, 64); empty or None -> ().
 

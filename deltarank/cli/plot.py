@@ -11,7 +11,7 @@ from deltarank.cli.options import output_option
 
 KIND_HELP = (
     "spectrum, ranks, ratio (the headline), steps, learning, intruders, similarity, energy, sparsity, "
-    "placement, or all (every kind the inputs allow)."
+    "placement, merge, or all (every kind the inputs allow)."
 )
 
 
@@ -83,6 +83,8 @@ def plot(
       learning_forgetting  learning vs forgetting with the Pareto front (needs --summary)
       intruders_by_layer   intruder count against layer, one line per run (intruders)
       similarity           φ(i, j) heatmaps per module type (similarity; several: similarity-LABEL)
+      merge_geometry       n × n overlap φ(k, k) and TIES sign-conflict heatmaps per module type (a
+                           similarity result of three or more TUNED, or --merge; several: merge_geometry-LABEL)
       retained_energy      energy of ΔW kept against rank k (extract; several: retained_energy-LABEL)
       sparsity             entries changed beyond --sparsity-atol against rank ÷ min(m, n), one point
                            per module type and run: sparse vs low-rank (spectrum)

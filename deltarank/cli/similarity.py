@@ -1,11 +1,22 @@
-"""`deltarank similarity BASE TUNED_A TUNED_B` (or `similarity RUN_A RUN_B`): subspace similarity φ(i, j) of two deltas (LoRA paper §7)."""
+"""`deltarank similarity BASE TUNED_A TUNED_B [TUNED ...]` (or `similarity RUN_A RUN_B`): subspace similarity
+φ(i, j) of two deltas (LoRA paper §7), and the merge geometry of n ≥ 3 (overlap, TIES sign conflicts, DARE)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
+from deltarank.analysis.results.merge import MergeGeometry
+from deltarank.analysis.tools.merge import (
+    DEFAULT_DARE_DROPS,
+    DEFAULT_DENSITY,
+    DEFAULT_MERGE_K,
+    DEFAULT_SEED,
+    MergeSettings,
+    check_merge,
+)
 from deltarank.analysis.tools.similarity import DEFAULT_TOP, SIDES, SimilarityResult, check_tops
 from deltarank.cli.options import (
     STDOUT,
@@ -17,21 +28,23 @@ from deltarank.cli.options import (
     fetch_missing,
     figure_option,
     output_option,
+    parse_numbers,
     parse_sizes,
     quiet_option,
     save_figure_file,
 )
 from deltarank.cli.references import base_of_runs
+from deltarank.errors import OptionError
 from deltarank.io.atomic import refuse_overlap
 from deltarank.io.progress import Progress
 
 TABLE_SIZES = (1, 4, 16, 64)
+MERGE_OPTIONS = ("merge_k", "density", "dare_drops", "seed")  # given with two TUNED, they imply --merge
+USAGE = "[BASE] TUNED_A TUNED_B [TUNED ...]"
 
 
 @click.command()
-@click.argument("base", metavar="[BASE]", type=click.Path(path_type=str))
-@click.argument("tuned_a", type=click.Path(path_type=str))
-@click.argument("tuned_b", metavar="TUNED_B", required=False, type=click.Path(path_type=str))
+@click.argument("paths", metavar=USAGE, nargs=-1, type=click.Path(path_type=str))
 @output_option("Result JSON file (- for stdout).", default="similarity.json")
 @click.option(
     "--sizes",
@@ -40,18 +53,49 @@ TABLE_SIZES = (1, 4, 16, 64)
     help="Subspace sizes i, j of the φ grid, comma-separated (clipped per matrix).",
 )
 @click.option("--side", type=click.Choice(SIDES), default="left", show_default=True, help="Singular vectors.")
+@click.option(
+    "--merge",
+    is_flag=True,
+    help="Also measure the merge geometry with two TUNED (always measured with three or more; implied by "
+    "--merge-k, --density, --dare-drops or --seed).",
+)
+@click.option(
+    "--merge-k",
+    type=int,
+    default=DEFAULT_MERGE_K,
+    show_default=True,
+    help="Subspace size k of the n × n overlap φ(k, k) (clipped per matrix to min(m, n) and to the vectors "
+    "every ΔW has).",
+)
+@click.option(
+    "--density",
+    type=float,
+    default=DEFAULT_DENSITY,
+    show_default=True,
+    help="Share of each ΔW's entries TIES's trim keeps (largest |Δw|), in (0, 1], for the sign conflicts.",
+)
+@click.option(
+    "--dare-drops",
+    default=",".join(f"{p:g}" for p in DEFAULT_DARE_DROPS),
+    show_default=True,
+    help="DARE drop rates p, comma-separated, each in [0, 1).",
+)
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the DARE masks.")
 @analysis_options
 @figure_option
 @quiet_option
 @dry_run_option
 def similarity(
-    base: str,
-    tuned_a: str,
-    tuned_b: str | None,
+    paths: tuple[str, ...],
     output: str,
     force: bool,
     sizes: str,
     side: str,
+    merge: bool,
+    merge_k: int,
+    density: float,
+    dare_drops: str,
+    seed: int,
     figure: str | None,
     quiet: bool,
     download: bool,
@@ -61,42 +105,62 @@ def similarity(
     """Subspace similarity φ(i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j) between the top singular vectors of
     ΔW_A = TUNED_A − BASE and ΔW_B = TUNED_B − BASE, per matrix (e.g. full fine-tuning against LoRA).
 
+    \b
+    With three or more TUNED (or --merge), also the merge geometry of all n deltas, per matrix and as
+    medians per module type:
+      the n × n overlap φ(k, k) of their top-k singular vectors (k = --merge-k);
+      TIES's sign conflicts: each ΔW trimmed to its top --density share of entries by |Δw|, the share of
+      opposite signs among the entries two of them keep, and among those kept by two or more, the share
+      whose signs are not all one (n-way);
+      DARE's relative error ‖DARE(ΔW) − ΔW‖_F / ‖ΔW‖_F per delta and for the merged sum, at each
+      --dare-drops rate p (entries dropped with probability p, the rest scaled by 1/(1 − p); seeded by
+      --seed; E of its square: p/(1 − p)).
+
     Each TUNED is a checkpoint, a PEFT LoRA/DoRA adapter directory or a `deltarank train` output.
-    `deltarank similarity RUN_A RUN_B` compares two train outputs on the base both their run.json record.
+    `deltarank similarity RUN_A RUN_B` compares two train outputs on the base both their run.json record;
+    with three or more arguments the first is BASE. --figure draws the φ heatmaps with two TUNED, the merge
+    heatmaps with more (`deltarank plot --kind merge` draws those of any result that has them).
     """
     from deltarank.analysis.tools.similarity import similarity as run_similarity
 
-    if tuned_b is None:  # two train outputs: BASE is the one both run.json record
-        tuned_a, tuned_b = base, tuned_a
-        base, line = base_of_runs("similarity", [tuned_a, tuned_b], "BASE TUNED_A TUNED_B")
-        echo(line, quiet, to_stdout=output != STDOUT)
+    to_stdout = output == STDOUT
+    base, tuned = _arguments(paths, quiet, to_stdout)
     top = parse_sizes(sizes)
+    settings = check_merge(MergeSettings(merge_k, density, parse_drops(dare_drops), seed))  # checked always
+    measured = merge or len(tuned) > 2 or _given(MERGE_OPTIONS)
     if dry_run:  # headers only: nothing is downloaded, computed or written
         from deltarank.analysis.tools.preview import preview
 
         check_tops(top)
-        click.echo(preview(base, [tuned_a, tuned_b], command="similarity", **options).to_text())
+        click.echo(preview(base, list(tuned), command="similarity", **options).to_text())
         return
-    to_stdout = output == STDOUT
-    inputs = [base, tuned_a, tuned_b]
+    inputs = [base, *tuned]
     if not to_stdout:
         refuse_overlap(output, inputs)
         check_new_file(output, force)
     if figure:
         refuse_overlap(figure, inputs, option="--figure")
     check_figure_path(figure, force)
-    fetch_missing(download, [base, tuned_a, tuned_b])
+    fetch_missing(download, inputs)
     with Progress("similarity", unit="matrices", quiet=quiet) as progress:
-        result = run_similarity(base, tuned_a, tuned_b, top=top, side=side, progress=progress.hook, **options)
+        result = run_similarity(
+            base,
+            *tuned,
+            top=top,
+            side=side,
+            merge=settings if measured else None,
+            progress=progress.hook,
+            **options,
+        )
     if to_stdout:
         click.echo(result.to_json())
     else:
         result.to_json(output)
     echo(format_table(result), quiet, not to_stdout)
+    if result.merge is not None:
+        echo(format_merge_table(result.merge), quiet, not to_stdout)
     if figure:
-        from deltarank.figures.subspace import plot_similarity_heatmaps
-
-        save_figure_file(plot_similarity_heatmaps(result), figure)
+        save_figure_file(_figure(result), figure)
     echo(
         f"Wrote {'stdout' if to_stdout else output}" + (f" and {figure}" if figure else ""),
         quiet,
@@ -115,3 +179,78 @@ def format_table(result: SimilarityResult) -> str:
         lines.append(f"{module:<14}{len(items):>4}{cells}")
     lines.append(f"{len(result.matrices)} matrices; {result.side} singular vectors; means over layers")
     return "\n".join(lines)
+
+
+def _arguments(paths: tuple[str, ...], quiet: bool, to_stdout: bool) -> tuple[str, tuple[str, ...]]:
+    """BASE and the TUNED: two arguments are train outputs (BASE from their run.json), more are BASE first.
+
+    Raises:
+        OptionError: fewer than two arguments.
+    """
+    if len(paths) < 2:
+        raise OptionError(
+            f"similarity compares two or more deltas: `deltarank similarity {USAGE}` (BASE left out only for "
+            f"two `deltarank train` outputs), got {len(paths)} argument{'s' if len(paths) != 1 else ''}"
+        )
+    if len(paths) > 2:
+        return paths[0], paths[1:]
+    base, line = base_of_runs("similarity", list(paths), "BASE TUNED_A TUNED_B")
+    echo(line, quiet, to_stdout=not to_stdout)
+    return base, paths
+
+
+def _given(names: tuple[str, ...]) -> bool:
+    """Whether any of these options was given on the command line (not left at its default)."""
+    context = click.get_current_context()
+    return any(context.get_parameter_source(name) not in (None, ParameterSource.DEFAULT) for name in names)
+
+
+def parse_drops(text: str) -> tuple[float, ...]:
+    """`--dare-drops 0.5,0.9` -> (0.5, 0.9); empty -> () (no DARE error measured)."""
+    return parse_numbers(text, "--dare-drops", "0.5,0.9")
+
+
+def _figure(result: SimilarityResult) -> Any:
+    """The φ heatmaps of A and B with two TUNED, the merge heatmaps with more."""
+    if result.merge is not None and len(result.merge.tuned) > 2:
+        from deltarank.figures.merge import plot_merge_geometry
+
+        return plot_merge_geometry(result)
+    from deltarank.figures.subspace import plot_similarity_heatmaps
+
+    return plot_similarity_heatmaps(result)
+
+
+def format_merge_table(merge: MergeGeometry) -> str:
+    """Per module type, medians over its matrices: the mean over pairs of the overlap φ(k, k) and of the sign
+    conflict, the n-way conflict, and per drop rate the mean over deltas of DARE's error and the merged one."""
+    drops = [f"{p:g}" for p in merge.dare_drops]
+    header = f"{'module':<14}{'n':>4}{'k':>5}{'overlap':>9}{'conflict':>10}{'n-way':>8}"
+    header += "".join(f"{f'DARE {p}':>10}{f'sum {p}':>10}" for p in drops)
+    lines = [header, "-" * len(header)]
+    for module in merge.modules:
+        cells = [_cell(_off_diagonal(module.overlap)), _cell(_off_diagonal(module.sign_conflict), 10)]
+        cells.append(_cell(module.sign_conflict_nway, 8))
+        for row, summed in zip(module.dare_error, module.dare_merged_error, strict=True):
+            cells += [_cell(_mean(row), 10), _cell(summed, 10)]
+        lines.append(f"{module.module:<14}{module.matrices:>4}{module.k:>5g}" + "".join(cells))
+    lines.append(
+        f"{len(merge.tuned)} deltas; medians over layers; overlap φ(k, k) and conflict (TIES trim at density "
+        f"{merge.density:g}) are means over pairs; DARE: mean relative error per delta (E of its square "
+        "p/(1 − p)), sum: of the merged sum"
+    )
+    return "\n".join(lines)
+
+
+def _off_diagonal(table: tuple[tuple[float | None, ...], ...]) -> float | None:
+    """Mean of the entries off the diagonal that are not None."""
+    return _mean(v for a, row in enumerate(table) for b, v in enumerate(row) if a != b)
+
+
+def _mean(values: Any) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _cell(value: float | None, width: int = 9) -> str:
+    return f"{'-' if value is None else f'{value:.3f}':>{width}}"

@@ -23,6 +23,7 @@ from deltarank.cli.options import (
     echo,
     fetch_missing,
     output_option,
+    parse_numbers,
     quiet_option,
     refuse_existing,
 )
@@ -37,12 +38,7 @@ from deltarank.io.standalone import is_standalone_adapter
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
     """`0.5,0.9,0.99` -> (0.5, 0.9, 0.99)."""
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise OptionError(
-            f"--thresholds {text!r}: expected comma-separated numbers like 0.5,0.9,0.99"
-        ) from None
+    return parse_numbers(text, "--thresholds", "0.5,0.9,0.99")
 
 
 @click.command()

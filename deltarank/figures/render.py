@@ -2,8 +2,8 @@
 
 The one place that decides which figure kinds exist, which inputs each needs, and the files they are saved as.
 Each result goes to the figures of its family: spectra to spectrum/ranks/ratio/steps/sparsity, intruder results
-to `intruders`, similarity results to `similarity`, extract results to `energy`, placement results to
-`placement`; a reproduction summary to `learning`.
+to `intruders`, similarity results to `similarity` (and to `merge` when they hold the merge geometry of n
+deltas), extract results to `energy`, placement results to `placement`; a reproduction summary to `learning`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from deltarank.analysis.results.base import ResultFile
 from deltarank.errors import DeltarankError, OptionError, OutputError
 from deltarank.figures.headline import plot_headline
 from deltarank.figures.learning import load_summary, plot_learning_forgetting
+from deltarank.figures.merge import plot_merge_geometry
 from deltarank.figures.placement import plot_placement
 from deltarank.figures.ranks import plot_ranks_by_layer
 from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_runs, result_labels
@@ -58,8 +59,9 @@ FIGURES: dict[str, str] = {
     "energy": "retained_energy",
     "sparsity": "sparsity",
     "placement": "placement",
+    "merge": "merge_geometry",
 }
-PER_FILE_KINDS = ("similarity", "energy", "placement")
+PER_FILE_KINDS = ("similarity", "energy", "placement", "merge")
 KINDS: tuple[str, ...] = (*FIGURES, "all")
 # kind -> the result family it draws (kinds not listed take spectra or the summary).
 FAMILY_OF_KIND: dict[str, type[ResultFile[Any]]] = {
@@ -67,6 +69,7 @@ FAMILY_OF_KIND: dict[str, type[ResultFile[Any]]] = {
     "similarity": SimilarityResult,
     "energy": ExtractResult,
     "placement": PlacementResult,
+    "merge": SimilarityResult,
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -83,9 +86,15 @@ class Inputs:
     summary: Mapping[str, Any] | None = None
     tracked: list[TrackedRun] = field(default_factory=list)
 
+    def merges(self) -> list[tuple[str, SimilarityResult]]:
+        """The labelled similarity results that hold a merge geometry (the `merge` figure's inputs)."""
+        return [item for item in self.similarity if item[1].merge is not None]
+
     def of(self, kind: str) -> Sequence[tuple[str, ResultFile[Any]]]:
         """The labelled results of the family that `kind` draws (empty for spectrum kinds and `learning`)."""
         family = FAMILY_OF_KIND.get(kind)
+        if kind == "merge":
+            return self.merges()
         if family is IntruderResult:
             return self.intruders
         if family is SimilarityResult:
@@ -160,6 +169,8 @@ def why_not(kind: str, inputs: Inputs, lora_rank: int | None) -> str | None:
         return (
             None if inputs.summary is not None else "needs --summary summary.json from `deltarank reproduce`"
         )
+    if kind == "merge" and not inputs.of(kind):
+        return f"needs a {SimilarityResult.SCHEMA} result file with merge geometry (three or more TUNED, or --merge)"
     if kind in FAMILY_OF_KIND:
         family = FAMILY_OF_KIND[kind]
         return None if inputs.of(kind) else f"needs a {family.SCHEMA} result file"
@@ -211,6 +222,11 @@ def planned(
             (stem, partial(plot_placement, result))
             for stem, (_, result) in zip(stems(kind, inputs), inputs.placements, strict=True)
         ]
+    if kind == "merge":
+        return [
+            (stem, partial(plot_merge_geometry, result))
+            for stem, (_, result) in zip(stems(kind, inputs), inputs.merges(), strict=True)
+        ]
     return [(FIGURES[kind], partial(draw, kind, inputs, lora_rank, x_axis))]
 
 
@@ -259,7 +275,7 @@ def render_figures(
             checkpoints of one run share a label (see `runs.make_runs`).
         out_dir: Output directory, created when missing.
         kinds: Figure kinds (spectrum, ranks, ratio, steps, learning, intruders, similarity, energy, sparsity,
-            placement) or `all`: every kind the inputs allow.
+            placement, merge) or `all`: every kind the inputs allow.
         formats: pdf, png and/or svg.
         labels: One name per result, in order (legends; file names of per-file figures); derived from the
             tuned paths when omitted.

@@ -1,13 +1,19 @@
-"""Result records of `similarity`: frozen dataclasses and versioned JSON (`schema: deltarank.similarity/1`)."""
+"""Result records of `similarity`: frozen dataclasses and versioned JSON (`schema: deltarank.similarity/1`).
+
+φ(i, j) compares the first two deltas, A and B. The merge geometry of all n deltas (`results.merge`), measured
+with three or more of them (or when asked for with two), is the optional `merge` of the file and of each
+matrix record; a result without it writes neither key, so a two-delta file reads as before.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from deltarank.analysis.results.base import Record, ResultFile
+from deltarank.analysis.results.merge import MatrixMerge, MergeGeometry
 from deltarank.io.pairing import SkippedTensor
 
 SCHEMA = "deltarank.similarity/1"
@@ -35,6 +41,14 @@ class MatrixSimilarity(Record):
     diagonal: tuple[float, ...] = field(
         metadata={"help": "φ(i, i) for i = 1 … min(max(tops_a), max(tops_b)), index i − 1."}
     )
+    merge: MatrixMerge | None = field(
+        default=None,
+        metadata={"help": "Merge geometry of the n deltas of this matrix; absent when not measured."},
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """`Record.to_dict` without `merge` when it was not measured."""
+        return _without_none(super().to_dict(), "merge")
 
     def phi(self, i: int, j: int) -> float | None:
         """φ(i, j) from the stored grid, None when i or j is not a stored size."""
@@ -57,8 +71,24 @@ class SimilarityResult(ResultFile[MatrixSimilarity]):
     matrices: tuple[MatrixSimilarity, ...] = field(metadata={"help": "One record per matrix."})
     skipped: tuple[SkippedTensor, ...] = field(default=(), metadata={"help": "Selected but not compared."})
     deltarank_version: str = field(default="", metadata={"help": "Version that wrote the file."})
+    merge: MergeGeometry | None = field(
+        default=None,
+        metadata={
+            "help": "Settings and per-module medians of the merge geometry of all n deltas; absent "
+            "when not measured."
+        },
+    )
     schema: str = SCHEMA
     SCHEMA: ClassVar[str] = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        """`ResultFile.to_dict` without `merge` when it was not measured."""
+        return _without_none(super().to_dict(), "merge")
+
+    @property
+    def tuned(self) -> tuple[str, ...]:
+        """Every compared tuned checkpoint or adapter: the merge geometry's n, else A and B."""
+        return self.merge.tuned if self.merge is not None else (self.tuned_a, self.tuned_b)
 
     def module_means(self, i: int, j: int | None = None) -> dict[str, float]:
         """Mean φ(i, j) (j = i by default) over the layers of each module type that store it."""
@@ -99,3 +129,10 @@ def chance_phi(i: int, j: int, dimension: int) -> float:
     """φ(i, j) of two independent uniformly random subspaces of R^dimension, in expectation: E‖U_iᵀ V_j‖_F² = i·j/d,
     so φ = max(i, j)/d (at most 1): the chance line every φ is read against (φ(16, 16) on 576 dimensions: 0.028)."""
     return min(1.0, max(i, j) / dimension) if dimension > 0 else 1.0
+
+
+def _without_none(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """`data` without `key` when its value is None (an optional section that was not measured)."""
+    if data.get(key, "") is None:
+        del data[key]
+    return data

@@ -182,7 +182,7 @@ def preview(
     Args:
         base: Base checkpoint, as the command takes it.
         tuned: The TUNED checkpoints or adapters: any number for spectrum, one for intruders and extract, two
-            (A and B) for similarity.
+            or more (A, B, …) for similarity.
         options: Device, precision, include/exclude and, for spectrum, solver, top_k and workers.
         command: spectrum, intruders, similarity or extract.
         embeddings: extract's `embeddings` (the input embedding and the LM head extracted too).
@@ -193,9 +193,11 @@ def preview(
     """
     if command not in COMMANDS:
         raise OptionError(f"unknown command {command!r} ({', '.join(COMMANDS)})")
-    expected = {"intruders": 1, "extract": 1, "similarity": 2}.get(command)
+    expected = {"intruders": 1, "extract": 1}.get(command)
     if expected is not None and len(tuned) != expected:
         raise OptionError(f"{command} takes {expected} TUNED, got {len(tuned)}")
+    if command == "similarity" and len(tuned) < 2:
+        raise OptionError(f"similarity takes two or more TUNED, got {len(tuned)}")
     opts = SpectrumOptions.of(options, **changes)
     device = opts.compute_device()
     start = time.perf_counter()
@@ -251,11 +253,8 @@ def _groups(
 ) -> tuple[tuple[PreviewGroup, ...], tuple[SkippedTensor, ...]]:
     """The preview groups of the plans, with the command's own skips (as its run makes them)."""
     if command == "similarity":
-        common, skipped = _match(plans[0], plans[1])
-        sides = (
-            _group(plans[0], [a for a, _ in common], []),
-            _group(plans[1], [b for _, b in common], []),
-        )
+        common, skipped = _match(plans)
+        sides = tuple(_group(plan, [pairs[i] for pairs in common], []) for i, plan in enumerate(plans))
         return sides, tuple(skipped)
     groups = []
     for plan in plans:

@@ -7,26 +7,45 @@ random subspaces of R^m give about max(i, j)/m. Compare full fine-tuning with Lo
 A LoRA delta's vectors come from its factors (QR of B and Aᵀ, an r × r SVD) without forming B·A. Only vectors
 with a σ above the numerical cut-off count (those past it span an arbitrary subspace), so each side's sizes
 are clipped to that count: i ∈ {min(t, available_A) : t ∈ top}. Memory: one pair plus the two vector sets.
+
+With n ≥ 3 deltas (or `merge` settings with two), φ(i, j) still compares the first two, A and B, and the merge
+geometry of all n is measured as well (`tools.merge`): the n × n overlap φ(k, k) at one size k (`phi_matrix`),
+TIES's sign conflicts and DARE's errors. Each matrix is read name by name: the base tensor once and the n
+tuned tensors one after the other (one pair read ahead), each delta formed in the compute dtype and kept
+dense, its SVD cut to the k vectors the overlap needs. Memory: the n deltas, one pair read ahead, n × k
+vectors, and the merge measures' buffers (`tools.merge`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from deltarank import __version__
 from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
-from deltarank.analysis.engine.loading import LoadedPair, load_pair, prefetched
+from deltarank.analysis.engine.loading import Job, JobLoader, LoadedPair, prefetched
 from deltarank.analysis.engine.plan import Plan, plan_run
 from deltarank.analysis.maths.svd import DeltaSVD, delta_svd
+from deltarank.analysis.results.merge import MergeGeometry, Table, module_merges
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
+from deltarank.analysis.tools.merge import MergeSettings, check_merge, matrix_merge
 from deltarank.errors import DeltarankError, OptionError
 from deltarank.io.naming import Selection, layer_index, module_type
 from deltarank.io.pairing import Pair, SkippedTensor
 
-__all__ = ["MatrixSimilarity", "SimilarityResult", "overlap_energy", "phi", "phi_grid", "similarity"]
+__all__ = [
+    "MatrixSimilarity",
+    "MergeSettings",
+    "SimilarityResult",
+    "overlap_energy",
+    "phi",
+    "phi_grid",
+    "phi_matrix",
+    "similarity",
+]
 
 DEFAULT_TOP: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 SIDES = ("left", "right")
@@ -62,6 +81,25 @@ def phi_grid(
     return grid, diagonal
 
 
+def phi_matrix(vectors: Sequence[torch.Tensor], k: int) -> Table:
+    """n × n φ(k, k) = ‖U_aᵀ U_b‖_F² / k of the first k columns of each set of orthonormal vectors; the
+    diagonal is 1 by definition.
+
+    Shapes: n tensors (d, ≥ k) -> n rows of n values.
+    """
+    count = len(vectors)
+    table = [[1.0] * count for _ in range(count)]
+    for a in range(count):
+        for b in range(a + 1, count):
+            table[a][b] = table[b][a] = phi(vectors[a], vectors[b], k, k)
+    return tuple(tuple(row) for row in table)
+
+
+def delta_label(index: int) -> str:
+    """A, B, C, … for the deltas in argument order (T27, T28, … past Z): skipped reasons name them so."""
+    return chr(ord("A") + index) if index < 26 else f"T{index + 1}"
+
+
 def clip_tops(top: Sequence[int], available: int) -> tuple[int, ...]:
     """Subspace sizes clipped to the available vectors: sorted {min(t, available)}."""
     return tuple(sorted({min(t, available) for t in top}))
@@ -79,9 +117,10 @@ def similarity(
     base: str | Path,
     tuned_a: str | Path,
     tuned_b: str | Path,
-    *,
+    *more: str | Path,
     top: Sequence[int] = DEFAULT_TOP,
     side: str = "left",
+    merge: MergeSettings | None = None,
     include: str | None = None,
     exclude: str | None = None,
     device: str = "auto",
@@ -89,7 +128,8 @@ def similarity(
     progress: ProgressHook | None = None,
     allow_different_base: bool = False,
 ) -> SimilarityResult:
-    """Subspace similarity φ(i, j) between ΔW_A = A − BASE and ΔW_B = B − BASE for every shared matrix.
+    """Subspace similarity φ(i, j) between ΔW_A = A − BASE and ΔW_B = B − BASE for every shared matrix, and the
+    merge geometry of all the deltas when there are three or more, or `merge` is given.
 
     φ(A, B, i, j) = ‖U_Aᵢᵀ U_Bⱼ‖_F² / min(i, j) (LoRA paper §7), U_Aᵢ the top-i singular vectors of ΔW_A.
 
@@ -97,8 +137,10 @@ def similarity(
         base: Base checkpoint (.safetensors file, Hugging Face directory or GGUF).
         tuned_a: First tuned checkpoint or PEFT LoRA/DoRA adapter directory (e.g. full fine-tuning).
         tuned_b: Second one (e.g. LoRA, or another seed).
+        *more: Further tuned checkpoints or adapters, for the merge geometry.
         top: Subspace sizes i and j of the grid, clipped per matrix to the available vectors.
         side: left (output space, the default) or right (input space) singular vectors.
+        merge: Settings of the merge geometry; the defaults when None and there are three or more deltas.
         include: Regex of tensor names instead of the default (transformer-block 2-D weights).
         exclude: Regex of tensor names to leave out.
         device: auto, cpu or cuda.
@@ -107,38 +149,40 @@ def similarity(
         allow_different_base: Compare a TUNED whose config describes another architecture (else refused).
 
     Returns:
-        A SimilarityResult with one MatrixSimilarity per matrix that both deltas change.
+        A SimilarityResult with one MatrixSimilarity per matrix that every delta changes.
     """
     sizes = check_tops(top)
     if side not in SIDES:
         raise OptionError(f"unknown side {side!r} (left or right)")
+    tuned = [tuned_a, tuned_b, *more]
+    settings = check_merge(merge or MergeSettings()) if merge is not None or more else None
     dev, dtype = resolve_device(device), resolve_precision(precision)
-    base_source, (plan_a, plan_b) = plan_run(
-        base,
-        [tuned_a, tuned_b],
-        Selection(include=include, exclude=exclude),
-        allow_different_base=allow_different_base,
+    base_source, plans = plan_run(
+        base, tuned, Selection(include=include, exclude=exclude), allow_different_base=allow_different_base
     )
-    common, skipped = _match(plan_a, plan_b)
-    jobs = [(plan, pair) for pair_a, pair_b in common for plan, pair in ((plan_a, pair_a), (plan_b, pair_b))]
-
-    def load(job: tuple[Plan, Pair]) -> LoadedPair:
-        return load_pair(job[1], base_source, job[0].source, dev)
+    common, skipped = _match(plans)
+    loader = JobLoader(base_source, [plan.source for plan in plans], dev)  # each base tensor read once
+    jobs = [Job(index, pair) for pairs in common for index, pair in enumerate(pairs)]
 
     records = []
-    with prefetched(jobs, load) as stream:
-        for index, (pair, _) in enumerate(common):
-            # The thin SVD of each delta; the loaded tensors are not kept.
-            first, second = delta_svd(next(stream).delta(dtype)), delta_svd(next(stream).delta(dtype))
-            record = _compare(pair, first, second, sizes, side)
+    with prefetched(jobs, loader) as stream:
+        for position, pairs in enumerate(common):
+            # The thin SVD of each delta; the loaded tensors are not kept, the dense deltas only for merging.
+            deltas = _Deltas(stream, dtype, keep=settings is not None)
+            first, second = deltas.decomposed(), deltas.decomposed()
+            record = _compare(pairs[0], first, second, sizes, side)
+            if settings is not None:
+                record = _with_merge(pairs[0], record, [first, second], deltas, len(pairs), settings, side)
+            del first, second, deltas
             if isinstance(record, SkippedTensor):
                 skipped.append(record)
             else:
                 records.append(record)
             if progress is not None:
-                progress(index + 1, len(common), pair.name)
+                progress(position + 1, len(common), pairs[0].name)
     if not records:
-        raise DeltarankError("no matrix is changed by both tuned models: nothing to compare")
+        every = "both" if len(tuned) == 2 else "all the"
+        raise DeltarankError(f"no matrix is changed by {every} tuned models: nothing to compare")
     return SimilarityResult(
         base=str(base),
         tuned_a=str(tuned_a),
@@ -150,20 +194,96 @@ def similarity(
         matrices=tuple(records),
         skipped=tuple(skipped),
         deltarank_version=__version__,
+        merge=None if settings is None else _geometry(tuned, settings, records),
     )
 
 
-def _match(plan_a: Plan, plan_b: Plan) -> tuple[list[tuple[Pair, Pair]], list[SkippedTensor]]:
-    """Pairs of both plans with the same name (in A's order), and what only one of them has."""
-    by_b = plan_b.by_name()
-    common = [(pair, by_b[pair.name]) for pair in plan_a.pairs if pair.name in by_b]
-    names_a = {pair.name for pair in plan_a.pairs}
-    skipped = [SkippedTensor(s.name, f"A: {s.reason}") for s in plan_a.skipped]
-    skipped += [SkippedTensor(s.name, f"B: {s.reason}") for s in plan_b.skipped]
-    skipped += [SkippedTensor(p.name, "only in A") for p in plan_a.pairs if p.name not in by_b]
-    skipped += [SkippedTensor(p.name, "only in B") for p in plan_b.pairs if p.name not in names_a]
+class _Deltas:
+    """The deltas of one matrix taken from the stream in order: each decomposed, and kept dense with `keep`."""
+
+    def __init__(self, stream: Iterator[LoadedPair], dtype: torch.dtype, keep: bool) -> None:
+        self.stream, self.dtype, self.keep = stream, dtype, keep
+        self.dense: list[torch.Tensor] = []
+
+    def decomposed(self) -> DeltaSVD:
+        """The thin SVD of the next delta (its dense form kept with `keep`)."""
+        delta = next(self.stream).delta(self.dtype)
+        if self.keep:
+            self.dense.append(delta.dense())
+        return delta_svd(delta)
+
+
+def _with_merge(
+    pair: Pair,
+    record: MatrixSimilarity | SkippedTensor,
+    svds: list[DeltaSVD],
+    deltas: _Deltas,
+    count: int,
+    settings: MergeSettings,
+    side: str,
+) -> MatrixSimilarity | SkippedTensor:
+    """The φ record of A and B with the merge geometry of all `count` deltas of one matrix added.
+
+    `svds` holds A's and B's SVDs; the other deltas are taken from `deltas` (every one of them, even when the
+    matrix is skipped, to keep the stream in step). Each SVD is cut to the k vectors the overlap needs.
+    """
+    cap = min(settings.k, *pair.shape)
+    vectors, kinds, available = [], [], []
+    for index in range(count):
+        svd = svds[index] if index < len(svds) else deltas.decomposed()
+        vectors.append((svd.u if side == "left" else svd.v)[:, :cap])  # (d, ≤ cap)
+        kinds.append(svd.kind)
+        available.append(svd.significant(pair.shape))
+        del svd
+    svds.clear()
+    if isinstance(record, SkippedTensor):
+        return record
+    if 0 in available:
+        return SkippedTensor(pair.name, f"ΔW of {delta_label(available.index(0))} is zero")
+    k = min(cap, *available)
+    geometry = matrix_merge(pair.name, deltas.dense, phi_matrix(vectors, k), k, kinds, available, settings)
+    return replace(record, merge=geometry)
+
+
+def _geometry(
+    tuned: Sequence[str | Path], settings: MergeSettings, records: list[MatrixSimilarity]
+) -> MergeGeometry:
+    """The merge section of the result: the settings and the per-module medians."""
+    measured = [(m.module, m.merge) for m in records if m.merge is not None]
+    return MergeGeometry(
+        tuned=tuple(str(path) for path in tuned),
+        k=settings.k,
+        density=settings.density,
+        dare_drops=settings.drops,
+        seed=settings.seed,
+        modules=module_merges(measured),
+    )
+
+
+def _match(plans: Sequence[Plan]) -> tuple[list[tuple[Pair, ...]], list[SkippedTensor]]:
+    """The pairs every plan has, by name (in A's order), and what only some of them have (`only in A, C`)."""
+    labels = [delta_label(index) for index in range(len(plans))]
+    names = [plan.by_name() for plan in plans]
+    common = [
+        (pair, *(others[pair.name] for others in names[1:]))
+        for pair in plans[0].pairs
+        if all(pair.name in others for others in names[1:])
+    ]
+    skipped = [
+        SkippedTensor(s.name, f"{label}: {s.reason}")
+        for label, plan in zip(labels, plans, strict=True)
+        for s in plan.skipped
+    ]
+    reported = {pairs[0].name for pairs in common}
+    for plan in plans:
+        for pair in plan.pairs:
+            if pair.name not in reported:
+                reported.add(pair.name)
+                holders = [label for label, found in zip(labels, names, strict=True) if pair.name in found]
+                skipped.append(SkippedTensor(pair.name, f"only in {', '.join(holders)}"))
     if not common:
-        raise DeltarankError(f"{plan_a.tuned_path} and {plan_b.tuned_path} change no matrix in common")
+        paths = [plan.tuned_path for plan in plans]
+        raise DeltarankError(f"{', '.join(paths[:-1])} and {paths[-1]} change no matrix in common")
     return common, skipped
 
 
