@@ -38,6 +38,7 @@ from deltarank.figures.study_rows import (
     section,
     setting,
 )
+from deltarank.study.claims.matched_rank import smallest_matching_rank
 from deltarank.study.claims.statistics import group_key, seed_half_width
 from deltarank.study.claims.variants import Variant, combination_statistic, learning_statistic, variants
 from deltarank.study.claims.verdicts import (
@@ -180,13 +181,16 @@ def diversity_order(runs: Sequence[Run], study: Mapping[str, Any]) -> dict[str, 
     )  # fmt: skip
 
 
-def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
+def full_rank_multiple(runs: Sequence[Run], study: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Full FT's ΔW has 10–100× the rank of a typical LoRA configuration, as
     `deltarank.analysis.results.rank_claim` defines it (the one definition `reproduce`'s summary uses too):
     per module type, the median energy_90 of the full variant that learned most (its seeds' median; other
-    learning rates are never pooled in), in the MLP and the all-module view, divided by the smallest LoRA rank
-    r of the study (the typical configuration; the all-module multiple of every other r is listed), else by
-    LoRA's own measured energy_90. Two or more seeds give each view a t interval (`rank_claim.seed_interval`)."""
+    learning rates are never pooled in), in the MLP and the all-module view, divided by a LoRA rank r: the
+    smallest rank that learns as much as that full variant when the study sweeps ranks (`matched_rank`, given
+    `study`), else the smallest LoRA rank r of the study (the typical configuration; the all-module multiple
+    of every other r is listed), else LoRA's own measured energy_90. Dividing by a rank that learns less
+    (r = 4 beside r = 16) would inflate the multiple. Two or more seeds give each view a t interval
+    (`rank_claim.seed_interval`)."""
     ranked = [r for r in runs if is_full(r) and rank_summary(r) is not None]
     lora_runs = [r for r in runs if is_lora(r)]
     ranks = sorted({float(v) for r in lora_runs if (v := setting(r, "lora_r")) is not None})
@@ -204,7 +208,8 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
     full_rank = median(per_module.values())
     assert full_rank is not None  # every full run has a rank summary
     lora_rank = median(measured)
-    reference = ranks[0] if ranks else lora_rank
+    matched = _matching_rank(runs, full_runs, study)
+    reference = matched or (ranks[0] if ranks else lora_rank)
     claim = rank_multiple(per_module, reference or 0.0, seeds)
     width_key = "energy_90_over_width_median"
     width = width_share(
@@ -216,7 +221,8 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
     evidence = f"median energy_90 of full FT's ΔW {full_rank:g}"
     if ranks:
         evidence += " = " + ", ".join(f"{full_rank / r:.1f}× r = {r:g}" for r in ranks)
-    evidence += f"; against {'r' if ranks else 'LoRA energy_90'} = {reference:g}: {describe(claim)}"
+    against = "the smallest LoRA rank learning as much, r" if matched else "r" if ranks else "LoRA energy_90"
+    evidence += f"; against {against} = {reference:g}: {describe(claim)}"
     if lora_rank:
         evidence += f"; LoRA's own ΔW energy_90 {lora_rank:g} ({full_rank / lora_rank:.1f}×)"
     if ratio is not None and ratio > RANK_RANGE[1]:
@@ -230,7 +236,8 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
         claim["verdict"],
         evidence,
         full_energy_90=full_rank,
-        lora_r=ranks[0] if ranks else None,
+        lora_r=matched or (ranks[0] if ranks else None),
+        lora_r_matched=matched is not None,
         lora_energy_90=lora_rank,
         ratio=ratio if ratio is not None else math.inf,
         mlp_ratio=views["mlp"]["multiple"],
@@ -239,6 +246,22 @@ def full_rank_multiple(runs: Sequence[Run]) -> dict[str, Any] | None:
         width_views=width["views"],
         ratios={f"{r:g}": full_rank / r for r in ranks},
     )
+
+
+def _matching_rank(
+    runs: Sequence[Run], full_runs: Sequence[Run], study: Mapping[str, Any] | None
+) -> float | None:
+    """The smallest LoRA rank that learns as much as `full_runs` (the chosen full variant), from the
+    `matched_rank` context whose best full run they are; None without `study`, a rank sweep or a match."""
+    if study is None:
+        return None
+    found = smallest_matching_rank(runs, study)
+    names = {str(r.get("name")) for r in full_runs}
+    for found_context in (found or {}).get("numbers", {}).get("contexts", []):
+        smallest = found_context.get("smallest_matching_rank")
+        if set(str(found_context.get("full")).split("+")) == names and smallest is not None:
+            return float(smallest)
+    return None
 
 
 def _chosen_full_variant(full: Sequence[Run]) -> list[Run]:

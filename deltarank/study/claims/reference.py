@@ -30,7 +30,7 @@ def claims_of(study: Mapping[str, Any]) -> dict[str, tuple[Check, ...]]:
             lora_learns_less_forgets_less,
             regularised_like_full,
             functools.partial(diversity_order, study=study),
-            full_rank_multiple,
+            functools.partial(full_rank_multiple, study=study),
             functools.partial(smallest_matching_rank, study=study),
         ),
         BELLE: (points_per_doubling, full_cost_multiple, lora_bigger_base),

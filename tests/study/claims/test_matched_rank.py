@@ -92,3 +92,22 @@ def test_self_sample_nulls_are_not_a_context_of_any_claim() -> None:
     for claim_id, claim in after.items():
         assert claim["evidence"] == before[claim_id]["evidence"], claim_id
         assert "null" not in claim["evidence"], claim_id
+
+
+def test_the_rank_claim_divides_by_the_smallest_rank_that_learns_as_much() -> None:
+    """Full FT's ΔW energy_90 640 on both module types: against the smallest matching rank r = 64 it is 10×;
+    dividing by the study's smallest r = 4, which learns less, would give 160×."""
+    from deltarank.study.claims.biderman import full_rank_multiple
+
+    study = _sweep()
+    for row in study["runs"]:
+        if row["name"].startswith("full-lr2e-5"):
+            row["ranks"] = {m: {"energy_90_median": 640.0} for m in ("q_proj", "down_proj")}
+    matched = full_rank_multiple(study["runs"], study)
+    assert matched is not None
+    assert matched["numbers"]["lora_r"] == 64 and matched["numbers"]["lora_r_matched"] is True
+    assert matched["numbers"]["views"]["all_modules"]["multiple"] == pytest.approx(10.0)
+    assert "the smallest LoRA rank learning as much, r = 64" in matched["evidence"]
+    unmatched = full_rank_multiple(study["runs"])  # no study: the smallest r of the study
+    assert unmatched is not None and unmatched["numbers"]["lora_r"] == 4
+    assert unmatched["numbers"]["views"]["all_modules"]["multiple"] == pytest.approx(160.0)
