@@ -1,4 +1,8 @@
-"""`deltarank intruders BASE TUNED` (or `intruders RUN`): intruder dimensions of the tuned weights (Shuttleworth et al. 2024)."""
+"""`deltarank intruders BASE TUNED` (or `intruders RUN`): intruder dimensions of the tuned weights (Shuttleworth et al. 2024).
+
+With `--mitigate λ -o DIR`, TUNED is written to DIR with each intruder direction's singular value scaled by λ,
+as peft's `reduce_intruder_dimension` does (see `deltarank.analysis.tools.mitigate`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 import click
 
 from deltarank.analysis.tools.intruders import DEFAULT_EPSILON, DEFAULT_TOP_K, IntruderResult
+from deltarank.analysis.tools.mitigate import DEFAULT_LAMBDA
 from deltarank.cli.options import (
     STDOUT,
     analysis_options,
@@ -21,14 +26,17 @@ from deltarank.cli.options import (
     save_figure_file,
 )
 from deltarank.cli.references import base_of_runs
-from deltarank.io.atomic import refuse_overlap
+from deltarank.errors import OptionError
+from deltarank.io.atomic import check_output_dir, refuse_overlap
 from deltarank.io.progress import Progress
 
 
 @click.command()
 @click.argument("base", metavar="[BASE]", type=click.Path(path_type=str))
 @click.argument("tuned", metavar="TUNED", required=False, type=click.Path(path_type=str))
-@output_option("Result JSON file (- for stdout).", default="intruders.json")
+@output_option(
+    "Result JSON file (- for stdout); with --mitigate, the directory to write.", default="intruders.json"
+)
 @click.option(
     "--top-k",
     type=click.IntRange(min=1),
@@ -38,6 +46,15 @@ from deltarank.io.progress import Progress
 )
 @click.option(
     "--epsilon", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_EPSILON, show_default=True
+)
+@click.option(
+    "--mitigate",
+    "lam",
+    type=float,
+    default=None,
+    metavar="λ",
+    help=f"Write TUNED to -o DIR with each intruder's σ scaled by λ ≥ 0 (peft's reduce_intruder_dimension; "
+    f"its default is {DEFAULT_LAMBDA}): a checkpoint for a dense TUNED, a LoRA adapter for a LoRA adapter.",
 )
 @analysis_options
 @figure_option
@@ -50,6 +67,7 @@ def intruders(
     force: bool,
     top_k: int,
     epsilon: float,
+    lam: float | None,
     figure: str | None,
     quiet: bool,
     download: bool,
@@ -61,6 +79,12 @@ def intruders(
     TUNED is a checkpoint, a PEFT LoRA/DoRA adapter directory (merged in the compute dtype) or a `deltarank
     train` output; `deltarank intruders RUN` takes BASE from the run's run.json. The counts for
     ε = 0.1 … 0.9 are stored too.
+
+    `--mitigate λ -o DIR` writes instead TUNED with each intruder direction's singular value scaled by λ:
+    W' = W_merged + (λ − 1)·Σ_{intruders} σ_i u_i v_iᵀ over the SVD of W_merged = BASE + ΔW (peft's
+    reduce_intruder_dimension). A dense TUNED gives a safetensors checkpoint (other tensors, config and
+    tokenizer copied); a LoRA adapter gives a LoRA adapter re-factorised at its rank (ΔW'/s = B'A' by a
+    rank-r SVD, as peft does). Other adapter methods are refused.
     """
     from deltarank.analysis.tools.intruders import intruders as run_intruders
 
@@ -72,6 +96,9 @@ def intruders(
         from deltarank.analysis.tools.preview import preview
 
         click.echo(preview(base, [tuned], command="intruders", **options).to_text())
+        return
+    if lam is not None:
+        mitigate(base, tuned, output, lam, top_k, epsilon, force, figure, quiet, download, options)
         return
     to_stdout = output == STDOUT
     inputs = [base, tuned]
@@ -98,6 +125,51 @@ def intruders(
         quiet,
         not to_stdout,
     )
+
+
+def mitigate(
+    base: str,
+    tuned: str,
+    output: str,
+    lam: float,
+    top_k: int,
+    epsilon: float,
+    force: bool,
+    figure: str | None,
+    quiet: bool,
+    download: bool,
+    options: dict[str, Any],
+) -> None:
+    """`--mitigate λ -o DIR`: every option checked before anything is read or written."""
+    from click.core import ParameterSource
+
+    from deltarank.analysis.tools.mitigate import check_lambda
+    from deltarank.analysis.tools.mitigate import mitigate as run_mitigate
+
+    check_lambda(lam)
+    if click.get_current_context().get_parameter_source("output") is not ParameterSource.COMMANDLINE:
+        raise OptionError("--mitigate needs -o DIR, the directory to write the mitigated weights to")
+    if output == STDOUT:
+        raise OptionError("--mitigate writes a directory: -o - (stdout) cannot hold it")
+    if figure:
+        raise OptionError("--figure does not apply with --mitigate (plot the intruders result instead)")
+    refuse_overlap(output, [base, tuned])  # --force replaces the directory: never an input
+    check_output_dir(output, force)
+    fetch_missing(download, [base, tuned])
+    with Progress("mitigate", unit="matrices", quiet=quiet) as progress:
+        result = run_mitigate(
+            base,
+            tuned,
+            output,
+            lam=lam,
+            top_k=top_k,
+            epsilon=epsilon,
+            overwrite=force,
+            progress=progress.hook,
+            **options,
+        )
+    echo(format_table(result), quiet)
+    echo(f"Wrote {output}: {result.total()} intruder directions with σ scaled by λ = {lam:g}", quiet)
 
 
 def format_table(result: IntruderResult) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "IntruderResult",
     "MatrixIntruders",
     "count_intruders",
+    "intruder_record",
     "intruders",
     "max_cosines",
     "weight_intruders",
@@ -133,7 +134,7 @@ def intruders(
             pair = loaded.pair
             base_w = loaded.tensors["base"].to(dtype)  # (m, n)
             max_cos, tuned_sigma = weight_intruders(base_w, tuned_weight(loaded, dtype), top_k)
-            records.append(_record(pair, pair.kind, max_cos, tuned_sigma, epsilon, sweep))
+            records.append(intruder_record(pair, pair.kind, max_cos, tuned_sigma, epsilon, sweep))
             del loaded, base_w
     return IntruderResult(
         base=str(base),
@@ -149,7 +150,7 @@ def intruders(
     )
 
 
-def _record(
+def intruder_record(
     pair: Pair,
     kind: str,
     max_cos: tuple[float, ...],
@@ -157,6 +158,7 @@ def _record(
     epsilon: float,
     sweep: tuple[float, ...],
 ) -> MatrixIntruders:
+    """One matrix's record: its top-k max |cos| and σ, the count at ε and at each ε of the sweep."""
     return MatrixIntruders(
         name=pair.name,
         layer=layer_index(pair.name),
