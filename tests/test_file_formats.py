@@ -75,6 +75,11 @@ FORMATS: dict[str, tuple[tuple[str, ...], str | None, bool]] = {
         "deltarank.io.adapter:AdapterSource",
         False,
     ),
+    "mitigated checkpoint or adapter (TUNED's safetensors files rewritten, its config files copied)": (
+        ("deltarank.analysis.tools.mitigate:mitigate",),
+        "deltarank.io.safetensors_file:SafetensorsSource",
+        False,
+    ),
     "compare table (.md, .csv, .tex)": (("deltarank.cli.compare:compare",), None, False),
     "evaluate result (.json)": (("deltarank.evaluation.run:_write",), None, True),
     "general_text.jsonl": (

@@ -20,7 +20,7 @@ from deltarank.evaluation import defaults
 # keys a run's measurement.json hash leaves out: measured at the study level (the subspace of pairs of runs)
 STUDY_LEVEL_KEYS = ("intruders", "similarity", "seed_null")
 # keys added after studies were measured: left out of the hash at their default, so those measurements hold
-LATER_KEYS = {"checkpoints": False, "functional_rank": False}
+LATER_KEYS = {"checkpoints": False, "functional_rank": False, "placement": False}
 HELD_OUT_PROMPTS = "held_out"  # diversity_prompts' default: prompts of the run's held-out set
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 
@@ -61,6 +61,9 @@ class EvaluateSpec:
             its learning (held-out loss drop) and of its drift (forgetting) that the top k directions of every
             ΔW carry, k = 1, 2, 4, … up to the width, and k₉₀ (`deltarank.study.measure.functional_rank`). A
             list keeps the other runs' measurements: they are hashed as without it (`for_run`).
+        placement: For every run with a ΔW, where it lands among the base weights' singular directions
+            (`deltarank placement`: RUN/placement.json, per-module medians in the row's `placement`); base
+            models have none: they are hashed as without it (`for_run`).
     """
 
     held_out: str | None = None
@@ -83,6 +86,7 @@ class EvaluateSpec:
     similarity: tuple[tuple[str, str], ...] = ()
     seed_null: bool = False
     functional_rank: bool | tuple[str, ...] = False
+    placement: bool = False
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
@@ -116,12 +120,14 @@ class EvaluateSpec:
 
     def for_run(self, name: str | None) -> EvaluateSpec:
         """The spec one run (`name`; None: a base model) is measured and hashed with: a `functional_rank` list of
-        run names becomes true for those runs and false for the others and the base models."""
-        if isinstance(self.functional_rank, tuple):
-            return dataclasses.replace(
-                self, functional_rank=name is not None and name in self.functional_rank
-            )
-        return self
+        run names becomes true for those runs and false for the others and the base models; `placement` is
+        false for the base models (they have no ΔW)."""
+        functional = self.functional_rank
+        if isinstance(functional, tuple):
+            functional = name is not None and name in functional
+        return dataclasses.replace(
+            self, functional_rank=functional, placement=self.placement and name is not None
+        )
 
     def held_out_for(self, data: str) -> str | None:
         """The held-out set of a run trained on `data` (None: none known, give `held_out`; builtin:self-samples

@@ -15,7 +15,11 @@ and the ranks of ΔW (what to measure: the study file's `evaluate:`, `deltarank.
 - cost: from the run's `run.json` (see `cost_of`);
 - ranks: the medians over layers, per module type, of energy_90 and of the noise-floor rank of ΔW
   (`deltarank.analysis.engine.spectrum` of the run against the model it trained from). Methods that change
-  no weight matrix (prompt, prefix, ptuning tuning and bottleneck adapters) have no ΔW: their ranks are {}.
+  no weight matrix (prompt, prefix, ptuning tuning and bottleneck adapters) have no ΔW: their ranks are {};
+  beside them, the medians of the sparsity profile of ΔW (shares of entries unchanged, within tolerance, within
+  rounding, and the numerical rank ÷ width);
+- placement (with `evaluate: {placement: true}`): where ΔW lands among the base weights' singular directions,
+  per module type (`deltarank.study.measure.placement`; the run's placement.json).
 
 Models are evaluated in float32 on `device` (`auto`: CUDA when present, else the CPU), where the spectrum's
 decompositions run too. Sampled generations depend on the device's random numbers: a study measured on a GPU
@@ -104,7 +108,8 @@ def measure_run(
         device: Where the model is evaluated and the spectrum runs (`auto`, `cpu`, `cuda`, ...).
 
     Returns:
-        {"learning", "forgetting", "diversity", "cost", "ranks"} and, for a method without ΔW, "ranks_note".
+        {"learning", "forgetting", "diversity", "cost", "ranks"} and, for a method without ΔW, "ranks_note";
+        with `spec.placement` and a ΔW, "placement" and "placement_file".
         Writes run_dir/generations.jsonl when diversity is asked for.
 
     Raises:
@@ -161,7 +166,18 @@ def measure_run(
     result["spectrum"] = spectrum_file(run_dir.name)
     for point in result.get("checkpoints", []):
         point["spectrum"] = spectrum_file(run_dir.name, point["step"])
+    if spec.placement:
+        result.update(_placement(source.weights, run_dir, device))
     return result
+
+
+def _placement(base_weights: Path, run_dir: Path, device: str) -> dict[str, Any]:
+    """The row's `placement` (per module type, the medians of run_dir/placement.json, which it writes) and
+    `placement_file` (that file, relative to the study directory)."""
+    from deltarank.study.measure.placement import measure_placement, placement_file, placement_medians
+
+    found = measure_placement(base_weights, run_dir, device)
+    return {"placement": placement_medians(found), "placement_file": placement_file(run_dir.name)}
 
 
 def _losses(

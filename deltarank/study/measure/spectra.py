@@ -5,7 +5,7 @@
 
 One pass over the base model serves every step of a run (`deltarank.analysis.engine.spectrum_many`). The
 row of the run in study.json names its files relative to the study directory; its rank medians (per module
-type: energy_90 and noise-floor rank) are computed from the final file.
+type: energy_90 and noise-floor rank, and the sparsity profile's shares) are computed from the final file.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.analysis.results import SpectrumResult
+from deltarank.analysis.results.sparsity import MEASURES as SPARSITY_MEASURES
 
 SPECTRA_DIR = "spectra"
 RANK_KEYS = {"energy_90_median": "energy_90", "noise_floor_median": "noise_floor"}
@@ -57,7 +58,9 @@ def measure_spectra(
 
 def rank_medians(result: SpectrumResult) -> dict[str, dict[str, float | None]]:
     """Per module type, the medians over layers of energy_90 and of the noise-floor rank of a run's ΔW, its
-    width min(m, n) and energy_90 ÷ width (the width-aware scale of the rank claim)."""
+    width min(m, n), energy_90 ÷ width (the width-aware scale of the rank claim) and the sparsity profile's
+    shares (`<measure>_median` of every `SPARSITY_MEASURES`; None where no record has a profile, e.g. LoRA
+    factors)."""
     from deltarank.analysis.results.medians import module_medians, rank_of
     from deltarank.analysis.results.rank_statistics import module_rank_statistics
 
@@ -67,11 +70,16 @@ def rank_medians(result: SpectrumResult) -> dict[str, dict[str, float | None]]:
     found: dict[str, dict[str, float | None]] = {}
     for module in dict.fromkeys(m.module for m in result.matrices):
         row: dict[str, float | None] = {c: per_column[c].get(module) for c in columns}
-        over_width = statistics[module].get("energy_90_over_width")
-        row["energy_90_over_width_median"] = None if over_width is None else over_width["median"]
+        row["energy_90_over_width_median"] = _median_of(statistics[module].get("energy_90_over_width"))
         row["width"] = statistics[module]["width"]
+        row |= {f"{key}_median": _median_of(statistics[module].get(key)) for key in SPARSITY_MEASURES}
         found[module] = row
     return found
+
+
+def _median_of(spread: Mapping[str, float] | None) -> float | None:
+    """The median of a `rank_statistics.spread` entry, None when the statistics have none."""
+    return None if spread is None else spread["median"]
 
 
 def read_run_spectra(study_dir: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[SpectrumResult]]:

@@ -2,7 +2,8 @@
 
 Sections: the table of runs (coordinates, learning, forgetting, diversity, cost, the median ΔW energy_90 and,
 when measured, k₉₀ func), ΔW ranks per module type, r0.9 above the self-sample and seed nulls, the functional
-rank (`deltarank.study.report.functional_rank`), seed groups with 95% intervals, the differences between groups that differ in one
+rank (`deltarank.study.report.functional_rank`), the placement of ΔW among W₀'s singular directions (when
+measured), seed groups with 95% intervals, the differences between groups that differ in one
 coordinate (within noise or not) and the reference claims that apply (`deltarank.study.claims.reference`).
 """
 
@@ -76,6 +77,7 @@ def render_report(study: Mapping[str, Any], summary: Mapping[str, Any] | None = 
     lines += _runs_section(study, runs)
     lines += _ranks_section(runs)
     lines += _functional_rank_section(runs)
+    lines += _placement_section(runs)
     lines += _seed_null_section(study, runs)
     lines += _nulls_section(runs)
     lines += _groups_section(list(study.get("groups") or []))
@@ -176,6 +178,39 @@ def _functional_rank_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     notes, header, rows = found
     return ["## Functional rank", "", *notes, "", *_table(header, rows, 1), ""]
+
+
+def _placement_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per run and module type, where ΔW lands among W₀'s singular directions (study.json `placement`,
+    measured with `evaluate: {placement: true}`): median shares at k = r₀.₉ beside their chance level."""
+    rows = [
+        [str(run.get("name")), module, fmt(m.get("k_median"), "g"), *_placement_cells(m)]
+        for run in runs
+        for module, m in (run.get("placement") or {}).items()
+    ]
+    if not rows:
+        return []
+    return [
+        "## Placement",
+        "",
+        "Median over layers, at k = r0.9 of ΔW, of the share of ‖ΔW‖²_F in W₀'s top-k and bottom-k left (L) and "
+        "right (R) singular directions, with its chance level k/d in brackets (what a ΔW with no preferred "
+        "direction gets): the run's placement.json (`deltarank placement`).",
+        "",
+        *_table(["run", "module", "k", "top-k L", "bottom-k L", "top-k R", "bottom-k R"], rows, 2),
+        "",
+    ]
+
+
+def _placement_cells(medians: Mapping[str, Any]) -> list[str]:
+    """`0.812 (0.031)` per side and share: the median share and the median chance level beside it."""
+    cells = []
+    for side in ("left", "right"):
+        chance = fmt(medians.get(f"{side}_chance_median"), ".3f")
+        cells += [
+            f"{fmt(medians.get(f'{side}_{share}_median'), '.3f')} ({chance})" for share in ("top", "bottom")
+        ]
+    return cells
 
 
 def _seed_null_section(study: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> list[str]:

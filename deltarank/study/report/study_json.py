@@ -5,7 +5,8 @@ held-out parts split from training files: `deltarank.study.design.held_out_split
 out: `deltarank.study.design.coverage`)}, "base": the first base model's measurements, "bases": {key: measurements}
 (one per base model and training data), "runs": [{"name", "coordinates", "from", "settings", "base", "learning",
 "forgetting", "diversity", "cost", "ranks", "spectrum", "checkpoints", "nulls" (r0.9 against the run's self-sample and
-seed nulls: `deltarank.study.measure.nulls`), "functional_rank" (`deltarank.study.measure.functional_rank`)}],
+seed nulls: `deltarank.study.measure.nulls`), "functional_rank" (`deltarank.study.measure.functional_rank`),
+"placement" and "placement_file" (`deltarank.study.measure.placement`)}],
 "groups": rows that differ only in seed,
 with means and confidence intervals, "subspace": intruders and similarity (when measured)}. Read by
 `deltarank.figures.study.read_study`. study.csv: the runs flattened, one column per leaf (`coordinates.method`, `learning.held_out_loss`,
