@@ -20,7 +20,7 @@ import torch
 from deltarank import __version__
 from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
 from deltarank.analysis.engine.loading import LoadedPair, with_base
-from deltarank.analysis.engine.plan import plan_one
+from deltarank.analysis.engine.plan import Plan, plan_one
 from deltarank.analysis.maths.svd import weight_svd
 from deltarank.analysis.results.intruders import (
     IntruderResult,
@@ -61,11 +61,24 @@ def weight_intruders(
 
     Shapes: base (m, n), tuned (m, n), both in the compute dtype -> k values each, k = min(top_k, m, n).
     """
-    base_u = weight_svd(base)[0]  # (m, min(m, n))
-    tuned_u, tuned_s, _ = weight_svd(tuned)
-    k = min(top_k, tuned_s.numel())
-    cos = max_cosines(base_u, tuned_u[:, :k])  # (k,)
+    _, tuned_s, _, cos = intruder_directions(base, tuned, top_k)
+    k = cos.numel()
     return tuple(float(c) for c in cos.cpu()), tuple(float(s) for s in tuned_s[:k].cpu())
+
+
+def intruder_directions(
+    base: torch.Tensor, tuned: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W''s thin SVD and the max |cos| of each of its top-k left singular vectors against all of W's: the one
+    intruder test (`weight_intruders` reports it, `mitigate.mitigated_weight` scales what it finds).
+
+    Shapes: base (m, n), tuned (m, n) -> U' (m, p), σ' (p,), V' (n, p), cos (k,), p = min(m, n),
+    k = min(top_k, p).
+    """
+    base_u = weight_svd(base)[0]  # (m, p)
+    tuned_u, tuned_s, tuned_v = weight_svd(tuned)
+    k = min(top_k, tuned_s.numel())
+    return tuned_u, tuned_s, tuned_v, max_cosines(base_u, tuned_u[:, :k])
 
 
 def tuned_weight(loaded: LoadedPair, dtype: torch.dtype, delta: torch.Tensor | None = None) -> torch.Tensor:
@@ -136,15 +149,30 @@ def intruders(
             max_cos, tuned_sigma = weight_intruders(base_w, tuned_weight(loaded, dtype), top_k)
             records.append(intruder_record(pair, pair.kind, max_cos, tuned_sigma, epsilon, sweep))
             del loaded, base_w
+    return intruder_result(base, tuned, top_k, epsilon, sweep, str(dev), precision, tuple(records), plan)
+
+
+def intruder_result(
+    base: str | Path,
+    tuned: str | Path,
+    top_k: int,
+    epsilon: float,
+    sweep: tuple[float, ...],
+    device: str,
+    precision: str,
+    records: tuple[MatrixIntruders, ...],
+    plan: Plan,
+) -> IntruderResult:
+    """The result file of an intruder analysis (`intruders`, and `mitigate` of the same matrices)."""
     return IntruderResult(
         base=str(base),
         tuned=str(tuned),
         top_k=top_k,
         epsilon=epsilon,
         epsilons=sweep,
-        device=str(dev),
+        device=device,
         precision=precision,
-        matrices=tuple(records),
+        matrices=records,
         skipped=plan.skipped,
         deltarank_version=__version__,
     )

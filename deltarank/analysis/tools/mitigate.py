@@ -31,19 +31,19 @@ from pathlib import Path
 
 import torch
 
-from deltarank import __version__
 from deltarank.analysis.engine.compute import ProgressHook, resolve_device, resolve_precision
 from deltarank.analysis.engine.loading import LoadedPair, load_pair
 from deltarank.analysis.engine.plan import Plan, plan_one
 from deltarank.analysis.maths.svd import weight_svd
-from deltarank.analysis.results.intruders import IntruderResult, MatrixIntruders
+from deltarank.analysis.results.intruders import IntruderResult
 from deltarank.analysis.tools.intruders import (
     DEFAULT_EPSILON,
     DEFAULT_TOP_K,
     EPSILON_SWEEP,
     check_epsilons,
+    intruder_directions,
     intruder_record,
-    max_cosines,
+    intruder_result,
     tuned_weight,
 )
 from deltarank.errors import DeltarankError, OptionError
@@ -92,10 +92,8 @@ def mitigated_weight(
 
     Shapes: base (m, n), merged (m, n), both in the compute dtype -> W' (m, n).
     """
-    base_u = weight_svd(base)[0]  # (m, p)
-    u, s, v = weight_svd(merged)  # (m, p), (p,), (n, p)
-    k = min(top_k, s.numel())
-    cos = max_cosines(base_u, u[:, :k])  # (k,)
+    u, s, v, cos = intruder_directions(base, merged, top_k)  # (m, p), (p,), (n, p), (k,)
+    k = cos.numel()
     found = torch.nonzero(cos < epsilon).flatten()
     weight = merged
     if found.numel():
@@ -175,7 +173,7 @@ def mitigate(
         )
         for pair in plan.pairs
     )
-    return _result(base, tuned, top_k, epsilon, sweep, str(dev), precision, records, plan)
+    return intruder_result(base, tuned, top_k, epsilon, sweep, str(dev), precision, records, plan)
 
 
 class _Rewrite:
@@ -262,28 +260,3 @@ class _Rewrite:
 def _factor_keys(pair: AdapterPair) -> tuple[str, str]:
     """The stored keys of a LoRA module's B and A (the first one met in the file triggers its mitigation)."""
     return pair.module.b_key, pair.module.a_key
-
-
-def _result(
-    base: str | Path,
-    tuned: str | Path,
-    top_k: int,
-    epsilon: float,
-    sweep: tuple[float, ...],
-    device: str,
-    precision: str,
-    records: tuple[MatrixIntruders, ...],
-    plan: Plan,
-) -> IntruderResult:
-    return IntruderResult(
-        base=str(base),
-        tuned=str(tuned),
-        top_k=top_k,
-        epsilon=epsilon,
-        epsilons=sweep,
-        device=device,
-        precision=precision,
-        matrices=records,
-        skipped=plan.skipped,
-        deltarank_version=__version__,
-    )
