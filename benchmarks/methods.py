@@ -9,7 +9,11 @@ method's alone). Then, in this process, each run is measured the way `deltarank 
   (sampled once, cached): the estimate of KL(base ‖ tuned) per token (`deltarank.evaluation.drift`);
 - for the methods that change weights, the spectrum of ΔW (`deltarank.analysis.engine.spectrum`): the median
   energy_90 per module type against the method's structural rank bound. Prompt methods and bottleneck
-  adapters add computation instead of changing a weight: they have no ΔW.
+  adapters add computation instead of changing a weight: they have no ΔW;
+- what kind of change ΔW is: its sparsity profile (the share of entries changed by more than 1e-5, the share
+  the base's storage dtype would round away, numerical rank ÷ min(m, n); every spectrum records it) and its
+  placement among W₀'s singular directions (`deltarank.analysis.tools.placement`: the share of ‖ΔW‖² in W₀'s
+  top-k and bottom-k directions at k = ΔW's r₀.₉, against the chance share k/d, and the change of W₀'s σ₁).
 
 Each method's numbers are kept in `benchmarks/results/methods/<method>.json`; a rerun skips the methods found
 there (delete a file to measure that method again), and the table and figure are drawn from those files.
@@ -39,14 +43,20 @@ from methods_report import write_report
 from train_overhead import fp32_model_dir
 
 from deltarank.io.atomic import write_atomic
-from deltarank.io.training_methods import REGISTRY
+from deltarank.io.training_methods import LORA_INITS, REGISTRY
 
 HERE = Path(__file__).resolve().parent
 DATA, TEST_DATA, MODEL, SEED = "builtin:code", "builtin:code:test", "smollm2-135m", 0
 # reproduce --quick's held-out set, general-text length and samples per general prompt
 EVAL_SEQUENCES, GENERAL_TOKENS, GENERAL_SAMPLES = 32, 64, 4
-# LoRA's variants, measured after it: rsLoRA and DoRA are switches of lora.
-VARIANTS = {"lora": {"rslora": ["--rslora"], "dora": ["--dora"]}}
+# LoRA's variants, measured after it: rsLoRA and DoRA are switches of lora, and its initialisations
+# (`--lora-init`; pissa_niter_K as pissa_niter_4, loftq left out: refused without CUDA).
+LORA_INIT_VARIANTS = {
+    f"lora-{init}": ["--lora-init", init]
+    for init in (i.replace("pissa_niter_K", "pissa_niter_4") for i in LORA_INITS)
+    if init not in ("default", "loftq")
+}
+VARIANTS = {"lora": {"rslora": ["--rslora"], "dora": ["--dora"], **LORA_INIT_VARIANTS}}
 # method name -> `deltarank train` arguments: every method of the registry, in its order, and the variants.
 METHODS: dict[str, list[str]] = {
     name: ["--method", method, *switches]
@@ -136,14 +146,9 @@ def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> 
     """Median energy_90 and structural rank bound of ΔW per module type (and over all matrices)."""
     from deltarank.analysis.engine import spectrum
     from deltarank.analysis.results.medians import median, module_medians, rank_of
-    from deltarank.train.models import resolve_model
+    from deltarank.analysis.results.rank_statistics import SPARSITY_MEASURES, module_rank_statistics
 
-    if method == "qlora":
-        base = qlora_base
-    else:
-        source = resolve_model(MODEL)
-        base = Path(source.directory) / (source.gguf_file or "")
-    result = spectrum(base, run_dir)
+    result = spectrum(base_weights(method, qlora_base), run_dir)
     result.to_json(work / f"{method}.spectrum.json")
     # the adapter's own ΔW; qlora's spectrum adds records of other kinds (module "q_proj:quantization_error"
     # for the 4-bit rounding of the base, "q_proj:qlora_total" for both), summarised apart
@@ -157,6 +162,7 @@ def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> 
         return float(m.rank_bound if m.rank_bound is not None else min(m.shape))
 
     energy = rank_of("energy_90")
+    statistics = module_rank_statistics(result)
     return {
         "kind": sorted({m.kind for m in matrices}),
         "matrices": len(matrices),
@@ -166,6 +172,17 @@ def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> 
         "dim": module_medians(matrices, lambda m: float(min(m.shape))),
         "energy_90_all": median(energy(m) for m in matrices),
         "rank_bound_all": median(bound(m) for m in matrices),
+        # the sparsity profile per module type: {median, q1, q3, layers} of each share (rank_statistics)
+        "sparsity": {
+            module: {key: row[key] for key in SPARSITY_MEASURES if key in row}
+            for module, row in statistics.items()
+            if ":" not in module
+        },
+        "sparsity_all": {
+            key: median(v for m in matrices if (v := getattr(m.sparsity, key, None)) is not None)
+            for key in SPARSITY_MEASURES
+        },
+        "sparsity_atol": result.sparsity_atol,
         "other_kinds": {
             kind: {
                 "matrices": len(ms),
@@ -175,6 +192,45 @@ def delta_spectrum(method: str, run_dir: Path, qlora_base: Path, work: Path) -> 
             for kind, ms in others.items()
         },
     }
+
+
+def delta_placement(method: str, run_dir: Path, qlora_base: Path, work: Path) -> dict[str, Any]:
+    """Where ΔW lands among the base weights' singular directions (`deltarank placement`), per module type:
+    the spread over layers of every measure at k = ΔW's r₀.₉ and of the relative change of W₀'s σ₁."""
+    from deltarank.analysis.results.medians import median
+    from deltarank.analysis.results.placement import MATCHED_KEY
+    from deltarank.analysis.tools.placement import placement
+
+    result = placement(base_weights(method, qlora_base), run_dir)
+    result.to_json(work / f"{method}.placement.json")
+    matched = [s for m in result.matrices if ":" not in m.module and (s := m.at(MATCHED_KEY)) is not None]
+    return {
+        "matrices": len(matched),
+        "modules": {
+            module.module: {
+                **module.subspaces.get(MATCHED_KEY, {}),
+                "sigma1_change": module.sigma_change[0] if module.sigma_change else None,
+            }
+            for module in result.modules
+            if ":" not in module.module
+        },
+        # over every matrix: the shares of ‖ΔW‖² in W₀'s top-k and bottom-k directions and their chance k/d
+        "all": {
+            f"{side}_{measure}": median(v for s in matched if (v := s.value(side, measure)) is not None)
+            for side in ("left", "right")
+            for measure in ("top", "bottom", "chance", "mean_cos2")
+        },
+    }
+
+
+def base_weights(method: str, qlora_base: Path) -> Path:
+    """The weights a method's run trained from (qlora: the fp32 copy its 4-bit base was quantized from)."""
+    from deltarank.train.models import resolve_model
+
+    if method == "qlora":
+        return qlora_base
+    source = resolve_model(MODEL)
+    return Path(source.directory) / (source.gguf_file or "")
 
 
 def measure(
@@ -190,6 +246,8 @@ def measure(
     losses = evaluator.losses(tuned_model(method, run_dir, qlora_base))
     evaluated = time.perf_counter()
     delta = None if method in NO_DELTA else delta_spectrum(method, run_dir, qlora_base, work)
+    analysed = time.perf_counter()
+    placed = None if method in NO_DELTA else delta_placement(method, run_dir, qlora_base, work)
     return {
         "method": method,
         "budget": {"steps": budget.steps, "batch_size": budget.batch_size, "seq_len": budget.seq_len},
@@ -197,10 +255,12 @@ def measure(
         "run": run,
         **losses,
         "delta": delta,
+        "placement": placed,
         "seconds": {
             "train_process": trained - started,
             "evaluate": evaluated - trained,
-            "spectrum": time.perf_counter() - evaluated,
+            "spectrum": analysed - evaluated,
+            "placement": time.perf_counter() - analysed,
         },
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deltarank.analysis.results.medians import median
 from deltarank.figures.save import save_figure
+from deltarank.figures.sparsity import plot_sparsity_points
 from deltarank.figures.style import (
     DOUBLE_COLUMN_IN,
     new_figure,
@@ -24,6 +26,9 @@ from deltarank.io.training_methods import REGISTRY
 
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FIGURE = "methods_rank_vs_params"
+SPARSITY_FIGURE = "methods_sparsity"
+PLACEMENT_FIGURE = "methods_placement"
+SIDES = ("left", "right")
 MIB = 2**20
 # Display names from the method registry; the table abbreviates full fine-tuning and names lora's variants.
 LABELS = {
@@ -95,6 +100,102 @@ def module_row(record: dict[str, Any]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def share(value: float | None, digits: int = 3) -> str:
+    """A share in [0, 1] as a percentage with `digits` significant digits; – when absent."""
+    return "–" if value is None else f"{100 * value:.{digits}g}%"
+
+
+def over_chance(measures: dict[str, Any], side: str, where: str) -> float | None:
+    """A placement share over its chance k/d: `side`_`where` ÷ `side`_chance (medians), None if absent."""
+    value, chance = measures.get(f"{side}_{where}"), measures.get(f"{side}_chance")
+    if isinstance(value, dict):  # a per-module spread: its median
+        value, chance = value["median"], (chance or {}).get("median")
+    return None if value is None or not chance else value / chance
+
+
+def ratio_cell(value: float | None) -> str:
+    """A ratio to chance: 1.04×, 12.3×."""
+    return "–" if value is None else f"{value:.3g}×"
+
+
+def sigma1_change(placed: dict[str, Any]) -> float | None:
+    """The median over module types of each type's median relative change of W₀'s σ₁."""
+    return median(m["sigma1_change"]["median"] for m in placed["modules"].values() if m.get("sigma1_change"))
+
+
+def kind_row(record: dict[str, Any]) -> str:
+    """One line of the sparse-or-low-rank and placement table (methods with a ΔW)."""
+    sparse = record["delta"].get("sparsity_all") or {}
+    within_atol, rounding = sparse.get("within_atol"), sparse.get("within_rounding")
+    cells = [
+        label(record["method"]),
+        share(None if within_atol is None else 1 - within_atol),
+        share(rounding),
+        "–" if sparse.get("rank_fraction") is None else f"{sparse['rank_fraction']:.3f}",
+    ]
+    placed = record.get("placement")
+    if placed is None:
+        cells += ["–"] * 5
+    else:
+        found = placed["all"]
+        cells += [
+            ratio_cell(over_chance(found, side, where)) for where in ("top", "bottom") for side in SIDES
+        ]
+        change = sigma1_change(placed)
+        cells.append("–" if change is None else f"{100 * change:+.2g}%")
+    return "| " + " | ".join(cells) + " |"
+
+
+def placement_module_row(record: dict[str, Any]) -> str:
+    """Per module type: W₀'s top-k share over chance / bottom-k share over chance (left side, medians)."""
+    modules = record["placement"]["modules"]
+    cells = [label(record["method"])]
+    for module in MODULES:
+        found = modules.get(module)
+        if not found:
+            cells.append("–")
+            continue
+        top, bottom = over_chance(found, "left", "top"), over_chance(found, "left", "bottom")
+        cells.append(f"{ratio_cell(top)} / {ratio_cell(bottom)}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def kind_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The section on what kind of change each ΔW is: sparsity profile and placement among W₀'s directions."""
+    shown = [r for r in records if r["delta"] is not None and "sparsity_all" in r["delta"]]
+    if not shown:
+        return []
+    atol = next((r["delta"].get("sparsity_atol") for r in shown), None)
+    return [
+        "## What kind of change: sparse or low-rank, principal or minor directions",
+        "",
+        f"Entries changed: the share of ΔW's entries with |Δw| > {atol:g} (Mukherjee et al. 2025's tolerance); "
+        "rounded away: the share with |Δw| ≤ ulp(w)/2 in the base's storage dtype (what storing W + ΔW in "
+        "that dtype would erase; – where the base weight is not read: factor-form adapters); rank ÷ width: "
+        "numerical rank ÷ min(m, n). Placement (`deltarank placement`): the share of ‖ΔW‖² in the span of W₀'s "
+        "top-k and bottom-k singular directions, k = ΔW's own r₀.₉, over the share a random direction would "
+        "have (k/d): 1× is chance, left = output side (U), right = input side (V); and the median relative "
+        "change of W₀'s largest singular value. Medians over every analysed matrix (σ₁: over module types).",
+        "",
+        "| method | entries changed | rounded away | rank ÷ width | top-k, left | top-k, right | bottom-k, left "
+        "| bottom-k, right | σ₁ change |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(kind_row(r) for r in shown),
+        "",
+        "Top-k share ÷ chance / bottom-k share ÷ chance per module type (left side, ratio of the medians over "
+        "layers):",
+        "",
+        "| method | " + " | ".join(short_module(m) for m in MODULES) + " |",
+        "|---|" + "---:|" * len(MODULES),
+        *(placement_module_row(r) for r in shown if r.get("placement")),
+        "",
+        f"![sparse or low-rank: entries changed against rank ÷ width]({SPARSITY_FIGURE}.png)",
+        "",
+        f"![placement of ΔW among W₀'s top-k and bottom-k singular directions]({PLACEMENT_FIGURE}.png)",
+        "",
+    ]
+
+
 def budget_sentence(records: list[dict[str, Any]]) -> str:
     """The shared budget, said once."""
     b = records[0]["budget"]
@@ -114,6 +215,10 @@ def write_report(cache: Path, results: Path, methods: list[str]) -> None:
     base = json.loads((cache / "base.json").read_text())
     write_atomic(results / "methods.md", markdown(records, base))
     draw(records, results)
+    if any(r["delta"] is not None and "sparsity" in r["delta"] for r in records):
+        draw_sparsity(records, results)
+    if any(r.get("placement") for r in records):
+        draw_placement(records, results)
 
 
 def markdown(records: list[dict[str, Any]], base: dict[str, Any]) -> str:
@@ -149,6 +254,7 @@ def markdown(records: list[dict[str, Any]], base: dict[str, Any]) -> str:
         *(module_row(r) for r in records if r["delta"] is not None),
         "",
         *other_kinds(records),
+        *kind_lines(records),
         f"![effective rank of ΔW against trainable parameters]({FIGURE}.png)",
         "",
         "Load average (1, 5, 15 min) before and after each method (the 2 cores are shared with other jobs; "
@@ -158,6 +264,7 @@ def markdown(records: list[dict[str, Any]], base: dict[str, Any]) -> str:
             f"- {r['method']} (finished {r['date']}): {fmt_load(r['load_average']['before'])} → "
             f"{fmt_load(r['load_average']['after'])}; train process {r['seconds']['train_process']:.0f} s, "
             f"evaluation {r['seconds']['evaluate']:.0f} s, spectrum {r['seconds']['spectrum']:.0f} s"
+            + (f", placement {r['seconds']['placement']:.0f} s" if "placement" in r["seconds"] else "")
             for r in records
         ),
         "",
@@ -231,3 +338,59 @@ def draw(records: list[dict[str, Any]], results: Path) -> None:
         if missing:
             ax.set_title("no ΔW: " + ", ".join(missing), fontsize=6.5, loc="right")
         save_figure(fig, results, FIGURE, ("png",))
+
+
+def draw_sparsity(records: list[dict[str, Any]], results: Path) -> None:
+    """Every method with a ΔW on sparse-vs-low-rank axes (`deltarank plot --kind sparsity`'s figure)."""
+    series = []
+    for r in records:
+        if r["delta"] is None or "sparsity" not in r["delta"]:
+            continue
+        points = {}
+        for module, shares in r["delta"]["sparsity"].items():
+            kept, rank = shares.get("within_atol"), shares.get("rank_fraction")
+            if kept and rank:
+                changed = (1 - kept["q3"], 1 - kept["median"], 1 - kept["q1"])
+                points[module] = (changed, (rank["q1"], rank["median"], rank["q3"]))
+        series.append((label(r["method"]), points))
+    atol = next((r["delta"].get("sparsity_atol") for r in records if r["delta"] is not None), None)
+    fig = plot_sparsity_points(series, modules=MODULES, atol=atol)
+    save_figure(fig, results, SPARSITY_FIGURE, ("png",))
+
+
+def draw_placement(records: list[dict[str, Any]], results: Path) -> None:
+    """Per method and module type, the share of ‖ΔW‖² in W₀'s top-k (left panel) and bottom-k (right panel)
+    singular directions over chance, output side, log scale; 1 = a random direction's share."""
+    shown = [r for r in records if r.get("placement")]
+    with paper_style():
+        fig = new_figure(DOUBLE_COLUMN_IN, 2.8)
+        axes = fig.subplots(1, 2, sharey=True)
+        for ax, where, title in zip(
+            axes, ("top", "bottom"), ("W₀'s top-k directions", "W₀'s bottom-k directions"), strict=True
+        ):
+            for i, module in enumerate(MODULES):
+                xs, ys = [], []
+                for x, r in enumerate(shown):
+                    found = r["placement"]["modules"].get(module)
+                    value = None if not found else over_chance(found, "left", where)
+                    if value:
+                        xs.append(x + (i - (len(MODULES) - 1) / 2) * 0.09)
+                        ys.append(value)
+                ax.scatter(
+                    xs,
+                    ys,
+                    s=12,
+                    color=run_color(i),
+                    marker=run_marker(i),
+                    label=short_module(module),
+                    zorder=3,
+                )
+            ax.axhline(1.0, color="0.5", linewidth=0.7, linestyle="--", zorder=1)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(shown)), [label(r["method"]) for r in shown], rotation=45, ha="right")
+            ax.set_title(title)
+        axes[0].set_ylabel("share of ‖ΔW‖² ÷ chance k/d\n(k = ΔW's r₀.₉, output side)")
+        plain_log_axis(axes[0].yaxis)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside right center", title="module")
+        save_figure(fig, results, PLACEMENT_FIGURE, ("png",))

@@ -217,6 +217,7 @@ def scale_benchmark(layers: int = 32) -> dict[str, object]:
             matrices=len(result["matrices"]),
             skipped=len(result["skipped"]),
             solver=result["solver"],
+            sparsity_profiles=sum(m.get("sparsity") is not None for m in result["matrices"]),
             load_after=os.getloadavg()[0],
         )
     finally:
@@ -239,7 +240,8 @@ def scale_markdown(row: dict, env: dict) -> str:  # type: ignore[type-arg]
         f"| Llama-2-7B-shaped bf16, {row['layers']} layers | {row['matrices']} | "
         f"{row['checkpoint_bytes'] / 1e9:.2f} GB | {row['generate_s']:.0f} | {row['wall_s']:.1f} | "
         f"{row['peak_rss_mib']:.0f} |\n\n"
-        f"Solver {row['solver']}, {row['skipped']} skipped; load average {row['load_before']:.1f} before, "
+        f"Solver {row['solver']}, {row['skipped']} skipped, sparsity profile in "
+        f"{row.get('sparsity_profiles', 'an unrecorded number of')} of {row['matrices']} records; load average {row['load_before']:.1f} before, "
         f"{row['load_after']:.1f} after (a shared machine is slower).\n"
     )
 

@@ -10,7 +10,7 @@ full supervised fine-tuning right and high. Colour tells runs apart, the marker 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -34,12 +34,16 @@ MODULE_LEGEND_COLUMNS = 2
 AXIS_MARGIN = 0.04  # beyond 0 and 1 on both axes, so points on the edges keep their markers whole
 
 
+# One module type's point: ((q1, median, q3) of the share changed beyond atol, (q1, median, q3) of rank ÷ width).
+SparsityPoint = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
 def has_sparsity(result: SpectrumResult) -> bool:
     """Whether a result holds a sparsity profile (files written before it was recorded do not)."""
     return any(m.sparsity is not None for m in result.matrices)
 
 
-def sparsity_points(run: Run) -> dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]:
+def sparsity_points(run: Run) -> dict[str, SparsityPoint]:
     """Per module type, ((q1, median, q3) of the share changed beyond atol, (q1, median, q3) of rank ÷ min(m, n))
     over its layers; module types without both are left out."""
     points = {}
@@ -68,13 +72,37 @@ def plot_sparsity(
     runs = as_runs(results, labels)
     names = display_labels(runs)
     shown = [(run, name) for run, name in zip(runs, names, strict=True) if has_sparsity(run.result)]
-    modules = module_order([run.result for run, _ in shown])
+    tolerances = {run.result.sparsity_atol for run, _ in shown if run.result.sparsity_atol is not None}
+    return plot_sparsity_points(
+        [(name, sparsity_points(run)) for run, name in shown],
+        modules=module_order([run.result for run, _ in shown]),
+        atol=tolerances.pop() if len(tolerances) == 1 else None,
+    )
+
+
+def plot_sparsity_points(
+    series: Sequence[tuple[str, Mapping[str, SparsityPoint]]],
+    modules: Sequence[str] | None = None,
+    atol: float | None = None,
+) -> Figure:
+    """The figure of `plot_sparsity` from points already summarised (`sparsity_points`' form), e.g. kept in a
+    benchmark's cache in place of whole spectra.
+
+    Args:
+        series: (legend name, module type -> (changed quartiles, rank ÷ width quartiles)) per run, in order.
+        modules: Module types in legend order; first seen in `series` when omitted.
+        atol: The tolerance every run used (named in the x label); None when unknown or mixed.
+
+    Returns:
+        The figure, as `plot_sparsity` draws it.
+    """
+    modules = list(modules or dict.fromkeys(m for _, points in series for m in points))
     marker = {module: MARKERS[i % len(MARKERS)] for i, module in enumerate(modules)}
     with paper_style():
         fig = new_figure(SINGLE_COLUMN_IN, HEIGHT_IN)
         ax = fig.add_subplot()
-        for i, (run, _) in enumerate(shown):
-            for module, (changed, rank) in sparsity_points(run).items():
+        for i, (_, points) in enumerate(series):
+            for module, (changed, rank) in points.items():
                 ax.errorbar(
                     changed[1],
                     rank[1],
@@ -88,10 +116,10 @@ def plot_sparsity(
                     capsize=0,
                     zorder=3,
                 )
-        _format_axes(ax, [run.result for run, _ in shown])
-        runs_key = [_handle(run_color(i), "o", _face(i)) for i in range(len(shown))]
+        _format_axes(ax, atol)
+        runs_key = [_handle(run_color(i), "o", _face(i)) for i in range(len(series))]
         modules_key = [_handle(REFERENCE_COLOR, marker[m], REFERENCE_COLOR) for m in modules]
-        _legends(fig, (runs_key, [name for _, name in shown]), (modules_key, modules))
+        _legends(fig, (runs_key, [name for name, _ in series]), (modules_key, modules))
     return fig
 
 
@@ -117,11 +145,10 @@ def _handle(color: str, marker: str, face: str) -> Line2D:
     return Line2D([], [], color=color, marker=marker, markerfacecolor=face, linestyle="none", markersize=4)
 
 
-def _format_axes(ax: Axes, results: Sequence[SpectrumResult]) -> None:
+def _format_axes(ax: Axes, atol: float | None) -> None:
     """Both shares from 0 to 1 (with a margin), the tolerance in the x label, the ends of each axis named."""
-    tolerances = {r.sparsity_atol for r in results if r.sparsity_atol is not None}
-    atol = f"{tolerances.pop():g}" if len(tolerances) == 1 else "atol"
+    tolerance = "atol" if atol is None else f"{atol:g}"
     ax.set_xlim(-AXIS_MARGIN, 1 + AXIS_MARGIN)
     ax.set_ylim(-AXIS_MARGIN, 1 + AXIS_MARGIN)
-    ax.set_xlabel(f"entries changed, |Δw| > {atol} (sparse → dense)")
+    ax.set_xlabel(f"entries changed, |Δw| > {tolerance} (sparse → dense)")
     ax.set_ylabel("rank ÷ min(m, n) (low → full)")
