@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import shutil
 import signal
 import sys
 import traceback
@@ -33,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "reproduce": "deltarank.cli.reproduce:reproduce",
     "intruders": "deltarank.cli.intruders:intruders",
     "placement": "deltarank.cli.placement:placement",
+    "recommend": "deltarank.cli.recommend:recommend",
     "similarity": "deltarank.cli.similarity:similarity",
     "extract": "deltarank.cli.extract:extract",
     "evaluate": "deltarank.cli.evaluate:evaluate",
@@ -78,12 +80,40 @@ class LazyGroup(click.Group):
             _fail(f"{type(exc).__name__}: {exc}", ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click's usage errors (click.BadParameter too, even raised in a command body) exit 2
+        except RuntimeError as exc:
+            if not is_write_failure(exc):
+                _internal(exc, ctx)
+            _fail(f"a file could not be written ({exc}); {free_space_hint()}", ctx)
         except Exception as exc:
-            debug = ctx.params.get("verbose", 0) >= 2
-            if debug:
-                traceback.print_exc()
-            hint = "" if debug else "; run with -vv for the traceback"
-            _fail(f"internal error ({type(exc).__name__}: {exc}){hint}", ctx, INTERNAL_ERROR)
+            _internal(exc, ctx)
+
+
+# What torch's archive writer (torch.save: a Trainer checkpoint's optimizer and scheduler states) raises when a
+# write fails, e.g. on a full disk: a RuntimeError, not an OSError.
+WRITE_FAILURES = ("PytorchStreamWriter failed", "file write failed", "inline_container")
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether `exc` is torch's archive writer failing to write (its message names the writer)."""
+    return any(marker in str(exc) for marker in WRITE_FAILURES)
+
+
+def free_space_hint(path: str = ".") -> str:
+    """How much disk is free where the command runs: the usual cause of a failed write."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return "is the disk full?"
+    return f"{free / 2**30:.1f} GiB free on the disk of the working directory; is the disk full?"
+
+
+def _internal(exc: Exception, ctx: click.Context) -> None:
+    """An unexpected exception: one line (the traceback with -vv) and exit status 3."""
+    debug = ctx.params.get("verbose", 0) >= 2
+    if debug:
+        traceback.print_exc()
+    hint = "" if debug else "; run with -vv for the traceback"
+    _fail(f"internal error ({type(exc).__name__}: {exc}){hint}", ctx, INTERNAL_ERROR)
 
 
 def _fail(message: str, ctx: click.Context, status: int = BAD_INPUT) -> None:

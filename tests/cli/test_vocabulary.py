@@ -147,6 +147,27 @@ def test_an_internal_error_exits_3_with_one_line_and_a_traceback_only_under_vv(
     assert "Traceback" in verbose.stderr and "planted bug" in verbose.stderr
 
 
+def test_a_failed_checkpoint_write_says_so_in_one_line_and_exits_1(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save on a full disk raises a RuntimeError from its archive writer (not an OSError): the user is told
+    a file could not be written and how much disk is free, not 'internal error'. /dev/full fails every write
+    with ENOSPC, as a full disk does."""
+    import torch
+
+    def saves_to_a_full_disk(*args: object, **kwargs: object) -> None:
+        torch.save({"exp_avg": torch.zeros(10_000)}, "/dev/full")
+
+    monkeypatch.setattr("deltarank.train.trainer.run_training", saves_to_a_full_disk)
+    result = invoke(*RUNS["train"](inputs, tmp_path / "x"))
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert line.startswith("Error: a file could not be written (") and "\n" not in line
+    assert "inline_container" in line and line.endswith(
+        "GiB free on the disk of the working directory; is the disk full?"
+    )
+
+
 def test_interrupted_exits_130(
     inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
