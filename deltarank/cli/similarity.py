@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -17,7 +19,14 @@ from deltarank.analysis.tools.merge import (
     MergeSettings,
     check_merge,
 )
-from deltarank.analysis.tools.similarity import DEFAULT_TOP, SIDES, SimilarityResult, check_tops
+from deltarank.analysis.tools.similarity import (
+    DEFAULT_TOP,
+    SIDES,
+    SimilarityResult,
+    check_tops,
+    pairwise_mean,
+    present_mean,
+)
 from deltarank.cli.options import (
     STDOUT,
     analysis_options,
@@ -37,6 +46,9 @@ from deltarank.cli.references import base_of_runs
 from deltarank.errors import OptionError
 from deltarank.io.atomic import refuse_overlap
 from deltarank.io.progress import Progress
+
+if TYPE_CHECKING:
+    from deltarank.analysis.tools.memory import MemoryEstimate, PreviewPair
 
 TABLE_SIZES = (1, 4, 16, 64)
 MERGE_OPTIONS = ("merge_k", "density", "dare_drops", "seed")  # given with two TUNED, they imply --merge
@@ -132,7 +144,10 @@ def similarity(
         from deltarank.analysis.tools.preview import preview
 
         check_tops(top)
-        click.echo(preview(base, list(tuned), command="similarity", **options).to_text())
+        plan = preview(base, list(tuned), command="similarity", **options)
+        if measured:  # the n deltas of one matrix held at once, and the merge measures' working arrays
+            plan = replace(plan, memory=merge_memory(plan.pairs, plan.precision, len(tuned), settings))
+        click.echo(plan.to_text())
         return
     inputs = [base, *tuned]
     if not to_stdout:
@@ -165,6 +180,23 @@ def similarity(
         f"Wrote {'stdout' if to_stdout else output}" + (f" and {figure}" if figure else ""),
         quiet,
         not to_stdout,
+    )
+
+
+def merge_memory(
+    pairs: Sequence[PreviewPair], precision: str, deltas: int, settings: MergeSettings
+) -> MemoryEstimate:
+    """The dry run's memory estimate with the merge geometry of `deltas` deltas at `settings`' drop rates."""
+    from deltarank.analysis.engine.compute import resolve_precision
+    from deltarank.analysis.tools.memory import estimate_memory
+
+    return estimate_memory(
+        "similarity",
+        pairs,
+        resolve_precision(precision),
+        "svd",
+        deltas=deltas,
+        merge_drops=len(settings.drops),
     )
 
 
@@ -229,10 +261,10 @@ def format_merge_table(merge: MergeGeometry) -> str:
     header += "".join(f"{f'DARE {p}':>10}{f'sum {p}':>10}" for p in drops)
     lines = [header, "-" * len(header)]
     for module in merge.modules:
-        cells = [_cell(_off_diagonal(module.overlap)), _cell(_off_diagonal(module.sign_conflict), 10)]
+        cells = [_cell(pairwise_mean(module.overlap)), _cell(pairwise_mean(module.sign_conflict), 10)]
         cells.append(_cell(module.sign_conflict_nway, 8))
         for row, summed in zip(module.dare_error, module.dare_merged_error, strict=True):
-            cells += [_cell(_mean(row), 10), _cell(summed, 10)]
+            cells += [_cell(present_mean(row), 10), _cell(summed, 10)]
         lines.append(f"{module.module:<14}{module.matrices:>4}{module.k:>5g}" + "".join(cells))
     lines.append(
         f"{len(merge.tuned)} deltas; medians over layers; overlap φ(k, k) and conflict (TIES trim at density "
@@ -240,16 +272,6 @@ def format_merge_table(merge: MergeGeometry) -> str:
         "p/(1 − p)), sum: of the merged sum"
     )
     return "\n".join(lines)
-
-
-def _off_diagonal(table: tuple[tuple[float | None, ...], ...]) -> float | None:
-    """Mean of the entries off the diagonal that are not None."""
-    return _mean(v for a, row in enumerate(table) for b, v in enumerate(row) if a != b)
-
-
-def _mean(values: Any) -> float | None:
-    present = [float(v) for v in values if v is not None]
-    return sum(present) / len(present) if present else None
 
 
 def _cell(value: float | None, width: int = 9) -> str:

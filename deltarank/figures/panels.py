@@ -136,8 +136,10 @@ def interval_bars(
     """95% intervals as thin capped error bars behind the markers: (low, high) per point (xs, ys) along `axis`
     (`x`: across, `y`: up and down), in the series' colour; their collection named `gid` (tests find it)."""
     centres = xs if axis == "x" else ys
-    err = [[c - b[0] for c, b in zip(centres, bounds, strict=True)],
-           [b[1] - c for c, b in zip(centres, bounds, strict=True)]]  # fmt: skip
+    # A percentile-bootstrap interval need not hold its point estimate (a change of ~1e-6, all rounding, can
+    # fall just outside it): the bar then runs from the point to the far end, covering the interval whole.
+    err = [[max(c - b[0], 0.0) for c, b in zip(centres, bounds, strict=True)],
+           [max(b[1] - c, 0.0) for c, b in zip(centres, bounds, strict=True)]]  # fmt: skip
     bars = ax.errorbar(
         list(xs),
         list(ys),

@@ -264,3 +264,52 @@ def test_memory_estimate_of_a_7b_mlp_weight_uses_row_blocks() -> None:
     assert (
         estimate.peak_bytes < 2 * 8 * entries + 2 * 4 * entries + 16 * entries
     )  # well under a float64 copy each
+
+
+def merge_peak(entries: int, m: int, n: int, count: int, drops: int) -> int:
+    """The merge estimate of one F32 dense pair at float32, written out: the next pair's stored tensors, the
+    `count` dense deltas and their SVDs' U, V, and the larger of the current pair's stored tensors and gesdd
+    input copy and workspace, TIES's signs, counters and trim, and DARE's draw, residuals and accumulators."""
+    k = min(m, n)
+    raw = 8 * entries
+    kept = count * 4 * entries + count * 4 * (m + n) * k
+    svd = raw + 4 * (entries + 7 * k * k + 4 * k)
+    ties = count * entries + 4 * entries + (2 * 4 + 1) * entries
+    dare = (4 + 1 + (3 + drops) * 4) * entries
+    return raw + kept + max(svd, ties, dare)
+
+
+def test_similarity_memory_estimate_holds_every_delta_of_the_merge() -> None:
+    """With n TUNED (or --merge) similarity keeps the n deltas of a matrix and their SVDs at once: each further
+    TUNED adds a dense ΔW and its U, V (and an int8 sign while TIES's pass is the peak)."""
+    m, n = 96, 160
+    pair = PreviewPair("w", (m, n), "F32", "F32", "dense")
+    two = estimate_memory("similarity", [pair] * 2, torch.float32, "svd")
+    assert "1 pair at a time" in two.in_flight  # two TUNED without --merge: as before
+    peaks = {}
+    for count in (2, 3, 4, 6, 40):
+        drops = None if count > 2 else 2  # n ≥ 3 measure the merge geometry, two only with --merge
+        estimate = estimate_memory(
+            "similarity", [pair], torch.float32, "svd", deltas=count, merge_drops=drops
+        )
+        peaks[count] = estimate.peak_bytes
+        assert estimate.peak_bytes == merge_peak(m * n, m, n, count, 2), count
+        assert f"{count} deltas of one matrix kept" in estimate.in_flight
+        inferred = estimate_memory("similarity", [pair] * count, torch.float32, "svd", merge_drops=drops)
+        assert inferred.peak_bytes == estimate.peak_bytes  # a preview lists every TUNED's copy of the matrix
+    per_delta = 4 * m * n + 4 * (m + n) * min(m, n)
+    assert peaks[3] - peaks[2] == peaks[4] - peaks[3] == per_delta and peaks[6] - peaks[4] == 2 * per_delta
+    assert peaks[40] > 40 * per_delta and peaks[2] > two.peak_bytes
+    more_drops = estimate_memory("similarity", [pair], torch.float32, "svd", deltas=3, merge_drops=9)
+    assert more_drops.peak_bytes == merge_peak(m * n, m, n, 3, 9) > peaks[3]
+
+
+def test_similarity_dry_run_counts_the_tuned(tiny_model_dir: Path, tuned_dir: Path) -> None:
+    for tuned, extra in (([tuned_dir] * 2, []), ([tuned_dir] * 2, ["--merge"]), ([tuned_dir] * 4, [])):
+        code, stdout, stderr = run(
+            "similarity", tiny_model_dir, *tuned, *extra, "--dry-run", "--device", "cpu"
+        )
+        assert code == 0, stderr
+        assert (f"{len(tuned)} deltas of one matrix kept" in stdout) == bool(extra or len(tuned) > 2)
+    two, four = (preview(tiny_model_dir, [tuned_dir] * n, command="similarity").memory for n in (2, 4))
+    assert four.peak_bytes > two.peak_bytes and four.shape == two.shape

@@ -196,3 +196,19 @@ def test_diversity_bars_are_the_t_interval_over_prompts() -> None:
         pytest.approx((1.25, 2.75)),
         pytest.approx((5.0, 7.0)),
     ]
+
+
+def test_an_interval_that_misses_its_point_is_drawn_whole_not_refused() -> None:
+    """A percentile-bootstrap interval of a change of ~1e-6 can miss its own point estimate; matplotlib refuses
+    negative error lengths, so the bar runs from the point to the far end: (1.0, [1.2, 1.5]) spans 1.0 … 1.5."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from deltarank.figures.panels import interval_bars
+
+    ax = Figure().add_subplot()
+    interval_bars(ax, [0.0, 1.0], [1.0, 2.0], [(1.2, 1.5), (1.5, 2.5)], "y", "black", "bars")
+    segments = next(c for c in ax.collections if c.get_gid() == "bars").get_segments()
+    assert [(float(s[0][1]), float(s[1][1])) for s in segments] == [(1.0, 1.5), (1.5, 2.5)]

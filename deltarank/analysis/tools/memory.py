@@ -17,6 +17,7 @@ and go back to the system).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,16 @@ WIDEN_TRANSIENT_BYTES = 4
 # booleans; the base block widened to float32 comes on top unless stored so, and the ΔW block itself when it is
 # formed from factors (LoRA and the other low-rank forms) or copied to the host from an accelerator.
 SPARSITY_PASS_BYTES = 4 + 4 + 4 + 1
+# Bytes per entry of TIES's sign-conflict pass (maths/merging.py) besides the n int8 signs: two int16 counters,
+# and while a delta is trimmed its |ΔW| and sign in the compute dtype (per compute byte) and a boolean mask.
+TIES_COUNTER_BYTES = 2 + 2
+TIES_TRIM_MASK_BYTES = 1
+# Bytes per entry of DARE's error pass (maths/merging.py `dare_errors`) besides one accumulator per drop rate
+# (compute dtype): the float32 uniforms of one delta's mask and its keep mask; and per compute byte, the
+# residual and the two products torch.where picks from.
+DARE_UNIFORM_BYTES = 4 + 1
+DARE_RESIDUAL_ARRAYS = 3
+DEFAULT_MERGE_DROPS = 2  # tools/merge.py DEFAULT_DARE_DROPS: (0.5, 0.9)
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,8 @@ def estimate_memory(
     batch: int = 1,
     top_k: int | None = None,
     sparsity: bool = True,
+    deltas: int | None = None,
+    merge_drops: int | None = None,
 ) -> MemoryEstimate:
     """Estimated peak bytes of the tensors a run holds at once (a model of the code, not a measurement).
 
@@ -160,17 +173,33 @@ def estimate_memory(
     the next pair, the compute-dtype matrices, and each thin SVD's U, V, input copy and gesdd workspace
     (≈ 7k² + 4k entries); similarity also keeps the first delta's vectors while the second is decomposed.
 
+    similarity with the merge geometry (n = `deltas` ≥ 3, or `merge_drops` given with two) holds the n deltas of
+    one matrix at once (tools/similarity.py keeps each dense, in the compute dtype, until the merge measures are
+    done) and the U, V of their SVDs (an upper bound: the overlap's k columns are views that keep U or V whole,
+    and A's and B's SVDs are kept whole until the last delta is decomposed), and beside them either
+    the current pair's stored tensors and thin SVD, or the merge measures' working arrays: TIES's n int8 signs,
+    two int16 counters and one trim's |ΔW|, sign and mask; or DARE's float32 uniforms, keep mask, residual (and
+    the two products it is picked from) and one accumulator per drop rate (`merge_drops`, default 2).
+    `deltas` None: counted from `pairs` (a similarity preview lists every TUNED's copy of each matrix compared).
+
     Every slot is counted at the pair with the largest footprint. Left out: the interpreter and libraries,
     allocator slack, and the Monte-Carlo noise array a few very uneven bf16 tensors keep (m·n float32 each).
     """
     compute = torch.empty((), dtype=dtype).element_size()
     if not pairs:
         return MemoryEstimate(0, None, "nothing to run", ())
+    if command == "similarity":
+        if deltas is None:
+            deltas = max(Counter(p.name for p in pairs).values())
+        if merge_drops is None and deltas >= 3:
+            merge_drops = DEFAULT_MERGE_DROPS
     # run.py: `workers` deltas read ahead, one when the plan holds a matrix above LARGE_ENTRIES.
     depth = 1 if any(math.prod(p.shape) > LARGE_ENTRIES for p in pairs) else workers
     best: tuple[int, PreviewPair, list[tuple[str, int]]] | None = None
     for pair in pairs:
         parts = _footprint(command, pair, compute, solver, workers, batch, top_k, depth, sparsity)
+        if command == "similarity" and merge_drops is not None:
+            parts = _merge_footprint(pair, compute, max(deltas or 2, 2), merge_drops)
         total = sum(size for _, size in parts)
         if best is None or total > best[0]:
             best = (total, pair, parts)
@@ -179,6 +208,10 @@ def estimate_memory(
         in_flight = f"{workers} worker{'s' * (workers > 1)}, {depth} read ahead"
         if batch > 1:
             in_flight = f"batches of {batch}, 1 read ahead"
+    elif command == "similarity" and merge_drops is not None:
+        in_flight = (
+            f"{max(deltas or 2, 2)} deltas of one matrix kept for the merge measures, 1 pair read ahead"
+        )
     else:
         in_flight = "1 pair at a time, 1 read ahead"
     return MemoryEstimate(best[0], best[1].shape, in_flight, tuple(best[2]))
@@ -269,6 +302,38 @@ def _footprint(
     if command == "similarity":
         parts.append(("U, V of ΔW_A kept while ΔW_B is decomposed", svd_out if dense else 2 * delta))
     return parts
+
+
+def _merge_footprint(pair: PreviewPair, compute: int, count: int, drops: int) -> list[tuple[str, int]]:
+    """The (what, bytes) terms of similarity's worst moment with the merge geometry of `count` deltas of `pair`'s
+    shape (each TUNED's stored tensors counted at `pair`'s dtypes and kind; see `estimate_memory`)."""
+    m, n = pair.shape
+    entries, k = m * n, min(m, n)
+    stored_base, stored_tuned = _itemsize(pair.base_dtype), _itemsize(pair.tuned_dtype)
+    if pair.kind == "dense":
+        raw = (stored_base + stored_tuned) * entries
+    elif not pair.factored:
+        raw = stored_base * entries + stored_tuned * (m + n)
+    else:
+        raw = stored_tuned * (m + n) * (pair.rank or 0)
+    if (
+        pair.factored
+    ):  # vectors from the factors (QR and an r × r SVD): U (m, r), V (n, r), the factors' copies
+        vectors, decompose = compute * (m + n) * (pair.rank or 0), 2 * compute * (m + n) * (pair.rank or 0)
+    else:  # a thin SVD: U (m, k), V (n, k); LAPACK's input copy and workspace
+        vectors, decompose = compute * (m + n) * k, compute * (entries + 7 * k * k + 4 * k)
+    ties = count * entries + TIES_COUNTER_BYTES * entries + (2 * compute + TIES_TRIM_MASK_BYTES) * entries
+    dare = (DARE_UNIFORM_BYTES + (DARE_RESIDUAL_ARRAYS + drops) * compute) * entries
+    return [
+        ("stored tensors of the next pair (read ahead)", raw),
+        (f"{count} deltas kept dense for the merge measures", count * compute * entries),
+        (f"U, V of the {count} deltas' SVDs (the overlap's k columns keep them)", count * vectors),
+        (
+            "current pair's stored tensors and SVD workspace, or the merge measures' working arrays (TIES's "
+            f"signs, counters and trim; DARE's draw, residual and {drops} accumulator(s))",
+            max(raw + decompose, ties, dare),
+        ),
+    ]
 
 
 def _solver_bytes(solver: str, m: int, n: int, compute: int, top_k: int | None) -> int:

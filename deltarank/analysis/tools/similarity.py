@@ -18,7 +18,7 @@ vectors, and the merge measures' buffers (`tools.merge`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,9 +41,11 @@ __all__ = [
     "MergeSettings",
     "SimilarityResult",
     "overlap_energy",
+    "pairwise_mean",
     "phi",
     "phi_grid",
     "phi_matrix",
+    "present_mean",
     "similarity",
 ]
 
@@ -93,6 +95,18 @@ def phi_matrix(vectors: Sequence[torch.Tensor], k: int) -> Table:
         for b in range(a + 1, count):
             table[a][b] = table[b][a] = phi(vectors[a], vectors[b], k, k)
     return tuple(tuple(row) for row in table)
+
+
+def present_mean(values: Iterable[float | None]) -> float | None:
+    """Mean of the values that are not None (None when there is none)."""
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def pairwise_mean(table: Table) -> float | None:
+    """Mean over the pairs a ≠ b of an n × n table's entries that are not None (its off-diagonal mean): the
+    mean pairwise overlap or sign conflict of a merge geometry."""
+    return present_mean(v for a, row in enumerate(table) for b, v in enumerate(row) if a != b)
 
 
 def delta_label(index: int) -> str:

@@ -18,9 +18,9 @@ from deltarank.errors import InputError
 from deltarank.evaluation import defaults
 
 # keys a run's measurement.json hash leaves out: measured at the study level (the subspace of pairs of runs)
-STUDY_LEVEL_KEYS = ("intruders", "similarity", "seed_null")
+STUDY_LEVEL_KEYS = ("intruders", "similarity", "seed_null", "merge")
 # keys added after studies were measured: left out of the hash at their default, so those measurements hold
-LATER_KEYS = {"checkpoints": False, "functional_rank": False, "placement": False}
+LATER_KEYS = {"checkpoints": False, "functional_rank": False, "placement": False, "mitigate": None}
 HELD_OUT_PROMPTS = "held_out"  # diversity_prompts' default: prompts of the run's held-out set
 ACCURACY_SETS = {"zh-sentiment": "builtin:zh-sentiment:test", "math": "builtin:math:test"}
 
@@ -64,6 +64,14 @@ class EvaluateSpec:
         placement: For every run with a ΔW, where it lands among the base weights' singular directions
             (`deltarank placement`: RUN/placement.json, per-module medians in the row's `placement`); base
             models have none: they are hashed as without it (`for_run`).
+        merge: The merge geometry of the runs with a ΔW against one base (`deltarank similarity BASE T1 … Tn
+            --merge` at its defaults: the n × n subspace overlap, TIES's sign conflicts, DARE's errors;
+            DIR/merge.json, one file per base: `deltarank.study.measure.merge`), summarised in study.json's
+            `subspace.merge` and report.md; a study-level key (measured after the runs, outside their hash).
+        mitigate: λ in (0, 1], or None (off): every run with a ΔW is written with each intruder direction's
+            singular value scaled by λ (`deltarank intruders BASE RUN --mitigate λ -o RUN/mitigated`) and that
+            model evaluated as the run is (learning, forgetting, diversity), in the row's `mitigated`
+            (`deltarank.study.measure.mitigation`); base models have none: hashed as without it (`for_run`).
     """
 
     held_out: str | None = None
@@ -87,6 +95,8 @@ class EvaluateSpec:
     seed_null: bool = False
     functional_rank: bool | tuple[str, ...] = False
     placement: bool = False
+    merge: bool = False
+    mitigate: float | None = None
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> EvaluateSpec:
@@ -121,12 +131,15 @@ class EvaluateSpec:
     def for_run(self, name: str | None) -> EvaluateSpec:
         """The spec one run (`name`; None: a base model) is measured and hashed with: a `functional_rank` list of
         run names becomes true for those runs and false for the others and the base models; `placement` is
-        false for the base models (they have no ΔW)."""
+        false and `mitigate` None for the base models (they have no ΔW)."""
         functional = self.functional_rank
         if isinstance(functional, tuple):
             functional = name is not None and name in functional
         return dataclasses.replace(
-            self, functional_rank=functional, placement=self.placement and name is not None
+            self,
+            functional_rank=functional,
+            placement=self.placement and name is not None,
+            mitigate=None if name is None else self.mitigate,
         )
 
     def held_out_for(self, data: str) -> str | None:
@@ -207,6 +220,11 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
             return tuple(items)
         problem = "a data spec or a list of data specs"
+    elif name == "mitigate":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is None or (number and 0 < value <= 1):
+            return None if value is None else float(value)
+        problem = "λ, a number in (0, 1] (the factor on each intruder's singular value), or null (off)"
     elif name in ("held_out", "accuracy", "diversity_prompts"):
         if value is None or isinstance(value, str):
             return value

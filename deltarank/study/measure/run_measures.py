@@ -19,7 +19,9 @@ and the ranks of ΔW (what to measure: the study file's `evaluate:`, `deltarank.
   beside them, the medians of the sparsity profile of ΔW (shares of entries unchanged, within tolerance, within
   rounding, and the numerical rank ÷ width);
 - placement (with `evaluate: {placement: true}`): where ΔW lands among the base weights' singular directions,
-  per module type (`deltarank.study.measure.placement`; the run's placement.json).
+  per module type (`deltarank.study.measure.placement`; the run's placement.json);
+- mitigated (with `evaluate: {mitigate: λ}`): the run with each intruder direction's σ scaled by λ
+  (RUN/mitigated/), evaluated as the run is: learning, forgetting, diversity (`deltarank.study.measure.mitigation`).
 
 Models are evaluated in float32 on `device` (`auto`: CUDA when present, else the CPU), where the spectrum's
 decompositions run too. Sampled generations depend on the device's random numbers: a study measured on a GPU
@@ -109,7 +111,8 @@ def measure_run(
 
     Returns:
         {"learning", "forgetting", "diversity", "cost", "ranks"} and, for a method without ΔW, "ranks_note";
-        with `spec.placement` and a ΔW, "placement" and "placement_file".
+        with `spec.placement` and a ΔW, "placement" and "placement_file"; with `spec.mitigate` and a ΔW,
+        "mitigated".
         Writes run_dir/generations.jsonl when diversity is asked for.
 
     Raises:
@@ -131,10 +134,13 @@ def measure_run(
     source = resolve_model(model)
     tokenizer = load_tokenizer(source)
     loader = EvalModels(source, device)
-    found = loader.evaluate(
-        run_dir, lambda tuned: _measure(tuned, tokenizer, data, spec, run_dir, seed, base_dir=base_dir)
-    )
-    _add_changes(found, base)
+
+    def measure(loaded: Any, out_dir: Path) -> dict[str, Any]:  # learning, forgetting, diversity vs base
+        found = _measure(loaded, tokenizer, data, spec, out_dir, seed, base_dir=base_dir)
+        _add_changes(found, base)
+        return found
+
+    found = loader.evaluate(run_dir, lambda tuned: measure(tuned, run_dir))
     final_step = int(record.get("steps") or 0)
     steps = RunDirectory(run_dir).steps(final_step) if spec.checkpoints else [(final_step, run_dir)]
     result: dict[str, Any] = {**found, "cost": cost_of(record)}
@@ -154,6 +160,8 @@ def measure_run(
         result["functional_rank"] = measure_functional_rank(
             loader, run_dir, tokenizer, spec, data, general, measured=(base, found)
         )
+    if spec.mitigate is not None and method not in NO_DELTA_METHODS:
+        result["mitigated"] = _mitigated(loader, source.weights, run_dir, spec, device, measure)
     del loader
     if method in NO_DELTA_METHODS:
         result["ranks"] = {}
@@ -178,6 +186,24 @@ def _placement(base_weights: Path, run_dir: Path, device: str) -> dict[str, Any]
 
     found = measure_placement(base_weights, run_dir, device)
     return {"placement": placement_medians(found), "placement_file": placement_file(run_dir.name)}
+
+
+def _mitigated(
+    loader: Any,
+    base_weights: Path,
+    run_dir: Path,
+    spec: EvaluateSpec,
+    device: str,
+    measure: Any,
+) -> dict[str, Any]:
+    """The row's `mitigated`: the run mitigated at λ = spec.mitigate and measured by `measure` (the run's own
+    evaluation), without its sequence-by-sequence losses (their intervals are kept)."""
+    from deltarank.study.measure.mitigation import measure_mitigated
+
+    assert spec.mitigate is not None
+    block = measure_mitigated(loader, base_weights, run_dir, spec.mitigate, device, measure)
+    block.pop("per_sequence", None)
+    return block
 
 
 def _losses(

@@ -1,17 +1,20 @@
 """The subspace measurements of a study, made after its runs: intruder dimensions of every run with a ΔW
-(`evaluate: {intruders: true}`) and φ between the ΔW subspaces of pairs of runs (`evaluate: {similarity:
-[[full, lora]]}`).
+(`evaluate: {intruders: true}`), φ between the ΔW subspaces of pairs of runs (`evaluate: {similarity:
+[[full, lora]]}`) and the merge geometry of the runs with a ΔW against one base (`evaluate: {merge: true}`:
+`deltarank.study.measure.merge`).
 
     DIR/intruders-<run>.json        `deltarank intruders` of the run against the model it trained from
     DIR/similarity-<a>-<b>.json     `deltarank similarity` of runs a and b (both trained from one model)
     DIR/spectra/seed-null-<a>-<b>.json
                                     the spectrum of W_a − W_b of two full fine-tuning runs that differ only in
                                     seed (`evaluate: {seed_null: true}`): what training noise alone gives
+    DIR/merge.json                  `deltarank similarity BASE T1 … Tn --merge` of the runs with a ΔW
+                                    (merge-<base>.json for each further base: `deltarank.study.measure.merge`)
     DIR/subspace.json               what each file was made from (the sha256 of the runs' run.json): a file
                                     whose runs changed is measured again, the others are kept
 
 study.json's `subspace` section holds the numbers a reader compares: the intruder count (total and per
-matrix) and the mean φ of the top-16 directions per module type.
+matrix), the mean φ of the top-16 directions per module type and the merge geometry's per-module means.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltarank.errors import DeltarankError
 from deltarank.io.atomic import write_json
 from deltarank.study.design.study import Study
+
+if TYPE_CHECKING:
+    from deltarank.study.measure.merge import MergeGroup
 
 SUBSPACE_RECORD = "subspace.json"
 PHI_TOP = 16  # φ of the top-16 singular directions: the summary's number (the file holds every k measured)
@@ -71,9 +77,10 @@ def measure_subspace(
     from deltarank.analysis.engine import spectrum
     from deltarank.analysis.tools.intruders import intruders
     from deltarank.analysis.tools.similarity import similarity
+    from deltarank.study.measure.merge import measure_merge
 
     spec = study.evaluate
-    if not spec.intruders and not spec.similarity and not spec.seed_null:
+    if not spec.intruders and not spec.similarity and not spec.seed_null and not spec.merge:
         return
     record_path = out_dir / SUBSPACE_RECORD
     saved: dict[str, Any] = _read_record(record_path)
@@ -94,6 +101,10 @@ def measure_subspace(
     for a, b in seed_pairs(study, out_dir) if spec.seed_null else []:
         null = functools.partial(spectrum, out_dir / a, out_dir / b, device=device)
         jobs.append((seed_null_file(a, b), [a, b], null))
+    for group in _merge_groups(study, out_dir)[0] if spec.merge else []:
+        paths = [out_dir / run for run in group.runs]
+        merge = functools.partial(measure_merge, group.base, paths, device)
+        jobs.append((group.file, list(group.runs), merge))
     for name, runs, make in jobs:
         digests = {run: _run_digest(out_dir / run) for run in runs}
         if saved.get(name) == digests and (out_dir / name).is_file():
@@ -137,7 +148,19 @@ def subspace_section(study: Study, out_dir: Path) -> dict[str, Any]:
                     f"phi_chance_top{PHI_TOP}": compared.module_chance(PHI_TOP),
                 }
             )
+    if spec.merge:
+        from deltarank.study.measure.merge import merge_section
+
+        groups, skipped = _merge_groups(study, out_dir)
+        section["merge"] = merge_section(groups, skipped, out_dir, len(_runs_with_delta(study, out_dir)))
     return section
+
+
+def _merge_groups(study: Study, out_dir: Path) -> tuple[list[MergeGroup], list[dict[str, Any]]]:
+    """The runs with a ΔW grouped by their base (`deltarank.study.measure.merge.merge_groups`)."""
+    from deltarank.study.measure.merge import merge_groups
+
+    return merge_groups(_runs_with_delta(study, out_dir), lambda run: _base_of(study, run, out_dir))
 
 
 def _seed_null_row(out_dir: Path, a: str, b: str) -> dict[str, Any]:

@@ -6,9 +6,11 @@ out: `deltarank.study.design.coverage`)}, "base": the first base model's measure
 (one per base model and training data), "runs": [{"name", "coordinates", "from", "settings", "base", "learning",
 "forgetting", "diversity", "cost", "ranks", "spectrum", "checkpoints", "nulls" (r0.9 against the run's self-sample and
 seed nulls: `deltarank.study.measure.nulls`), "functional_rank" (`deltarank.study.measure.functional_rank`),
-"placement" and "placement_file" (`deltarank.study.measure.placement`)}],
+"placement" and "placement_file" (`deltarank.study.measure.placement`), "mitigated" (the run with its intruder
+directions scaled by λ, evaluated again: `deltarank.study.measure.mitigation`)}],
 "groups": rows that differ only in seed,
-with means and confidence intervals, "subspace": intruders and similarity (when measured)}. Read by
+with means and confidence intervals, "subspace": intruders, similarity, seed nulls and the merge geometry
+(`deltarank.study.measure.merge`) (when measured)}. Read by
 `deltarank.figures.study.read_study`. study.csv: the runs flattened, one column per leaf (`coordinates.method`, `learning.held_out_loss`,
 `ranks.down_proj.energy_90_median`, ...).
 """
