@@ -270,3 +270,19 @@ def make_lora_adapter(
                 param.mul_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
     model.save_pretrained(str(out))
     return model
+
+
+def plant_into(model_dir: Path, out: Path, planted: dict[str, list[float]], seed: int = 0) -> Path:
+    """A copy of `model_dir` whose named weights moved by U diag(σ) Vᵀ (`planted_delta`, seed + i for the i-th
+    name), saved by `tests.analysis.subspace_models.save_tuned`."""
+    from safetensors.torch import load_file
+
+    from tests.analysis.subspace_models import save_tuned
+
+    stored = load_file(str(model_dir / "model.safetensors"))
+    deltas = {}
+    for i, (module, sigma) in enumerate(planted.items()):
+        name = f"{module}.weight"
+        weight = stored[name]
+        deltas[name] = weight.double() + planted_delta(tuple(weight.shape), sigma, seed=seed + i)
+    return save_tuned(model_dir, out, deltas)

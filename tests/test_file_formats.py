@@ -49,13 +49,18 @@ FORMATS: dict[str, tuple[tuple[str, ...], str | None, bool]] = {
         "deltarank.io.standalone:read_adapter_config",
         True,
     ),
-    "analysis result (spectrum, intruders, similarity, extract, placement)": (
+    "analysis result (spectrum, intruders, similarity, extract, placement, recommendation)": (
         ("deltarank.analysis.results.base:ResultFile",),
         "deltarank.analysis.results.read:read_result",
         True,
     ),
     "placement output directory (placement.json + figure)": (
         ("deltarank.cli.placement:write_placement",),
+        "deltarank.analysis.results.read:read_result",
+        True,
+    ),
+    "recommend output directory (peft adapter_config.json + recommendation.json)": (
+        ("deltarank.train.lora_patterns:write_recommendation",),
         "deltarank.analysis.results.read:read_result",
         True,
     ),

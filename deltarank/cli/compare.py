@@ -43,6 +43,8 @@ def compare(
                 left (L) and right (R) singular directions, their chance k/m and k/n, the
                 mean cos² of the left principal angles and the relative change of σ₁ (an
                 output directory of placement works too)
+    recommend   per run the recommended rank range, the LoRA parameters it costs and the
+                share of Σ‖ΔW‖² it keeps (an output directory of recommend works too)
 
     The row `all` takes every matrix.
     """
@@ -50,6 +52,7 @@ def compare(
         ExtractResult,
         IntruderResult,
         PlacementResult,
+        RecommendationResult,
         SimilarityResult,
         SpectrumResult,
         read_result,
@@ -76,6 +79,10 @@ def compare(
         table = tables.intruder_table([r for r in loaded if isinstance(r, IntruderResult)], names)
     elif all(isinstance(r, SimilarityResult) for r in loaded):
         table = tables.similarity_table([r for r in loaded if isinstance(r, SimilarityResult)], names)
+    elif all(isinstance(r, RecommendationResult) for r in loaded):
+        from deltarank.figures.recommendation import recommendation_table
+
+        table = recommendation_table([r for r in loaded if isinstance(r, RecommendationResult)], names)
     elif all(isinstance(r, PlacementResult) for r in loaded):
         table = tables.placement_table([r for r in loaded if isinstance(r, PlacementResult)], names)
     else:

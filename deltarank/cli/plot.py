@@ -11,7 +11,7 @@ from deltarank.cli.options import output_option
 
 KIND_HELP = (
     "spectrum, ranks, ratio (the headline), steps, learning, intruders, similarity, energy, sparsity, "
-    "placement, merge, or all (every kind the inputs allow)."
+    "placement, merge, recommendation, or all (every kind the inputs allow)."
 )
 
 
@@ -69,8 +69,8 @@ def plot(
     x_axis: str,
 ) -> None:
     """Draw paper figures from RESULTS into a directory: result files of spectrum, intruders, similarity,
-    extract or placement (an adapter directory written by extract, an output directory of placement work
-    too), told apart by their schema; each file goes to the figures of its family. A train_log.jsonl of `deltarank train --track-rank N` (or its run directory)
+    extract, placement or recommend (an adapter directory written by extract, an output directory of placement
+    or recommend work too), told apart by their schema; each file goes to the figures of its family. A train_log.jsonl of `deltarank train --track-rank N` (or its run directory)
     goes to the steps figure.
 
     \b
@@ -90,6 +90,8 @@ def plot(
                            per module type and run: sparse vs low-rank (spectrum)
       placement            share of ‖ΔW‖² in W₀'s top-k and bottom-k singular directions against layer,
                            per module type, beside chance k/d (placement; several: placement-LABEL)
+      recommendation       share of ‖ΔW‖² kept against rank per matrix, the recommended ranks marked,
+                           per module type (recommend; several: recommendation-LABEL)
       study_*              a study.json of `deltarank study`: every figure its runs allow (see its report),
                            and the spectrum figures of the spectra it kept (learning_forgetting too for a
                            reproduction, from the summary.json beside it)

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("study_file", required=False, type=click.Path(dir_okay=False))
 @click.option(
-    "--preset", default=None, help="A shipped study instead of STUDY_FILE: quick, biderman, belle or sweep."
+    "--preset",
+    default=None,
+    help="A shipped study instead of STUDY_FILE: quick, biderman, belle, sweep, replay or recommend.",
 )
 @click.option(
     "--size",
@@ -125,6 +127,9 @@ def _print_plan(spec: Study, out_dir: Path) -> None:
         coords = ", ".join(f"{k}={v}" for k, v in row["coordinates"].items())
         if row["from"]:
             coords += f" (from {row['from']})"
+        if row.get("recommend"):
+            policy = ", ".join(f"{k} {v}" for k, v in row["recommend"].items() if k != "from")
+            coords += f" (LoRA ranks from the ΔW of {row['recommend']['from']}: {policy})"
         click.echo(
             f"{row['name']:<36} {row['state']:<10} {_text(row['steps']):>6} {_text(row['tokens']):>10} "
             f"{_duration(seconds):>8}  {coords}"

@@ -100,6 +100,9 @@ def field_option(f: dataclasses.Field[Any]) -> Callable[[Any], Any]:
         kwargs["type"] = DEVICE
     elif f.name in CHOICES:
         kwargs["type"] = click.Choice(CHOICES[f.name])
+    elif typing.get_origin(kind) is dict:  # a LoRA pattern: JSON text, parsed with the config file's values
+        kwargs["type"] = click.STRING
+        kwargs["metavar"] = "JSON"
     else:
         kwargs["type"] = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
     option = click.option(*flags, f.name, **kwargs)

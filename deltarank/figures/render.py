@@ -3,7 +3,8 @@
 The one place that decides which figure kinds exist, which inputs each needs, and the files they are saved as.
 Each result goes to the figures of its family: spectra to spectrum/ranks/ratio/steps/sparsity, intruder results
 to `intruders`, similarity results to `similarity` (and to `merge` when they hold the merge geometry of n
-deltas), extract results to `energy`, placement results to `placement`; a reproduction summary to `learning`.
+deltas), extract results to `energy`, placement results to `placement`, recommendations to `recommendation`; a
+reproduction summary to `learning`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from deltarank.analysis.results import (
     ExtractResult,
     IntruderResult,
     PlacementResult,
+    RecommendationResult,
     SimilarityResult,
     SpectrumResult,
 )
@@ -32,6 +34,7 @@ from deltarank.figures.learning import load_summary, plot_learning_forgetting
 from deltarank.figures.merge import plot_merge_geometry
 from deltarank.figures.placement import plot_placement
 from deltarank.figures.ranks import plot_ranks_by_layer
+from deltarank.figures.recommendation import plot_recommendation
 from deltarank.figures.runs import Run, final_runs, lora_rank_by_module, make_runs, result_labels
 from deltarank.figures.save import parse_formats, save_figure
 from deltarank.figures.sparsity import has_sparsity, plot_sparsity
@@ -60,8 +63,9 @@ FIGURES: dict[str, str] = {
     "sparsity": "sparsity",
     "placement": "placement",
     "merge": "merge_geometry",
+    "recommendation": "recommendation",
 }
-PER_FILE_KINDS = ("similarity", "energy", "placement", "merge")
+PER_FILE_KINDS = ("similarity", "energy", "placement", "merge", "recommendation")
 KINDS: tuple[str, ...] = (*FIGURES, "all")
 # kind -> the result family it draws (kinds not listed take spectra or the summary).
 FAMILY_OF_KIND: dict[str, type[ResultFile[Any]]] = {
@@ -70,6 +74,7 @@ FAMILY_OF_KIND: dict[str, type[ResultFile[Any]]] = {
     "energy": ExtractResult,
     "placement": PlacementResult,
     "merge": SimilarityResult,
+    "recommendation": RecommendationResult,
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -83,6 +88,7 @@ class Inputs:
     similarity: list[tuple[str, SimilarityResult]] = field(default_factory=list)
     extracts: list[tuple[str, ExtractResult]] = field(default_factory=list)
     placements: list[tuple[str, PlacementResult]] = field(default_factory=list)
+    recommendations: list[tuple[str, RecommendationResult]] = field(default_factory=list)
     summary: Mapping[str, Any] | None = None
     tracked: list[TrackedRun] = field(default_factory=list)
 
@@ -103,6 +109,8 @@ class Inputs:
             return self.extracts
         if family is PlacementResult:
             return self.placements
+        if family is RecommendationResult:
+            return self.recommendations
         return []
 
 
@@ -122,7 +130,13 @@ def sort_inputs(
     by_family: dict[type[ResultFile[Any]], list[int]] = {}
     for index, result in enumerate(results):
         if not isinstance(
-            result, SpectrumResult | IntruderResult | SimilarityResult | ExtractResult | PlacementResult
+            result,
+            SpectrumResult
+            | IntruderResult
+            | SimilarityResult
+            | ExtractResult
+            | PlacementResult
+            | RecommendationResult,
         ):
             raise DeltarankError(f"cannot plot a {type(result).__name__} ({result.SCHEMA})")
         by_family.setdefault(type(result), []).append(index)
@@ -140,6 +154,7 @@ def sort_inputs(
         similarity=labelled(SimilarityResult),
         extracts=labelled(ExtractResult),
         placements=labelled(PlacementResult),
+        recommendations=labelled(RecommendationResult),
         summary=summary,
         tracked=list(tracked),
     )
@@ -222,6 +237,11 @@ def planned(
             (stem, partial(plot_placement, result))
             for stem, (_, result) in zip(stems(kind, inputs), inputs.placements, strict=True)
         ]
+    if kind == "recommendation":
+        return [
+            (stem, partial(plot_recommendation, result))
+            for stem, (_, result) in zip(stems(kind, inputs), inputs.recommendations, strict=True)
+        ]
     if kind == "merge":
         return [
             (stem, partial(plot_merge_geometry, result))
@@ -275,7 +295,7 @@ def render_figures(
             checkpoints of one run share a label (see `runs.make_runs`).
         out_dir: Output directory, created when missing.
         kinds: Figure kinds (spectrum, ranks, ratio, steps, learning, intruders, similarity, energy, sparsity,
-            placement, merge) or `all`: every kind the inputs allow.
+            placement, merge, recommendation) or `all`: every kind the inputs allow.
         formats: pdf, png and/or svg.
         labels: One name per result, in order (legends; file names of per-file figures); derived from the
             tuned paths when omitted.

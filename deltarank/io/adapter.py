@@ -34,8 +34,9 @@ CONFIG_FILE = "adapter_config.json"
 PEFT_DEFAULT_ALPHA = 8
 WEIGHTS_FILE = "adapter_model.safetensors"
 # Initialisations that rewrite the base weights (W_res = W − s·B₀A₀, or a quantized W for LoftQ): the adapter
-# alone is not ΔW. (EVA, MiCA and "orthogonal" leave the base weights as they are, so s·B·A is ΔW.)
-BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")
+# alone is not ΔW; "milora" is the mark `deltarank train --lora-init milora` leaves on its raw factors. (EVA, MiCA
+# and "orthogonal" leave the base weights as they are, so s·B·A is ΔW.)
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga", "milora")
 # peft's AdaLoRA divides by ranknum + 1e-5 (ranknum = init_r, not saved).
 ADALORA_RANKNUM_EPS = 1e-5
 # peft's OFTConfig defaults for the settings the delta form reads.

@@ -231,6 +231,15 @@ REGISTRY: dict[str, TrainingMethod] = {
 
 METHOD_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
+# LoRA's initialisations (`--lora-init`, method lora; `deltarank.train.methods.lora_init`): peft's
+# init_lora_weights values (default is its True), pissa_niter_<K> for pissa_niter_K, and deltarank's milora.
+LORA_INITS = ("default", "gaussian", "pissa", "pissa_niter_K", "olora", "eva", "corda", "loftq", "milora")
+# Those that rewrite the base weights (W_res = W − s·B₀A₀): their runs store the converted adapter, s·(BA − B₀A₀)
+# as a plain LoRA of rank 2r on the original base.
+BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq", "milora")
+# Those that read training batches (a few, seeded) to initialise.
+DATA_DRIVEN_INITS = ("eva", "corda")
+
 
 def method(name: str) -> TrainingMethod:
     """The registry entry of `name` (a KeyError for an unknown one: names are checked where they are read)."""

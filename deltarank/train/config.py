@@ -57,6 +57,21 @@ class TrainConfig:
             "text); a study's data_size. Default: all."
         },
     )
+    replay_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "General data mixed into the training data against forgetting (same forms as data; "
+            "builtin:self-samples: the base model's own samples); needs replay_fraction."
+        },
+    )
+    replay_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Share f in [0, 1) of the training sequences drawn from replay_data: round(N·f/(1−f)) "
+            "replay sequences are added to the N training ones, shuffled with the seed "
+            "(deltarank.train.replay); 0: no replay."
+        },
+    )
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (exclusive with epochs)."})
     epochs: float | None = field(
         default=None, metadata={"help": "Passes over the data; 1 if neither is given."}
@@ -99,6 +114,40 @@ class TrainConfig:
     )
     dora: bool = field(
         default=False, metadata={"help": "Weight-decomposed LoRA (DoRA; lora, qlora).", "section": "lora"}
+    )
+    lora_init: str = field(
+        default="default",
+        metadata={
+            "help": "How LoRA's A and B start (lora): default (peft's: A Kaiming-uniform, B = 0), gaussian "
+            "(A ~ N(0, 1/r²), B = 0), pissa (B, A from the r largest singular triplets of W), pissa_niter_K "
+            "(the same by a randomised SVD of K subspace iterations), olora (B, A = the QR factors Q_r, R_r of "
+            "W), milora (from the r smallest singular triplets: minor directions), corda (singular triplets "
+            "of W times the covariance of the layer's inputs), eva (A from the top right singular vectors of "
+            "the layer's inputs, B = 0; ranks redistributed by explained variance). pissa, olora, milora and "
+            "corda rewrite the base weights (W − s·B₀A₀), so the run stores the converted adapter "
+            "s·(BA − B₀A₀), a plain LoRA of rank 2r on the original base; eva and corda read a few seeded "
+            "training batches. loftq is refused (peft quantizes it on CUDA only, and its base change is not "
+            "low-rank).",
+            "section": "lora",
+        },
+    )
+    lora_rank_pattern: dict[str, int] | None = field(
+        default=None,
+        metadata={
+            "help": "Per-module ranks instead of r, as JSON: '{\"model.layers.0.self_attn.q_proj\": 8}' (peft's "
+            "rank_pattern: a key k selects the modules whose name matches (.*\\.)?(k)$, so a full module name "
+            "selects that module only). `deltarank recommend` writes them in an adapter_config.json that "
+            "--config reads.",
+            "section": "lora",
+        },
+    )
+    lora_alpha_pattern: dict[str, int] | None = field(
+        default=None,
+        metadata={
+            "help": "Per-module alpha instead of lora_alpha, as JSON (peft's alpha_pattern). Default: 2r for "
+            "each module of lora_rank_pattern when lora_alpha is not given either.",
+            "section": "lora",
+        },
     )
     loha_r: int = field(
         default=8,
@@ -285,9 +334,19 @@ class TrainConfig:
         """LoRA alpha: `lora_alpha`, or 2r (Biderman et al. 2024's best practice)."""
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
+    @property
+    def alpha_pattern(self) -> dict[str, int] | None:
+        """Per-module LoRA alpha: `lora_alpha_pattern`, or 2r for each module of `lora_rank_pattern` when no
+        alpha is given at all (the scale α/r = 2 of every module, as with one rank)."""
+        if self.lora_alpha_pattern is not None or self.lora_alpha is not None or not self.lora_rank_pattern:
+            return self.lora_alpha_pattern
+        return {module: 2 * r for module, r in self.lora_rank_pattern.items()}
+
     def resolved(self) -> TrainConfig:
-        """This config with the defaults that depend on other keys filled in (learning rate, alpha, epochs,
-        target modules; padded batches for the prompt methods, whose virtual tokens need them)."""
+        """This config with the defaults that depend on other keys filled in (learning rate, alpha and alpha
+        pattern, epochs, target modules; padded batches for the prompt methods, whose virtual tokens need them; replay_fraction 0
+        cleared with its replay_data: no replay, the run without those keys)."""
+        replay = bool(self.replay_fraction)
         epochs = self.epochs if (self.epochs is not None or self.max_steps is not None) else 1.0
         targets = self.target_modules
         if targets is None:
@@ -297,9 +356,12 @@ class TrainConfig:
             self,
             lr=self.learning_rate,
             lora_alpha=self.alpha,
+            lora_alpha_pattern=self.alpha_pattern,
             epochs=epochs,
             target_modules=targets,
             batching=batching,
+            replay_data=self.replay_data if replay else None,
+            replay_fraction=self.replay_fraction if replay else None,
         )
 
     def changed_keys(self, other: TrainConfig, ignore: tuple[str, ...] = ("resume",)) -> list[str]:

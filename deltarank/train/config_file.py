@@ -4,12 +4,15 @@ Keys are the command-line flags with `_` for `-` (`max_steps` for `--max-steps`)
 spelling. Unknown keys are errors that suggest the closest valid key; keys of older files (`RENAMED_KEYS`) are
 read with a deprecation warning. A method's own settings may also be given as a section (`oft: {block_size: 16}`
 is `oft_block_size: 16`). Values are converted strictly to the fields' types (YAML reads `2e-4` as a string).
+A peft LoRA `adapter_config.json` is read as a config too (`deltarank.train.lora_patterns`: method lora, its
+rank, alpha, target modules and per-module rank and alpha patterns).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import sys
 import typing
 import warnings
@@ -22,11 +25,13 @@ import yaml
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.training_methods import REGISTRY
 from deltarank.train.config import TrainConfig
+from deltarank.train.lora_patterns import adapter_config_values, parse_pattern
 
 REQUIRED = ("model", "data", "method", "output_dir")
 # Keys of older config files still read, with a deprecation warning: old key -> current key.
 RENAMED_KEYS = {"precision": "mixed_precision"}
 # Methods whose keys a config file may give as a section (`oft: {block_size: 16}`).
+BAD_SUFFIX = "config file must end in .yaml, .yml or .toml, or be a peft adapter_config.json"
 SECTIONS = tuple(m.config_section for m in REGISTRY.values() if m.config_section is not None)
 
 
@@ -61,7 +66,8 @@ def field_names() -> list[str]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict with canonical keys.
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file, or a peft LoRA adapter_config.json (.json), into a
+    dict with canonical keys.
 
     Raises:
         InputError: missing file, unknown suffix, a parse error, a non-mapping top level or an unknown key.
@@ -78,14 +84,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = _parse_toml(text)
         elif file.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text)
+        elif file.suffix == ".json":
+            data = json.loads(text)
         else:
-            raise InputError(file, "config file must end in .yaml, .yml or .toml")
+            raise InputError(file, BAD_SUFFIX)
     except (yaml.YAMLError, ValueError) as exc:
         raise InputError(file, f"cannot parse config: {' '.join(str(exc).split())}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(file, "config file must hold a mapping of keys to values")
+    if file.suffix == ".json":
+        if "peft_type" not in data:
+            raise InputError(file, BAD_SUFFIX)
+        return adapter_config_values(data, file)
     return config_values(data, file, coerce=False)
 
 
@@ -153,9 +165,12 @@ def _coerce(key: str, value: Any, source: str | Path | None) -> Any:
     if value is None and type(None) in typing.get_args(hint):
         return None
     try:
+        if typing.get_origin(target) is dict:  # a LoRA pattern: a mapping, or its JSON text from a flag
+            return parse_pattern(value, key)
         return _convert(value, target)
     except (TypeError, ValueError):
-        problem = f"key '{key}' must be {target.__name__}, got {value!r}"
+        kind = "a JSON object of positive integers" if typing.get_origin(target) is dict else target.__name__
+        problem = f"key '{key}' must be {kind}, got {value!r}"
         raise (InputError(source, problem) if source else DeltarankError(problem)) from None
 
 

@@ -7,14 +7,23 @@ module is imported by `deltarank.train.config` and must not import it back.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from deltarank.errors import DeltarankError
 from deltarank.io.device import valid_device  # the one device vocabulary
-from deltarank.io.training_methods import METHOD_NAMES, REGISTRY, in_family, names
+from deltarank.io.training_methods import (
+    BASE_REWRITING_INITS,
+    LORA_INITS,
+    METHOD_NAMES,
+    REGISTRY,
+    in_family,
+    names,
+)
 from deltarank.train.builtin_self_samples import check_config as check_self_samples
 from deltarank.train.optimizers import WEIGHT_DECAY_MODES, check_weight_decay
+from deltarank.train.replay import check_replay
 
 METHODS = METHOD_NAMES
 PROMPT_METHODS = in_family("prompt")  # virtual tokens, no weight changed
@@ -25,6 +34,7 @@ NONLINEARITIES = ("relu", "gelu", "swish", "tanh")
 OPTIMIZER_STATE_POLICIES = ("last", "all", "none")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
 BATCHINGS = ("auto", "padding-free", "padded")
+PISSA_NITER = re.compile(r"pissa_niter_[0-9]+")  # lora_init: PiSSA by a randomised SVD of K iterations
 
 CHOICES = {
     "method": METHODS,
@@ -148,6 +158,34 @@ def validate_config(config: Any) -> None:
     if config.seq_len < 2:
         raise DeltarankError(f"seq_len must be at least 2, got {config.seq_len}")
     check_self_samples(config)
+    check_replay(config)  # replay_fraction in [0, 1), with replay_data
+    check_lora_init(config)
+
+
+def check_lora_init(config: Any) -> None:
+    """`lora_init`: one of `LORA_INITS` (pissa_niter_<K> with K a whole number), with method lora; not loftq; a
+    base-rewriting one without DoRA (peft's conversion to a plain LoRA drops DoRA's magnitude vector)."""
+    init = config.lora_init
+    niter = PISSA_NITER.fullmatch(init) if isinstance(init, str) else None
+    if niter is None and (init not in LORA_INITS or init == "pissa_niter_K"):
+        shown = ", ".join(LORA_INITS).replace("pissa_niter_K", "pissa_niter_<K>")
+        raise DeltarankError(f"lora_init must be one of {shown}, got {init!r}")
+    if init == "default":
+        return
+    if config.method != "lora":
+        raise DeltarankError(
+            f"lora_init {init} is for method lora (method {config.method} starts from peft's default)"
+        )
+    if init == "loftq":
+        raise DeltarankError(
+            "lora_init loftq is not supported: peft's LoftQ quantizes on a CUDA/XPU device through bitsandbytes "
+            "(no CPU path), and its base change (NF4 rounding) is not low-rank, so no adapter holds W_tuned − W"
+        )
+    if config.dora and init.startswith(BASE_REWRITING_INITS):
+        raise DeltarankError(
+            f"lora_init {init} rewrites the base weights and is stored converted to a plain LoRA, which drops "
+            "DoRA's magnitude vector: train it without --dora"
+        )
 
 
 def _validate_rank_tracking(config: Any) -> None:

@@ -3,7 +3,8 @@
 Layout (`schema: deltarank.train-run/1`): method, parameters {trainable, total, trainable_fraction, base,
 trainable_share_of_base}, stored_bytes (the saved weight or adapter files), tokens_seen, steps, wall_seconds, train_seconds (all sessions of a resumed run), tokens_per_second (this
 session's tokens over its training seconds), peak_memory_bytes, peak_memory_kind (rss: the resident-set peak
-while training; cuda_max_allocated), device, world_size, dtypes, seed, final_loss, eval_loss, model, data,
+while training; cuda_max_allocated), device, world_size, dtypes, seed, final_loss, eval_loss, model, data
+(train, eval; replay: the mixed-in data and what each source trained on, `deltarank.train.replay`),
 config (resolved), optimizer (every optimizer and schedule setting: `deltarank.train.optimizers.optimizer_record`),
 versions, git_commit, git_dirty, created, resumed_from_step.
 """

@@ -1,7 +1,8 @@
 """`run_training(config)`: one fine-tuning run on `transformers.Trainer`, top to bottom.
 
 check the output directory (and, on --resume, the run it holds) → resolve the model → tokenize the data → load
-the model in fp32 (`builtin:self-samples` is drawn from it here: `deltarank.train.builtin_self_samples`) → wrap it
+the model in fp32 (`builtin:self-samples` is drawn from it here: `deltarank.train.builtin_self_samples`) → mix in
+replay data (`deltarank.train.replay`) → wrap it
 (targets resolved) → only then create the output directory → pick padding-free or
 padded batches (`deltarank.train.batching`) → Trainer.train (a checkpoint every 10% of the steps unless
 --save-steps says otherwise) → save the final weights (fp32 safetensors for full, a PEFT adapter for LoRA) →
@@ -44,9 +45,17 @@ from deltarank.train.callbacks import (
 from deltarank.train.config import TrainConfig
 from deltarank.train.data import FlatCollator, PaddingCollator, TokenizedDataset, build_dataset
 from deltarank.train.formats import IGNORE_INDEX
-from deltarank.train.methods import adapt_trainer, method_callbacks, quantization_config, wrap_model
+from deltarank.train.methods import (
+    Calibration,
+    adapt_trainer,
+    init_record,
+    method_callbacks,
+    quantization_config,
+    wrap_model,
+)
 from deltarank.train.models import load_model, load_tokenizer, resolve_model
 from deltarank.train.rank_tracking import tracking_callbacks
+from deltarank.train.replay import REPLAY_SAMPLES, mix_replay
 from deltarank.train.run_claim import OutputClaim, is_main_rank
 from deltarank.train.run_dir import (
     CONFIG_NAME,
@@ -131,7 +140,7 @@ def run_training(
     started = time.perf_counter()
     config = config.resolved()
     output_dir = Path(config.output_dir)
-    refuse_overlap(output_dir, [config.model, config.data, config.eval_data, *inputs])
+    refuse_overlap(output_dir, [config.model, config.data, config.eval_data, config.replay_data, *inputs])
     plan = plan_run_dir(config)
     if plan.finished is not None:
         return TrainResult(output_dir, plan.finished, is_main_rank(), finished_before=True)
@@ -155,7 +164,12 @@ def run_training(
         saved = output_dir / SELF_SAMPLES if checkpoint is not None else None
         samples = self_samples(sampling, base, tokenizer, args.device, saved)
         train_set, data["train"] = samples.dataset, samples.summary()
-    model = wrap_model(base, config)
+    saved_replay = output_dir / REPLAY_SAMPLES if checkpoint is not None else None
+    replay = mix_replay(config, train_set, tokenizer, base, args.device, needed, saved_replay)
+    if replay is not None:  # general data mixed in (deltarank.train.replay), before any adapter
+        train_set = replay.dataset
+    data["replay"] = replay.record if replay is not None else None
+    model = wrap_model(base, config, Calibration(train_set, tokenizer.pad_token_id))  # eva/corda read it
     claim = OutputClaim(output_dir, replace=config.force and not config.resume)
     claim.create()  # every input is known to be usable: only now is anything written
     trainer: Any = None
@@ -164,6 +178,8 @@ def run_training(
             config.save(output_dir / CONFIG_NAME)
             if samples is not None:
                 write_self_samples(output_dir / SELF_SAMPLES, samples, tokenizer)
+            if replay is not None:
+                replay.write(output_dir, tokenizer)
         collator = make_collator(config.batching, model, tokenizer.pad_token_id)
         args.include_num_input_tokens_seen = collator.tokens_seen
         cost = CostCallback()
@@ -199,6 +215,8 @@ def run_training(
     record = run_record(config, trainer, cost, source, time.perf_counter() - started, train_log.offset, data)
     record["resumed_from_step"] = resume_step
     record["batching"] = collator.name
+    if (lora_init := init_record(model)) is not None:  # --lora-init, and whether the adapter is converted
+        record["lora_init"] = lora_init
     record["save_interval"] = (
         saves.record()
         if saves is not None

@@ -148,7 +148,8 @@ def test_compare_unknown_or_mixed_results_are_one_error_line(tmp_path: Path) -> 
     odd.write_text('{"schema": "deltarank.reproduce/1"}')
     cases = [
         ([odd], "schema 'deltarank.reproduce/1'); known schemas: deltarank.spectrum/1, deltarank.intruders/1, "
-                "deltarank.similarity/1, deltarank.extract/1, deltarank.placement/1"),
+                "deltarank.similarity/1, deltarank.extract/1, deltarank.placement/1, "
+                "deltarank.recommendation/1"),
         ([full, intruders], "compare reads one result family at a time; got deltarank.spectrum/1 and "
                             "deltarank.intruders/1 files"),
         ([intruders, "--lora-rank", "4"], "--lora-rank applies to deltarank.spectrum/1 results only"),

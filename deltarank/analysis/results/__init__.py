@@ -4,6 +4,7 @@ from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
 from deltarank.analysis.results.intruders import IntruderResult, MatrixIntruders
 from deltarank.analysis.results.placement import MatrixPlacement, PlacementResult
 from deltarank.analysis.results.read import FAMILIES, read_result
+from deltarank.analysis.results.recommendation import MatrixRecommendation, RecommendationResult
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
 from deltarank.analysis.results.sparsity import SparsityProfile
 from deltarank.analysis.results.spectrum import MatrixSpectrum, SpectrumResult
@@ -16,9 +17,11 @@ __all__ = [
     "MatrixExtract",
     "MatrixIntruders",
     "MatrixPlacement",
+    "MatrixRecommendation",
     "MatrixSimilarity",
     "MatrixSpectrum",
     "PlacementResult",
+    "RecommendationResult",
     "SimilarityResult",
     "SkippedTensor",
     "SparsityProfile",

@@ -11,6 +11,8 @@ from deltarank.analysis.results.extract import ExtractResult
 from deltarank.analysis.results.intruders import IntruderResult
 from deltarank.analysis.results.placement import RESULT_FILE as PLACEMENT_FILE
 from deltarank.analysis.results.placement import PlacementResult
+from deltarank.analysis.results.recommendation import RESULT_FILE as RECOMMENDATION_FILE
+from deltarank.analysis.results.recommendation import RecommendationResult
 from deltarank.analysis.results.similarity import SimilarityResult
 from deltarank.analysis.results.spectrum import SpectrumResult
 from deltarank.errors import InputError
@@ -18,10 +20,17 @@ from deltarank.errors import InputError
 # schema -> result family, in the order the commands list them.
 FAMILIES: dict[str, type[ResultFile[Any]]] = {
     family.SCHEMA: family
-    for family in (SpectrumResult, IntruderResult, SimilarityResult, ExtractResult, PlacementResult)
+    for family in (
+        SpectrumResult,
+        IntruderResult,
+        SimilarityResult,
+        ExtractResult,
+        PlacementResult,
+        RecommendationResult,
+    )
 }
-# The result files commands write inside their output directories (extract: the adapter; placement).
-DIRECTORY_FILES = (EXTRACT_FILE, PLACEMENT_FILE)
+# The result files commands write inside their output directories (extract: the adapter; placement; recommend).
+DIRECTORY_FILES = (EXTRACT_FILE, PLACEMENT_FILE, RECOMMENDATION_FILE)
 
 
 def read_result(source: str | Path) -> ResultFile[Any]:
@@ -29,7 +38,8 @@ def read_result(source: str | Path) -> ResultFile[Any]:
 
     Args:
         source: A result JSON file, an adapter directory written by `extract` (its `deltarank_extract.json`), an
-            output directory of `placement` (its `placement.json`), or JSON text starting with `{`.
+            output directory of `placement` (its `placement.json`) or of `recommend` (its
+            `recommendation.json`), or JSON text starting with `{`.
 
     Raises:
         InputError: unreadable or invalid JSON, an unknown schema (the message names the known ones), or a

@@ -40,12 +40,14 @@ def claims_of(study: Mapping[str, Any]) -> dict[str, tuple[Check, ...]]:
 def check_claims(study: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The claims that apply to a study (by its name: `belle`, `biderman`/`quick`; any other name: all)
     and whose runs it has. Runs trained on `builtin:self-samples` are nulls, measured against the runs they
-    stand beside (`deltarank.study.measure.nulls`), never a context of a claim."""
+    stand beside (`deltarank.study.measure.nulls`), never a context of a claim; nor are runs with recommended ranks
+    (`recommend:`: report.md's evidence-based ranks section compares them)."""
     name = str((study.get("study") or {}).get("name", "")).lower()
     sources = [s for s, key in ((BELLE, "belle"), (BIDERMAN, "biderman")) if key in name]
     if "quick" in name or "reproduce" in name:
         sources = [BIDERMAN]
     runs = [r for r in study.get("runs") or [] if not is_self_samples(str(setting(r, "data")))]  # nulls
+    runs = [r for r in runs if not r.get("recommendation")]  # ranks per module: no one LoRA rank to compare
     found = []
     checks = claims_of(study)
     for source in sources or list(checks):

@@ -45,10 +45,13 @@ def check_study_inputs(study: Study) -> None:
             except DeltarankError as exc:
                 raise InputError(f"run {run.name}", str(exc)) from None
             models.add(model)
-        for spec in filter(None, (run.config.get("data"), run.config.get("eval_data"))):
+        for spec in filter(None, (run.config.get(k) for k in ("data", "eval_data", "replay_data"))):
             if str(spec) not in checked:
                 check_data(str(spec), f"run {run.name}: data file not found")
                 checked.add(str(spec))
+        null = (run.recommend or {}).get("null")
+        if null is not None and not Path(str(null)).is_file():
+            raise InputError(null, f"run {run.name}: recommend: null spectrum file not found")
         data = str(run.config["data"])
         if f"evaluate:{data}" in checked:
             continue
@@ -86,7 +89,8 @@ def study_input_paths(study: Study) -> list[str]:
     for run in study.runs:
         if run.parent is None:
             paths.append(str(run.config["model"]))
-        paths += [str(v) for v in (run.config.get("data"), run.config.get("eval_data")) if v]
+        paths += [str(v) for k in ("data", "eval_data", "replay_data") if (v := run.config.get(k))]
+        paths += [str(run.recommend["null"])] if run.recommend and run.recommend.get("null") else []
     spec = study.evaluate
     prompts = (
         None if spec.diversity_prompts in (HELD_OUT_PROMPTS, *HUMANEVAL_NAMES) else spec.diversity_prompts

@@ -4,7 +4,8 @@ The grid's runs are the product of its lists, each value setting one key or, as 
 grid run is named after its coordinates plus a short hash of its resolved TrainConfig (`lora-r16-n32-1a2b3c`),
 so a change to its coordinates or to `base:` makes it a new run. A `runs:` entry is named by its `name:`; its
 `from:` names a full fine-tuning run (its full name or the readable part without the hash): the run then trains
-starting from that run's output.
+starting from that run's output; its `recommend:` makes a LoRA run with the ranks `deltarank recommend` finds in
+another run's ΔW (`deltarank.study.design.recommend_spec`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from deltarank.errors import DeltarankError, InputError
+from deltarank.study.design.recommend_spec import expand_seeds, recommend_spec
 from deltarank.study.design.study import DATA_SIZE, RunSpec, short_hash
 from deltarank.train.config import TrainConfig
 from deltarank.train.config_file import SECTIONS, config_values
 
 MAX_RUNS = 10_000  # runs a study may hold: the grid's size is checked against it before it is expanded
-RUN_KEYS = ("name", "from")  # the keys of a `runs:` entry besides its train config keys
+RUN_KEYS = ("name", "from", "recommend")  # the keys of a `runs:` entry besides its train config keys
 # Short forms of coordinates in run names: key -> prefix of its value (None: the value alone).
 NAME_PREFIX: dict[str, str | None] = {
     "model": None,
@@ -40,6 +42,7 @@ NAME_PREFIX: dict[str, str | None] = {
     "attention_dropout": "adrop",
     "lora_alpha": "a",
     "target_modules": "t",
+    "replay_fraction": "replay",
 }
 
 
@@ -109,7 +112,7 @@ def study_runs(
         if not base:
             raise InputError(source, "the study has no runs: give grid: or runs:")
         runs = [_grid_run(base, {}, source)]
-    runs += _explicit_runs(base, entries, runs, source)
+    runs += _explicit_runs(base, expand_seeds(entries, axes), runs, source)
     names = [r.name for r in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -211,6 +214,9 @@ def _explicit_runs(
         if parent is not None:
             run = dataclasses.replace(run, config={**run.config, "model": parent.config["model"]})
         _check_config(run, source, where)
+        if entry.get("recommend") is not None:
+            spec = recommend_spec(entry["recommend"], run, known, source, where, readable_name)
+            run = dataclasses.replace(run, recommend=spec)
         known.append(run)
         found.append(run)
     return found

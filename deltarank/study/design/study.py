@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,17 @@ NOT_IDENTITY = ("output_dir", "resume", "force", "device", "progress", "download
 # Keys added to TrainConfig after run names were first hashed, with the value that computes what runs computed
 # before them: left out of a run's identity at that value, so the names of existing studies' runs (and the check
 # of a saved run's settings) stay as they were.
-LATER_KEYS = {"weight_decay_mode": "coupled"}
+LATER_KEYS = {
+    "weight_decay_mode": "coupled",
+    "replay_data": None,
+    "replay_fraction": None,
+    "lora_rank_pattern": None,
+    "lora_alpha_pattern": None,
+    "lora_init": "default",
+}
 HASH_LENGTH = 6
+# The TrainConfig keys a `recommend:` run takes from its recommendation (`deltarank recommend`'s adapter_config.json).
+RECOMMENDED_KEYS = ("lora_r", "lora_alpha", "target_modules", "lora_rank_pattern", "lora_alpha_pattern")
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,9 @@ class RunSpec:
         coordinates: Its grid keys and values (for an explicit run, the keys it sets), `data_size` by that name.
         config: Its TrainConfig values (canonical keys, `max_examples` for data_size), without output_dir.
         parent: The run it starts from (a stacked run), or None.
+        recommend: A `recommend:` run's spec (`deltarank.study.design.recommend_spec`): the run whose ΔW gives
+            its LoRA ranks (`from`), the policy (energy, budget or budget_rank), `null`, and `source`, a hash
+            of that run's identity; None for any other run.
     """
 
     name: str
@@ -42,6 +55,7 @@ class RunSpec:
     config: dict[str, Any]
     parent: str | None = None
     explicit: bool = False  # given under runs: (not a grid point)
+    recommend: dict[str, Any] | None = None
 
     def train_config(self, run_dir: Path, model: str | None = None, **overrides: Any) -> TrainConfig:
         """The TrainConfig of this run, writing to `run_dir` (`model`: a stacked run's parent output)."""
@@ -50,12 +64,21 @@ class RunSpec:
             values["model"] = model
         return TrainConfig(**values)
 
-    def identity(self) -> dict[str, Any]:
-        """The resolved TrainConfig values that decide what this run computes (the basis of its hash)."""
-        resolved = identity_values(self.train_config(Path("run")).resolved().to_dict())
+    def identity(self, recommended: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The resolved TrainConfig values that decide what this run computes (the basis of its hash); a
+        `recommend:` run's also hold its spec, and `recommended` (its recommendation's RECOMMENDED_KEYS) in place
+        of its own LoRA keys."""
+        resolved = identity_values(self.train_config(Path("run"), **(recommended or {})).resolved().to_dict())
         if self.parent is not None:
             resolved["model"] = f"run:{self.parent}"
+        if self.recommend is not None:
+            resolved["recommend"] = dict(self.recommend)
         return resolved
+
+    def depends_on(self) -> list[str]:
+        """The runs that must finish before this one: its parent and the run it takes its ranks from."""
+        found = [self.parent, (self.recommend or {}).get("from")]
+        return [name for name in found if name is not None]
 
     @property
     def data_size(self) -> int | None:
@@ -82,10 +105,11 @@ class Study:
         return next(r for r in self.runs if r.name == name)
 
     def levels(self) -> list[list[RunSpec]]:
-        """The runs in waves: runs without a parent first, then their children, and so on."""
+        """The runs in waves: runs without a parent (or a `recommend:` source) first, then the runs that depend on
+        them, and so on."""
         depth: dict[str, int] = {}
-        for run in self.runs:  # parents come first (checked when parsing)
-            depth[run.name] = 0 if run.parent is None else depth[run.parent] + 1
+        for run in self.runs:  # parents and sources come first (checked when parsing)
+            depth[run.name] = max((depth[name] + 1 for name in run.depends_on()), default=0)
         waves: list[list[RunSpec]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
         for run in self.runs:
             waves[depth[run.name]].append(run)

@@ -32,7 +32,8 @@ import yaml
 from deltarank.errors import InputError
 from deltarank.study.design.evaluate_spec import EvaluateSpec
 from deltarank.study.design.grid import grid_axes, study_runs, train_values
-from deltarank.study.design.study import Study
+from deltarank.study.design.recommend_spec import written
+from deltarank.study.design.study import RunSpec, Study
 
 STUDY_KEYS = ("name", "description", "base", "grid", "runs", "evaluate", "reproduce")
 SIZES = ("cpu", "full")
@@ -100,7 +101,8 @@ def dump_study_yaml(value: Any) -> str:
 
 
 def preset_path(name: str, size: str) -> Path:
-    """The study file of a preset (`quick`, `biderman`, `belle`) at a size (`cpu` or `full`).
+    """The study file of a preset (`quick`, `biderman`, `belle`, `sweep`, `replay`, `recommend`) at a size (`cpu`
+    or `full`).
 
     Raises:
         InputError: an unknown preset or size (naming the closest one).
@@ -136,7 +138,7 @@ def parse_study(raw: Any, source: str | Path) -> Study:
         "description": str(raw.get("description") or ""),
         "base": base,
         "grid": {k: [_plain(v) for v in values] for k, values in grid.items()},
-        "runs": [_plain({"name": r.name, "from": r.parent, **r.coordinates}) for r in runs if r.explicit],
+        "runs": [_plain(_explicit_entry(r)) for r in runs if r.explicit],
         "evaluate": _plain(dataclasses.asdict(evaluate)),
     }
     names = {r.name for r in runs}
@@ -158,6 +160,15 @@ def parse_study(raw: Any, source: str | Path) -> Study:
         resolved["reproduce"] = str(raw["reproduce"])
         check_reproduction({r.name: r.train_config(Path(r.name)) for r in runs}, resolved["reproduce"])
     return Study(resolved["name"], resolved["description"], tuple(runs), evaluate, resolved)
+
+
+def _explicit_entry(run: RunSpec) -> dict[str, Any]:
+    """A `runs:` entry as the resolved study file holds it (`recommend:` only where the run has one, so the
+    fingerprints of studies without it stay as they were)."""
+    entry = {"name": run.name, "from": run.parent, **run.coordinates}
+    if run.recommend is not None:
+        entry["recommend"] = written(run.recommend)
+    return entry
 
 
 def _check_keys(mapping: Mapping[str, Any], valid: tuple[str, ...], source: str | Path, where: str) -> None:

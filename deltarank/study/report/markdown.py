@@ -2,8 +2,9 @@
 
 Sections: the table of runs (coordinates, learning, forgetting, diversity, cost, the median ΔW energy_90 and,
 when measured, k₉₀ func), ΔW ranks per module type, r0.9 above the self-sample and seed nulls, the functional
-rank (`deltarank.study.report.functional_rank`), the placement of ΔW among W₀'s singular directions (when
-measured), seed groups with 95% intervals, the differences between groups that differ in one
+rank (`deltarank.study.report.functional_rank`), the placement of ΔW among W₀'s singular directions, the
+merge geometry of the runs (`deltarank.study.report.merge`) and the runs with their intruders mitigated
+(`deltarank.study.report.mitigation`) (each when measured), seed groups with 95% intervals, the differences between groups that differ in one
 coordinate (within noise or not) and the reference claims that apply (`deltarank.study.claims.reference`).
 """
 
@@ -19,7 +20,13 @@ from deltarank.io.atomic import write_atomic
 from deltarank.study.claims.reference import check_claims
 from deltarank.study.claims.statistics import compare, flatten_metrics
 from deltarank.study.report.cells import fmt, forgetting_cell
+from deltarank.study.report.figures import FIGURES_DIR
 from deltarank.study.report.functional_rank import functional_rank_table, k90_cell
+from deltarank.study.report.merge import INTRO as MERGE_INTRO
+from deltarank.study.report.merge import merge_notes, merge_tables
+from deltarank.study.report.mitigation import INTRO as MITIGATION_INTRO
+from deltarank.study.report.mitigation import mitigation_table
+from deltarank.study.report.recommended_ranks import evidence_section
 
 # (column header, section, key, format) of the runs table; a column shows when any run (or the base) has it.
 RUN_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -75,9 +82,12 @@ def render_report(study: Mapping[str, Any], summary: Mapping[str, Any] | None = 
     lines += _coverage_section(info)
     lines += _claims_section(study)
     lines += _runs_section(study, runs)
+    lines += evidence_section(runs)
     lines += _ranks_section(runs)
     lines += _functional_rank_section(runs)
     lines += _placement_section(runs)
+    lines += _merge_section(study)
+    lines += _mitigation_section(runs)
     lines += _seed_null_section(study, runs)
     lines += _nulls_section(runs)
     lines += _groups_section(list(study.get("groups") or []))
@@ -200,6 +210,30 @@ def _placement_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         *_table(["run", "module", "k", "top-k L", "bottom-k L", "top-k R", "bottom-k R"], rows, 2),
         "",
     ]
+
+
+def _merge_section(study: Mapping[str, Any]) -> list[str]:
+    """The merge geometry of the runs against each base (study.json `subspace.merge`, measured with
+    `evaluate: {merge: true}`): per module type its means, and the heatmaps (DIR/figures/)."""
+    merge = (study.get("subspace") or {}).get("merge")
+    if not isinstance(merge, Mapping):
+        return []
+    lines = ["## Merge geometry", "", MERGE_INTRO, ""]
+    for caption, header, rows, figure in merge_tables(merge):
+        lines += [caption, "", *_table(header, rows, 1), ""]
+        lines += [f"![merge geometry: {caption.split(' (')[0]}]({FIGURES_DIR}/{figure}.png)", ""]
+    notes = merge_notes(merge)
+    return lines + notes + ([""] if notes else [])
+
+
+def _mitigation_section(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each run beside its intruder-mitigated model (`mitigation_table`)."""
+    found = mitigation_table(runs)
+    if found is None:
+        return []
+    notes, header, rows = found
+    table = [*_table(header, rows, 1), ""] if rows else []
+    return ["## Intruder mitigation", "", MITIGATION_INTRO, "", *table, *notes, *([""] if notes else [])]
 
 
 def _placement_cells(medians: Mapping[str, Any]) -> list[str]:

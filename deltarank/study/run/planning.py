@@ -15,9 +15,11 @@ from typing import Any
 
 from deltarank.errors import InputError
 from deltarank.io.model_ref import read_run_record
+from deltarank.study.design.recommend_spec import written
 from deltarank.study.design.study import RunSpec, Study
 from deltarank.study.measure.measurement_file import saved_measurement
 from deltarank.study.run.run_state import RunStatus, run_status
+from deltarank.train.replay import replay_count
 
 # Training throughput assumed by --dry-run before a run of the study has finished (tokens/s on 2 CPU cores):
 # SmolLM2-135M measured by `make demo` (README: 137 full, 152 LoRA; 140 taken for both); Gemma 3 270M is not
@@ -50,6 +52,7 @@ def plan(study: Study, out_dir: Path) -> list[dict[str, Any]]:
                 "name": run.name,
                 "coordinates": run.coordinates,
                 "from": run.parent,
+                "recommend": None if run.recommend is None else written(run.recommend),
                 "steps": steps,
                 "tokens": tokens,
                 "state": status.state if status.state != "resume" else f"resume@{status.step}",
@@ -64,15 +67,16 @@ def plan(study: Study, out_dir: Path) -> list[dict[str, Any]]:
 
 
 def planned_steps(run: RunSpec) -> int | None:
-    """Optimizer steps of a run: max_steps, or epochs over data_size examples (None when the data's size is
-    unknown before reading it)."""
+    """Optimizer steps of a run: max_steps, or epochs over data_size examples and the replay ones mixed in
+    (`deltarank.train.replay`; None when the data's size is unknown before reading it)."""
     config = run.train_config(Path("run")).resolved()
     if config.max_steps is not None:
         return config.max_steps
     if config.max_examples is None or config.epochs is None:
         return None
     per_step = config.batch_size * config.grad_accum
-    return math.ceil(math.ceil(config.max_examples / per_step) * config.epochs)
+    examples = config.max_examples + replay_count(config.max_examples, config.replay_fraction)
+    return math.ceil(math.ceil(examples / per_step) * config.epochs)
 
 
 def measured_evaluation(study: Study, out_dir: Path) -> dict[str, float]:

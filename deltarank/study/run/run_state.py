@@ -12,6 +12,7 @@ from deltarank.io.run_directory import RunDirectory
 from deltarank.study.design.held_out_split import training_data
 from deltarank.study.design.study import RunSpec, Study, identity_values
 from deltarank.study.measure.measurement_file import cached_measurement
+from deltarank.study.run.recommendation import recommended_values
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ def run_status(study: Study, run: RunSpec, out_dir: Path) -> RunStatus:
 
 def _same_settings(run: RunSpec, run_dir: Path, trains_on: str) -> bool:
     """Whether the run directory's saved train_config.yaml is this run's (a changed explicit run is not);
-    `trains_on` is the data it trains on (a held-out split's train part stands for the run's data)."""
+    `trains_on` is the data it trains on (a held-out split's train part stands for the run's data). A
+    `recommend:` run is the same only when its recommendation of the current spec is in the study directory and
+    it trained with its ranks."""
     from deltarank.train.config_file import load_train_config
 
     path = RunDirectory(run_dir).config
@@ -51,10 +54,16 @@ def _same_settings(run: RunSpec, run_dir: Path, trains_on: str) -> bool:
         return False
     if run.parent is not None:
         saved["model"] = f"run:{run.parent}"
+    recommended = None
+    if run.recommend is not None:
+        recommended = recommended_values(run_dir.parent, run)
+        if recommended is None:
+            return False
+        saved["recommend"] = dict(run.recommend)  # the directory of this spec holds the ranks it trained
     if (
         trains_on != run.config["data"]
     ):  # a held-out part is split off: a run trained on it all is not this run
         if saved.get("data") != trains_on:
             return False
         saved["data"] = run.config["data"]
-    return bool(saved == run.identity())
+    return bool(saved == run.identity(recommended))

@@ -46,16 +46,17 @@ from deltarank.study.measure.measurement_file import (
     write_measurement,
 )
 from deltarank.study.measure.run_measures import measure_base, measure_run
+from deltarank.study.report.figures import FIGURES_DIR
 from deltarank.study.report.study_json import study_document, write_study
 from deltarank.study.run.console import RunCounter
 from deltarank.study.run.directory import STUDY_YAML, prepare_study_dir
 from deltarank.study.run.executors import Executor, SequentialExecutor, Task
+from deltarank.study.run.recommendation import ensure_recommendation, recommendation_row
 from deltarank.study.run.run_state import run_status
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
-FIGURES_DIR = "figures"
 REPORT = "report.md"
 SETTINGS = (
     "method",
@@ -262,8 +263,12 @@ def train_run(
         shutil.rmtree(run_dir)
     if run.parent is not None and not RunDirectory(out_dir / run.parent).finished():
         raise DeltarankError(f"run {run.name}: its parent {run.parent} has not finished")
+    # a recommend: run's LoRA keys are its recommendation's (computed once, kept in DIR/recommendations/)
+    recommended = ensure_recommendation(study, run, out_dir, device) if run.recommend is not None else {}
     data = training_data(study, str(run.config["data"]), out_dir)
-    config = run.train_config(run_dir, model=run_model(run, out_dir), device=device, resume=resume, data=data)
+    config = run.train_config(
+        run_dir, model=run_model(run, out_dir), device=device, resume=resume, data=data, **recommended
+    )
     run_training(config, callbacks)
 
 
@@ -280,6 +285,14 @@ def rows(study: Study, out_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"name": run.name, "coordinates": run.coordinates, "from": run.parent}
         row.update(result)
         row["settings"] = settings(study, run)
+        recommendation = recommendation_row(out_dir, run)
+        if recommendation is not None:  # the LoRA r and α it trained with: its recommendation's
+            row["recommendation"] = recommendation
+            row["settings"].update(
+                lora_r=recommendation["lora_r"],
+                lora_alpha=recommendation["lora_alpha"],
+                target_modules=f"recommended ({recommendation['modules']} modules)",
+            )
         row["base"] = base_key(study.root_model(run), str(run.config["data"]))
         found.append(row)
     nulls = run_nulls(study, out_dir, found)

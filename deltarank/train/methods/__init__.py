@@ -18,6 +18,7 @@ from deltarank.train.config import TrainConfig
 from deltarank.train.methods import lora, own, peft_weights, prompt
 from deltarank.train.methods.base import BUILDERS, Builder, builds
 from deltarank.train.methods.lora import record_quantization
+from deltarank.train.methods.lora_init import Calibration, init_record, load_trainable, rewrites_base
 from deltarank.train.methods.peft_weights import AdaLoraAllocator
 from deltarank.train.models import bnb_config
 
@@ -25,9 +26,11 @@ __all__ = [
     "BUILDERS",
     "AdaLoraAllocator",
     "Builder",
+    "Calibration",
     "adapt_trainer",
     "base_parameter_count",
     "builds",
+    "init_record",
     "method_callbacks",
     "parameter_counts",
     "quantization_config",
@@ -37,11 +40,14 @@ __all__ = [
 FAMILIES = (own, lora, peft_weights, prompt)  # imported for their @builds
 
 
-def wrap_model(model: Any, config: TrainConfig) -> Any:
+def wrap_model(model: Any, config: TrainConfig, calibration: Calibration | None = None) -> Any:
     """Return the model to train: unchanged for `full` (every weight trainable), else the method's wrapper.
 
-    `config` must be resolved (`TrainConfig.resolved()`). Raises DeltarankError for targets the model lacks.
+    `config` must be resolved (`TrainConfig.resolved()`). `calibration` (the run's train set) is what LoRA's
+    data-driven `--lora-init` (eva, corda) reads. Raises DeltarankError for targets the model lacks.
     """
+    if config.method == "lora":
+        return lora.lora_model(model, config, calibration)
     return BUILDERS[config.method](model, config)
 
 
@@ -58,7 +64,8 @@ def method_callbacks(config: TrainConfig) -> list[Any]:
 
 def adapt_trainer(trainer: Any, config: TrainConfig) -> Any:
     """Method-specific Trainer changes: bottleneck adapters resume from their own checkpoint files (the Trainer
-    looks only for whole-model or peft weights). Returns `trainer`."""
+    looks only for whole-model or peft weights), and so does LoRA with a base-rewriting `--lora-init` (its
+    checkpoint's adapter is the converted one; the trained factors are beside it). Returns `trainer`."""
     if config.method == "adapter":
         from deltarank.train.bottleneck import load_adapter_weights
 
@@ -66,6 +73,12 @@ def adapt_trainer(trainer: Any, config: TrainConfig) -> Any:
             load_adapter_weights(model if model is not None else trainer.model, checkpoint)
 
         trainer._load_from_checkpoint = load_checkpoint
+    elif config.method == "lora" and rewrites_base(config.lora_init):  # resume the raw factors
+
+        def load_factors(checkpoint: str, model: Any = None) -> None:
+            load_trainable(model if model is not None else trainer.model, checkpoint)
+
+        trainer._load_from_checkpoint = load_factors
     return trainer
 
 

@@ -12,15 +12,23 @@ from deltarank.errors import DeltarankError
 from deltarank.io.quantization import QLORA_NF4
 from deltarank.train.config import TrainConfig
 from deltarank.train.methods.base import builds, peft_model, target_modules
+from deltarank.train.methods.lora_init import Calibration, init_kwargs, initialise
 from deltarank.train.models import keep_nf4_exact
 
 
 @builds
 def lora(model: Any, config: TrainConfig) -> Any:
     """LoRA (Hu et al. 2021) with rsLoRA / DoRA switches; r, α = 2r, all linear layers by default."""
+    return lora_model(model, config)
+
+
+def lora_model(model: Any, config: TrainConfig, calibration: Calibration | None = None) -> Any:
+    """The LoRA model, started as `--lora-init` says (`lora_init`: eva and corda read `calibration`, a few of
+    the run's training batches; `deltarank.train.methods.wrap_model` passes them)."""
     from peft import LoraConfig
 
-    return peft_model(model, LoraConfig(**lora_kwargs(model, config)))
+    lora_config = LoraConfig(**lora_kwargs(model, config), **init_kwargs(config))
+    return initialise(model, lora_config, config, calibration)
 
 
 @builds
@@ -54,6 +62,8 @@ def lora_kwargs(model: Any, config: TrainConfig) -> dict[str, Any]:
     return {
         "r": config.lora_r,
         "lora_alpha": config.alpha,
+        "rank_pattern": dict(config.lora_rank_pattern or {}),
+        "alpha_pattern": dict(config.alpha_pattern or {}),
         "lora_dropout": config.lora_dropout,
         "target_modules": target_modules(model, config),
         "use_rslora": config.rslora,

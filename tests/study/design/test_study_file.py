@@ -112,11 +112,11 @@ def test_a_study_file_that_is_not_yaml_is_one_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("size", ["cpu", "full"])
-@pytest.mark.parametrize("name", ["quick", "biderman", "belle"])
+@pytest.mark.parametrize("name", ["quick", "biderman", "belle", "replay", "recommend"])
 def test_every_preset_parses(name: str, size: str) -> None:
     study = load_study(preset_path(name, size))
     assert study.name == name and study.runs
-    assert preset_names() == ["belle", "biderman", "quick", "sweep"]
+    assert preset_names() == ["belle", "biderman", "quick", "recommend", "replay", "sweep"]
 
 
 def test_the_quick_preset_is_reproduce_quick() -> None:
