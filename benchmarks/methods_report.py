@@ -171,7 +171,8 @@ def kind_lines(records: list[dict[str, Any]]) -> list[str]:
         "",
         f"Entries changed: the share of ΔW's entries with |Δw| > {atol:g} (Mukherjee et al. 2025's tolerance); "
         "rounded away: the share with |Δw| ≤ ulp(w)/2 in the base's storage dtype (what storing W + ΔW in "
-        "that dtype would erase; – where the base weight is not read: factor-form adapters); rank ÷ width: "
+        "that dtype would erase; – where the base is stored quantized, as the Q4_1 SmolLM2 GGUF here is, or is not "
+        "read: factor-form adapters); rank ÷ width: "
         "numerical rank ÷ min(m, n). Placement (`deltarank placement`): the share of ‖ΔW‖² in the span of W₀'s "
         "top-k and bottom-k singular directions, k = ΔW's own r₀.₉, over the share a random direction would "
         "have (k/d): 1× is chance, left = output side (U), right = input side (V); and the median relative "
