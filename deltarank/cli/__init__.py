@@ -5,8 +5,10 @@ Subcommands are imported lazily, so `deltarank spectrum` never pays for importin
 
 from __future__ import annotations
 
+import ast
 import gc
 import importlib
+import importlib.util
 import logging
 import shutil
 import signal
@@ -40,13 +42,40 @@ SUBCOMMANDS: dict[str, str] = {
     "evaluate": "deltarank.cli.evaluate:evaluate",
     "study": "deltarank.cli.study:study",
 }
+# `deltarank -h` lists the commands under these headings, in this order; a command of SUBCOMMANDS missing here
+# is listed last, under OTHER_COMMANDS.
+COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
+    "Analyse": ("spectrum", "intruders", "similarity", "placement", "recommend", "extract"),
+    "Train": ("train",),
+    "Evaluate": ("evaluate", "study", "reproduce"),
+    "Report": ("plot", "compare"),
+}
+OTHER_COMMANDS = "Other commands"
 
 
 class LazyGroup(click.Group):
-    """A click group that imports each subcommand's module only when it is run or listed."""
+    """A click group that imports each subcommand's module only when it is run: listing the commands (`-h`)
+    reads each one's summary from its module's source, so `deltarank -h` imports neither torch nor the
+    commands."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in SUBCOMMANDS if self._load(name) is not None]
+        return [name for name in SUBCOMMANDS if _module_file(name) is not None]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands under the headings of COMMAND_GROUPS, each with its summary (as click shortens it)."""
+        listed = self.list_commands(ctx)
+        if not listed:
+            return
+        width = max(len(name) for name in listed)
+        limit = formatter.width - 6 - width  # click's own width for the summaries
+        placed = {name for names in COMMAND_GROUPS.values() for name in names}
+        groups = {title: [n for n in names if n in listed] for title, names in COMMAND_GROUPS.items()}
+        groups[OTHER_COMMANDS] = [name for name in listed if name not in placed]
+        for title, names in groups.items():
+            if names:
+                with formatter.section(title):
+                    # names padded to the longest: the summaries line up across the headings
+                    formatter.write_dl([(name.ljust(width), short_help(name, limit)) for name in names])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
@@ -86,6 +115,30 @@ class LazyGroup(click.Group):
             _fail(f"a file could not be written ({exc}); {free_space_hint()}", ctx)
         except Exception as exc:
             _internal(exc, ctx)
+
+
+def _module_file(name: str) -> str | None:
+    """The source file of command `name`'s module, found without importing it; None when it does not exist."""
+    module_name = SUBCOMMANDS[name].split(":")[0]
+    spec = importlib.util.find_spec(module_name)
+    return spec.origin if spec is not None else None
+
+
+def short_help(name: str, limit: int = 45) -> str:
+    """Command `name`'s summary in `deltarank -h`: what click makes of its docstring, read from the module's
+    source without importing it (the command itself is imported only when its function has no docstring)."""
+    attr = SUBCOMMANDS[name].split(":")[1]
+    path = _module_file(name)
+    docstring = None
+    if path is not None and path.endswith(".py"):
+        with open(path, encoding="utf-8") as source:
+            tree = ast.parse(source.read(), filename=path)
+        functions = (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == attr)
+        docstring = next((ast.get_docstring(f, clean=False) for f in functions), None)
+    if docstring is None:
+        command = LazyGroup._load(name)
+        return command.get_short_help_str(limit) if command is not None else ""
+    return click.Command(name, help=docstring).get_short_help_str(limit)
 
 
 # What torch's archive writer (torch.save: a Trainer checkpoint's optimizer and scheduler states) raises when a

@@ -15,14 +15,16 @@ from deltarank.cli.options import check_new_file, output_option
     "--label",
     "labels",
     multiple=True,
+    metavar="LABEL",
     help="Column name per result file, in order (default: from the tuned path).",
 )
 @click.option(
     "--lora-rank",
     type=click.IntRange(min=1),
+    metavar="N",
     help="Spectra: divide each run's median r0.9 by this LoRA rank instead of by the first run's.",
 )
-@output_option("Also write the table as CSV (atomically) to this file.")
+@output_option("Also write the table as CSV (atomically) to this file.", metavar="FILE")
 def compare(
     results: tuple[Path, ...], labels: tuple[str, ...], lora_rank: int | None, output: str | None, force: bool
 ) -> None:

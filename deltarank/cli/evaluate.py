@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from deltarank.cli.options import device_option
+from deltarank.cli.options import CheckedFloatRange, CheckedIntRange, device_option
+from deltarank.evaluation.sandbox import MAX_TIMEOUT_S, MEMORY_MB_RANGE
 
 EPILOG = """\b
 --measure picks what is measured (the same functions as a study's evaluate:):
@@ -46,9 +47,12 @@ as a plain process of your user (warned about, recorded in the result).
 @click.command(epilog=EPILOG)
 @click.option(
     "--model",
+    metavar="PATH",
     help="Base model: smollm2-135m, gemma3-270m, .gguf or HF dir [with --tuned: the base its run.json records].",
 )
-@click.option("--tuned", type=click.Path(), help="A `deltarank train` output (LoRA adapter or full model).")
+@click.option(
+    "--tuned", type=click.Path(), help="A `deltarank train` output directory (LoRA adapter or full model)."
+)
 @click.option(
     "--measure",
     type=click.Choice(["loss", "accuracy", "humaneval", "drift", "diversity"]),
@@ -56,10 +60,15 @@ as a plain process of your user (warned about, recorded in the result).
 )
 @click.option(
     "--data",
-    help="Held-out data or prompts: builtin:zh-sentiment:test, builtin:humaneval, ... (not for drift).",
+    metavar="PATH",
+    help="Held-out data or prompts: a JSONL file, or builtin:NAME:test, builtin:humaneval (see below; not for "
+    "drift).",
 )
 @click.option(
-    "--limit", type=int, help="First N examples [accuracy 200, HumanEval 164, loss 64, diversity 4 prompts]."
+    "--limit",
+    type=CheckedIntRange(min=1),
+    metavar="N",
+    help="First N examples [accuracy 200, HumanEval 164, loss 64, diversity 4 prompts].",
 )
 @click.option("--execute", is_flag=True, help="Run HumanEval completions against their tests (sandboxed).")
 @click.option(
@@ -70,19 +79,21 @@ as a plain process of your user (warned about, recorded in the result).
 @click.option(
     "--timeout",
     "timeout_s",
-    type=float,
+    type=CheckedFloatRange(0, int(MAX_TIMEOUT_S), min_open=True),
     default=10.0,
     show_default=True,
+    metavar="X",
     callback=lambda ctx, param, value: _check_timeout(value),
-    help="Seconds per checked completion, in (0, 600].",
+    help="Seconds per checked completion.",
 )
 @click.option(
     "--memory-mb",
-    type=int,
+    type=CheckedIntRange(*MEMORY_MB_RANGE),
     default=512,
     show_default=True,
+    metavar="N",
     callback=lambda ctx, param, value: _check_memory(value),
-    help="Memory of a checked completion, all its processes together (64-65536).",
+    help="Memory of a checked completion in MiB, all its processes together.",
 )
 @click.option(
     "--unsafe-no-sandbox",
@@ -91,17 +102,54 @@ as a plain process of your user (warned about, recorded in the result).
 )
 @click.option(
     "--max-new-tokens",
-    type=int,
+    type=CheckedIntRange(min=1),
+    metavar="N",
     help="Tokens generated per answer [accuracy 8 (math 160), HumanEval 384, diversity 64].",
 )
-@click.option("--seed", type=int, help="Seed of drift's general answers and diversity's samples [0].")
-@click.option("--general-tokens", type=int, help="Tokens of each base-model sample for drift [128].")
-@click.option("--general-samples", type=int, help="Samples per general prompt for drift [8].")
-@click.option("--diversity-samples", type=int, help="Samples per prompt for diversity [8].")
-@click.option("--temperature", type=float, help="Sampling temperature for diversity [0.2].")
-@click.option("--top-p", type=float, help="Nucleus-sampling threshold for diversity [0.95].")
-@click.option("--seq-len", type=int, default=512, show_default=True, help="Tokens per sequence for the loss.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the result JSON here.")
+@click.option(
+    "--seed", type=int, metavar="N", help="Seed of drift's general answers and diversity's samples [0]."
+)
+@click.option(
+    "--general-tokens",
+    type=CheckedIntRange(min=1),
+    metavar="N",
+    help="Tokens of each base-model sample for drift [128].",
+)
+@click.option(
+    "--general-samples",
+    type=CheckedIntRange(min=1),
+    metavar="N",
+    help="Samples per general prompt for drift [8].",
+)
+@click.option(
+    "--diversity-samples",
+    type=CheckedIntRange(min=1),
+    metavar="N",
+    help="Samples per prompt for diversity [8].",
+)
+@click.option(
+    "--temperature",
+    type=CheckedFloatRange(min=0, min_open=True),
+    metavar="X",
+    help="Sampling temperature for diversity [0.2].",
+)
+@click.option(
+    "--top-p",
+    type=CheckedFloatRange(0, 1, min_open=True),
+    metavar="X",
+    help="Nucleus-sampling threshold for diversity [0.95].",
+)
+@click.option(
+    "--seq-len",
+    type=CheckedIntRange(min=2),
+    default=512,
+    show_default=True,
+    metavar="N",
+    help="Tokens per sequence for the loss.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), metavar="FILE", help="Write the result JSON here."
+)
 @click.option("--force", is_flag=True, help="Replace the output if it already exists.")
 @device_option
 def evaluate(**options: Any) -> None:

@@ -8,6 +8,8 @@ import click
 
 from deltarank.analysis.tools.extract import SAVE_DTYPES, ExtractResult, check_target
 from deltarank.cli.options import (
+    CheckedFloatRange,
+    CheckedIntRange,
     analysis_options,
     check_figure_path,
     dry_run_option,
@@ -28,13 +30,33 @@ from deltarank.io.progress import Progress
 @click.argument("tuned", metavar="TUNED", required=False, type=click.Path(path_type=str))
 @output_option("Adapter directory to write.", required=True)
 @click.option(
-    "--lora-rank", "rank", type=int, default=None, help="One rank R for every matrix (clipped to its size)."
+    "--lora-rank",
+    "rank",
+    type=CheckedIntRange(min=1),
+    default=None,
+    metavar="N",
+    help="One rank R for every matrix (clipped to its size); give it or --energy.",
 )
 @click.option(
-    "--energy", type=float, default=None, help="Per-matrix rank keeping this share τ of ΔW's energy."
+    "--energy",
+    type=CheckedFloatRange(0, 1, min_open=True),
+    default=None,
+    metavar="X",
+    help="Per-matrix rank: the smallest keeping this share τ of ΔW's energy Σσ²; give it or --lora-rank.",
 )
-@click.option("--dtype", type=click.Choice(list(SAVE_DTYPES)), default="float32", show_default=True)
-@click.option("--base-model-name", default=None, help="base_model_name_or_path to record (default: BASE).")
+@click.option(
+    "--dtype",
+    type=click.Choice(list(SAVE_DTYPES)),
+    default="float32",
+    show_default=True,
+    help="dtype of the adapter's saved A and B (computed in --precision, cast when written).",
+)
+@click.option(
+    "--base-model-name",
+    default=None,
+    metavar="NAME",
+    help="base_model_name_or_path to record in adapter_config.json (default: BASE).",
+)
 @click.option(
     "--embeddings",
     is_flag=True,

@@ -42,10 +42,17 @@ from deltarank.io.progress import Progress
     type=click.IntRange(min=1),
     default=DEFAULT_TOP_K,
     show_default=True,
+    metavar="N",
     help="Top singular vectors of W' tested.",
 )
 @click.option(
-    "--epsilon", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_EPSILON, show_default=True
+    "--epsilon",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=DEFAULT_EPSILON,
+    show_default=True,
+    metavar="X",
+    help="Cosine threshold ε: a top left singular vector of W' is an intruder when its |cos| with every left "
+    "singular vector of W is below ε (the counts at ε = 0.1 … 0.9 are stored too).",
 )
 @click.option(
     "--mitigate",

@@ -38,14 +38,18 @@ def _stack(*options: Callable[[F], F]) -> Callable[[F], F]:
     return decorate
 
 
-def output_option(help_text: str, default: str | None = None, required: bool = False) -> Callable[[F], F]:
-    """`-o/--output` and `--force`: every command's output, refused when it exists unless `--force`."""
+def output_option(
+    help_text: str, default: str | None = None, required: bool = False, metavar: str = "PATH"
+) -> Callable[[F], F]:
+    """`-o/--output` and `--force`: every command's output, refused when it exists unless `--force`.
+
+    `metavar`: FILE for a result file, PATH for a directory (or a file or a directory)."""
     # No `default=None` when there is none: click 8.5 takes an explicit None for a default and then never
     # enforces `required` (`deltarank extract BASE TUNED` without -o crashed on a None path).
     output = (
-        click.option("-o", "--output", default=default, show_default=True, help=help_text)
+        click.option("-o", "--output", default=default, show_default=True, metavar=metavar, help=help_text)
         if default is not None
-        else click.option("-o", "--output", required=required, help=help_text)
+        else click.option("-o", "--output", required=required, metavar=metavar, help=help_text)
     )
     return _stack(
         output,
@@ -73,6 +77,23 @@ class DeviceType(click.ParamType):
 DEVICE = DeviceType()
 
 
+class CheckedIntRange(click.IntRange):
+    """An integer range that `-h` and the reference pages show, and that the command checks itself, with its
+    own one-line error and exit status (click's range check would print the usage too): parsing only converts.
+    tests/cli/test_help.py checks that each such option refuses a value past its bounds."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return click.INT.convert(value, param, ctx)
+
+
+class CheckedFloatRange(click.FloatRange):
+    """A float range that `-h` and the reference pages show, and that the command checks itself (see
+    `CheckedIntRange`)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return click.FLOAT.convert(value, param, ctx)
+
+
 def device_option(func: F) -> F:
     """`--device auto|cpu|cuda|cuda:N`."""
     return click.option(
@@ -95,9 +116,10 @@ def analysis_options(func: F) -> F:
         click.option(
             "--include",
             default=None,
+            metavar="REGEX",
             help="Regex of tensor names to analyse instead of the default selection.",
         ),
-        click.option("--exclude", default=None, help="Regex of tensor names to leave out."),
+        click.option("--exclude", default=None, metavar="REGEX", help="Regex of tensor names to leave out."),
         download_option,
         click.option(
             "--allow-different-base",
@@ -151,9 +173,9 @@ def quiet_option(func: F) -> F:
 
 def figure_option(func: F) -> F:
     """--figure PATH: also draw the command's figure (.pdf, .png or .svg)."""
-    return click.option("--figure", default=None, help="Also save the figure here (.pdf, .png or .svg).")(
-        func
-    )
+    return click.option(
+        "--figure", default=None, metavar="FILE", help="Also save the figure here (.pdf, .png or .svg)."
+    )(func)
 
 
 def check_new_file(path: str | Path, force: bool) -> Path:

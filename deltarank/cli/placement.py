@@ -37,6 +37,7 @@ SHOWN_SIGMA = 4  # relative changes of σ_1 … σ_4 in the terminal table (the 
 @click.option(
     "--sizes",
     default=None,
+    metavar="LIST",
     help="Subspace sizes k, comma-separated (e.g. 1,8,64), measured besides k = each ΔW's own r0.9 (clipped "
     "to min(m, n) per matrix).",
 )
@@ -45,6 +46,7 @@ SHOWN_SIGMA = 4  # relative changes of σ_1 … σ_4 in the terminal table (the 
     type=click.IntRange(min=1),
     default=DEFAULT_SIGMA_TOP,
     show_default=True,
+    metavar="N",
     help="W₀'s top singular values whose relative change (σ_i(W') − σ_i(W₀)) / σ_i(W₀) is recorded.",
 )
 @click.option(
@@ -52,6 +54,7 @@ SHOWN_SIGMA = 4  # relative changes of σ_1 … σ_4 in the terminal table (the 
     "formats",
     default="pdf,png",
     show_default=True,
+    metavar="LIST",
     help="Figure file formats, comma-separated: pdf, png, svg.",
 )
 @analysis_options

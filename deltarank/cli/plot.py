@@ -24,6 +24,7 @@ KIND_HELP = (
     multiple=True,
     default=("all",),
     show_default=True,
+    metavar="LIST",
     help=f"Figure(s) to draw, repeatable or comma-separated: {KIND_HELP}",
 )
 @click.option(
@@ -31,12 +32,14 @@ KIND_HELP = (
     "formats",
     default="pdf,png",
     show_default=True,
+    metavar="LIST",
     help="Comma-separated file formats: pdf, png, svg.",
 )
 @click.option(
     "--label",
     "labels",
     multiple=True,
+    metavar="LABEL",
     help="Name per result file, in order (default: from the tuned path): legends, and the file names of "
     "per-file figures. Checkpoint spectra with the same label form one run in the steps figure.",
 )
@@ -48,6 +51,7 @@ KIND_HELP = (
 @click.option(
     "--lora-rank",
     type=click.IntRange(min=1),
+    metavar="N",
     help="LoRA rank r to compare against when no LoRA result is given.",
 )
 @click.option(

@@ -9,7 +9,15 @@ from typing import Any
 import click
 
 from deltarank.analysis.results.recommendation import RESULT_FILE, RecommendationResult, summarise
-from deltarank.cli.options import analysis_options, echo, fetch_missing, output_option, quiet_option
+from deltarank.cli.options import (
+    CheckedFloatRange,
+    CheckedIntRange,
+    analysis_options,
+    echo,
+    fetch_missing,
+    output_option,
+    quiet_option,
+)
 from deltarank.cli.references import base_of_runs
 from deltarank.io.atomic import check_output_dir, refuse_overlap
 from deltarank.io.progress import Progress
@@ -25,21 +33,24 @@ from deltarank.train.lora_patterns import ADAPTER_CONFIG, write_recommendation
 )
 @click.option(
     "--energy",
-    type=float,
+    type=CheckedFloatRange(0, 1, min_open=True),
     default=None,
+    metavar="X",
     help="Each matrix's r_τ: the smallest rank whose top σ keep this share τ of ‖ΔW‖² (e.g. 0.9).",
 )
 @click.option(
     "--budget",
-    type=int,
+    type=CheckedIntRange(min=1),
     default=None,
+    metavar="N",
     help="N trainable LoRA parameters (a rank-r LoRA on an (out, in) matrix costs r·(out + in)), spent "
     "greedily on the ranks that add the most σ² per parameter.",
 )
 @click.option(
     "--budget-rank",
-    type=int,
+    type=CheckedIntRange(min=1),
     default=None,
+    metavar="N",
     help="R: the budget of a uniform rank-R LoRA on the same analysed matrices, Σ R·(out + in) (the best "
     "allocation at the cost of LoRA r = R), spent as --budget.",
 )

@@ -22,15 +22,44 @@ from deltarank.io.atomic import check_output_dir, refuse_overlap
 @click.option(
     "--resume", is_flag=True, help="Continue a stopped reproduction in OUTPUT (finished runs are kept)."
 )
-@click.option("--domain", type=click.Choice(["code", "math"]), default="code", show_default=True)
-@device_option
-@click.option("--model", default="smollm2-135m", show_default=True, help="Base model (name, GGUF or HF dir).")
 @click.option(
-    "--lora-rank", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank r (α = 2r)."
+    "--domain",
+    type=click.Choice(["code", "math"]),
+    default="code",
+    show_default=True,
+    help="Training data of both runs: builtin:code (standard-library Python functions) or builtin:math "
+    "(generated maths problems with worked solutions).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
 @click.option(
-    "--max-steps", type=click.IntRange(min=1), default=None, help="Override the schedule (smoke runs)."
+    "--model",
+    default="smollm2-135m",
+    show_default=True,
+    metavar="PATH",
+    help="Base model: smollm2-135m, gemma3-270m, a .gguf file or a Hugging Face model directory.",
+)
+@click.option(
+    "--lora-rank",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    metavar="N",
+    help="LoRA rank r (α = 2r).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Training seed of both runs (initialisation, data order, dropout).",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Optimizer steps of each run instead of the preset's schedule (smoke runs).",
 )
 @click.option(
     "--subspace/--no-subspace", default=True, show_default=True, help="Intruders and φ, full vs LoRA."

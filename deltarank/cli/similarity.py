@@ -29,6 +29,8 @@ from deltarank.analysis.tools.similarity import (
 )
 from deltarank.cli.options import (
     STDOUT,
+    CheckedFloatRange,
+    CheckedIntRange,
     analysis_options,
     check_figure_path,
     check_new_file,
@@ -57,11 +59,12 @@ USAGE = "[BASE] TUNED_A TUNED_B [TUNED ...]"
 
 @click.command()
 @click.argument("paths", metavar=USAGE, nargs=-1, type=click.Path(path_type=str))
-@output_option("Result JSON file (- for stdout).", default="similarity.json")
+@output_option("Result JSON file (- for stdout).", default="similarity.json", metavar="FILE")
 @click.option(
     "--sizes",
     default=",".join(str(t) for t in DEFAULT_TOP),
     show_default=True,
+    metavar="LIST",
     help="Subspace sizes i, j of the φ grid, comma-separated (clipped per matrix).",
 )
 @click.option("--side", type=click.Choice(SIDES), default="left", show_default=True, help="Singular vectors.")
@@ -73,26 +76,31 @@ USAGE = "[BASE] TUNED_A TUNED_B [TUNED ...]"
 )
 @click.option(
     "--merge-k",
-    type=int,
+    type=CheckedIntRange(min=1),
     default=DEFAULT_MERGE_K,
     show_default=True,
+    metavar="N",
     help="Subspace size k of the n × n overlap φ(k, k) (clipped per matrix to min(m, n) and to the vectors "
     "every ΔW has).",
 )
 @click.option(
     "--density",
-    type=float,
+    type=CheckedFloatRange(0, 1, min_open=True),
     default=DEFAULT_DENSITY,
     show_default=True,
+    metavar="X",
     help="Share of each ΔW's entries TIES's trim keeps (largest |Δw|), in (0, 1], for the sign conflicts.",
 )
 @click.option(
     "--dare-drops",
     default=",".join(f"{p:g}" for p in DEFAULT_DARE_DROPS),
     show_default=True,
+    metavar="LIST",
     help="DARE drop rates p, comma-separated, each in [0, 1).",
 )
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the DARE masks.")
+@click.option(
+    "--seed", type=int, default=DEFAULT_SEED, show_default=True, metavar="N", help="Seed of the DARE masks."
+)
 @analysis_options
 @figure_option
 @quiet_option

@@ -52,9 +52,16 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     "--thresholds",
     default=",".join(str(t) for t in DEFAULT_THRESHOLDS),
     show_default=True,
+    metavar="LIST",
     help="Energy thresholds τ, comma-separated (keys energy_<percent>).",
 )
-@click.option("--csv", "csv_path", default=None, help="Also write one CSV row per matrix (single TUNED).")
+@click.option(
+    "--csv",
+    "csv_path",
+    default=None,
+    metavar="FILE",
+    help="Also write one CSV row per matrix to this file (single TUNED).",
+)
 @click.option(
     "--solver",
     type=click.Choice(list(SOLVERS)),
@@ -66,6 +73,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     "--top-k",
     type=click.IntRange(min=1),
     default=None,
+    metavar="N",
     help="σ computed by --solver randomized (refused with the exact solvers, which compute every σ).",
 )
 @click.option(
@@ -84,6 +92,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
+    metavar="N",
     help="CPU decompositions at once (Gram solver; warned about otherwise) [one per core, at most 4]; each "
     "holds one delta.",
 )
@@ -92,6 +101,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     type=click.FloatRange(min=0.0),
     default=DEFAULT_SPARSITY_ATOL,
     show_default=True,
+    metavar="X",
     help="Absolute tolerance of the sparsity profile: the share of entries with |Δw| ≤ it (Mukherjee et al. "
     "2025 use 1e-5), beside the exact zeros and the share within half an ulp of the base weight.",
 )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from deltarank.cli.options import device_option, dry_run_option, output_option
-from deltarank.study.design.study_file import SIZES
+from deltarank.study.design.study_file import SIZES, preset_names
 
 if TYPE_CHECKING:
     from deltarank.study.design.study import Study
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 @click.option(
     "--preset",
     default=None,
-    help="A shipped study instead of STUDY_FILE: quick, biderman, belle, sweep, replay or recommend.",
+    metavar="NAME",
+    help=f"A shipped study instead of STUDY_FILE: {', '.join(preset_names())}.",
 )
 @click.option(
     "--size",
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
+    metavar="N",
     help="Runs side by side (local processes).",
 )
 @click.option(
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     "--address",
     default="local",
     show_default=True,
+    metavar="ADDRESS",
     help="Ray cluster: host:port, auto (a running cluster) or local (start one here).",
 )
 @device_option

