@@ -32,11 +32,11 @@ def compare(
 
     \b
     spectrum    median energy_90 (r0.9) and noise-floor rank per run, and the ratio of each
-                run's r0.9 to the first run's (or to --lora-rank R); `n` is min(rows, cols),
+                run's r0.9 to the first run's (or to --lora-rank R); `width` is min(rows, cols),
                 `gauss_e90` the r0.9 of a Gaussian matrix of the same shape; the medians of the
                 sparsity profile per run: shares of entries exactly unchanged (`zero`), within
                 the run's --sparsity-atol (`atol`), within half an ulp of the base weight
-                (`ulp/2`), and numerical rank ÷ min(rows, cols) (`rank/n`)
+                (`ulp/2`), and numerical rank ÷ min(rows, cols) (`rank/width`)
     intruders   intruders at each run's ε (sum over the layers) and the most in one matrix
     similarity  mean φ(i, i) over the layers per file, for i = 1, 4, 16, 64 where stored
     extract     median rank written and mean retained energy per run (an adapter directory
@@ -48,7 +48,8 @@ def compare(
     recommend   per run the recommended rank range, the LoRA parameters it costs and the
                 share of Σ‖ΔW‖² it keeps (an output directory of recommend works too)
 
-    The row `all` takes every matrix.
+    The column `matrices` of the other families counts the row's matrices. The row `all` takes every
+    matrix.
     """
     from deltarank.analysis.results import (
         ExtractResult,

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from deltarank.analysis.results.columns import MATRICES
 from deltarank.analysis.tools.extract import SAVE_DTYPES, ExtractResult, check_target
 from deltarank.cli.options import (
     CheckedFloatRange,
@@ -131,7 +132,7 @@ def extract(
 
 def format_table(result: ExtractResult) -> str:
     """Per module type: matrices, rank range and mean retained energy."""
-    header = f"{'module':<14}{'n':>4}{'rank':>11}{'energy kept':>13}"
+    header = f"{'module':<14}{MATRICES:>9}{'rank':>11}{'energy kept':>13}"
     lines = [header, "-" * len(header)]
     energy = result.module_energy()
     groups: dict[str, list[int]] = {}
@@ -139,6 +140,6 @@ def format_table(result: ExtractResult) -> str:
         groups.setdefault(m.module, []).append(m.rank)
     for module, ranks in groups.items():
         span = f"{min(ranks)}" if min(ranks) == max(ranks) else f"{min(ranks)}-{max(ranks)}"
-        lines.append(f"{module:<14}{len(ranks):>4}{span:>11}{energy[module]:>13.3f}")
+        lines.append(f"{module:<14}{len(ranks):>9}{span:>11}{energy[module]:>13.3f}")
     lines.append(f"{len(result.matrices)} matrices, {len(result.skipped)} skipped")
     return "\n".join(lines)

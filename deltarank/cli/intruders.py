@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from deltarank.analysis.results.columns import MATRICES
 from deltarank.analysis.tools.intruders import DEFAULT_EPSILON, DEFAULT_TOP_K, IntruderResult
 from deltarank.analysis.tools.mitigate import DEFAULT_LAMBDA
 from deltarank.cli.options import (
@@ -181,13 +182,13 @@ def mitigate(
 
 def format_table(result: IntruderResult) -> str:
     """Per module type: matrices, intruders at ε (total and max per matrix)."""
-    header = f"{'module':<14}{'n':>4}{'intruders':>11}{'max':>6}"
+    header = f"{'module':<14}{MATRICES:>9}{'intruders':>11}{'max':>6}"
     lines = [header, "-" * len(header)]
     groups: dict[str, list[int]] = {}
     for m in result.matrices:
         groups.setdefault(m.module, []).append(m.count)
     for module, counts in groups.items():
-        lines.append(f"{module:<14}{len(counts):>4}{sum(counts):>11}{max(counts):>6}")
+        lines.append(f"{module:<14}{len(counts):>9}{sum(counts):>11}{max(counts):>6}")
     sweep = ", ".join(f"{e:g}: {result.total(e)}" for e in result.epsilons)
     lines.append(f"{result.total()} intruders among the top {result.top_k} at ε = {result.epsilon:g}")
     lines.append(f"total by ε: {sweep}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from deltarank.analysis.results.columns import MATRICES
 from deltarank.analysis.results.placement import MATCHED_KEY, RESULT_FILE, SIDES, PlacementResult
 from deltarank.analysis.tools.placement import DEFAULT_SIGMA_TOP, check_sizes
 from deltarank.cli.options import (
@@ -149,9 +150,9 @@ def format_table(result: PlacementResult) -> str:
 
 
 def _size_table(result: PlacementResult, key: str) -> str:
-    """One subspace size: module, n, median k, then top/bottom share (chance) per side and mean cos² (chance)."""
+    """One subspace size: module, matrices, median k, then top/bottom share (chance) per side and mean cos² (chance)."""
     title = "k = r0.9 of ΔW" if key == MATCHED_KEY else f"k = {key.removeprefix('k')} (clipped to min(m, n))"
-    header = f"{'module':<12}{'n':>4}{'k':>7}"
+    header = f"{'module':<12}{MATRICES:>9}{'k':>7}"
     header += "".join(f"{name:>15}" for name in ("top-k L", "bottom-k L", "top-k R", "bottom-k R"))
     header += "".join(f"{name:>15}" for name in ("cos² L", "cos² R"))
     lines = [title, header, "-" * len(header)]
@@ -168,7 +169,7 @@ def _size_table(result: PlacementResult, key: str) -> str:
         cells += [_share(row, f"{side}_mean_cos2", f"{side}_chance") for side in SIDES]
         k_text = "-" if k is None else f"{k:g}"
         lines.append(
-            f"{module.module:<12}{module.matrices:>4}{k_text:>7}" + "".join(f"{c:>15}" for c in cells)
+            f"{module.module:<12}{module.matrices:>9}{k_text:>7}" + "".join(f"{c:>15}" for c in cells)
         )
     return "\n".join(lines)
 
@@ -184,7 +185,7 @@ def _share(row: dict[str, dict[str, float]], name: str, chance: str) -> str:
 def _sigma_table(result: PlacementResult) -> str:
     """Median relative change of W₀'s top σ per module type, in percent."""
     shown = min(SHOWN_SIGMA, result.sigma_top)
-    header = f"{'module':<12}{'n':>4}" + "".join(f"{f'Δσ{i + 1}/σ{i + 1}':>11}" for i in range(shown))
+    header = f"{'module':<12}{MATRICES:>9}" + "".join(f"{f'Δσ{i + 1}/σ{i + 1}':>11}" for i in range(shown))
     lines = ["relative change of W₀'s top singular values, (σ_i(W') − σ_i(W₀)) / σ_i(W₀)", header]
     lines.append("-" * len(header))
     for module in result.modules:
@@ -192,5 +193,5 @@ def _sigma_table(result: PlacementResult) -> str:
         for i in range(shown):
             stats = module.sigma_change[i] if i < len(module.sigma_change) else None
             cells.append("-" if stats is None else f"{stats['median']:+.2%}")
-        lines.append(f"{module.module:<12}{module.matrices:>4}" + "".join(f"{c:>11}" for c in cells))
+        lines.append(f"{module.module:<12}{module.matrices:>9}" + "".join(f"{c:>11}" for c in cells))
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from deltarank.analysis.results.columns import MATRICES
 from deltarank.analysis.results.recommendation import RESULT_FILE, RecommendationResult, summarise
 from deltarank.cli.options import (
     CheckedFloatRange,
@@ -124,12 +125,12 @@ def recommend(
 
 def format_table(result: RecommendationResult) -> str:
     """Per module type: matrices, rank range, parameters and the share of their Σ‖ΔW‖² kept; then the totals."""
-    header = f"{'module':<14}{'n':>4}{'rank':>10}{'parameters':>14}{'energy kept':>13}"
+    header = f"{'module':<14}{MATRICES:>9}{'rank':>10}{'parameters':>14}{'energy kept':>13}"
     lines = [header, "-" * len(header)]
     for module, items in result.by_module().items():
         span, params, kept = summarise(items)
         kept_text = "-" if kept is None else f"{kept:.3f}"
-        lines.append(f"{module:<14}{len(items):>4}{span:>10}{params:>14,}{kept_text:>13}")
+        lines.append(f"{module:<14}{len(items):>9}{span:>10}{params:>14,}{kept_text:>13}")
     policy = f"τ = {result.energy:g}" if result.policy == "energy" else f"budget {result.budget:,}"
     if result.budget_rank is not None:
         policy += f", uniform r = {result.budget_rank}'s"

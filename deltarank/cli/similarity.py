@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
+from deltarank.analysis.results.columns import MATRICES
 from deltarank.analysis.results.merge import MergeGeometry
 from deltarank.analysis.tools.merge import (
     DEFAULT_DARE_DROPS,
@@ -209,14 +210,14 @@ def merge_memory(
 
 
 def format_table(result: SimilarityResult) -> str:
-    """Per module type: mean φ(i, i) over layers for a few sizes i."""
+    """Per module type: matrices and mean φ(i, i) over layers for a few sizes i."""
     sizes = [i for i in TABLE_SIZES if result.module_means(i)]
-    header = f"{'module':<14}{'n':>4}" + "".join(f"{f'φ({i},{i})':>11}" for i in sizes)
+    header = f"{'module':<14}{MATRICES:>9}" + "".join(f"{f'φ({i},{i})':>11}" for i in sizes)
     lines = [header, "-" * len(header)]
     means = {i: result.module_means(i) for i in sizes}
     for module, items in result.by_module().items():
         cells = "".join(f"{means[i][module]:>11.3f}" if module in means[i] else f"{'-':>11}" for i in sizes)
-        lines.append(f"{module:<14}{len(items):>4}{cells}")
+        lines.append(f"{module:<14}{len(items):>9}{cells}")
     lines.append(f"{len(result.matrices)} matrices; {result.side} singular vectors; means over layers")
     return "\n".join(lines)
 
@@ -265,7 +266,7 @@ def format_merge_table(merge: MergeGeometry) -> str:
     """Per module type, medians over its matrices: the mean over pairs of the overlap φ(k, k) and of the sign
     conflict, the n-way conflict, and per drop rate the mean over deltas of DARE's error and the merged one."""
     drops = [f"{p:g}" for p in merge.dare_drops]
-    header = f"{'module':<14}{'n':>4}{'k':>5}{'overlap':>9}{'conflict':>10}{'n-way':>8}"
+    header = f"{'module':<14}{MATRICES:>9}{'k':>5}{'overlap':>9}{'conflict':>10}{'n-way':>8}"
     header += "".join(f"{f'DARE {p}':>10}{f'sum {p}':>10}" for p in drops)
     lines = [header, "-" * len(header)]
     for module in merge.modules:
@@ -273,7 +274,7 @@ def format_merge_table(merge: MergeGeometry) -> str:
         cells.append(_cell(module.sign_conflict_nway, 8))
         for row, summed in zip(module.dare_error, module.dare_merged_error, strict=True):
             cells += [_cell(present_mean(row), 10), _cell(summed, 10)]
-        lines.append(f"{module.module:<14}{module.matrices:>4}{module.k:>5g}" + "".join(cells))
+        lines.append(f"{module.module:<14}{module.matrices:>9}{module.k:>5g}" + "".join(cells))
     lines.append(
         f"{len(merge.tuned)} deltas; medians over layers; overlap φ(k, k) and conflict (TIES trim at density "
         f"{merge.density:g}) are means over pairs; DARE: mean relative error per delta (E of its square "

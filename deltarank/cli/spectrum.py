@@ -13,6 +13,7 @@ from deltarank.analysis.engine.options import DEFAULT_THRESHOLDS, SpectrumOption
 from deltarank.analysis.engine.run import spectrum_many
 from deltarank.analysis.maths.sparsity import DEFAULT_SPARSITY_ATOL
 from deltarank.analysis.maths.svd import SOLVERS
+from deltarank.analysis.results.columns import GAUSS_E90, MATRICES, WIDTH
 from deltarank.analysis.results.medians import median
 from deltarank.analysis.results.spectrum import SpectrumResult, output_paths
 from deltarank.cli.options import (
@@ -239,15 +240,15 @@ def write_results(results: list[SpectrumResult], outputs: list[Path], csv_path: 
 
 
 def format_table(result: SpectrumResult) -> str:
-    """Per module type: count, median energy_90, median noise_floor, the Gaussian reference and dim."""
-    header = f"{'module':<14}{'n':>4}{'energy_90':>11}{'noise_floor':>13}{'random_90':>11}{'dim':>7}"
+    """Per module type: matrices, median energy_90, median noise_floor, the Gaussian r₀.₉ and the width."""
+    header = f"{'module':<14}{MATRICES:>9}{'energy_90':>11}{'noise_floor':>13}{GAUSS_E90:>11}{WIDTH:>7}"
     lines = [header, "-" * len(header)]
     for module, items in result.by_module().items():
         e90 = _cell(median(m.ranks.get("energy_90") for m in items))
         floor = _cell(median(m.ranks.get("noise_floor") for m in items))
-        random90 = _cell(median(m.random_energy_90 for m in items))
-        dim = min(items[0].shape)
-        lines.append(f"{module:<14}{len(items):>4}{e90:>11}{floor:>13}{random90:>11}{dim:>7}")
+        gauss = _cell(median(m.random_energy_90 for m in items))
+        width = min(items[0].shape)
+        lines.append(f"{module:<14}{len(items):>9}{e90:>11}{floor:>13}{gauss:>11}{width:>7}")
     lines.append(
         f"{len(result.matrices)} matrices on {result.device} ({result.precision}); medians over layers"
     )

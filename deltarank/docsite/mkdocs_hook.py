@@ -4,7 +4,9 @@ Nothing is written into the docs folder. `on_config` expands two nav entries (`c
 per subcommand, `results.md` into the benchmark and study reports); `on_files` adds the generated reference
 pages (`deltarank.docsite.pages`) and the reports under `benchmarks/results/`, served from where they are, at
 their paths in the repository (so their relative links, e.g. to images, keep working; an image they link to
-is added the same way).
+is added the same way). The site thus mirrors the repository with docs/ at its top: a hand-written page links a
+repository file by its repository path (`figures/headline.png`, `benchmarks/results/methods.md`), and the files
+other than pages that it links to are added the same way.
 
 The format list is `deltarank.io.file_formats.FORMATS`, the one `tests/test_file_formats.py` holds the package to.
 """
@@ -76,16 +78,22 @@ def on_files(files: Files, *, config: MkDocsConfig) -> Files:
     files.append(File.generated(config, RESULTS_PAGE, content=results_page(root, listed)))
     for report in listed:
         files.append(File.generated(config, report.as_posix(), abs_src_path=str(root / report)))
-    for target in sorted({t for report in listed for t in linked_files(root, report)}):
+    docs = Path(str(config.docs_dir))
+    pages = [(page.relative_to(docs), page) for page in sorted(docs.rglob("*.md"))]
+    linked = {t for report in listed for t in linked_files(root, report)}
+    linked |= {t for site_path, page in pages for t in linked_files(root, site_path, page)}
+    for target in sorted(linked):
         if files.get_file_from_path(target.as_posix()) is None:
             files.append(File.generated(config, target.as_posix(), abs_src_path=str(root / target)))
     return files
 
 
-def linked_files(root: Path, report: Path) -> list[Path]:
-    """The files other than Markdown pages that a report links to, inside the repository, relative to it."""
+def linked_files(root: Path, report: Path, source: Path | None = None) -> list[Path]:
+    """The files other than Markdown pages that a page served at `report` (its path in the site, which mirrors
+    the repository) links to, inside the repository, relative to it; `source`: where its text is read, if not
+    at that path in the repository (a hand-written page of docs/)."""
     found = []
-    for target in LINK.findall((root / report).read_text(encoding="utf-8")):
+    for target in LINK.findall((source or root / report).read_text(encoding="utf-8")):
         path = (root / report.parent / target).resolve()
         if path.suffix != ".md" and path.is_file() and path.is_relative_to(root):
             found.append(path.relative_to(root))
@@ -96,7 +104,7 @@ def results_page(root: Path, listed: list[Path]) -> str:
     """The results index: each report with its title, linked where it is served."""
     rows = "\n".join(f"- [{report_title(root / p)}]({p.as_posix()}) (`{p.as_posix()}`)" for p in listed)
     return (
-        "# Results and benchmarks\n\nThe measurements behind the README's numbers, as the benchmark scripts "
+        "# Results and benchmarks\n\nThe measurements behind the numbers of these pages and the README, as the benchmark scripts "
         "wrote them (`benchmarks/results/`, shown here unchanged; `make bench` and the scripts named in each "
         "report regenerate them), and the reports of the reference studies.\n\n" + rows + "\n"
     )

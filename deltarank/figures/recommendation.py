@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from deltarank.analysis.results.columns import MATRICES
 from deltarank.analysis.results.recommendation import (
     MatrixRecommendation,
     RecommendationResult,
@@ -112,7 +113,7 @@ def _title(result: RecommendationResult) -> str:
 def recommendation_table(
     results: Sequence[RecommendationResult], labels: Sequence[str] | None = None
 ) -> CompareTable:
-    """Per module type: matrices `n`, and per run the rank range chosen (`<label> rank`), the LoRA parameters
+    """Per module type: `matrices`, and per run the rank range chosen (`<label> rank`), the LoRA parameters
     they cost (`<label> params`) and the share of the group's Σ‖ΔW‖_F² they keep (`<label> energy`). The row
     `all` takes every matrix: the adapter's total parameters and the share kept overall.
 
@@ -123,7 +124,7 @@ def recommendation_table(
     for result in results:
         if not result.matrices:
             raise DeltarankError(f"{result.tuned}: the result holds no matrices")
-    columns = ["module", "n"]
+    columns = ["module", MATRICES]
     decimals: list[int | None] = [None, None]
     for name in names:
         columns += [f"{name} rank", f"{name} params", f"{name} energy"]

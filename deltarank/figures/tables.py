@@ -1,7 +1,10 @@
 """The comparison tables of `deltarank compare`, one per result family: per module type, a few numbers per run.
 
 Spectrum: median ranks and their ratios; intruders: intruder counts; similarity: mean φ(i, i); extract: rank and
-retained energy; placement: shares of ΔW in W₀'s top-k and bottom-k directions beside chance. Each table prints aligned for a terminal and writes CSV with the raw numbers.
+retained energy; placement: shares of ΔW in W₀'s top-k and bottom-k directions beside chance. Each table prints
+aligned for a terminal and writes CSV with the raw numbers. The second column of every table but the
+spectrum one counts the row's matrices (`matrices`); the spectrum table names the width min(m, n) `width` and
+the Gaussian reference `gauss_e90` (`results.columns`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from deltarank.analysis.results import (
     SimilarityResult,
     SpectrumResult,
 )
+from deltarank.analysis.results.columns import GAUSS_E90, MATRICES, WIDTH
 from deltarank.analysis.results.medians import median
 from deltarank.analysis.results.placement import MATCHED_KEY
 from deltarank.analysis.results.sparsity import MEASURES
@@ -30,8 +34,10 @@ ALL_ROW = "all"
 PHI_SIZES = (1, 4, 16, 64)  # the subspace sizes i of the similarity table's φ(i, i)
 FINE = 3  # decimals of shares (φ, retained energy, sparsity)
 # The sparsity profile's measures -> column suffix: the shares of entries exactly unchanged, within the run's
-# atol, within half an ulp of the base weight, and the numerical rank ÷ min(m, n).
-SPARSITY_COLUMNS: dict[str, str] = dict(zip(MEASURES, ("zero", "atol", "ulp/2", "rank/n"), strict=True))
+# atol, within half an ulp of the base weight, and the numerical rank ÷ the width min(m, n).
+SPARSITY_COLUMNS: dict[str, str] = dict(
+    zip(MEASURES, ("zero", "atol", "ulp/2", f"rank/{WIDTH}"), strict=True)
+)
 # The placement table's columns per run at k = r₀.₉ of ΔW: (side, measure) -> column suffix.
 PLACEMENT_COLUMNS: dict[tuple[str, str], str] = {
     ("left", "top"): "top L",
@@ -103,8 +109,9 @@ def compare_table(
     *,
     lora_rank: int | None = None,
 ) -> CompareTable:
-    """Per module type: n, Gaussian r₀.₉, and per run the median r₀.₉ and noise-floor rank; per run the medians
-    of the sparsity profile when a result has one (`<label> zero`, `atol`, `ulp/2`, `rank/n`); then ratios.
+    """Per module type: the width min(m, n) (`width`), the Gaussian r₀.₉ (`gauss_e90`), and per run the median
+    r₀.₉ and noise-floor rank; per run the medians of the sparsity profile when a result has one (`<label> zero`,
+    `atol`, `ulp/2`, `rank/width`); then ratios.
 
     Ratios are median r₀.₉ of each run divided by the first run's (`<label>/<first>`), or by the LoRA rank
     when `lora_rank` is given (`<label>/r`). The last row, `all`, takes the medians over every matrix.
@@ -119,7 +126,7 @@ def compare_table(
         if not run.result.matrices:
             raise DeltarankError(f"{run.result.tuned}: the result holds no matrices")
     names = display_labels(runs)
-    columns = ["module", "n", "gauss_e90"]
+    columns = ["module", WIDTH, GAUSS_E90]
     for name in names:
         columns += [f"{name} e90", f"{name} noise"]
     profiled = any(m.sparsity is not None for r in runs for m in r.result.matrices)
@@ -169,7 +176,7 @@ def _modules(
 
 def _row_groups(results: Sequence[Any], module: str) -> tuple[list[list[Any]], int | None]:
     """Per result, its matrices of one row (a module type, or every matrix for `all`), and the row's matrix
-    count `n` when every result that has the module agrees on it (else None)."""
+    count (`matrices`) when every result that has the module agrees on it (else None)."""
     groups = [[m for m in r.matrices if module in (ALL_ROW, m.module)] for r in results]
     counts = {len(g) for g in groups if g}
     return groups, counts.pop() if len(counts) == 1 else None
@@ -184,7 +191,7 @@ def _check_matrices(
 
 
 def intruder_table(results: Sequence[IntruderResult], labels: Sequence[str] | None = None) -> CompareTable:
-    """Per module type: matrices `n`, and per run the intruders at the run's ε (`<label> ε=<ε>`: the sum over the
+    """Per module type: `matrices`, and per run the intruders at the run's ε (`<label> ε=<ε>`: the sum over the
     layers) and the most in one matrix (`<label> max`). The row `all` sums every matrix.
 
     Raises:
@@ -192,7 +199,7 @@ def intruder_table(results: Sequence[IntruderResult], labels: Sequence[str] | No
     """
     names = result_labels(results, labels)
     _check_matrices(results)
-    columns = ["module", "n"]
+    columns = ["module", MATRICES]
     for name, result in zip(names, results, strict=True):
         columns += [f"{name} ε={result.epsilon:g}", f"{name} max"]
     rows: list[tuple[Cell, ...]] = []
@@ -209,7 +216,7 @@ def intruder_table(results: Sequence[IntruderResult], labels: Sequence[str] | No
 def similarity_table(
     results: Sequence[SimilarityResult], labels: Sequence[str] | None = None, sizes: Sequence[int] = PHI_SIZES
 ) -> CompareTable:
-    """Per module type: matrices `n`, and per file the mean φ(i, i) over its layers for the sizes i in `sizes`
+    """Per module type: `matrices`, and per file the mean φ(i, i) over its layers for the sizes i in `sizes`
     that some file stores (`<label> φ(i,i)`). The row `all` averages over every matrix.
 
     Raises:
@@ -222,7 +229,7 @@ def similarity_table(
         raise DeltarankError(
             f"no similarity result stores φ(i, i) for i in {', '.join(map(str, sizes))} (stored: {stored})"
         )
-    columns = ["module", "n"] + [f"{name} φ({i},{i})" for name in names for i in shown]
+    columns = ["module", MATRICES] + [f"{name} φ({i},{i})" for name in names for i in shown]
     rows: list[tuple[Cell, ...]] = []
     for module in _modules(results):
         groups, count = _row_groups(results, module)
@@ -238,7 +245,7 @@ def similarity_table(
 
 
 def extract_table(results: Sequence[ExtractResult], labels: Sequence[str] | None = None) -> CompareTable:
-    """Per module type: matrices `n`, and per run the median rank written (`<label> rank`) and the mean
+    """Per module type: `matrices`, and per run the median rank written (`<label> rank`) and the mean
     retained energy Σ_{i≤k} σ_i² / Σ σ_i² (`<label> energy`). The row `all` takes every matrix.
 
     Raises:
@@ -246,7 +253,7 @@ def extract_table(results: Sequence[ExtractResult], labels: Sequence[str] | None
     """
     names = result_labels(results, labels)
     _check_matrices(results)
-    columns = ["module", "n"]
+    columns = ["module", MATRICES]
     decimals: list[int | None] = [None, None]
     for name in names:
         columns += [f"{name} rank", f"{name} energy"]
@@ -266,7 +273,7 @@ def extract_table(results: Sequence[ExtractResult], labels: Sequence[str] | None
 
 
 def placement_table(results: Sequence[PlacementResult], labels: Sequence[str] | None = None) -> CompareTable:
-    """Per module type: matrices `n`, and per run the medians over its layers, at k = each ΔW's r₀.₉, of the
+    """Per module type: `matrices`, and per run the medians over its layers, at k = each ΔW's r₀.₉, of the
     shares of ‖ΔW‖² in W₀'s top-k and bottom-k left and right directions, their chance k/m and k/n, the mean
     cos² of the left principal angles and the relative change of σ₁ (`<label> Δσ1`). The row `all` takes every
     matrix.
@@ -276,7 +283,7 @@ def placement_table(results: Sequence[PlacementResult], labels: Sequence[str] | 
     """
     names = result_labels(results, labels)
     _check_matrices(results)
-    columns = ["module", "n"]
+    columns = ["module", MATRICES]
     for name in names:
         columns += [f"{name} {suffix}" for suffix in PLACEMENT_COLUMNS.values()] + [f"{name} Δσ1"]
     rows: list[tuple[Cell, ...]] = []

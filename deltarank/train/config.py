@@ -23,7 +23,7 @@ from deltarank.io.training_methods import REGISTRY
 from deltarank.train.builtin_data import DATASETS, PREFIX, TRAIN_ONLY
 from deltarank.train.config_validation import PROMPT_METHODS, validate_config
 
-# Learning rates used when none is given (README, "Training methods"; each method's reason in the registry).
+# Learning rates used when none is given (docs/training.md, "Training methods"; each method's reason in the registry).
 DEFAULT_LR = {m.name: m.default_lr for m in REGISTRY.values()}
 # What --data takes, for its help: the JSONL record shapes of `formats.detect_format` and the built-in sets.
 DATA_FORMS = (
@@ -85,7 +85,11 @@ class TrainConfig:
     )
     lr: float | None = field(
         default=None,
-        metadata={"help": "Peak learning rate (default per method: full 2e-5, lora 2e-4, ...; see README)."},
+        metadata={
+            "help": "Peak learning rate (default per method: "
+            + ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LR.items())
+            + ")."
+        },
     )
     batch_size: int = field(default=4, metadata={"help": "Sequences per device per micro-batch."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches accumulated per optimizer step."})

@@ -108,7 +108,7 @@ def test_json_round_trip_and_summaries(tiny_model_dir: Path, tmp_path: Path) -> 
     path = tmp_path / "sim.json"
     result.to_json(path)
     again = SimilarityResult.from_json(path)
-    assert again == result and again.to_dict()["schema"] == "deltarank.similarity/1"
+    assert again == result and again.to_dict()["schema"] == "deltarank.similarity/2"
     rows, cols, grid = result.module_grid("q_proj")
     assert (rows, cols, grid.shape) == ((1, 2, 4), (1, 2), (3, 2))
     means = result.module_means(2)

@@ -86,7 +86,7 @@ def test_compare_intruder_counts_per_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["compare", str(full), str(lora), "-o", str(out)])
     assert result.exit_code == 0, result.output
     header = result.output.splitlines()[0].split()
-    assert header == ["module", "n", "full", "ε=0.5", "full", "max", "lora", "ε=0.5", "lora", "max"]
+    assert header == ["module", "matrices", "full", "ε=0.5", "full", "max", "lora", "ε=0.5", "lora", "max"]
     assert _rows(result.output) == [
         ["q_proj", "3", "3", "2", "6", "3"],  # full 0 + 1 + 2, at most 2; lora 1 + 2 + 3, at most 3
         ["down_proj", "3", "3", "2", "6", "3"],
@@ -94,7 +94,7 @@ def test_compare_intruder_counts_per_run(tmp_path: Path) -> None:
         ["all", "9", "9", "2", "18", "3"],
     ]
     rows = list(csv.DictReader(out.open()))
-    assert rows[-1] == {"module": "all", "n": "9", "full ε=0.5": "9", "full max": "2", "lora ε=0.5": "18",
+    assert rows[-1] == {"module": "all", "matrices": "9", "full ε=0.5": "9", "full max": "2", "lora ε=0.5": "18",
                         "lora max": "3"}  # fmt: skip
 
 
@@ -104,7 +104,7 @@ def test_compare_similarity_mean_phi(tmp_path: Path) -> None:
     similarity_result().to_json(path)
     result = CliRunner().invoke(main, ["compare", str(path), "--label", "L/F"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0].split() == ["module", "n", "L/F", "φ(1,1)", "L/F", "φ(4,4)"]
+    assert result.output.splitlines()[0].split() == ["module", "matrices", "L/F", "φ(1,1)", "L/F", "φ(4,4)"]
     assert _rows(result.output) == [
         ["q_proj", "3", "0.200", "0.200"],
         ["down_proj", "3", "0.200", "0.200"],
@@ -132,7 +132,7 @@ def test_compare_extract_rank_and_energy(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(main, ["compare", str(first), str(adapter)])  # the adapter directory is read
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0].split() == ["module", "n", "full", "rank", "full", "energy", "dora",
+    assert result.output.splitlines()[0].split() == ["module", "matrices", "full", "rank", "full", "energy", "dora",
                                                      "rank", "dora", "energy"]  # fmt: skip
     assert _rows(result.output) == [
         ["q_proj", "3", "4", "0.900", "8", "0.750"],  # median ranks
@@ -148,7 +148,7 @@ def test_compare_unknown_or_mixed_results_are_one_error_line(tmp_path: Path) -> 
     odd.write_text('{"schema": "deltarank.reproduce/1"}')
     cases = [
         ([odd], "schema 'deltarank.reproduce/1'); known schemas: deltarank.spectrum/1, deltarank.intruders/1, "
-                "deltarank.similarity/1, deltarank.extract/1, deltarank.placement/1, "
+                "deltarank.similarity/2, deltarank.extract/1, deltarank.placement/1, "
                 "deltarank.recommendation/1"),
         ([full, intruders], "compare reads one result family at a time; got deltarank.spectrum/1 and "
                             "deltarank.intruders/1 files"),

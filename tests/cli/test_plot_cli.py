@@ -151,7 +151,7 @@ def test_plot_a_kind_without_its_family_is_one_line(tmp_path: Path) -> None:
     full, _, _ = _write(tmp_path)
     sub = _write_subspace(tmp_path)
     cases = [
-        ([full], "similarity", "figure 'similarity' needs a deltarank.similarity/1 result file"),
+        ([full], "similarity", "figure 'similarity' needs a deltarank.similarity/2 result file"),
         ([sub["sim"]], "intruders", "figure 'intruders' needs a deltarank.intruders/1 result file"),
         ([sub["i_full"]], "energy", "figure 'energy' needs a deltarank.extract/1 result file"),
         ([sub["x_full"]], "ranks", "figure 'ranks' needs a deltarank.spectrum/1 result file"),

@@ -128,7 +128,7 @@ def test_plot_and_compare_read_recommendations(models: dict[str, Path], tmp_path
     code, stdout, stderr = run("compare", outs["energy"], outs["budget"], "--label", "e", "--label", "b")
     assert code == 0, stderr
     header, _, *rows = stdout.splitlines()
-    assert header.split() == ["module", "n", "e", "rank", "e", "params", "e", "energy", "b", "rank", "b", "params",
+    assert header.split() == ["module", "matrices", "e", "rank", "e", "params", "e", "energy", "b", "rank", "b", "params",
                               "b", "energy"]  # fmt: skip
     all_row = next(row.split() for row in rows if row.startswith("all"))
     assert all_row[1] == "14" and all_row[6] == str(budget.trainable_parameters)

@@ -17,9 +17,10 @@ from deltarank.analysis.tools.merge import mask_entropy
 from deltarank.cli import main
 from tests.conftest import build_tiny_llama, take_sgd_steps
 
-# The fields a two-delta similarity.json held before the merge geometry: other tools read them.
+# The fields a two-delta similarity.json held before the merge geometry: other tools read them (`top` is
+# `sizes` since deltarank.similarity/2, as the option --sizes names it).
 OLD_FILE_KEYS = {
-    "schema", "deltarank_version", "base", "tuned_a", "tuned_b", "side", "top", "device", "precision",
+    "schema", "deltarank_version", "base", "tuned_a", "tuned_b", "side", "sizes", "device", "precision",
     "matrices", "skipped",
 }  # fmt: skip
 OLD_MATRIX_KEYS = {
@@ -58,7 +59,7 @@ def test_three_deltas_against_direct_definitions(
     code, stdout, stderr = run(*args, "--merge-k", "4", "--figure", fig)
     assert code == 0, stderr
     raw = json.loads(out.read_text())
-    assert set(raw) == OLD_FILE_KEYS | {"merge"} and raw["schema"] == "deltarank.similarity/1"
+    assert set(raw) == OLD_FILE_KEYS | {"merge"} and raw["schema"] == "deltarank.similarity/2"
     result = SimilarityResult.from_json(out)
     merge = result.merge
     assert (

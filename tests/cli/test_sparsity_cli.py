@@ -52,7 +52,9 @@ def test_spectrum_writes_the_profile_and_compare_shows_it(
         "rank_fraction": numerical / 16,
     }
     table = _invoke("compare", loose, tight, "--label", "loose", "--label", "tight").output.splitlines()
-    columns = [f"{label} {c}" for label in ("loose", "tight") for c in ("zero", "atol", "ulp/2", "rank/n")]
+    columns = [
+        f"{label} {c}" for label in ("loose", "tight") for c in ("zero", "atol", "ulp/2", "rank/width")
+    ]
     assert " ".join(table[0].split()).endswith(" ".join(columns) + " tight/loose")
     row = table[2].split()
     rank = f"{numerical / 16:.3f}"

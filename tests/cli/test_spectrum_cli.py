@@ -122,8 +122,8 @@ def test_json_schema_fields_and_planted_values(ckpts: dict[str, Path], tmp_path:
 
 def _table(stdout: str) -> dict[str, list[str]]:
     lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["module", "n"])
-    assert lines[start].split() == ["module", "n", "energy_90", "noise_floor", "random_90", "dim"]
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["module", "matrices"])
+    assert lines[start].split() == ["module", "matrices", "energy_90", "noise_floor", "gauss_e90", "width"]
     rows = {}
     for line in lines[start + 2 :]:
         if line.startswith(tuple("0123456789")):  # the "14 matrices on cpu" footer
@@ -141,12 +141,12 @@ def test_terminal_table_shows_module_medians(ckpts: dict[str, Path], tmp_path: P
     for matrix in _matrices(out).values():
         by_module.setdefault(matrix["module"], []).append(matrix)
     for module, items in by_module.items():
-        n, e90, floor, random90, dim = rows[module]
-        assert int(n) == len(items) == 2
+        count, e90, floor, gauss, width = rows[module]
+        assert int(count) == len(items) == 2
         assert float(e90) == statistics.median(m["ranks"]["energy_90"] for m in items)
         assert float(floor) == statistics.median(m["ranks"]["noise_floor"] for m in items)
-        assert float(random90) == statistics.median(m["random_energy_90"] for m in items)
-        assert int(dim) == min(items[0]["shape"])
+        assert float(gauss) == statistics.median(m["random_energy_90"] for m in items)
+        assert int(width) == min(items[0]["shape"])
     # q_proj: planted rank 4 in layer 0, nothing in layer 1 -> median noise floor 2
     assert rows["q_proj"][2] == "2"
     assert "14 matrices on cpu (float32); medians over layers" in result.stdout

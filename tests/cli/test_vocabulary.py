@@ -186,7 +186,8 @@ def test_dash_writes_the_json_result_to_stdout_and_the_table_to_stderr(
     result = invoke(*COMMANDS[command](inputs, "-"))
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["schema"] == f"deltarank.{command}/1" and data["matrices"]
+    version = 2 if command == "similarity" else 1  # similarity/2: `top` became `sizes`
+    assert data["schema"] == f"deltarank.{command}/{version}" and data["matrices"]
     assert "Wrote stdout" in result.stderr
     assert not list(tmp_path.iterdir())  # nothing written to disk
 

@@ -18,6 +18,12 @@ from deltarank.analysis.maths.ranks import energy_rank
 from deltarank.analysis.maths.reference import random_energy_rank
 from deltarank.analysis.results import MatrixSpectrum, SparsityProfile, SpectrumResult
 from deltarank.analysis.results.extract import ExtractResult, MatrixExtract
+from deltarank.analysis.results.placement import (
+    MatrixPlacement,
+    PlacementResult,
+    SubspacePlacement,
+    module_placements,
+)
 from deltarank.analysis.results.similarity import MatrixSimilarity, SimilarityResult
 from deltarank.analysis.tools.intruders import EPSILON_SWEEP, IntruderResult, MatrixIntruders, count_intruders
 
@@ -263,3 +269,67 @@ def extract_result() -> ExtractResult:
             name = f"model.layers.{layer}.{module}.weight"
             matrices.append(MatrixExtract(name, layer, module, shape, "dense", 2, energy, sigma))
     return ExtractResult("base", "full", "out", None, 0.9, 2, "float32", "float32", "cpu", tuple(matrices))
+
+
+def placement_entry(
+    key: str, k: int, shape: tuple[int, int], top: float | None, bottom: float | None
+) -> SubspacePlacement:
+    """One subspace size of a planted placement record: shares `top`/`bottom` on both sides, chance k/m and k/n."""
+    return SubspacePlacement(
+        key=key,
+        k=k,
+        left_top=top,
+        left_bottom=bottom,
+        left_chance=k / shape[0],
+        right_top=top,
+        right_bottom=bottom,
+        right_chance=k / shape[1],
+        left_cosines=(1.0,) * k,
+        right_cosines=(1.0,) * k,
+        left_mean_cos2=1.0,
+        right_mean_cos2=1.0,
+    )
+
+
+def placement_record(
+    module: str, layer: int | None, shape: tuple[int, int], top: float, k: int
+) -> MatrixPlacement:
+    """A planted placement record: top share `top` at k = r₀.₉ and 0.5 at k = 2."""
+    return MatrixPlacement(
+        name=f"model.layers.{layer}.{module}.weight" if layer is not None else f"{module}.weight",
+        layer=layer,
+        module=module,
+        shape=shape,
+        kind="dense",
+        base_dtype="F32",
+        tuned_dtype="F32",
+        delta_norm=1.0,
+        base_norm=10.0,
+        energy_90=k,
+        subspaces=(
+            placement_entry("energy_90", k, shape, top, 1 - top),
+            placement_entry("k2", 2, shape, 0.5, 0.1),
+        ),
+        base_sigma=(2.0, 1.0),
+        tuned_sigma=(2.2, 1.0),
+        sigma_change=(0.1, 0.0),
+    )
+
+
+def placement_result() -> PlacementResult:
+    """A planted placement result: 4 q_proj layers (top share 0.2·layer), 4 up_proj (0.9), an lm_head."""
+    matrices = (
+        *(placement_record("q_proj", layer, (32, 32), 0.2 * layer, k=layer + 1) for layer in range(4)),
+        *(placement_record("up_proj", layer, (64, 32), 0.9, k=4) for layer in range(4)),
+        placement_record("lm_head", None, (128, 32), 0.5, k=4),  # no layer: not drawn
+    )
+    return PlacementResult(
+        base="base",
+        tuned="runs/rl",
+        sizes=(2,),
+        sigma_top=2,
+        device="cpu",
+        precision="float32",
+        matrices=matrices,
+        modules=module_placements(matrices, 2),
+    )

@@ -5,70 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from deltarank.analysis.results.placement import (
-    MatrixPlacement,
-    PlacementResult,
-    SubspacePlacement,
-    module_placements,
-)
 from deltarank.errors import DeltarankError
 from deltarank.figures.placement import CHANCE_GID, plot_placement
-
-
-def entry(
-    key: str, k: int, shape: tuple[int, int], top: float | None, bottom: float | None
-) -> SubspacePlacement:
-    return SubspacePlacement(
-        key=key,
-        k=k,
-        left_top=top,
-        left_bottom=bottom,
-        left_chance=k / shape[0],
-        right_top=top,
-        right_bottom=bottom,
-        right_chance=k / shape[1],
-        left_cosines=(1.0,) * k,
-        right_cosines=(1.0,) * k,
-        left_mean_cos2=1.0,
-        right_mean_cos2=1.0,
-    )
-
-
-def record(module: str, layer: int | None, shape: tuple[int, int], top: float, k: int) -> MatrixPlacement:
-    return MatrixPlacement(
-        name=f"model.layers.{layer}.{module}.weight" if layer is not None else f"{module}.weight",
-        layer=layer,
-        module=module,
-        shape=shape,
-        kind="dense",
-        base_dtype="F32",
-        tuned_dtype="F32",
-        delta_norm=1.0,
-        base_norm=10.0,
-        energy_90=k,
-        subspaces=(entry("energy_90", k, shape, top, 1 - top), entry("k2", 2, shape, 0.5, 0.1)),
-        base_sigma=(2.0, 1.0),
-        tuned_sigma=(2.2, 1.0),
-        sigma_change=(0.1, 0.0),
-    )
-
-
-def result() -> PlacementResult:
-    matrices = (
-        *(record("q_proj", layer, (32, 32), 0.2 * layer, k=layer + 1) for layer in range(4)),
-        *(record("up_proj", layer, (64, 32), 0.9, k=4) for layer in range(4)),
-        record("lm_head", None, (128, 32), 0.5, k=4),  # no layer: not drawn
-    )
-    return PlacementResult(
-        base="base",
-        tuned="runs/rl",
-        sizes=(2,),
-        sigma_top=2,
-        device="cpu",
-        precision="float32",
-        matrices=matrices,
-        modules=module_placements(matrices, 2),
-    )
+from tests.figures.synthetic import placement_result as result
 
 
 def test_one_panel_per_layered_module_with_shares_and_chance() -> None:

@@ -19,7 +19,7 @@ def _results():  # type: ignore[no-untyped-def]
 def test_ratio_to_the_first_run() -> None:
     table = compare_table(list(_results()))
     assert table.columns == (
-        "module", "n", "gauss_e90", "full e90", "full noise", "lora e90", "lora noise", "lora/full",
+        "module", "width", "gauss_e90", "full e90", "full noise", "lora e90", "lora noise", "lora/full",
     )  # fmt: skip
     rows = {row[0]: row for row in table.rows}
     assert list(rows) == ["q_proj", "k_proj", "all"]
@@ -33,7 +33,7 @@ def test_ratio_to_a_lora_rank_and_text_layout() -> None:
     table = compare_table(full, lora_rank=16)
     assert table.columns[-1] == "full/r"
     text = table.to_text().splitlines()
-    assert text[0].split() == ["module", "n", "gauss_e90", "full", "e90", "full", "noise", "full/r"]
+    assert text[0].split() == ["module", "width", "gauss_e90", "full", "e90", "full", "noise", "full/r"]
     assert set(text[1]) == {"-", " "}
     assert text[2].split()[-1] == "14.0x"
     assert text[3].split()[-1] == "6.2x"
@@ -43,7 +43,7 @@ def test_ratio_to_a_lora_rank_and_text_layout() -> None:
 def test_csv_has_raw_numbers() -> None:
     table = compare_table(list(_results()))
     lines = table.to_csv().splitlines()
-    assert lines[0] == "module,n,gauss_e90,full e90,full noise,lora e90,lora noise,lora/full"
+    assert lines[0] == "module,width,gauss_e90,full e90,full noise,lora e90,lora noise,lora/full"
     assert lines[1].startswith("q_proj,256,")
     assert lines[1].endswith(",224.0,200.0,14.0,16.0,0.0625")
 
@@ -69,8 +69,8 @@ def test_sparsity_columns_when_a_result_has_a_profile() -> None:
     lora = with_sparsity(lora, lambda m: SparsityProfile(0.0, 0.0, None, 0.0625))
     table = compare_table([full, lora])
     assert table.columns == (
-        "module", "n", "gauss_e90", "full e90", "full noise", "lora e90", "lora noise",
-        "full zero", "full atol", "full ulp/2", "full rank/n", "lora zero", "lora atol", "lora ulp/2", "lora rank/n",
+        "module", "width", "gauss_e90", "full e90", "full noise", "lora e90", "lora noise",
+        "full zero", "full atol", "full ulp/2", "full rank/width", "lora zero", "lora atol", "lora ulp/2", "lora rank/width",
         "lora/full",
     )  # fmt: skip
     rows = {row[0]: row for row in table.rows}

@@ -99,7 +99,7 @@ def test_quantization_error_on_a_checkpoint_is_a_usage_error(dirs: dict[str, Pat
 def test_usage_mistakes_exit_2_in_every_command(
     dirs: dict[str, Path], tmp_path: Path, args: list[str], message: str
 ) -> None:
-    """The README's exit status 2 for a usage error, whether click or deltarank finds it (before: 1 or 3)."""
+    """Exit status 2 for a usage error (docs/cli.md), whether click or deltarank finds it (before: 1 or 3)."""
     values = {**dirs, "tmp": tmp_path}
     result = _run(*(a.format(**values) for a in args))
     assert result.exit_code == 2, result.output

@@ -1,6 +1,6 @@
 """The method registry (`deltarank.io.training_methods`) is the one place per-method facts live: the CLI's
 choices and option groups, the option-applies checks, the default learning rates, the config file's sections,
-the study's and the figures' method sets, the builders and the README's methods table all read it; the values
+the study's and the figures' method sets, the builders and the training guide's methods table all read it; the values
 it gives are exactly those the code held before it (a pure restructuring)."""
 
 from __future__ import annotations
@@ -166,8 +166,9 @@ def test_figure_labels_come_from_the_registry() -> None:
     assert display_name("adapter") == "bottleneck adapter" and display_name("my-run") == "my-run"
 
 
-def _readme_methods_table() -> list[list[str]]:
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+def _docs_methods_table() -> list[list[str]]:
+    """The methods table of the training guide (docs/training.md; it was the README's)."""
+    lines = (ROOT / "docs" / "training.md").read_text(encoding="utf-8").splitlines()
     start = lines.index("| `--method` | trains | its options [defaults] | default `--lr` |")
     rows = []
     for line in lines[start + 2 :]:
@@ -177,7 +178,7 @@ def _readme_methods_table() -> list[list[str]]:
     return rows
 
 
-def test_readme_methods_table_is_the_registry() -> None:
+def test_docs_methods_table_is_the_registry() -> None:
     """Its methods (in order), their own options and their default learning rates are the registry's."""
     import dataclasses
 
@@ -185,7 +186,7 @@ def test_readme_methods_table_is_the_registry() -> None:
     from deltarank.train.config import TrainConfig
     from deltarank.train.config_validation import options_of_method
 
-    rows = _readme_methods_table()
+    rows = _docs_methods_table()
     assert tuple(re.fullmatch(r"`(\w+)`", row[0]).group(1) for row in rows) == METHOD_NAMES  # type: ignore[union-attr]
     config = TrainConfig(model="m", data="d", method="full", output_dir="o")
     by_name = {re.fullmatch(r"`(\w+)`", row[0]).group(1): row for row in rows}  # type: ignore[union-attr]
@@ -242,9 +243,10 @@ def test_the_registry_is_the_only_list_of_methods() -> None:
     assert offenders == {}
 
 
-def test_readme_spectrum_table_has_each_methods_delta_kind_and_rank_bound() -> None:
-    """The README's table of ΔW kinds names every method's delta kind, with the registry's rank bound."""
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+def test_docs_spectrum_table_has_each_methods_delta_kind_and_rank_bound() -> None:
+    """The spectrum guide's table of ΔW kinds (docs/spectrum.md; it was the README's) names every method's delta
+    kind, with the registry's rank bound."""
+    lines = (ROOT / "docs" / "spectrum.md").read_text(encoding="utf-8").splitlines()
     start = lines.index("| method (`kind`) | ΔW from the saved tensors | how σ are computed | `rank_bound` |")
     bounds = {}
     for line in lines[start + 2 :]:

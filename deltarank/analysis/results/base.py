@@ -4,6 +4,8 @@ A result file is one JSON object whose `schema` field names its layout (`deltara
 `deltarank.intruders/1`, ...); its head is `schema` and `deltarank_version`, its tail the `skipped` tensors.
 Records go to and from JSON by their field types (tuples become lists and back, nested records recurse), so a
 family declares its fields and nothing else. Layouts are contracts other tools read: keep field names stable.
+A renamed key bumps the family's schema version, and the family keeps reading the older version: its `RENAMED`
+maps the older schema name to {old key: new key} of the top-level keys, applied on reading.
 """
 
 from __future__ import annotations
@@ -67,10 +69,13 @@ class Record:
 class ResultFile(Record, Generic[M]):
     """A whole result file: a Record with `schema`, `deltarank_version`, `matrices` and `skipped` fields.
 
-    Subclasses set `SCHEMA` (the class variable) and declare `schema: str = SCHEMA` as their last field.
+    Subclasses set `SCHEMA` (the class variable) and declare `schema: str = SCHEMA` as their last field; a family
+    whose layout changed sets `RENAMED`: older schema name -> {old top-level key: new key}, the versions it still
+    reads (a file read in an older version holds the current `schema`, and writes the current layout).
     """
 
     SCHEMA: ClassVar[str] = ""
+    RENAMED: ClassVar[dict[str, dict[str, str]]] = {}
     matrices: tuple[M, ...]
 
     def by_module(self) -> dict[str, list[M]]:
@@ -110,8 +115,12 @@ class ResultFile(Record, Generic[M]):
         Raises:
             InputError: another schema, or a malformed body.
         """
-        if data.get("schema") != cls.SCHEMA:
-            raise InputError(source, f"not a {cls.SCHEMA} result file (schema {data.get('schema')!r})")
+        schema = data.get("schema")
+        if isinstance(schema, str) and schema in cls.RENAMED:
+            renamed = cls.RENAMED[schema]
+            data = {renamed.get(key, key): value for key, value in data.items()} | {"schema": cls.SCHEMA}
+        elif schema != cls.SCHEMA:
+            raise InputError(source, f"not a {cls.SCHEMA} result file (schema {schema!r})")
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

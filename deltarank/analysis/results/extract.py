@@ -46,7 +46,7 @@ class ExtractResult(ResultFile[MatrixExtract]):
     base: str = field(metadata={"help": "Base checkpoint path as given."})
     tuned: str = field(metadata={"help": "Tuned checkpoint or adapter path as given."})
     out_dir: str = field(metadata={"help": "The adapter directory written."})
-    rank: int | None = field(metadata={"help": "Fixed rank asked for (--rank), or None."})
+    rank: int | None = field(metadata={"help": "Fixed rank asked for (--lora-rank), or None."})
     energy: float | None = field(metadata={"help": "Energy share τ asked for (--energy), or None."})
     r: int = field(metadata={"help": "Default r of adapter_config.json (the most common rank)."})
     dtype: str = field(metadata={"help": "Stored dtype of the factors."})

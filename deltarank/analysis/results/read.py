@@ -29,6 +29,10 @@ FAMILIES: dict[str, type[ResultFile[Any]]] = {
         RecommendationResult,
     )
 }
+# Older schema names still read -> their family (`ResultFile.RENAMED`: the keys renamed since).
+OLDER: dict[str, type[ResultFile[Any]]] = {
+    schema: family for family in FAMILIES.values() for schema in family.RENAMED
+}
 # The result files commands write inside their output directories (extract: the adapter; placement; recommend).
 DIRECTORY_FILES = (EXTRACT_FILE, PLACEMENT_FILE, RECOMMENDATION_FILE)
 
@@ -42,8 +46,8 @@ def read_result(source: str | Path) -> ResultFile[Any]:
             `recommendation.json`), or JSON text starting with `{`.
 
     Raises:
-        InputError: unreadable or invalid JSON, an unknown schema (the message names the known ones), or a
-            malformed body.
+        InputError: unreadable or invalid JSON, an unknown schema (the message names the current ones; older
+            versions a family still reads are read too), or a malformed body.
     """
     text = str(source)
     if not text.lstrip().startswith("{") and Path(text).is_dir():
@@ -51,7 +55,7 @@ def read_result(source: str | Path) -> ResultFile[Any]:
         source = next((path for path in inside if path.is_file()), inside[0])
     data = read_json_object(source)
     schema = data.get("schema")
-    family = FAMILIES.get(schema) if isinstance(schema, str) else None
+    family = (FAMILIES.get(schema) or OLDER.get(schema)) if isinstance(schema, str) else None
     if family is None:
         what = "no schema field" if schema is None else f"schema {schema!r}"
         raise InputError(

@@ -1,8 +1,11 @@
-"""Result records of `similarity`: frozen dataclasses and versioned JSON (`schema: deltarank.similarity/1`).
+"""Result records of `similarity`: frozen dataclasses and versioned JSON (`schema: deltarank.similarity/2`).
 
 φ(i, j) compares the first two deltas, A and B. The merge geometry of all n deltas (`results.merge`), measured
 with three or more of them (or when asked for with two), is the optional `merge` of the file and of each
 matrix record; a result without it writes neither key, so a two-delta file reads as before.
+
+Version 2 names the requested subspace sizes `sizes`, as the option `--sizes` does; version 1 files (`top`) still
+read, their `top` as `sizes`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from deltarank.analysis.results.base import Record, ResultFile
 from deltarank.analysis.results.merge import MatrixMerge, MergeGeometry
 from deltarank.io.pairing import SkippedTensor
 
-SCHEMA = "deltarank.similarity/1"
+SCHEMA = "deltarank.similarity/2"
+SCHEMA_1 = "deltarank.similarity/1"  # `sizes` was `top`
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,11 @@ class SimilarityResult(ResultFile[MatrixSimilarity]):
     tuned_a: str = field(metadata={"help": "First tuned checkpoint or adapter (A, grid rows)."})
     tuned_b: str = field(metadata={"help": "Second tuned checkpoint or adapter (B, grid columns)."})
     side: str = field(metadata={"help": "left (output space) or right (input space) singular vectors."})
-    top: tuple[int, ...] = field(metadata={"help": "Requested subspace sizes, before clipping."})
+    sizes: tuple[int, ...] = field(
+        metadata={
+            "help": f"Requested subspace sizes (--sizes), before clipping; `top` in `{SCHEMA_1}` files."
+        }
+    )
     device: str = field(metadata={"help": "Device the decompositions ran on."})
     precision: str = field(metadata={"help": "Compute dtype: float32 or float64."})
     matrices: tuple[MatrixSimilarity, ...] = field(metadata={"help": "One record per matrix."})
@@ -80,6 +88,7 @@ class SimilarityResult(ResultFile[MatrixSimilarity]):
     )
     schema: str = SCHEMA
     SCHEMA: ClassVar[str] = SCHEMA
+    RENAMED: ClassVar[dict[str, dict[str, str]]] = {SCHEMA_1: {"top": "sizes"}}
 
     def to_dict(self) -> dict[str, Any]:
         """`ResultFile.to_dict` without `merge` when it was not measured."""

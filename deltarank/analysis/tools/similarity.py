@@ -202,7 +202,7 @@ def similarity(
         tuned_a=str(tuned_a),
         tuned_b=str(tuned_b),
         side=side,
-        top=sizes,
+        sizes=sizes,
         device=str(dev),
         precision=precision,
         matrices=tuple(records),
