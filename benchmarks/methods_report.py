@@ -258,8 +258,8 @@ def markdown(records: list[dict[str, Any]], base: dict[str, Any]) -> str:
         *kind_lines(records),
         f"![effective rank of ΔW against trainable parameters]({FIGURE}.png)",
         "",
-        "Load average (1, 5, 15 min) before and after each method (the 2 cores are shared with other jobs; "
-        "every process ran with autogroup priority -10):",
+        "Load average (1, 5, 15 min) before and after each method (the 2 cores are shared with other jobs, at "
+        "times a second methods.py process measuring other methods; tokens/s and times compare only roughly):",
         "",
         *(
             f"- {r['method']} (finished {r['date']}): {fmt_load(r['load_average']['before'])} → "

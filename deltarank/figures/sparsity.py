@@ -22,6 +22,7 @@ from deltarank.figures.panels import LEGEND_ROW_IN
 from deltarank.figures.runs import Run, as_runs, display_labels, module_order
 from deltarank.figures.style import (
     MARKERS,
+    PALETTE,
     REFERENCE_COLOR,
     SINGLE_COLUMN_IN,
     new_figure,
@@ -136,8 +137,10 @@ def _legends(
 
 
 def _face(index: int) -> str:
-    """Marker fill of the `index`-th run: filled, hollow, filled, ... (runs differ in greyscale too)."""
-    return "none" if index % 2 else run_color(index)
+    """Marker fill of the `index`-th run: filled, hollow, filled, ... (runs differ in greyscale too); the
+    alternation flips each time the palette comes round, so runs i and i + len(PALETTE), which share a colour,
+    differ in fill."""
+    return "none" if (index + index // len(PALETTE)) % 2 else run_color(index)
 
 
 def _handle(color: str, marker: str, face: str) -> Line2D:

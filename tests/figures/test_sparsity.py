@@ -60,3 +60,15 @@ def test_plot_kind_sparsity_needs_a_profile(tmp_path: Path) -> None:
         render_figures([full_result()], tmp_path / "old", kinds="sparsity", formats="png")
     everything = render_figures([full_result()], tmp_path / "all", formats="png")  # `all` skips it quietly
     assert "sparsity.png" not in [p.name for p in everything]
+
+
+def test_runs_that_share_a_colour_differ_in_fill() -> None:
+    """With more runs than palette colours, run i and run i + len(PALETTE) share a colour: one is filled, the
+    other hollow (the methods benchmark draws 12 runs on 8 colours)."""
+    from deltarank.figures.sparsity import _face
+    from deltarank.figures.style import PALETTE
+
+    faces = [_face(i) for i in range(2 * len(PALETTE))]
+    assert faces[:4] == [PALETTE[0], "none", PALETTE[2], "none"]  # the alternation of a few runs is kept
+    for i in range(len(PALETTE)):
+        assert (faces[i] == "none") != (faces[i + len(PALETTE)] == "none")
