@@ -92,7 +92,8 @@ def intruders(
     W' = W_merged + (λ − 1)·Σ_{intruders} σ_i u_i v_iᵀ over the SVD of W_merged = BASE + ΔW (peft's
     reduce_intruder_dimension). A dense TUNED gives a safetensors checkpoint (other tensors, config and
     tokenizer copied); a LoRA adapter gives a LoRA adapter re-factorised at its rank (ΔW'/s = B'A' by a
-    rank-r SVD, as peft does). Other adapter methods are refused.
+    rank-r SVD, as peft does); any other adapter with a ΔW gives the merged, mitigated model as a copy of a
+    safetensors BASE (QLoRA and adapters with modules_to_save are refused).
     """
     from deltarank.analysis.tools.intruders import intruders as run_intruders
 

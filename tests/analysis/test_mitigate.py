@@ -107,12 +107,66 @@ def test_lora_matches_peft(
         assert same == (m.count == 0), m.name
 
 
-def test_dora_refused_nothing_written(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_dora_refused_without_merging_nothing_written(tiny_model_dir: Path, tmp_path: Path) -> None:
     adapter = save_lora(tmp_path / "dora", use_dora=True)
     with pytest.raises(DeltarankError, match="only dense checkpoints and PEFT LoRA adapters"):
-        mitigate(tiny_model_dir, adapter, tmp_path / "out", device="cpu")
+        mitigate(tiny_model_dir, adapter, tmp_path / "out", device="cpu", merge_adapters=False)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def ia3_adapter(out_dir: Path, seed: int = 2) -> Path:
+    """A real peft IA3 adapter of the tiny Llama: k_proj, v_proj (rows scaled) and down_proj (columns scaled),
+    its scales moved off 1."""
+    from peft import IA3Config, get_peft_model
+
+    config = IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])
+    model = get_peft_model(build_tiny_llama(), config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "ia3_l" in name:
+                param.copy_(1.0 + 0.5 * torch.randn(param.shape, generator=generator))
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.mark.parametrize("kind", ["dora", "ia3"])
+def test_other_adapters_are_written_merged_and_mitigated(
+    tiny_model_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    """An adapter whose own form cannot hold a rescaled direction is written as BASE with each adapted weight
+    replaced by W_merged with its intruders' σ scaled by λ: peft's fp32 merge is the oracle of W_merged, and the
+    tool's W' equals `mitigated_weight` of it; every other tensor is BASE's, and the checkpoint loads."""
+    adapter = save_lora(tmp_path / "dora", use_dora=True) if kind == "dora" else ia3_adapter(tmp_path / "ia3")
+    out, lam, top_k, epsilon = tmp_path / "out", 0.5, 10, 0.9
+    result = mitigate(tiny_model_dir, adapter, out, lam=lam, top_k=top_k, epsilon=epsilon, device="cpu")
+    counts = {m.name: m.count for m in result.matrices}
+    assert sum(counts.values()) > 0  # intruders exist, so the comparison can fail
+    merged = PeftModel.from_pretrained(build_tiny_llama(), adapter).merge_and_unload().state_dict()
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    written = load_file(str(out / "model.safetensors"))
+    assert written.keys() == base.keys() and not (out / "adapter_config.json").exists()
+    acted = False
+    for name, tensor in base.items():
+        if name not in counts:  # not adapted: BASE's tensor, unchanged
+            assert torch.equal(written[name], tensor), name
+            continue
+        expected = mitigated_weight(tensor.double(), merged[name].double(), top_k, epsilon, lam).weight
+        assert torch.allclose(written[name].double(), expected, atol=1e-4, rtol=0), name
+        acted |= not torch.allclose(written[name], merged[name], atol=1e-3)
+        assert written[name].dtype == tensor.dtype
+    assert acted  # the mitigation changed the merged weights somewhere
+    model = AutoModelForCausalLM.from_pretrained(out)  # a loadable checkpoint: BASE's config copied
+    assert torch.equal(model.state_dict()[next(iter(counts))], written[next(iter(counts))])
+
+
+def test_an_adapter_with_tensors_outside_its_delta_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """modules_to_save copies are trained weights a merge into BASE would drop: refused, nothing written."""
+    adapter = save_lora(tmp_path / "dora", use_dora=True, modules_to_save=["lm_head"])
+    with pytest.raises(DeltarankError, match="tensors outside its ΔW"):
+        mitigate(tiny_model_dir, adapter, tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf")])

@@ -23,6 +23,7 @@ def dirs(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         "full": save_tuned(tiny_model_dir, tmp_path / "full", {Q_PROJ: rotate_top(base_q, 2)}),
         "lora": save_lora(tmp_path / "lora"),
         "dora": save_lora(tmp_path / "dora", use_dora=True),
+        "dora_saved": save_lora(tmp_path / "dora_saved", use_dora=True, modules_to_save=["lm_head"]),
     }
 
 
@@ -52,6 +53,25 @@ def test_mitigate_dense_and_lora(dirs: dict[str, Path], tmp_path: Path) -> None:
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in out.iterdir()}
 
 
+def test_mitigate_dora_writes_the_merged_model(dirs: dict[str, Path], tmp_path: Path) -> None:
+    """A DoRA adapter cannot hold a rescaled direction in its own form: the merged, mitigated model is written
+    as a copy of BASE (its config and weights), every tensor BASE has and no adapter file."""
+    out = tmp_path / "merged"
+    code, _, stderr = run(
+        "intruders", dirs["base"], dirs["dora"], "--mitigate", "0.5", "-o", out, "--epsilon", "0.9"
+    )
+    assert code == 0, stderr
+    names = {p.name for p in out.iterdir()}  # BASE's files (its generation config too), no adapter file
+    assert {"config.json", "model.safetensors"} <= names and not any(n.startswith("adapter") for n in names)
+    base, written = (
+        load_file(str(dirs["base"] / "model.safetensors")),
+        load_file(str(out / "model.safetensors")),
+    )
+    assert written.keys() == base.keys()
+    changed = {n for n in base if not base[n].equal(written[n])}
+    assert changed and all(n.endswith(("q_proj.weight", "v_proj.weight", "up_proj.weight")) for n in changed)
+
+
 @pytest.mark.parametrize(
     ("args", "message", "code"),
     [
@@ -60,8 +80,8 @@ def test_mitigate_dense_and_lora(dirs: dict[str, Path], tmp_path: Path) -> None:
         (("{full}", "--mitigate", "nan", "-o", "{tmp}/out"), "λ must be a finite number ≥ 0", 2),
         (("{full}", "--mitigate", "0.5", "-o", "-"), "cannot hold it", 2),
         (
-            ("{dora}", "--mitigate", "0.5", "-o", "{tmp}/out"),
-            "only dense checkpoints and PEFT LoRA adapters",
+            ("{dora_saved}", "--mitigate", "0.5", "-o", "{tmp}/out"),
+            "tensors outside its ΔW (modules_to_save",
             1,
         ),
         (("{full}", "--mitigate", "0.5", "-o", "{full}", "--force"), "the input", 1),

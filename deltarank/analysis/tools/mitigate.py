@@ -15,7 +15,13 @@ so an intruder's σ_i becomes λ·σ_i and every other singular value and vector
   scale α/r or α/√r), re-factorised by its SVD truncated to the module's rank r, B' = U_r Σ_r^½ and
   A' = Σ_r^½ V_rᵀ, stored in the factors' dtype; modules without an intruder keep their factors, and the
   config and every other tensor are copied. (ΔW' has rank up to r + #intruders: the truncation keeps the
-  best rank-r part.) DoRA, QLoRA, fan_in_fan_out and other methods are refused.
+  best rank-r part.)
+- Any other adapter with a ΔW (DoRA, IA3, LoHa, LoKr, AdaLoRA, OFT, BOFT, VeRA, a fan_in_fan_out LoRA), whose
+  own parametrisation cannot hold an arbitrary rescaled direction, is written as the merged, mitigated model
+  (`merge_adapters`, the default): a copy of the BASE safetensors checkpoint with each adapted weight replaced
+  by W' (or by W_merged = W₀ + ΔW, its method's exact ΔW form, where no direction is an intruder), in the
+  base tensor's dtype, and the base's config and tokenizer files. Refused: QLoRA (its ΔW is against a 4-bit
+  base), adapters with `modules_to_save` (trained copies the merge would drop), a base that is not safetensors.
 
 Only the selected matrices (the default selection, or --include/--exclude) are mitigated; every other tensor is
 copied as it is (an adapter's embedding LoRA and modules_to_save included).
@@ -59,6 +65,7 @@ from deltarank.io.standalone import StandaloneAdapter
 
 DEFAULT_LAMBDA = 0.75
 SUPPORTED = "only dense checkpoints and PEFT LoRA adapters are supported for --mitigate"
+MERGED = "other adapters are written merged into a copy of a safetensors BASE"
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,7 @@ def mitigate(
     precision: str = "float32",
     progress: ProgressHook | None = None,
     allow_different_base: bool = False,
+    merge_adapters: bool = True,
 ) -> IntruderResult:
     """Write TUNED with each intruder direction's singular value scaled by λ into `out_dir` (see module doc).
 
@@ -146,13 +154,16 @@ def mitigate(
         precision: float32 or float64 (the compute dtype).
         progress: Called as progress(done, total, name) after each matrix.
         allow_different_base: Accept a TUNED whose config describes another architecture.
+        merge_adapters: Write an adapter other than plain LoRA as the merged, mitigated model (a copy of
+            BASE); False refuses it.
 
     Returns:
         The intruders found (at ε, on the unmitigated weights), one MatrixIntruders per selected matrix.
 
     Raises:
         OptionError: a bad λ, ε or k.
-        DeltarankError: an adapter other than plain LoRA, a TUNED that is not safetensors; nothing is written.
+        DeltarankError: a TUNED that is not safetensors, an adapter that cannot be mitigated (see the module
+            doc; any adapter but plain LoRA with `merge_adapters` False); nothing is written.
     """
     lam = check_lambda(lam)
     sweep = check_epsilons(epsilon, EPSILON_SWEEP, top_k)
@@ -161,8 +172,10 @@ def mitigate(
         base, tuned, Selection(include=include, exclude=exclude), allow_different_base
     )
     rewrite = _Rewrite(base_source, plan, dev, dtype, top_k, epsilon, lam, progress)
-    weights = rewrite.check(tuned)
-    companions_of = local_path(tuned)
+    weights = rewrite.check(tuned, merge_adapters)
+    companions_of = local_path(base if rewrite.merged else tuned)
+    if rewrite.merged and companions_of.is_file():
+        companions_of = companions_of.parent
     with atomic_directory(out_dir, overwrite) as tmp:
         rewrite_checkpoint(weights, tmp, rewrite.replace)
         if companions_of.is_dir():
@@ -194,25 +207,30 @@ class _Rewrite:
         self.top_k, self.epsilon, self.lam, self.progress = top_k, epsilon, lam, progress
         self.done: dict[str, Mitigated] = {}  # by pair name
         self._dense = {p.tuned_key: p for p in plan.pairs if isinstance(p, DensePair)}
-        self._lora = {key: p for p in plan.pairs if isinstance(p, AdapterPair) for key in _factor_keys(p)}
+        self._lora: dict[str, AdapterPair] = {}  # a LoRA factor's key -> its module's pair (a LoRA adapter)
+        self._merged: dict[str, AdapterPair] = {}  # base key -> adapter pair, when written merged
+        self.merged = False  # True: the output is BASE with each adapted weight merged (and mitigated)
         # The other factor of an adapter module already mitigated, until it is written (None: keep it).
         self._factors: dict[str, torch.Tensor | None] = {}
 
-    def check(self, tuned: str | Path) -> TensorSource:
+    def check(self, tuned: str | Path, merge_adapters: bool = True) -> TensorSource:
         """The weights to rewrite, after refusing what cannot be mitigated (before anything is written)."""
         source = self.plan.source
         if isinstance(source, AdapterSource):
             config = source.config
             kinds = sorted({p.kind for p in self.plan.pairs})
-            if config.peft_type != "LORA" or kinds != ["lora"]:
-                raise DeltarankError(f"{tuned}: a {'/'.join(kinds) or config.peft_type} adapter: {SUPPORTED}")
-            if config.fan_in_fan_out:
-                raise DeltarankError(
-                    f"{tuned}: fan_in_fan_out (Conv1D) LoRA adapters: {SUPPORTED} (nn.Linear)"
-                )
+            if config.peft_type != "LORA" or kinds != ["lora"] or config.fan_in_fan_out:
+                if not merge_adapters:
+                    raise DeltarankError(
+                        f"{tuned}: a {'/'.join(kinds) or config.peft_type} adapter: {SUPPORTED}"
+                    )
+                return self._check_merged(tuned, kinds, source)
             if any(isinstance(p, AdapterPair) and p.module.scale == 0 for p in self.plan.pairs):
                 raise DeltarankError(f"{tuned}: a module has scale α/r = 0, so ΔW/s is undefined")
             weights: TensorSource = SafetensorsSource(source.weights_path)
+            self._lora = {
+                k: p for p in self.plan.pairs if isinstance(p, AdapterPair) for k in _factor_keys(p)
+            }
         elif isinstance(source, StandaloneAdapter) or not all(
             isinstance(p, DensePair) for p in self.plan.pairs
         ):
@@ -222,8 +240,29 @@ class _Rewrite:
         weight_files(weights)  # refuses a GGUF or an unreadable dtype before anything is written
         return weights
 
+    def _check_merged(self, tuned: str | Path, kinds: list[str], source: AdapterSource) -> TensorSource:
+        """BASE's weights, to be written with each adapted weight merged: refused for QLoRA, modules_to_save
+        and a base that is not safetensors."""
+        name = "/".join(kinds) or source.config.peft_type
+        if "qlora" in kinds or not kinds:
+            raise DeltarankError(f"{tuned}: a {name} adapter: {SUPPORTED}; {MERGED}")
+        if source.unsupported:
+            raise DeltarankError(
+                f"{tuned}: a {name} adapter with tensors outside its ΔW (modules_to_save, embedding factors: "
+                f"{source.unsupported[0]}, ...), which a merge would drop: {SUPPORTED}"
+            )
+        if not isinstance(self.base_source, SafetensorsSource):
+            raise DeltarankError(f"{tuned}: a {name} adapter: {MERGED}, and this BASE is not safetensors")
+        self._merged = {p.base_key: p for p in self.plan.pairs if isinstance(p, AdapterPair)}
+        self.merged = True
+        weight_files(self.base_source)
+        return self.base_source
+
     def replace(self, key: str, stored: torch.Tensor) -> torch.Tensor:
         """The tensor to write for the stored `key` (`stored` itself when it is not mitigated)."""
+        if (merged := self._merged.get(key)) is not None:  # an adapted weight of BASE: W' or W₀ + ΔW
+            loaded = load_pair(merged, self.base_source, self.plan.source, self.dev, with_base=True)
+            return self._mitigate(loaded).weight.to(stored.dtype).cpu()
         if key in self._factors:
             factor = self._factors.pop(key)
             return stored if factor is None else factor

@@ -9,7 +9,8 @@ direction's singular value scaled by λ (`deltarank.analysis.tools.mitigate`, wh
 The row of the run in study.json gets `mitigated`: {"lambda", "intruders" (directions scaled, at the tool's
 default k and ε: "top_k", "epsilon"), "dir", and the row's own evaluation of the mitigated model: "learning",
 "forgetting" (each change against the base, with its interval where the row has one), "diversity"}. A run the
-tool cannot mitigate (an adapter other than plain LoRA: DoRA, QLoRA, IA3, ...) gets {"lambda", "note"} instead.
+study does not mitigate (an adapter other than plain LoRA: DoRA, QLoRA, IA3, ..., which the tool writes as a merged
+checkpoint that the run's evaluation would not load as the run) gets {"lambda", "note"} instead.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def measure_mitigated(
 
     out = run_dir / MITIGATED_DIR
     try:
-        found = mitigate(base_weights, run_dir, out, lam=lam, overwrite=True, device=device)
+        found = mitigate(
+            base_weights, run_dir, out, lam=lam, overwrite=True, device=device, merge_adapters=False
+        )
     except DeltarankError as error:  # refused before anything is written: adapters other than plain LoRA
         logger.warning("%s: not mitigated: %s", run_dir.name, error)
         return {"lambda": lam, "note": f"not mitigated: {error}"}
