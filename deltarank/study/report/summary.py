@@ -228,7 +228,7 @@ def summary_section(summary: Mapping[str, Any]) -> list[str]:
         f"Width-aware (energy_90 ÷ min(m, n)): {describe_width(summary['headline']['width_claim'])}; verdict "
         f"**{summary['headline']['width_claim']['verdict']}**.",
         "",
-        "| module | dim | full energy_90 | LoRA energy_90 | full ÷ r | full noise_floor | Gaussian energy_90 |",
+        "| module | width | full energy_90 | LoRA energy_90 | full ÷ r | full noise_floor | Gaussian energy_90 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for module, row in summary["modules"].items():
