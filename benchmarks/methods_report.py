@@ -36,6 +36,18 @@ LABELS = {
     "full": "full FT",
     "rslora": "rsLoRA",
     "dora": "DoRA",
+    **{
+        f"lora-{init}": f"LoRA, {name} init"
+        for init, name in {
+            "gaussian": "Gaussian",
+            "pissa": "PiSSA",
+            "pissa_niter_4": "PiSSA (4 iter.)",
+            "olora": "OLoRA",
+            "milora": "MiLoRA",
+            "eva": "EVA",
+            "corda": "CorDA",
+        }.items()
+    },
 }
 
 
