@@ -145,7 +145,9 @@ def series_label(run: Run, with_model: bool = True, with_data: bool = False) -> 
     training data (`on builtin:code`) with `with_data`."""
     model = setting(run, "model")
     parts = [Path(str(model)).name if with_model and model else "", str(method(run))]
-    if is_lora(run) and setting(run, "lora_r") is not None:
+    if is_lora(run) and (recommended := run.get("recommendation")):  # per-module ranks: no one r to name
+        parts.append(f"ranks from {recommended['from']}'s ΔW")
+    elif is_lora(run) and setting(run, "lora_r") is not None:
         parts.append(f"r={setting(run, 'lora_r')}")
     if regularised(run):
         parts.append(f"+ {regularisation_label(run)}")

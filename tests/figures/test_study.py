@@ -111,3 +111,17 @@ def test_plot_command_redraws_a_study(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "already exists (use --force" in again.output
     forced = CliRunner().invoke(main, ["plot", str(study), "-o", str(out), "--format", "png", "--force"])
     assert forced.exit_code == 0, forced.output
+
+
+def test_a_recommended_lora_run_is_labelled_by_its_source_not_by_one_rank() -> None:
+    """A run trained with `recommend:` has per-module ranks: its legend names where they came from, not its
+    most common rank (which would pass it off as a uniform LoRA of that rank)."""
+    from deltarank.figures.study_rows import series_label
+
+    uniform = {"settings": {"method": "lora", "lora_r": 16}}
+    recommended = {
+        "settings": {"method": "lora", "lora_r": 20},
+        "recommendation": {"from": "full", "lora_r": 20},
+    }
+    assert series_label(uniform, with_model=False) == "lora r=16"
+    assert series_label(recommended, with_model=False) == "lora ranks from full's ΔW"
