@@ -37,7 +37,7 @@ LABELS = {
     "rslora": "rsLoRA",
     "dora": "DoRA",
     **{
-        f"lora-{init}": f"LoRA, {name} init"
+        f"lora-{init}": f"{name} init"
         for init, name in {
             "gaussian": "Gaussian",
             "pissa": "PiSSA",
@@ -49,6 +49,12 @@ LABELS = {
         }.items()
     },
 }
+
+
+def is_init_variant(record: dict[str, Any]) -> bool:
+    """A LoRA initialisation's run (lora-<init>): in the tables and the placement figure, left out of the
+    figures that place methods (it sits on LoRA's point and crowds the labels and the palette)."""
+    return str(record["method"]).startswith("lora-")
 
 
 def label(method: str) -> str:
@@ -326,7 +332,7 @@ def draw(records: list[dict[str, Any]], results: Path) -> None:
     with paper_style():
         fig = new_figure(DOUBLE_COLUMN_IN * 0.7, 3.2)
         ax = fig.add_subplot()
-        shown = [r for r in records if r["delta"] is not None]
+        shown = [r for r in records if r["delta"] is not None and not is_init_variant(r)]
         groups: list[tuple[float, float, list[str]]] = []
         for i, r in enumerate(shown):
             x = r["run"]["parameters"]["trainable"]
@@ -357,7 +363,7 @@ def draw_sparsity(records: list[dict[str, Any]], results: Path) -> None:
     """Every method with a ΔW on sparse-vs-low-rank axes (`deltarank plot --kind sparsity`'s figure)."""
     series = []
     for r in records:
-        if r["delta"] is None or "sparsity" not in r["delta"]:
+        if r["delta"] is None or "sparsity" not in r["delta"] or is_init_variant(r):
             continue
         points = {}
         for module, shares in r["delta"]["sparsity"].items():
